@@ -1,0 +1,1 @@
+"""Fleet assets: the lakehouse schema and the fleet's status."""

@@ -1,0 +1,244 @@
+"""Lossless compact Parquet encoding of one device's rows of one stream (batch payload).
+
+:func:`encode_table` turns a stream table (envelope + payload, one device, seqs strictly
+ascending) into small Parquet bytes; :func:`decode_table` restores exactly the same table
+(column order, types, nulls, row order). The batch manifest carries tenant, device and
+stream, so the encoding drops what the manifest or the schema already says.
+
+Decisions, measured on the reference dataset (one device-hour of telemetry, 3,580 rows;
+zstd JSON lines 11.1 B/row, pyarrow default Parquet+zstd 8.5 B/row):
+
+* ``tenant_id``, ``device_id``, ``stream`` are constant in a batch: not stored (manifest).
+  ``node_id`` is stored only when some row differs from the device id.
+* Rows are sorted by the stream's grouping columns (telemetry: ``metric``) with seq as the
+  tie-break, so each metric's series is contiguous; the reader restores seq order (seqs
+  are strictly ascending in every batch, so no permutation is stored). 2.55 -> 2.30 B/row.
+* ``seq``: DELTA_BINARY_PACKED (constant stride within a metric: almost free).
+* ``ts`` is stored as ``ts.d``, the difference to the previous row in *seq* order, PLAIN +
+  zstd (mostly zeros and one period value). Delta bit-packing of the sorted ``ts`` cost
+  1.0 B/row, PLAIN of the sorted ts 0.30, the seq-order difference 0.22.
+* ``hlc`` is stored as ``hlc.lo`` = hlc - (ts << 16) (wrapping int64 arithmetic, so always
+  exact): dictionary-encoded when it has few distinct values, else delta-packed.
+* float64 payload columns become scaled integers per group when that round-trips bitwise:
+  ``<col>.i`` (int64, DELTA_BINARY_PACKED), ``<col>.s`` (decimal scale, dictionary/RLE:
+  constant per metric) and ``<col>.f`` (the raw float, BYTE_STREAM_SPLIT) for rows that do
+  not round-trip (NaN, inf, -0.0, full-precision values). The check runs the reader's
+  exact arithmetic, so decoding is bit-exact. Values: 0.90 B/row instead of ~5.
+* int64 payload columns: DELTA_BINARY_PACKED; strings: dictionary.
+* zstd level 19 (a batch is ~30 KB raw: a few ms), no statistics, no page index, no
+  stored Arrow schema (the stream schema is known from the manifest's fingerprint).
+
+Result: 1.45 B/row of Parquet; 1.63 B/row uploaded with the ~600-byte manifest, GCM tag
+and signature (bench/bench_batch_size.py, 200 devices: JSON lines 185.6, gzip JSON lines
+13.0, zstd JSON lines 10.7, default Parquet+zstd 8.5 B/row).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from edge_sync.streams import StreamSpec
+
+ZSTD_LEVEL = 19
+MAX_SCALE = 9
+_POW10 = np.array([10.0**d for d in range(MAX_SCALE + 1)], dtype=np.float64)  # exact for d <= 22
+_MAX_EXACT_INT = float(2**53)
+_DICT_MAX_DISTINCT = 256
+
+# Columns that group rows into series worth sorting together (and scaling per series).
+GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "telemetry": ("metric",),
+    "health": ("version", "slot"),
+    "alerts": ("code",),
+    "logs": ("level",),
+    "state": ("namespace", "key", "field"),
+}
+
+_DROPPED = ("tenant_id", "device_id", "stream")
+
+
+class PayloadDecodeError(ValueError):
+    """The Parquet payload does not have the columns this format version writes."""
+
+
+def _group_ids(table: pa.Table, columns: tuple[str, ...]) -> np.ndarray:
+    """A small integer per distinct combination of ``columns`` (all zeros if none)."""
+    if not columns or table.num_rows == 0:
+        return np.zeros(table.num_rows, dtype=np.int64)
+    if len(columns) == 1:  # the common case (telemetry's metric): vectorised
+        codes = pc.dictionary_encode(table.column(columns[0])).combine_chunks().indices
+        return np.asarray(codes.cast(pa.int64()).fill_null(-1).to_numpy(), dtype=np.int64)
+    keys = list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
+    ids: dict[tuple, int] = {}
+    return np.fromiter((ids.setdefault(k, len(ids)) for k in keys), dtype=np.int64, count=len(keys))
+
+
+def _scale_floats(values: pa.ChunkedArray, groups: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Split a float64 column into (scaled ints, scale, raw floats); see module docstring."""
+    n = len(values)
+    valid = ~np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    v = np.asarray(values.fill_null(0.0).to_numpy(), dtype=np.float64)
+    bits = v.view(np.int64)
+    # ok[d, i]: row i decodes bit-exactly at scale d, using the reader's arithmetic.
+    ok = np.zeros((MAX_SCALE + 1, n), dtype=bool)
+    ints = np.zeros((MAX_SCALE + 1, n), dtype=np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for d in range(MAX_SCALE + 1):
+            k = np.round(v * _POW10[d])
+            fits = np.isfinite(k) & (np.abs(k) < _MAX_EXACT_INT)
+            kk = np.where(fits, k, 0.0).astype(np.int64)
+            back = kk.astype(np.float64) / _POW10[d]
+            ok[d] = fits & valid & (back.view(np.int64) == bits)
+            ints[d] = kk
+    scale = np.full(n, -1, dtype=np.int64)
+    for g in np.unique(groups):
+        rows = groups == g
+        counts = ok[:, rows].sum(axis=1)
+        if counts.max() == 0:
+            continue
+        d = int(np.argmax(counts))  # first scale that reaches the best count: the smallest
+        scale[rows & ok[d]] = d
+    scaled = scale >= 0
+    idx = np.where(scaled, scale, 0)
+    i_col = pa.array(ints[idx, np.arange(n)], pa.int64(), mask=~scaled)
+    s_col = pa.array(scale.astype(np.int8), pa.int8(), mask=~scaled)
+    f_col = pa.array(v, pa.float64(), mask=scaled | ~valid)
+    return i_col, s_col, f_col
+
+
+def encode_table(table: pa.Table, spec: StreamSpec, device_id: str) -> bytes:
+    """Compact Parquet bytes for ``table`` (already validated: ``spec.schema``, seqs ascending)."""
+    n = table.num_rows
+    seq = table.column("seq").to_numpy()
+    ts = table.column("ts").cast(pa.int64()).to_numpy()
+    hlc = table.column("hlc").to_numpy()
+    ts_diff = np.diff(ts, prepend=np.int64(0)) if n else ts  # wrapping int64: exact inverse is cumsum
+    with np.errstate(over="ignore"):
+        hlc_lo = hlc - np.left_shift(ts, 16)
+
+    group_cols = tuple(c for c in GROUP_COLUMNS.get(spec.name, ()) if c in spec.payload_names)
+    groups = _group_ids(table, group_cols)
+    sort_keys = [(c, "ascending") for c in group_cols] + [("seq", "ascending")]
+    order = pc.sort_indices(table, sort_keys=sort_keys).to_numpy() if n else seq
+
+    columns: dict[str, pa.Array] = {"seq": pa.array(seq[order], pa.int64())}
+    dictionary: list[str] = []
+    encoding: dict[str, str] = {"seq": "DELTA_BINARY_PACKED", "ts.d": "PLAIN"}
+    columns["ts.d"] = pa.array(ts_diff[order], pa.int64())
+    columns["hlc.lo"] = pa.array(hlc_lo[order], pa.int64())
+    if len(np.unique(hlc_lo)) <= _DICT_MAX_DISTINCT:
+        dictionary.append("hlc.lo")
+    else:
+        encoding["hlc.lo"] = "DELTA_BINARY_PACKED"
+    node = table.column("node_id")
+    if n and not pc.all(pc.equal(node, device_id)).as_py():
+        columns["node_id"] = node.take(order)
+        dictionary.append("node_id")
+
+    take = pa.array(order, pa.int64())
+    for field in spec.payload:
+        col = table.column(field.name)
+        if pa.types.is_float64(field.type):
+            i_col, s_col, f_col = _scale_floats(col, groups)
+            columns[f"{field.name}.i"] = i_col.take(take)
+            columns[f"{field.name}.s"] = s_col.take(take)
+            columns[f"{field.name}.f"] = f_col.take(take)
+            encoding[f"{field.name}.i"] = "DELTA_BINARY_PACKED"
+            encoding[f"{field.name}.f"] = "BYTE_STREAM_SPLIT"
+            dictionary.append(f"{field.name}.s")
+        elif pa.types.is_int64(field.type):
+            columns[field.name] = col.take(take)
+            encoding[field.name] = "DELTA_BINARY_PACKED"
+        elif pa.types.is_string(field.type):
+            columns[field.name] = col.take(take)
+            dictionary.append(field.name)
+        else:  # any other type: stored as is
+            columns[field.name] = col.take(take)
+
+    out = io.BytesIO()
+    pq.write_table(
+        pa.table(columns),
+        out,
+        compression="zstd",
+        compression_level=ZSTD_LEVEL,
+        use_dictionary=dictionary,
+        column_encoding=encoding,
+        write_statistics=False,
+        write_page_index=False,
+        store_schema=False,
+    )
+    return out.getvalue()
+
+
+def decode_table(data: bytes, spec: StreamSpec, tenant_id: str, device_id: str) -> pa.Table:
+    """The exact table :func:`encode_table` was given, in seq order with ``spec.schema``."""
+    try:
+        stored = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise PayloadDecodeError(f"payload is not readable Parquet ({exc})") from None
+    n = stored.num_rows
+    names = set(stored.column_names)
+    needed = {"seq", "ts.d", "hlc.lo"}
+    for field in spec.payload:
+        needed |= {f"{field.name}.{s}" for s in "isf"} if pa.types.is_float64(field.type) else {field.name}
+    missing = needed - names
+    if missing:
+        raise PayloadDecodeError(f"payload lacks columns {sorted(missing)} for stream {spec.name!r}")
+    extra = names - needed - {"node_id"}
+    if extra:
+        raise PayloadDecodeError(f"payload has unexpected columns {sorted(extra)} for stream {spec.name!r}")
+
+    try:
+        seq_sorted = stored.column("seq").cast(pa.int64()).to_numpy()
+        order = np.argsort(seq_sorted, kind="stable")
+        stored = stored.take(pa.array(order, pa.int64()))
+        seq = seq_sorted[order]
+        ts = np.cumsum(stored.column("ts.d").cast(pa.int64()).to_numpy())
+        with np.errstate(over="ignore"):
+            hlc = stored.column("hlc.lo").cast(pa.int64()).to_numpy() + np.left_shift(ts, 16)
+    except (pa.ArrowException, ValueError) as exc:
+        raise PayloadDecodeError(f"envelope columns are malformed ({exc})") from None
+
+    def const(value: str) -> pa.Array:
+        return pa.array([value] * n, pa.string())
+
+    arrays: dict[str, pa.Array | pa.ChunkedArray] = {
+        "tenant_id": const(tenant_id),
+        "device_id": const(device_id),
+        "stream": const(spec.name),
+        "seq": pa.array(seq, pa.int64()),
+        "hlc": pa.array(hlc, pa.int64()),
+        "node_id": stored.column("node_id") if "node_id" in names else const(device_id),
+        "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+    }
+    for field in spec.payload:
+        if pa.types.is_float64(field.type):
+            arrays[field.name] = _unscale(stored, field.name)
+        else:
+            arrays[field.name] = stored.column(field.name)
+    try:
+        return pa.table([arrays[f.name] for f in spec.schema], schema=spec.schema)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise PayloadDecodeError(
+            f"payload columns do not match stream {spec.name!r} schema ({exc})"
+        ) from None
+
+
+def _unscale(stored: pa.Table, name: str) -> pa.Array:
+    ints = stored.column(f"{name}.i").combine_chunks()
+    scale = stored.column(f"{name}.s").combine_chunks()
+    raw = stored.column(f"{name}.f").combine_chunks()
+    scaled = ~np.asarray(scale.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    s = np.asarray(scale.fill_null(0).to_numpy(), dtype=np.int64)
+    if s.size and (s.min() < 0 or s.max() > MAX_SCALE):
+        raise PayloadDecodeError(f"column {name!r} has a decimal scale outside 0..{MAX_SCALE}")
+    i = np.asarray(ints.fill_null(0).to_numpy(), dtype=np.int64)
+    f = np.asarray(raw.fill_null(0.0).to_numpy(), dtype=np.float64)
+    values = np.where(scaled, i.astype(np.float64) / _POW10[s], f)
+    null = ~scaled & np.asarray(raw.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    return pa.array(values, pa.float64(), mask=null)

@@ -1,0 +1,275 @@
+"""The encrypted DuckDB file behind the device cache: schema, counters, writes and reads.
+
+One DuckDB database attached as ``c`` with the device key (AES-GCM, DuckDB's own
+encryption; writing needs the httpfs extension's crypto module). Tables:
+
+- ``stream_<name>``: unsent rows of each stream (``seq, hlc, ts, nbytes`` + payload);
+- ``stream_counters``: last issued seq and acknowledged watermark per stream;
+- ``clock``: the last HLC issued or observed, so a reopened cache stays monotonic;
+- ``evictions``: every eviction as a contiguous seq range, with reason and report flag;
+- ``state_current``: the device's current view of keyed state;
+- ``cache_info``: which tenant and device the file belongs to.
+
+Counters and clock are written in the same transaction as the rows they describe, so a
+crash never leaves a seq issued in the file without its row (or the reverse).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from edge_sync import duck
+from edge_sync.cache_rows import storage_schema
+from edge_sync.streams import STREAMS, StreamSpec
+
+FORMAT_VERSION = 1
+KEY_BYTES = 32
+
+STATE_SCHEMA = pa.schema(
+    [
+        pa.field("namespace", pa.string()),
+        pa.field("key", pa.string()),
+        pa.field("field", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("hlc", pa.int64()),
+        pa.field("node_id", pa.string()),
+        pa.field("origin", pa.string()),
+    ]
+)
+
+_SQL_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE"}
+
+
+class CacheKeyError(ValueError):
+    """The device key does not open the cache file (wrong key, or the file is not encrypted)."""
+
+
+def table_name(stream: str) -> str:
+    return f"c.stream_{stream}"
+
+
+def _ddl(spec: StreamSpec) -> str:
+    cols = ", ".join(f'"{f.name}" {_SQL_TYPES[f.type]}' for f in storage_schema(spec))
+    return f"CREATE TABLE IF NOT EXISTS {table_name(spec.name)} ({cols})"
+
+
+class CacheStore:
+    """The DuckDB connection and every SQL statement of the cache."""
+
+    def __init__(self, path: str | os.PathLike, key: bytes, tenant_id: str, device_id: str) -> None:
+        if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_BYTES:
+            raise CacheKeyError(
+                f"the device key for {path} must be {KEY_BYTES} bytes (got "
+                f"{len(key) if isinstance(key, (bytes, bytearray)) else type(key).__name__}); "
+                "pass the raw key from the keyring or Vault, not a hex or base64 string"
+            )
+        self.path = Path(path)
+        self._key_text = bytes(key).hex()
+        self.tenant_id, self.device_id = tenant_id, device_id
+        self.con = self._attach()
+        self._create_schema()
+
+    # -- connection ---------------------------------------------------------------------
+    def _attach(self) -> duckdb.DuckDBPyConnection:
+        con = duck.connect(":memory:", extensions=("httpfs",))
+        try:
+            con.execute(f"ATTACH '{self.path}' AS c (ENCRYPTION_KEY '{self._key_text}')")
+        except duckdb.InvalidInputException as exc:
+            con.close()
+            if "encryption key" in str(exc).lower():
+                raise CacheKeyError(
+                    f"cache file {self.path}: the device key does not match the key it was encrypted with "
+                    "(wrong key from the keyring/Vault, or a file from another device)"
+                ) from None
+            raise
+        except duckdb.CatalogException as exc:
+            con.close()
+            if "not encrypted" in str(exc):
+                raise CacheKeyError(
+                    f"cache file {self.path} is not encrypted, so the device key does not match it; "
+                    "move it away and let the cache create a new encrypted file"
+                ) from None
+            raise
+        return con
+
+    def reconnect(self) -> None:
+        """Drop a connection DuckDB invalidated (e.g. after a failed write) and attach again."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+        self.con = self._attach()
+
+    def rollback(self) -> None:
+        with contextlib.suppress(duckdb.Error):  # no transaction open, or the connection is gone
+            self.con.execute("ROLLBACK")
+
+    def close(self) -> None:
+        try:
+            self.con.execute("CHECKPOINT c")
+        finally:
+            self.con.close()
+
+    def _create_schema(self) -> None:
+        con = self.con
+        con.execute("BEGIN")
+        con.execute("CREATE TABLE IF NOT EXISTS c.cache_info (tenant_id VARCHAR, device_id VARCHAR, format INTEGER)")
+        con.execute("CREATE TABLE IF NOT EXISTS c.stream_counters (stream VARCHAR, last_seq BIGINT, acked_seq BIGINT)")
+        con.execute("CREATE TABLE IF NOT EXISTS c.clock (last_hlc BIGINT)")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS c.evictions (id BIGINT, stream VARCHAR, first_seq BIGINT, last_seq BIGINT, "
+            "count BIGINT, reason VARCHAR, evicted_ms BIGINT, reported BOOLEAN)"
+        )
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS c.state_current (namespace VARCHAR, key VARCHAR, field VARCHAR, "
+            "value VARCHAR, hlc BIGINT, node_id VARCHAR, origin VARCHAR, PRIMARY KEY (namespace, key, field))"
+        )
+        for spec in STREAMS.values():
+            con.execute(_ddl(spec))
+        info = con.execute("SELECT tenant_id, device_id, format FROM c.cache_info").fetchall()
+        if not info:
+            con.execute("INSERT INTO c.cache_info VALUES (?, ?, ?)", [self.tenant_id, self.device_id, FORMAT_VERSION])
+            con.execute("INSERT INTO c.clock VALUES (0)")
+        elif info[0][:2] != (self.tenant_id, self.device_id):
+            con.execute("ROLLBACK")
+            raise ValueError(
+                f"cache file {self.path} belongs to tenant {info[0][0]!r} device {info[0][1]!r}, "
+                f"not tenant {self.tenant_id!r} device {self.device_id!r}; use that device's own cache path"
+            )
+        known = {r[0] for r in con.execute("SELECT stream FROM c.stream_counters").fetchall()}
+        for name in STREAMS:
+            if name not in known:
+                con.execute("INSERT INTO c.stream_counters VALUES (?, 0, 0)", [name])
+        con.execute("COMMIT")
+
+    # -- reads on open ------------------------------------------------------------------
+    def counters(self) -> dict[str, tuple[int, int]]:
+        rows = self.con.execute("SELECT stream, last_seq, acked_seq FROM c.stream_counters").fetchall()
+        return {s: (last, acked) for s, last, acked in rows}
+
+    def last_hlc(self) -> int:
+        return int(self.con.execute("SELECT max(last_hlc) FROM c.clock").fetchone()[0])
+
+    def usage(self, stream: str) -> tuple[int, int]:
+        """(rows, accounted bytes) stored for a stream."""
+        rows, nbytes = self.con.execute(f"SELECT count(*), coalesce(sum(nbytes), 0) FROM {table_name(stream)}").fetchone()
+        return int(rows), int(nbytes)
+
+    def next_eviction_id(self) -> int:
+        return int(self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM c.evictions").fetchone()[0])
+
+    # -- writes -------------------------------------------------------------------------
+    def write(
+        self,
+        tables: dict[str, list[pa.Table]],
+        last_seqs: dict[str, int],
+        last_hlc: int,
+        state_rows: pa.Table | None = None,
+    ) -> None:
+        """One transaction: insert the batches, upsert current state, move counters and clock."""
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            for stream, batches in tables.items():
+                for i, batch in enumerate(batches):
+                    view = f"_ins_{stream}_{i}"
+                    con.register(view, batch)
+                    try:
+                        con.execute(f"INSERT INTO {table_name(stream)} SELECT * FROM {view}")
+                    finally:
+                        con.unregister(view)
+            if state_rows is not None and state_rows.num_rows:
+                self._upsert_state(state_rows)
+            for stream, last in last_seqs.items():
+                con.execute("UPDATE c.stream_counters SET last_seq = ? WHERE stream = ?", [last, stream])
+            con.execute("UPDATE c.clock SET last_hlc = greatest(last_hlc, ?)", [last_hlc])
+            con.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+    def save_clock(self, last_hlc: int) -> None:
+        self.con.execute("UPDATE c.clock SET last_hlc = greatest(last_hlc, ?)", [last_hlc])
+
+    def _upsert_state(self, rows: pa.Table) -> None:
+        # rows are already deduplicated by (namespace, key, field): INSERT OR REPLACE would keep
+        # the first of duplicates inside one statement.
+        self.con.register("_state_rows", rows)
+        try:
+            self.con.execute(
+                "INSERT OR REPLACE INTO c.state_current SELECT namespace, key, field, value, hlc, node_id, origin "
+                "FROM _state_rows"
+            )
+        finally:
+            self.con.unregister("_state_rows")
+
+    def replace_state(self, rows: pa.Table, last_hlc: int) -> None:
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            self._upsert_state(rows)
+            con.execute("UPDATE c.clock SET last_hlc = greatest(last_hlc, ?)", [last_hlc])
+            con.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+    def ack(self, stream: str, upto_seq: int) -> tuple[int, int]:
+        """Delete delivered rows and move the watermark; returns (rows, bytes) removed."""
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            rows, nbytes = con.execute(
+                f"SELECT count(*), coalesce(sum(nbytes), 0) FROM {table_name(stream)} WHERE seq <= ?", [upto_seq]
+            ).fetchone()
+            con.execute(f"DELETE FROM {table_name(stream)} WHERE seq <= ?", [upto_seq])
+            con.execute("UPDATE c.stream_counters SET acked_seq = ? WHERE stream = ?", [upto_seq, stream])
+            con.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+        return int(rows), int(nbytes)
+
+    # -- reads --------------------------------------------------------------------------
+    def pending(self, spec: StreamSpec, after_seq: int, max_rows: int | None) -> pa.Table:
+        """Rows past ``after_seq`` in seq order, with the full stream schema of streams.py."""
+        payload = ", ".join(f'"{n}"' for n in spec.payload_names)
+        limit = "" if max_rows is None else f" LIMIT {int(max_rows)}"
+        stored = self.con.execute(
+            f"SELECT seq, hlc, ts, {payload} FROM {table_name(spec.name)} WHERE seq > ? ORDER BY seq{limit}",
+            [after_seq],
+        ).to_arrow_table()
+        n = stored.num_rows
+
+        def const(v: str) -> pa.Array:
+            return pa.repeat(pa.scalar(v, pa.string()), n)
+
+        envelope = {
+            "tenant_id": const(self.tenant_id),
+            "device_id": const(self.device_id),
+            "stream": const(spec.name),
+            "seq": stored.column("seq"),
+            "hlc": stored.column("hlc"),
+            "node_id": const(self.device_id),
+            "ts": stored.column("ts").cast(pa.timestamp("ms", tz="UTC")),
+        }
+        cols = [envelope[f.name] if f.name in envelope else stored.column(f.name) for f in spec.schema]
+        cols = [c if isinstance(c, pa.ChunkedArray) else pa.chunked_array([c], c.type) for c in cols]
+        return pa.Table.from_arrays(cols, schema=spec.schema)
+
+    def state_table(self, namespace: str | None = None, key: str | None = None) -> pa.Table:
+        where, params = "", []
+        if namespace is not None:
+            where, params = " WHERE namespace = ? AND key = ?", [namespace, key]
+        t = self.con.execute(
+            f"SELECT namespace, key, field, value, hlc, node_id, origin FROM c.state_current{where} "
+            "ORDER BY namespace, key, field",
+            params,
+        ).to_arrow_table()
+        return t.cast(STATE_SCHEMA)
+
+    def file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}.wal")) if p.exists())

@@ -1,0 +1,117 @@
+"""The desired-state document: what the platform wants one device to run and hold.
+
+Central code (the ``edge_agent`` fleet backend, central state edits) writes it; the
+device agent pulls and verifies it (edge_sync downlink). One signed JSON object per
+device at ``tenant=<T>/device=<D>/desired.json`` in the object store::
+
+    {"document": {...}, "key_id": "<platform key fingerprint>", "signature": "<base64>"}
+
+The document (``DesiredState``) carries a ``revision`` that only grows: the agent refuses
+a document whose revision is lower than one it already applied (a replayed or rolled-back
+document), one signed by any key but the platform's, and one for another device.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_sync.identity import PlatformSigner, SignatureError, verify_document
+from edge_sync.ids import validate_id
+
+FORMAT = 1
+MAX_DOCUMENT_BYTES = 1 << 20
+
+
+class DesiredStateError(ValueError):
+    """A desired-state document that must not be applied; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Release(BaseModel):
+    """A release assignment: the version to run and the slot to run it in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    slot: Literal["a", "b"] = "a"
+    rollout_id: str | None = None
+    phase: int | None = None
+
+
+class StateEdit(BaseModel):
+    """One central edit of a state field (value is JSON text)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str
+    key: str
+    field: str
+    value: str
+    hlc: int
+    node_id: str = "central"
+    origin: Literal["central"] = "central"
+
+
+class DesiredState(BaseModel):
+    """What one device should run and which central state edits it should apply."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal[1] = FORMAT
+    tenant_id: str
+    device_id: str
+    revision: int = Field(ge=1)
+    issued_hlc: int = Field(ge=0)
+    release: Release | None = None
+    previous: Release | None = None  # the slot to fall back to (blue/green, rollback)
+    state_edits: list[StateEdit] = Field(default_factory=list)
+
+
+def desired_key(tenant_id: str, device_id: str) -> str:
+    return f"tenant={validate_id('tenant', tenant_id)}/device={validate_id('device', device_id)}/desired.json"
+
+
+def encode(doc: DesiredState, signer: PlatformSigner) -> bytes:
+    return json.dumps(signer.sign_document(doc.model_dump(mode="json")), sort_keys=True).encode()
+
+
+def decode(
+    data: bytes,
+    *,
+    platform_keys: bytes | list[bytes],
+    tenant_id: str,
+    device_id: str,
+    applied_revision: int = 0,
+) -> DesiredState:
+    """Verify and parse a document for this device; refuse anything unsafe to apply."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise DesiredStateError("oversized", f"desired-state document is {len(data)} bytes, over {MAX_DOCUMENT_BYTES}")
+    try:
+        signed: dict[str, Any] = json.loads(data)
+    except ValueError as exc:
+        raise DesiredStateError("bad_json", f"desired-state document is not JSON: {exc}") from exc
+    try:
+        body = verify_document(signed, platform_keys)
+    except SignatureError as exc:
+        raise DesiredStateError("bad_signature", f"desired-state document signature does not verify: {exc}") from exc
+    try:
+        doc = DesiredState.model_validate(body)
+    except ValueError as exc:
+        raise DesiredStateError("bad_document", f"desired-state document is malformed: {exc}") from exc
+    if (doc.tenant_id, doc.device_id) != (tenant_id, device_id):
+        raise DesiredStateError(
+            "wrong_device",
+            f"desired-state document is for {doc.tenant_id}/{doc.device_id}, not this device {tenant_id}/{device_id}",
+        )
+    if doc.revision < applied_revision:
+        raise DesiredStateError(
+            "stale_revision",
+            f"desired-state revision {doc.revision} is older than the applied revision {applied_revision}: refused",
+        )
+    return doc

@@ -1,0 +1,141 @@
+"""The device streams: their schemas, priority classes and time-to-live.
+
+One definition shared by the device cache, the batch format (schema fingerprints) and the
+central ingest, so both sides agree on what a ``telemetry`` row is.
+
+Every stream row carries the envelope columns ``tenant_id``, ``device_id``, ``stream``,
+``seq`` (per device and stream), ``hlc``, ``node_id`` and ``ts`` (device wall time);
+the payload columns follow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+ENVELOPE = pa.schema(
+    [
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("stream", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("hlc", pa.int64(), nullable=False),
+        pa.field("node_id", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+ENVELOPE_NAMES = tuple(ENVELOPE.names)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A stream: payload schema, priority (higher is more important) and default TTL."""
+
+    name: str
+    payload: pa.Schema
+    priority: int
+    ttl_seconds: int | None
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema(list(ENVELOPE) + list(self.payload))
+
+    @property
+    def payload_names(self) -> tuple[str, ...]:
+        return tuple(self.payload.names)
+
+    @property
+    def fingerprint(self) -> str:
+        return schema_fingerprint(self.schema)
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    """A stable short hash of column names and types (not metadata)."""
+    desc = [[f.name, str(f.type)] for f in schema]
+    return hashlib.sha256(json.dumps(desc, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+DAY = 86_400
+
+STREAMS: dict[str, StreamSpec] = {
+    s.name: s
+    for s in (
+        StreamSpec(
+            "alerts",
+            pa.schema(
+                [
+                    pa.field("severity", pa.string()),
+                    pa.field("code", pa.string()),
+                    pa.field("message", pa.string()),
+                ]
+            ),
+            priority=40,
+            ttl_seconds=None,  # alerts never expire on the device
+        ),
+        StreamSpec(
+            "health",
+            pa.schema(
+                [
+                    pa.field("version", pa.string()),
+                    pa.field("slot", pa.string()),
+                    pa.field("desired_revision", pa.int64()),
+                    pa.field("error_rate", pa.float64()),
+                    pa.field("crash_count", pa.int64()),
+                    pa.field("cpu_pct", pa.float64()),
+                    pa.field("mem_mb", pa.float64()),
+                    pa.field("heartbeat", pa.int64()),
+                    pa.field("queue_depth", pa.int64()),
+                ]
+            ),
+            priority=30,
+            ttl_seconds=30 * DAY,
+        ),
+        StreamSpec(
+            "telemetry",
+            pa.schema([pa.field("metric", pa.string()), pa.field("value", pa.float64())]),
+            priority=20,
+            ttl_seconds=14 * DAY,
+        ),
+        StreamSpec(
+            "logs",
+            pa.schema([pa.field("level", pa.string()), pa.field("message", pa.string())]),
+            priority=10,
+            ttl_seconds=7 * DAY,
+        ),
+        # Edits to keyed mutable state records travel as a stream too: one row per field edit.
+        StreamSpec(
+            "state",
+            pa.schema(
+                [
+                    pa.field("namespace", pa.string()),
+                    pa.field("key", pa.string()),
+                    pa.field("field", pa.string()),
+                    pa.field("value", pa.string()),  # JSON text
+                    pa.field("origin", pa.string()),  # 'device' or 'central'
+                ]
+            ),
+            priority=35,
+            ttl_seconds=None,
+        ),
+    )
+}
+
+# Streams in the order the uploader spends bandwidth on them: most important first.
+BY_PRIORITY: tuple[str, ...] = tuple(sorted(STREAMS, key=lambda n: -STREAMS[n].priority))
+
+
+def get_stream(name: str) -> StreamSpec:
+    try:
+        return STREAMS[name]
+    except KeyError:
+        raise ValueError(f"unknown stream {name!r}; known streams: {', '.join(STREAMS)}") from None
+
+
+def stream_for_fingerprint(fingerprint: str) -> StreamSpec | None:
+    for spec in STREAMS.values():
+        if spec.fingerprint == fingerprint:
+            return spec
+    return None

@@ -1,0 +1,319 @@
+"""Provisioning of the platform's Vault layout: engines, tenant keys, device enrolment.
+
+This runs on the operator's or the central side with a privileged token; devices never
+import it for anything but the naming helpers. The layout it creates:
+
+- transit engine at ``transit``: one key per tenant, ``tenant-<tenant>`` (aes256-gcm96),
+  used to wrap the per-batch data keys;
+- KV v2 engine at ``edgeplat``: ``tenants/<tenant>/devices/<device>/<name>`` (one device)
+  and ``tenants/<tenant>/shared/<name>`` (every device of the tenant);
+- AppRole at ``approle``: one role and one policy per device, ``device.<tenant>.<device>``,
+  and ``central.<name>`` roles for the central ingest.
+
+A device policy allows only: data keys from its tenant's transit key, KV reads under its
+own and its tenant's shared paths, and looking up / renewing / revoking its own token. It
+cannot decrypt anything: unwrapping data keys is the central ingest's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import hvac
+from hvac import exceptions as hvac_exc
+
+from edge_sync.ids import validate_id
+
+TRANSIT_MOUNT = "transit"
+KV_MOUNT = "edgeplat"
+APPROLE_MOUNT = "approle"
+CENTRAL_POLICY = "edgeplat-central-ingest"
+
+
+def _vault_safe(kind: str, value: str) -> str:
+    validate_id(kind, value)
+    # Vault object names must end with a word character; '.' is escaped below but a
+    # trailing '-' would be rejected by Vault with a less helpful message.
+    if value.endswith("-"):
+        raise ValueError(f"invalid {kind} id {value!r} for Vault: it must not end with '-'")
+    return value
+
+
+def _name_part(value: str) -> str:
+    """Injective, lower-case, dot-free spelling of an id for role and policy names.
+
+    Vault lower-cases policy names, so 'Acme' and 'acme' would collide, and '.' is our
+    separator: lower-case letters, digits and '-' pass through, the rest is escaped.
+    """
+    out = []
+    for ch in value:
+        if ch.islower() or ch.isdigit() or ch == "-":
+            out.append(ch)
+        elif ch == "_":
+            out.append("__")
+        elif ch == ".":
+            out.append("_d")
+        else:  # upper-case letter (validate_id allows nothing else)
+            out.append("_" + ch.lower())
+    return "".join(out)
+
+
+def tenant_key_name(tenant_id: str) -> str:
+    """Name of the tenant's transit key (transit key names are case-sensitive)."""
+    return f"tenant-{_vault_safe('tenant', tenant_id)}"
+
+
+def device_role_name(tenant_id: str, device_id: str) -> str:
+    """Name of the device's AppRole role and of its policy: ``device.<tenant>.<device>``.
+
+    One name per (tenant, device) pair and never the same for two pairs, so enrolling a
+    device can never overwrite another tenant's role or policy.
+    """
+    t = _name_part(_vault_safe("tenant", tenant_id))
+    d = _name_part(_vault_safe("device", device_id))
+    return f"device.{t}.{d}"
+
+
+def device_kv_path(tenant_id: str, device_id: str, name: str = "") -> str:
+    """KV v2 path (relative to the mount) of a device's secret ``name``."""
+    base = f"tenants/{_vault_safe('tenant', tenant_id)}/devices/{_vault_safe('device', device_id)}"
+    return f"{base}/{name}" if name else base
+
+
+def shared_kv_path(tenant_id: str, name: str = "") -> str:
+    """KV v2 path (relative to the mount) of a secret shared by all of a tenant's devices."""
+    base = f"tenants/{_vault_safe('tenant', tenant_id)}/shared"
+    return f"{base}/{name}" if name else base
+
+
+def device_policy(tenant_id: str, device_id: str) -> str:
+    """HCL policy of one device."""
+    key = tenant_key_name(tenant_id)
+    own = device_kv_path(tenant_id, device_id)
+    shared = shared_kv_path(tenant_id)
+    # datakey/plaintext, not datakey/wrapped: the device must hold the plaintext data key
+    # to encrypt batches locally; it still cannot decrypt (unwrap) any wrapped key.
+    return f"""
+path "{TRANSIT_MOUNT}/datakey/plaintext/{key}" {{
+  capabilities = ["update"]
+}}
+path "{KV_MOUNT}/data/{own}/*" {{
+  capabilities = ["read"]
+}}
+path "{KV_MOUNT}/data/{shared}/*" {{
+  capabilities = ["read"]
+}}
+path "auth/token/lookup-self" {{
+  capabilities = ["read"]
+}}
+path "auth/token/renew-self" {{
+  capabilities = ["update"]
+}}
+path "auth/token/revoke-self" {{
+  capabilities = ["update"]
+}}
+"""
+
+
+def central_policy() -> str:
+    """HCL policy of the central ingest: unwrap (decrypt) data keys of every tenant."""
+    return f"""
+path "{TRANSIT_MOUNT}/decrypt/tenant-*" {{
+  capabilities = ["update"]
+}}
+path "auth/token/lookup-self" {{
+  capabilities = ["read"]
+}}
+path "auth/token/renew-self" {{
+  capabilities = ["update"]
+}}
+"""
+
+
+class VaultAdmin:
+    """Creates and changes the platform layout through a privileged hvac client.
+
+    Every ``ensure_*`` call is idempotent, so provisioning can be re-run safely.
+    """
+
+    def __init__(self, client: hvac.Client) -> None:
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"VaultAdmin(url={self.client.url!r})"
+
+    # -- engines and tenants -------------------------------------------------------------
+
+    def ensure_engines(self) -> None:
+        """Enable transit, KV v2 and AppRole at the platform's mount points if missing."""
+        mounts = self.client.sys.list_mounted_secrets_engines()["data"]
+        if f"{TRANSIT_MOUNT}/" not in mounts:
+            self.client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
+        if f"{KV_MOUNT}/" not in mounts:
+            self.client.sys.enable_secrets_engine("kv", path=KV_MOUNT, options={"version": "2"})
+        elif mounts[f"{KV_MOUNT}/"].get("options", {}).get("version") != "2":
+            raise RuntimeError(f"mount {KV_MOUNT!r} exists but is not KV version 2: move or upgrade it")
+        auths = self.client.sys.list_auth_methods()["data"]
+        if f"{APPROLE_MOUNT}/" not in auths:
+            self.client.sys.enable_auth_method("approle", path=APPROLE_MOUNT)
+
+    def ensure_tenant(self, tenant_id: str) -> str:
+        """Create the tenant's transit key if missing; return its name."""
+        name = tenant_key_name(tenant_id)
+        try:
+            self.client.secrets.transit.read_key(name, mount_point=TRANSIT_MOUNT)
+        except hvac_exc.InvalidPath:
+            self.client.secrets.transit.create_key(
+                name, key_type="aes256-gcm96", exportable=False, mount_point=TRANSIT_MOUNT
+            )
+        return name
+
+    def tenant_key_info(self, tenant_id: str) -> dict[str, Any]:
+        """The transit key's metadata (latest_version, min_decryption_version, ...)."""
+        return self.client.secrets.transit.read_key(tenant_key_name(tenant_id), mount_point=TRANSIT_MOUNT)[
+            "data"
+        ]
+
+    def rotate_tenant_key(self, tenant_id: str) -> int:
+        """Add a new version to the tenant's key; return it. Old versions still decrypt."""
+        name = tenant_key_name(tenant_id)
+        self.client.secrets.transit.rotate_key(name, mount_point=TRANSIT_MOUNT)
+        return int(self.tenant_key_info(tenant_id)["latest_version"])
+
+    def set_min_decryption_version(self, tenant_id: str, version: int) -> None:
+        """Refuse to unwrap data keys wrapped under versions older than ``version``."""
+        latest = int(self.tenant_key_info(tenant_id)["latest_version"])
+        if not 1 <= version <= latest:
+            raise ValueError(
+                f"min_decryption_version {version} for tenant {tenant_id!r} must be within 1..{latest} "
+                "(rotate the key first to go higher)"
+            )
+        self.client.secrets.transit.update_key_configuration(
+            tenant_key_name(tenant_id), min_decryption_version=version, mount_point=TRANSIT_MOUNT
+        )
+
+    # -- secrets -------------------------------------------------------------------------
+
+    def write_device_secret(self, tenant_id: str, device_id: str, name: str, data: dict[str, Any]) -> int:
+        """Write a device's secret; return the new KV version."""
+        return self._write(device_kv_path(tenant_id, device_id, _secret_name(name)), data)
+
+    def write_shared_secret(self, tenant_id: str, name: str, data: dict[str, Any]) -> int:
+        """Write a secret every device of the tenant can read; return the new KV version."""
+        return self._write(shared_kv_path(tenant_id, _secret_name(name)), data)
+
+    def _write(self, path: str, data: dict[str, Any]) -> int:
+        resp = self.client.secrets.kv.v2.create_or_update_secret(path, secret=data, mount_point=KV_MOUNT)
+        return int(resp["data"]["version"])
+
+    # -- devices -------------------------------------------------------------------------
+
+    def enrol_device(
+        self,
+        tenant_id: str,
+        device_id: str,
+        token_ttl: str = "1h",
+        token_max_ttl: str = "24h",
+        secret_id_ttl: str = "0",
+    ) -> tuple[str, str]:
+        """Create the device's policy and AppRole; return ``(role_id, secret_id)``.
+
+        The secret id is reusable (the device logs in again whenever its token reaches its
+        max TTL) and, by default, does not expire; revoke the device to withdraw it.
+        """
+        self.ensure_tenant(tenant_id)
+        role = device_role_name(tenant_id, device_id)
+        self.client.sys.create_or_update_policy(role, device_policy(tenant_id, device_id))
+        self.client.auth.approle.create_or_update_approle(
+            role,
+            bind_secret_id=True,
+            secret_id_num_uses=0,
+            secret_id_ttl=secret_id_ttl,
+            token_ttl=token_ttl,
+            token_max_ttl=token_max_ttl,
+            token_policies=[role],
+            token_no_default_policy=True,
+            token_type="service",
+            mount_point=APPROLE_MOUNT,
+        )
+        role_id = self.client.auth.approle.read_role_id(role, mount_point=APPROLE_MOUNT)["data"]["role_id"]
+        secret_id = self.client.auth.approle.generate_secret_id(role, mount_point=APPROLE_MOUNT)["data"][
+            "secret_id"
+        ]
+        return role_id, secret_id
+
+    def revoke_device(self, tenant_id: str, device_id: str) -> int:
+        """Withdraw a device: no more logins, and its live tokens lose all access now.
+
+        Deleting the policy takes effect at once (Vault resolves policies per request), the
+        role deletion refuses every later login, and tokens already issued to the role are
+        revoked by accessor. Returns the number of tokens revoked.
+        """
+        role = device_role_name(tenant_id, device_id)
+        self.client.sys.delete_policy(role)
+        with contextlib.suppress(hvac_exc.InvalidPath):
+            self.client.auth.approle.delete_role(role, mount_point=APPROLE_MOUNT)
+        return self._revoke_tokens_of_role(role)
+
+    def _revoke_tokens_of_role(self, role: str) -> int:
+        # Vault has no index from role to tokens; scanning accessors costs one lookup per live
+        # token, acceptable for a rare operator action, and the policy deletion above has
+        # already cut access in case the scan is interrupted.
+        try:
+            accessors = self.client.auth.token.list_accessors()["data"]["keys"]
+        except hvac_exc.InvalidPath:
+            return 0
+        revoked = 0
+        for accessor in accessors:
+            try:
+                info = self.client.auth.token.lookup_accessor(accessor)["data"]
+            except (hvac_exc.InvalidPath, hvac_exc.InvalidRequest, hvac_exc.Forbidden):
+                continue  # expired or revoked meanwhile
+            meta = info.get("meta") or {}
+            if (
+                info.get("path", "").startswith(f"auth/{APPROLE_MOUNT}/login")
+                and meta.get("role_name") == role
+            ):
+                self.client.auth.token.revoke_accessor(accessor)
+                revoked += 1
+        return revoked
+
+    # -- central -------------------------------------------------------------------------
+
+    def ensure_central_policy(self) -> str:
+        """Write the central ingest policy; return its name."""
+        self.client.sys.create_or_update_policy(CENTRAL_POLICY, central_policy())
+        return CENTRAL_POLICY
+
+    def enrol_central(
+        self, name: str = "ingest", token_ttl: str = "1h", token_max_ttl: str = "24h"
+    ) -> tuple[str, str]:
+        """Create an AppRole ``central.<name>`` holding the central policy; return ``(role_id, secret_id)``."""
+        role = f"central.{_name_part(_vault_safe('node', name))}"
+        self.ensure_central_policy()
+        self.client.auth.approle.create_or_update_approle(
+            role,
+            bind_secret_id=True,
+            secret_id_num_uses=0,
+            token_ttl=token_ttl,
+            token_max_ttl=token_max_ttl,
+            token_policies=[CENTRAL_POLICY],
+            token_no_default_policy=True,
+            token_type="service",
+            mount_point=APPROLE_MOUNT,
+        )
+        role_id = self.client.auth.approle.read_role_id(role, mount_point=APPROLE_MOUNT)["data"]["role_id"]
+        secret_id = self.client.auth.approle.generate_secret_id(role, mount_point=APPROLE_MOUNT)["data"][
+            "secret_id"
+        ]
+        return role_id, secret_id
+
+
+def _secret_name(name: str) -> str:
+    parts = name.split("/")
+    if not name or any(not p or p in (".", "..") or "*" in p or "+" in p for p in parts):
+        raise ValueError(
+            f"invalid secret name {name!r}: use non-empty path segments without '.', '..', '*', '+'"
+        )
+    return name

@@ -1,0 +1,46 @@
+"""``edgeplat sql``: read-only SQL on the lakehouse, while the pipelines write."""
+
+from __future__ import annotations
+
+import argparse
+
+import duckdb
+
+from edgeplat.cli.common import CliError, lakehouse, print_rows
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sql",
+        help="run a read-only SQL query on the lakehouse",
+        description="Run a read-only SQL query against the lakehouse (works while `dagster dev` and runs write).",
+        epilog='example: edgeplat sql "SELECT tenant_id, count(*) FROM telemetry GROUP BY 1"',
+    )
+    p.add_argument("query", help="the SQL to run (tables: devices, telemetry, alerts, logs, health, ...)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    lake = lakehouse()
+    con = lake.read_only()
+    try:
+        cur = con.execute(args.query)
+        if cur.description is None:
+            print_rows([], [], args.format)
+            return 0
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    except duckdb.InvalidInputException as exc:
+        if "read-only" in str(exc).lower() or "cannot execute statement" in str(exc).lower():
+            raise CliError(
+                "the lakehouse is opened read-only here; data changes go through the pipelines "
+                f"(edgeplat sync, the Dagster jobs). DuckDB said: {exc}"
+            ) from exc
+        raise CliError(str(exc)) from exc
+    except duckdb.Error as exc:
+        raise CliError(f"query failed: {exc}") from exc
+    finally:
+        con.close()
+    print_rows(columns, rows, args.format)
+    return 0

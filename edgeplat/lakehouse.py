@@ -1,0 +1,220 @@
+"""The lakehouse: DuckDB with a DuckLake catalog attached, shared by every process.
+
+Local default: a SQLite catalog and a Parquet data folder under ``EDGEPLAT_HOME``, so
+sensors, runs, the CLI and an analyst's SQL session can read and write at once.
+Production: a PostgreSQL catalog and an ``s3://`` data path (httpfs, credentials through
+a DuckDB secret). Extensions come from the pip packages (edge_sync.duck); automatic
+download stays off.
+
+Writers that commit at the same moment can collide in the catalog ("database is locked"
+on SQLite, serialization failures on PostgreSQL); ``write`` retries the whole unit of
+work with jittered backoff, so callers write idempotent units.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import duckdb
+
+from edge_sync.duck import connect
+from edgeplat.lakehouse_schema import TABLES
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LAKE = "lake"
+# Catalog errors that mean "another writer committed first: try the unit again".
+_RETRYABLE = ("database is locked", "conflict", "could not serialize", "deadlock", "database is busy")
+
+
+class LakehouseError(RuntimeError):
+    """The lakehouse could not be reached or written; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where and how DuckDB reaches an S3 API endpoint for the lakehouse data."""
+
+    endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000; None = AWS
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    region: str = "us-east-1"
+    url_style: str = "path"
+
+
+@dataclass(frozen=True)
+class LakehouseConfig:
+    """Catalog and data location.
+
+    ``catalog`` is ``sqlite:<path>`` or ``postgres:<libpq DSN>``; ``data_path`` a folder or
+    ``s3://bucket/prefix/``. ``metadata_schema`` isolates several lakehouses in one
+    PostgreSQL database (tests use it).
+    """
+
+    catalog: str
+    data_path: str
+    s3: S3Settings | None = None
+    metadata_schema: str | None = None
+    max_retries: int = 20
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        exts = ["ducklake"]
+        exts.append("postgres_scanner" if self.catalog.startswith("postgres:") else "sqlite_scanner")
+        if self.data_path.startswith("s3://"):
+            exts.append("httpfs")
+        return tuple(exts)
+
+    def validate(self) -> None:
+        if not (self.catalog.startswith("sqlite:") or self.catalog.startswith("postgres:")):
+            raise LakehouseError(
+                f"lakehouse catalog {self.catalog!r} is not supported: use 'sqlite:<path>' or 'postgres:<dsn>'"
+            )
+        if self.data_path.startswith("s3://") and self.s3 is None:
+            raise LakehouseError(f"data path {self.data_path} is on S3 but no S3 settings were given")
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Lakehouse:
+    """Connections to the lakehouse, schema creation and retried writes."""
+
+    def __init__(self, config: LakehouseConfig) -> None:
+        config.validate()
+        self.config = config
+
+    # -- connections -------------------------------------------------------------------
+    def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """A fresh DuckDB connection with the lakehouse attached as ``lake`` and in use."""
+        cfg = self.config
+        con = connect(extensions=cfg.extensions)
+        try:
+            if cfg.s3 is not None:
+                con.execute(self._secret_sql(cfg.s3))
+            options = [f"DATA_PATH {_sql_str(cfg.data_path)}"]
+            if cfg.metadata_schema:
+                options.append(f"METADATA_SCHEMA {_sql_str(cfg.metadata_schema)}")
+            if read_only:
+                options.append("READ_ONLY")
+            con.execute(f"ATTACH {_sql_str('ducklake:' + cfg.catalog)} AS {LAKE} ({', '.join(options)})")
+            con.execute(f"USE {LAKE}")
+        except duckdb.Error as exc:
+            con.close()
+            raise LakehouseError(
+                f"cannot attach the lakehouse (catalog {self._redacted_catalog()}, data {cfg.data_path}): {exc}"
+            ) from exc
+        return con
+
+    @contextmanager
+    def session(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self.connect(read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def read_only(self) -> duckdb.DuckDBPyConnection:
+        """A connection for queries: writes through it are refused by DuckDB."""
+        return self.connect(read_only=True)
+
+    # -- writes ------------------------------------------------------------------------
+    def write(self, unit: Callable[[duckdb.DuckDBPyConnection], T], *, what: str = "write") -> T:
+        """Run ``unit(con)`` in one transaction, retrying when a concurrent commit collides."""
+        with self.session() as con:
+            for attempt in range(1, self.config.max_retries + 1):
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    result = unit(con)
+                    con.execute("COMMIT")
+                    return result
+                except duckdb.Error as exc:
+                    try:
+                        con.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass
+                    if not is_retryable(exc) or attempt == self.config.max_retries:
+                        raise
+                    delay = min(2.0, 0.02 * 2 ** min(attempt, 7)) * (0.5 + random.random())
+                    log.info("lakehouse %s collided with another writer (attempt %d): %s", what, attempt, exc)
+                    time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # -- schema ------------------------------------------------------------------------
+    def ensure_schema(self) -> list[str]:
+        """Create missing tables and columns; returns the tables created. Idempotent."""
+
+        def unit(con: duckdb.DuckDBPyConnection) -> list[str]:
+            existing = {
+                r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]).fetchall()
+            }
+            created = []
+            for table in TABLES.values():
+                if table.name not in existing:
+                    con.execute(table.create_sql())
+                    if table.partitioned_by:
+                        con.execute(f'ALTER TABLE "{table.name}" SET PARTITIONED BY ({", ".join(table.partitioned_by)})')
+                    created.append(table.name)
+                    continue
+                have = {
+                    r[0]
+                    for r in con.execute(
+                        "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
+                        [LAKE, table.name],
+                    ).fetchall()
+                }
+                for name, type_ in table.columns:
+                    if name not in have:
+                        con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{name}" {type_}')
+            return created
+
+        return self.write(unit, what="schema")
+
+    def ensure_created(self) -> None:
+        """Create the schema once: cheap when a local catalog file already exists."""
+        catalog = self.config.catalog
+        if catalog.startswith("sqlite:") and Path(catalog.removeprefix("sqlite:")).exists():
+            return
+        self.ensure_schema()
+
+    def table_counts(self) -> dict[str, int]:
+        with self.session(read_only=True) as con:
+            return {name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in TABLES}
+
+    # -- helpers -----------------------------------------------------------------------
+    @staticmethod
+    def _secret_sql(s3: S3Settings) -> str:
+        parts = ["TYPE s3", f"REGION {_sql_str(s3.region)}", f"URL_STYLE {_sql_str(s3.url_style)}"]
+        if s3.access_key_id:
+            parts.append(f"KEY_ID {_sql_str(s3.access_key_id)}")
+        if s3.secret_access_key:
+            parts.append(f"SECRET {_sql_str(s3.secret_access_key)}")
+        if s3.session_token:
+            parts.append(f"SESSION_TOKEN {_sql_str(s3.session_token)}")
+        if s3.endpoint_url:
+            url = urlparse(s3.endpoint_url)
+            parts.append(f"ENDPOINT {_sql_str(url.netloc)}")
+            parts.append(f"USE_SSL {'true' if url.scheme == 'https' else 'false'}")
+        return f"CREATE OR REPLACE SECRET edgeplat_lake_s3 ({', '.join(parts)})"
+
+    def _redacted_catalog(self) -> str:
+        # DSNs may carry a password: never echo it into errors or logs.
+        import re
+
+        return re.sub(r"(password=)\S+", r"\1***", self.config.catalog)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.TransactionException) or any(k in text for k in _RETRYABLE)

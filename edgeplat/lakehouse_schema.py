@@ -1,0 +1,229 @@
+"""The lakehouse tables: names, columns and partitioning. The table names are a contract.
+
+Every table carries ``tenant_id``; rows about a device carry ``device_id``; rows that came
+from a device stream carry ``stream``, ``seq``, ``hlc``, ``node_id`` and ``ts`` (device
+wall time). Later features add columns by appending to a table's list here: the schema
+step adds missing columns to existing tables (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STREAM_ENVELOPE = [
+    ("tenant_id", "VARCHAR"),
+    ("device_id", "VARCHAR"),
+    ("stream", "VARCHAR"),
+    ("seq", "BIGINT"),
+    ("hlc", "BIGINT"),
+    ("node_id", "VARCHAR"),
+    ("ts", "TIMESTAMPTZ"),
+]
+INGEST_COLUMNS = [("batch_key", "VARCHAR"), ("ingested_at", "TIMESTAMPTZ")]
+BY_TENANT_AND_DAY = ("tenant_id", "year(ts)", "month(ts)", "day(ts)")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One lakehouse table: ordered columns and its DuckLake partition keys."""
+
+    name: str
+    columns: list[tuple[str, str]]
+    partitioned_by: tuple[str, ...] = field(default_factory=tuple)
+    description: str = ""
+
+    def create_sql(self) -> str:
+        cols = ", ".join(f'"{n}" {t}' for n, t in self.columns)
+        return f'CREATE TABLE IF NOT EXISTS "{self.name}" ({cols})'
+
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "devices",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("platform", "VARCHAR"),  # greengrass | iot_edge
+                ("tags", "VARCHAR"),  # JSON object
+                ("registered_at", "TIMESTAMPTZ"),
+                ("last_batch_at", "TIMESTAMPTZ"),
+                ("status", "VARCHAR"),  # online | offline | unknown
+                ("reported_version", "VARCHAR"),
+                ("reported_slot", "VARCHAR"),
+                ("updated_at", "TIMESTAMPTZ"),
+            ],
+            description="Registered devices and what they last reported.",
+        ),
+        Table(
+            "telemetry",
+            STREAM_ENVELOPE + [("metric", "VARCHAR"), ("value", "DOUBLE")] + INGEST_COLUMNS,
+            BY_TENANT_AND_DAY,
+            "Telemetry samples, one row per metric sample, exactly once per (tenant, device, seq).",
+        ),
+        Table(
+            "alerts",
+            STREAM_ENVELOPE + [("severity", "VARCHAR"), ("code", "VARCHAR"), ("message", "VARCHAR")] + INGEST_COLUMNS,
+            BY_TENANT_AND_DAY,
+            "Alerts raised on devices.",
+        ),
+        Table(
+            "logs",
+            STREAM_ENVELOPE + [("level", "VARCHAR"), ("message", "VARCHAR")] + INGEST_COLUMNS,
+            BY_TENANT_AND_DAY,
+            "Device log lines.",
+        ),
+        Table(
+            "health",
+            STREAM_ENVELOPE
+            + [
+                ("version", "VARCHAR"),
+                ("slot", "VARCHAR"),
+                ("desired_revision", "BIGINT"),
+                ("error_rate", "DOUBLE"),
+                ("crash_count", "BIGINT"),
+                ("cpu_pct", "DOUBLE"),
+                ("mem_mb", "DOUBLE"),
+                ("heartbeat", "BIGINT"),
+                ("queue_depth", "BIGINT"),
+            ]
+            + INGEST_COLUMNS,
+            BY_TENANT_AND_DAY,
+            "Raw health reports from the devices' health stream.",
+        ),
+        Table(
+            "device_health",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("hour", "TIMESTAMPTZ"),
+                ("version", "VARCHAR"),
+                ("samples", "BIGINT"),
+                ("error_rate", "DOUBLE"),
+                ("crash_count", "BIGINT"),
+                ("cpu_pct", "DOUBLE"),
+                ("mem_mb", "DOUBLE"),
+                ("heartbeats", "BIGINT"),
+            ],
+            description="Health rolled up per device and hour.",
+        ),
+        Table(
+            "device_state",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("namespace", "VARCHAR"),
+                ("key", "VARCHAR"),
+                ("field", "VARCHAR"),
+                ("value", "VARCHAR"),  # JSON text
+                ("hlc", "BIGINT"),
+                ("node_id", "VARCHAR"),
+                ("origin", "VARCHAR"),
+                ("rule", "VARCHAR"),
+                ("updated_ms", "BIGINT"),
+            ],
+            description="Merged value of every state field edited on devices or centrally.",
+        ),
+        Table(
+            "state_conflicts",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("namespace", "VARCHAR"),
+                ("key", "VARCHAR"),
+                ("field", "VARCHAR"),
+                ("rule", "VARCHAR"),
+                ("winner_value", "VARCHAR"),
+                ("winner_hlc", "BIGINT"),
+                ("winner_node_id", "VARCHAR"),
+                ("winner_origin", "VARCHAR"),
+                ("loser_value", "VARCHAR"),
+                ("loser_hlc", "BIGINT"),
+                ("loser_node_id", "VARCHAR"),
+                ("loser_origin", "VARCHAR"),
+                ("detected_ms", "BIGINT"),
+            ],
+            description="Every conflict where a value lost, with both sides.",
+        ),
+        Table(
+            "batches",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("stream", "VARCHAR"),
+                ("first_seq", "BIGINT"),
+                ("last_seq", "BIGINT"),
+                ("row_count", "BIGINT"),
+                ("hlc_min", "BIGINT"),
+                ("hlc_max", "BIGINT"),
+                ("object_key", "VARCHAR"),
+                ("object_size", "BIGINT"),
+                ("plaintext_sha256", "VARCHAR"),
+                ("key_id", "VARCHAR"),
+                ("rows_new", "BIGINT"),
+                ("rows_duplicate", "BIGINT"),
+                ("ingested_at", "TIMESTAMPTZ"),
+            ],
+            description="The ledger of accepted batch objects.",
+        ),
+        Table(
+            "quarantine",
+            [
+                ("tenant_id", "VARCHAR"),  # as claimed by the object key, when parseable
+                ("device_id", "VARCHAR"),
+                ("object_key", "VARCHAR"),
+                ("object_size", "BIGINT"),
+                ("reason", "VARCHAR"),  # machine-readable
+                ("detail", "VARCHAR"),
+                ("quarantined_at", "TIMESTAMPTZ"),
+            ],
+            description="Rejected batch objects with a machine-readable reason.",
+        ),
+        Table(
+            "evictions",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("stream", "VARCHAR"),
+                ("first_seq", "BIGINT"),
+                ("last_seq", "BIGINT"),
+                ("count", "BIGINT"),
+                ("reason", "VARCHAR"),
+                ("batch_key", "VARCHAR"),
+                ("ingested_at", "TIMESTAMPTZ"),
+            ],
+            description="Rows a device's size bound or TTL evicted before upload, per sequence range.",
+        ),
+        Table(
+            "rollouts",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("rollout_id", "VARCHAR"),
+                ("name", "VARCHAR"),
+                ("release_version", "VARCHAR"),
+                ("spec", "VARCHAR"),  # JSON
+                ("status", "VARCHAR"),
+                ("phase", "INTEGER"),
+                ("created_at", "TIMESTAMPTZ"),
+                ("updated_at", "TIMESTAMPTZ"),
+            ],
+            description="Rollouts, one row per (rollout, tenant) it targets.",
+        ),
+        Table(
+            "rollout_events",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("rollout_id", "VARCHAR"),
+                ("event_id", "VARCHAR"),  # idempotency key
+                ("kind", "VARCHAR"),
+                ("phase", "INTEGER"),
+                ("at", "TIMESTAMPTZ"),
+                ("actor", "VARCHAR"),
+                ("reason", "VARCHAR"),
+                ("inputs", "VARCHAR"),  # JSON
+            ],
+            description="Every rollout decision with its reason and inputs.",
+        ),
+    )
+}

@@ -1,0 +1,612 @@
+"""Health gates: is the canary cohort worse than its limits, judged with honest statistics?
+
+The canary cohort (devices already on the release) is compared with a baseline cohort
+(comparable devices not yet updated, same tenant/platform mix, same time window, chosen by
+the caller) per gate metric, from per-device aggregates (``CohortSample`` rows, an Arrow
+table or a dict of columns). Every limit of a gate becomes one *check* with a one-sided
+confidence bound at level ``1 - alpha/m`` (Bonferroni over the ``m`` checks of the report,
+so the chance that a healthy release fails *any* check stays below ``alpha``):
+
+* FAIL when the data reject "canary is within the limit" (the bound clears the limit),
+* PASS when the opposite bound is within the limit,
+* INCONCLUSIVE otherwise, and whenever a cohort has fewer than ``min_devices`` devices or
+  ``min_samples`` health samples.
+
+Which test, and why:
+
+* Rates of events over an exposure — ``error_rate`` (errors / requests), ``crash_count``
+  (crashes per device-hour), ``heartbeat`` (missed / expected heartbeats) — are counts, so a
+  t-test on per-sample rates would waste the information in the denominators. For
+  ``max_ratio`` we use the conditional binomial test for a Poisson rate ratio: given the
+  total ``N = x_c + x_b`` events, ``x_c ~ Binomial(N, pi)`` with
+  ``pi0 = r e_c / (r e_c + e_b)`` at the boundary ``rate_c = r * rate_b``; it is exact, needs
+  no normal approximation for small canary counts, and its Clopper-Pearson bounds invert to
+  bounds on the ratio. Absolute ``max`` uses the exact binomial (proportions) or Poisson
+  (crash rate) tail; ``max_increase`` uses an Agresti-Caffo adjusted normal interval on the
+  difference. Real fleets are overdispersed (devices differ), which makes pooled-count tests
+  fire far too often on healthy releases; so counts are divided by a quasi-Poisson dispersion
+  ``phi >= 1`` estimated from the Pearson residuals of every device around its cohort's
+  rate (the standard quasi-likelihood correction), which keeps the false-fail rate at alpha.
+* Continuous metrics (``cpu_pct``, ``mem_mb``, ``queue_depth``; and ``error_rate`` when no
+  request counts are available) use per-device means as the unit (samples of one device
+  are not independent) and a Welch t-test / t bound on ``mean_c - r mean_b``,
+  ``mean_c - mean_b - d`` or ``mean_c - max``.
+
+scipy is not a dependency: the regularized incomplete beta and gamma functions (from which
+the binomial, Poisson and Student t tails follow) are implemented below with the usual
+continued fractions and tested against known values.
+
+Repeated looks: the rollout machine acts on FAIL at every recorded evaluation, which raises
+the false-fail rate over a phase above ``alpha``; evaluations use the cumulative window of
+the phase, so looks are strongly correlated, and the default alpha (0.01) is conservative.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from edgeplat.rollouts.spec import Gate
+
+# ---------------------------------------------------------------- special functions
+
+_EPS = 1e-15
+_TINY = 1e-300
+
+
+def norm_sf(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def _bisect(f, lo: float, hi: float, target: float, iters: int = 200) -> float:
+    """x in [lo, hi] with f(x) = target for an increasing f."""
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if f(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-14 * max(1.0, abs(mid)):
+            break
+    return 0.5 * (lo + hi)
+
+
+def norm_ppf(p: float) -> float:
+    """The standard normal quantile."""
+    if not 0 < p < 1:
+        raise ValueError(f"norm_ppf needs 0 < p < 1, got {p}")
+    return _bisect(lambda z: 1 - norm_sf(z), -40.0, 40.0, p)
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    # Lentz's continued fraction for the incomplete beta (Numerical Recipes 6.4).
+    qab, qap, qam = a + b, a + 1, a - 1
+    c, d = 1.0, 1 - qab * x / qap
+    d = 1 / (d if abs(d) > _TINY else _TINY)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1 + aa * d
+        d = 1 / (d if abs(d) > _TINY else _TINY)
+        c = 1 + aa / c
+        c = c if abs(c) > _TINY else _TINY
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1 + aa * d
+        d = 1 / (d if abs(d) > _TINY else _TINY)
+        c = 1 + aa / c
+        c = c if abs(c) > _TINY else _TINY
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < _EPS:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), a, b > 0."""
+    if a <= 0 or b <= 0:
+        raise ValueError(f"betainc needs a, b > 0, got a={a}, b={b}")
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1 - front * _betacf(b, a, 1 - x) / b
+
+
+def gammainc(a: float, x: float) -> float:
+    """The regularized lower incomplete gamma function P(a, x), a > 0."""
+    if a <= 0:
+        raise ValueError(f"gammainc needs a > 0, got {a}")
+    if x <= 0:
+        return 0.0
+    log_front = -x + a * math.log(x) - math.lgamma(a)
+    if x < a + 1:  # series
+        term = total = 1 / a
+        ap = a
+        for _ in range(100_000):
+            ap += 1
+            term *= x / ap
+            total += term
+            if abs(term) < abs(total) * _EPS:
+                break
+        return total * math.exp(log_front)
+    b = x + 1 - a  # continued fraction for Q = 1 - P
+    c, d = 1 / _TINY, 1 / b
+    h = d
+    for i in range(1, 100_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = 1 / (d if abs(d) > _TINY else _TINY)
+        c = b + an / c
+        c = c if abs(c) > _TINY else _TINY
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < _EPS:
+            break
+    return 1 - math.exp(log_front) * h
+
+
+def binom_sf(k: float, n: float, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p); real-valued k and n allowed (scaled counts)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    return betainc(k, n - k + 1, p)
+
+
+def binom_upper(k: float, n: float, alpha: float) -> float:
+    """One-sided Clopper-Pearson upper bound on p at level 1 - alpha, from k of n."""
+    if k >= n:
+        return 1.0
+    return _bisect(lambda p: betainc(k + 1, n - k, p), 0.0, 1.0, 1 - alpha)
+
+
+def binom_lower(k: float, n: float, alpha: float) -> float:
+    """One-sided Clopper-Pearson lower bound on p at level 1 - alpha, from k of n."""
+    if k <= 0:
+        return 0.0
+    return _bisect(lambda p: betainc(k, n - k + 1, p), 0.0, 1.0, alpha)
+
+
+def poisson_sf(k: float, mu: float) -> float:
+    """P(X >= k) for X ~ Poisson(mu); real-valued k allowed."""
+    if k <= 0:
+        return 1.0
+    return gammainc(k, mu) if mu > 0 else 0.0
+
+
+def poisson_upper(k: float, alpha: float) -> float:
+    """One-sided (Garwood) upper bound on a Poisson mean at level 1 - alpha, from k events."""
+    hi = k + 10 * math.sqrt(k + 1) + 50
+    return _bisect(lambda mu: gammainc(k + 1, mu), 0.0, hi, 1 - alpha)
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with ``df`` degrees of freedom."""
+    if math.isinf(df) or df > 1e7:
+        return norm_sf(t)
+    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1 - tail
+
+
+def t_ppf(p: float, df: float) -> float:
+    """Student's t quantile."""
+    if not 0 < p < 1:
+        raise ValueError(f"t_ppf needs 0 < p < 1, got {p}")
+    bound = 1e6
+    return _bisect(lambda t: 1 - t_sf(t, df), -bound, bound, p)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class CohortSample:
+    """Per-device aggregates over the evaluation window (one row per device).
+
+    ``cohort`` is ``"canary"`` or ``"baseline"``; ``samples`` is the number of health rows.
+    Rates: ``errors``/``requests``, ``crash_count`` per ``hours`` (device-hours observed),
+    missed heartbeats ``expected_heartbeats - heartbeats``. Continuous metrics are the
+    device's mean over the window. ``error_rate`` (mean of per-sample rates) is only used when
+    no request counts are available.
+    """
+
+    device_id: str
+    cohort: str
+    samples: int
+    hours: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    crash_count: int = 0
+    heartbeats: int = 0
+    expected_heartbeats: int = 0
+    cpu_pct: float | None = None
+    mem_mb: float | None = None
+    queue_depth: float | None = None
+    error_rate: float | None = None
+
+
+COLUMNS = tuple(f.name for f in fields(CohortSample))
+_NUMERIC = COLUMNS[2:]
+
+
+def _columns(samples: Any) -> dict[str, np.ndarray]:
+    """Columnar numpy view of list[CohortSample] / Arrow table / dict of arrays."""
+    if isinstance(samples, pa.Table):
+        cols = {
+            n: samples.column(n).combine_chunks().to_numpy(zero_copy_only=False) for n in samples.column_names
+        }
+    elif isinstance(samples, Mapping):
+        cols = {k: np.asarray(v) for k, v in samples.items()}
+    else:
+        rows = list(samples)
+        cols = {n: np.asarray([getattr(r, n) for r in rows], dtype=object) for n in COLUMNS}
+    for need in ("cohort", "samples"):
+        if need not in cols:
+            raise ValueError(f"cohort samples need a {need!r} column; got {sorted(cols)}")
+    n = len(cols["cohort"])
+    out = {"cohort": np.asarray(cols["cohort"]).astype(str)}
+    for name in _NUMERIC:
+        col = cols.get(name)
+        if col is None:
+            out[name] = np.zeros(n)
+        elif col.dtype.kind in "iufb":
+            out[name] = col.astype(float)
+        else:  # object columns may hold None for "not reported"
+            out[name] = np.asarray([np.nan if v is None else v for v in col], dtype=float)
+    return out
+
+
+# ---------------------------------------------------------------- results
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    SKIPPED = "skipped"  # a relative limit with no baseline cohort (e.g. the 100% phase)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One limit of one gate: its verdict, why, and the numbers behind it (for the event log)."""
+
+    metric: str
+    limit: str  # "max" | "max_ratio" | "max_increase"
+    threshold: float
+    verdict: Verdict
+    reason: str
+    inputs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """All checks of a phase's gates and the overall verdict: FAIL > INCONCLUSIVE > PASS."""
+
+    verdict: Verdict
+    checks: tuple[CheckResult, ...]
+    since: str | None = None  # ISO start of the window the aggregates cover
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{c.metric} {c.limit}: {c.reason}" for c in self.checks if c.verdict != Verdict.PASS]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["verdict"] = str(self.verdict)
+        d["checks"] = [{**asdict(c), "verdict": str(c.verdict)} for c in self.checks]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GateReport:
+        checks = tuple(CheckResult(**{**c, "verdict": Verdict(c["verdict"])}) for c in d.get("checks", ()))
+        return cls(Verdict(d["verdict"]), checks, d.get("since"))
+
+
+# ---------------------------------------------------------------- checks
+
+
+@dataclass
+class _Counts:
+    """Events over exposure for one cohort: per device and pooled."""
+
+    x: np.ndarray
+    e: np.ndarray
+
+    @property
+    def total(self) -> tuple[float, float]:
+        return float(self.x.sum()), float(self.e.sum())
+
+
+def _counts(cols: dict[str, np.ndarray], mask: np.ndarray, metric: str) -> _Counts | None:
+    if metric == "error_rate":
+        x, e = cols["errors"][mask], cols["requests"][mask]
+    elif metric == "crash_count":
+        x, e = cols["crash_count"][mask], cols["hours"][mask]
+    else:  # heartbeat: missed heartbeats out of expected
+        e = cols["expected_heartbeats"][mask]
+        x = np.clip(e - cols["heartbeats"][mask], 0, None)
+    keep = np.isfinite(x) & np.isfinite(e) & (e > 0)
+    if not keep.any():
+        return None
+    return _Counts(x[keep], e[keep])
+
+
+def _dispersion(cohorts: Sequence[_Counts], proportion: bool) -> float:
+    """Quasi-Poisson/binomial dispersion from Pearson residuals, floored at 1."""
+    chi2, n, k = 0.0, 0, 0
+    for c in cohorts:
+        xs, es = c.total
+        rate = xs / es
+        if rate <= 0 or (proportion and rate >= 1):
+            continue
+        var = c.e * rate * ((1 - rate) if proportion else 1)
+        chi2 += float(np.sum((c.x - c.e * rate) ** 2 / var))
+        n += len(c.x)
+        k += 1
+    if n - k < 2:
+        return 1.0
+    return max(1.0, chi2 / (n - k))
+
+
+def _verdict(fail: bool, ok: bool) -> Verdict:
+    return Verdict.FAIL if fail else Verdict.PASS if ok else Verdict.INCONCLUSIVE
+
+
+def _rate_check(
+    gate: Gate, limit: str, thr: float, can: _Counts, base: _Counts | None, a: float
+) -> CheckResult:
+    metric = gate.metric
+    proportion = metric != "crash_count"
+    phi = _dispersion([c for c in (can, base) if c is not None], proportion)
+    xc, ec = can.total
+    inputs: dict[str, float] = {
+        "canary_events": xc,
+        "canary_exposure": ec,
+        "canary_rate": xc / ec,
+        "dispersion": phi,
+        "alpha": a,
+    }
+    if base is not None:
+        xb, eb = base.total
+        inputs.update(baseline_events=xb, baseline_exposure=eb, baseline_rate=xb / eb)
+    if limit == "max":
+        # Dividing counts (and exposure) by phi keeps the rate and inflates the variance by phi.
+        if proportion:
+            p_fail = binom_sf(xc / phi, ec / phi, thr)
+            upper = binom_upper(xc / phi, ec / phi, a)
+        else:
+            p_fail = poisson_sf(xc / phi, thr * ec / phi)
+            upper = poisson_upper(xc / phi, a) * phi / ec
+        inputs.update(p_value=p_fail, upper=upper)
+        v = _verdict(p_fail < a, upper <= thr)
+        return CheckResult(
+            metric,
+            limit,
+            thr,
+            v,
+            f"canary {xc / ec:.4g} vs max {thr:g} (upper bound {upper:.4g}, p={p_fail:.2g})",
+            inputs,
+        )
+    assert base is not None
+    xb, eb = base.total
+    if limit == "max_ratio":
+        n = (xc + xb) / phi
+        k = xc / phi
+        pi0 = thr * ec / (thr * ec + eb)
+        p_fail = binom_sf(k, n, pi0) if n > 0 else 1.0
+        pi_u = binom_upper(k, n, a) if n > 0 else 1.0
+        ratio_u = math.inf if pi_u >= 1 else (pi_u / (1 - pi_u)) * (eb / ec)
+        ratio = (xc / ec) / (xb / eb) if xb > 0 else math.inf if xc > 0 else 1.0
+        inputs.update(p_value=p_fail, ratio=ratio, ratio_upper=ratio_u)
+        v = _verdict(p_fail < a, ratio_u <= thr)
+        return CheckResult(
+            metric,
+            limit,
+            thr,
+            v,
+            f"ratio {ratio:.3g} vs max_ratio {thr:g} (upper bound {ratio_u:.3g}, p={p_fail:.2g})",
+            inputs,
+        )
+    # max_increase: Agresti-Caffo style adjusted rates, normal bound on the difference.
+    if proportion:
+        pc, pb = (xc + 1) / (ec + 2), (xb + 1) / (eb + 2)
+        se = math.sqrt(phi * (pc * (1 - pc) / (ec + 2) + pb * (1 - pb) / (eb + 2)))
+    else:
+        pc, pb = (xc + 0.5) / ec, (xb + 0.5) / eb
+        se = math.sqrt(phi * (pc / ec + pb / eb))
+    diff = pc - pb
+    z = norm_ppf(1 - a)
+    lower, upper = diff - z * se, diff + z * se
+    inputs.update(difference=diff, lower=lower, upper=upper)
+    v = _verdict(lower > thr, upper <= thr)
+    return CheckResult(
+        metric,
+        limit,
+        thr,
+        v,
+        f"increase {diff:.4g} vs max_increase {thr:g} (bounds {lower:.4g}..{upper:.4g})",
+        inputs,
+    )
+
+
+def _mean_check(
+    gate: Gate, limit: str, thr: float, can: np.ndarray, base: np.ndarray | None, a: float
+) -> CheckResult:
+    metric = gate.metric
+    nc, mc = len(can), float(can.mean())
+    vc = float(can.var(ddof=1)) / nc if nc > 1 else math.nan
+    inputs: dict[str, float] = {"canary_devices": nc, "canary_mean": mc, "alpha": a}
+    if limit == "max":
+        d, var, df = mc - thr, vc, nc - 1
+    else:
+        assert base is not None
+        nb, mb = len(base), float(base.mean())
+        vb = float(base.var(ddof=1)) / nb if nb > 1 else math.nan
+        r = thr if limit == "max_ratio" else 1.0
+        d = mc - r * mb - (thr if limit == "max_increase" else 0.0)
+        vb *= r * r
+        var = vc + vb
+        df = var**2 / ((vc**2 / (nc - 1) if nc > 1 else 0) + (vb**2 / (nb - 1) if nb > 1 else 0) or math.inf)
+        inputs.update(baseline_devices=nb, baseline_mean=mb)
+    if math.isnan(var) or df < 1:
+        return CheckResult(
+            metric,
+            limit,
+            thr,
+            Verdict.INCONCLUSIVE,
+            "need at least 2 devices per cohort for a variance",
+            inputs,
+        )
+    if var == 0:
+        v = _verdict(d > 0, d <= 0)
+        inputs.update(excess=d)
+        return CheckResult(metric, limit, thr, v, f"excess over the limit {d:.4g} (no variance)", inputs)
+    se = math.sqrt(var)
+    tq = t_ppf(1 - a, df)
+    p_fail = t_sf(d / se, df)
+    inputs.update(excess=d, se=se, df=df, p_value=p_fail, upper=d + tq * se)
+    v = _verdict(p_fail < a, d + tq * se <= 0)
+    return CheckResult(
+        metric,
+        limit,
+        thr,
+        v,
+        f"mean excess over the {limit} limit {d:.4g} ± {tq * se:.3g} (p={p_fail:.2g})",
+        inputs,
+    )
+
+
+def _cohort_size(cols: dict[str, np.ndarray], mask: np.ndarray) -> tuple[int, int]:
+    s = cols["samples"][mask]
+    return int(np.sum(s > 0)), int(np.nansum(s))
+
+
+def evaluate_gates(
+    gates: Sequence[Gate], samples: Any, *, baseline_required: bool = True, since: str | None = None
+) -> GateReport:
+    """The verdict of ``gates`` on per-device aggregates of both cohorts.
+
+    ``baseline_required=False`` (the 100% phase, where no device is left on the old
+    release) skips relative limits instead of calling them inconclusive.
+    """
+    cols = _columns(samples)
+    is_can = cols["cohort"] == "canary"
+    is_base = cols["cohort"] == "baseline"
+    unknown = set(np.unique(cols["cohort"])) - {"canary", "baseline"}
+    if unknown:
+        raise ValueError(f"cohort must be 'canary' or 'baseline'; got {sorted(unknown)}")
+    can_dev, can_samp = _cohort_size(cols, is_can)
+    base_dev, base_samp = _cohort_size(cols, is_base)
+    plan = [
+        (g, lim, getattr(g, lim))
+        for g in gates
+        for lim in ("max", "max_ratio", "max_increase")
+        if getattr(g, lim) is not None
+    ]
+    relative_skipped = not baseline_required and base_dev == 0
+    m = sum(1 for _, lim, _ in plan if not (relative_skipped and lim != "max")) or 1
+    checks = []
+    for gate, lim, thr in plan:
+        a = gate.alpha / m
+        sizes = {
+            "canary_devices": can_dev,
+            "canary_samples": can_samp,
+            "baseline_devices": base_dev,
+            "baseline_samples": base_samp,
+        }
+        relative = lim != "max"
+        if relative and relative_skipped:
+            checks.append(
+                CheckResult(
+                    gate.metric,
+                    lim,
+                    thr,
+                    Verdict.SKIPPED,
+                    "no baseline cohort (every device is updated)",
+                    sizes,
+                )
+            )
+            continue
+        short = [f"canary has {can_dev} devices < min_devices {gate.min_devices}"] * (
+            can_dev < gate.min_devices
+        )
+        short += [f"canary has {can_samp} samples < min_samples {gate.min_samples}"] * (
+            can_samp < gate.min_samples
+        )
+        if relative:
+            short += [f"baseline has {base_dev} devices < min_devices {gate.min_devices}"] * (
+                base_dev < gate.min_devices
+            )
+            short += [f"baseline has {base_samp} samples < min_samples {gate.min_samples}"] * (
+                base_samp < gate.min_samples
+            )
+        if short:
+            checks.append(CheckResult(gate.metric, lim, thr, Verdict.INCONCLUSIVE, "; ".join(short), sizes))
+            continue
+        checks.append(_check(gate, lim, thr, cols, is_can, is_base if relative else None, a))
+    verdicts = {c.verdict for c in checks}
+    overall = (
+        Verdict.FAIL
+        if Verdict.FAIL in verdicts
+        else Verdict.INCONCLUSIVE
+        if Verdict.INCONCLUSIVE in verdicts
+        else Verdict.PASS
+    )
+    return GateReport(overall, tuple(checks), since)
+
+
+def _check(
+    gate: Gate,
+    lim: str,
+    thr: float,
+    cols: dict[str, np.ndarray],
+    is_can: np.ndarray,
+    is_base: np.ndarray | None,
+    a: float,
+) -> CheckResult:
+    metric = gate.metric
+    use_counts = metric in ("crash_count", "heartbeat") or (
+        metric == "error_rate" and np.nansum(cols["requests"][is_can]) > 0
+    )
+    if use_counts:
+        can = _counts(cols, is_can, metric)
+        base = _counts(cols, is_base, metric) if is_base is not None else None
+        if can is None or (is_base is not None and base is None):
+            return CheckResult(
+                metric,
+                lim,
+                thr,
+                Verdict.INCONCLUSIVE,
+                "no exposure (requests, hours or expected heartbeats) reported",
+            )
+        return _rate_check(gate, lim, thr, can, base, a)
+    c = cols[metric][is_can]
+    c = c[np.isfinite(c)]
+    b = None
+    if is_base is not None:
+        b = cols[metric][is_base]
+        b = b[np.isfinite(b)]
+    if len(c) == 0 or (b is not None and len(b) == 0):
+        return CheckResult(metric, lim, thr, Verdict.INCONCLUSIVE, f"no {metric} values reported")
+    return _mean_check(gate, lim, thr, c, b, a)

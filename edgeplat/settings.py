@@ -1,0 +1,92 @@
+"""Where the platform keeps its state, and which environment it runs in.
+
+Everything local lives under one state directory, ``EDGEPLAT_HOME`` (default
+``./.edgeplat``): the Dagster instance (``DAGSTER_HOME`` unless set), the lakehouse
+catalog and data, the embedded object store, keyrings and device registries. The CLI,
+``make demo`` and ``make dev`` all resolve it the same way, so they share one Dagster
+instance and the runs one starts show in the other's UI.
+
+``EDGEPLAT_ENV`` selects the resource set: ``local`` (default, embedded) or
+``production`` (PostgreSQL catalog, S3 data and objects, Vault); see pipelines/resources.py.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENVIRONMENTS = ("local", "production")
+
+_DAGSTER_YAML_LOCAL = """\
+# Written by edgeplat: a local Dagster instance under EDGEPLAT_HOME.
+telemetry:
+  enabled: false
+run_queue:
+  max_concurrent_runs: 4
+"""
+
+
+def environment() -> str:
+    env = os.environ.get("EDGEPLAT_ENV", "local").strip().lower() or "local"
+    if env not in ENVIRONMENTS:
+        raise ValueError(f"EDGEPLAT_ENV={env!r} is not known; set it to one of: {', '.join(ENVIRONMENTS)}")
+    return env
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The layout of the state directory."""
+
+    home: Path
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+    @property
+    def lakehouse(self) -> Path:
+        return self.home / "lakehouse"
+
+    @property
+    def catalog(self) -> Path:
+        return self.lakehouse / "catalog.sqlite"
+
+    @property
+    def lake_data(self) -> Path:
+        return self.lakehouse / "data"
+
+    @property
+    def objects(self) -> Path:
+        return self.home / "objects"
+
+    @property
+    def keys(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def devices(self) -> Path:
+        return self.home / "devices"
+
+    @property
+    def plots(self) -> Path:
+        return self.home / "plots"
+
+
+def paths() -> Paths:
+    return Paths(Path(os.environ.get("EDGEPLAT_HOME", ".edgeplat")).expanduser().resolve())
+
+
+def ensure_home() -> Paths:
+    """Create the state directory and point ``DAGSTER_HOME`` into it (unless already set)."""
+    p = paths()
+    for d in (p.home, p.lakehouse, p.lake_data, p.objects, p.keys, p.devices, p.plots):
+        d.mkdir(parents=True, exist_ok=True)
+    os.environ["EDGEPLAT_HOME"] = str(p.home)
+    os.environ.setdefault("DAGSTER_HOME", str(p.home / "dagster"))
+    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    cfg = dagster_home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(_DAGSTER_YAML_LOCAL)
+    return p

@@ -1,0 +1,32 @@
+"""The object store as a Dagster resource: a local folder by default, S3 through boto3 in production."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from edge_sync.objectstore import ObjectStore, from_url
+
+
+class ObjectStoreResource(dg.ConfigurableResource):
+    """Where devices upload batches and fetch desired state: ``/path`` or ``s3://bucket/prefix``."""
+
+    url: str
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    retry_mode: str = "standard"  # botocore retry mode: standard | adaptive
+    max_attempts: int = 5
+
+    def get(self) -> ObjectStore:
+        if not self.url.startswith("s3://"):
+            return from_url(self.url)
+        return from_url(
+            self.url,
+            endpoint_url=self.endpoint_url or None,
+            region=self.region,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            retry_mode=self.retry_mode,
+            max_attempts=self.max_attempts,
+        )

@@ -1,0 +1,60 @@
+"""The production lakehouse: PostgreSQL catalog, data in an S3 bucket on a moto server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+from edgeplat.lakehouse import Lakehouse, LakehouseConfig, S3Settings
+
+PG_DSN = os.environ.get("EDGEPLAT_TEST_PG_DSN", "dbname=test host=127.0.0.1 port=5432 user=postgres")
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        conn = psycopg2.connect(PG_DSN, connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL answers at '{PG_DSN}' (set EDGEPLAT_TEST_PG_DSN): {exc}")
+    conn.autocommit = True
+    schema = f"edgeplat_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield schema
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.close()
+
+
+def test_postgres_catalog_with_s3_data(pg_schema: str, s3_bucket: tuple[str, str]) -> None:
+    endpoint, bucket = s3_bucket
+    lake = Lakehouse(
+        LakehouseConfig(
+            catalog=f"postgres:{PG_DSN}",
+            data_path=f"s3://{bucket}/lake/",
+            metadata_schema=pg_schema,
+            s3=S3Settings(endpoint_url=endpoint, access_key_id="testing", secret_access_key="testing"),
+        )
+    )
+    assert "telemetry" in lake.ensure_schema()
+    assert lake.ensure_schema() == []
+    lake.write(
+        lambda con: con.execute(
+            "INSERT INTO telemetry (tenant_id, device_id, stream, seq, hlc, node_id, ts, metric, value) "
+            "SELECT 'tenant-' || (i % 2), 'd1', 'telemetry', i, i, 'd1', TIMESTAMPTZ '2026-03-04 05:06:07+00', "
+            "'cpu', i * 0.5 FROM range(3000) r(i)"
+        )
+    )
+    with lake.session(read_only=True) as con:
+        assert con.execute("SELECT count(*), sum(value) FROM telemetry").fetchone() == (3000, 0.5 * sum(range(3000)))
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="lake/").get("Contents", [])]
+    assert any(k.endswith(".parquet") and "tenant_id=tenant-1" in k for k in keys), keys

