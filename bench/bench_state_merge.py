@@ -48,7 +48,9 @@ def run(quick: bool) -> list[Result]:
 
     def ours() -> None:
         con = duckdb.connect()
-        StateMerger(con, rules, state_table="state", conflicts_table="conflicts", contributions_table="contrib").merge(edits)
+        StateMerger(
+            con, rules, state_table="state", conflicts_table="conflicts", contributions_table="contrib"
+        ).merge(edits)
         con.close()
 
     base_con = duckdb.connect()

@@ -127,6 +127,8 @@ class DeviceCache:
             self._buffers = {s: StreamBuffer(STREAMS[s]) for s in STREAMS}
             self._extra: dict[str, list[pa.Table]] = {}  # record_batch tables awaiting the write
             self._state_rows: list[dict[str, Any]] = []
+            self._buffered = 0  # single-row records waiting in memory, all streams
+            self._first_buffered = 0.0  # time.monotonic() of the oldest of them
             self._last_flush_ms: int | None = None
             self._enforce_bound()
         except BaseException:
@@ -203,10 +205,17 @@ class DeviceCache:
             hlc = self._clock.now()
             self._last_seq[stream] = seq
             buf.append(seq, hlc, ts, row)
-            if stream in IMMEDIATE_STREAMS or self._window_exceeded():
+            self._buffered += 1
+            if self._buffered == 1:
+                self._first_buffered = time.monotonic()
+            if (
+                stream in IMMEDIATE_STREAMS
+                or self._buffered >= self.durability.max_rows
+                or (time.monotonic() - self._first_buffered) * 1000 >= self.durability.max_ms
+            ):
                 self.flush()
-            elif len(buf) == 1:
-                self._arm_timer()
+            elif self._buffered == 1:
+                self._arm_timer()  # an idle window is flushed by the timer
             return seq, hlc
 
     def record_batch(self, stream: str, table: pa.Table) -> tuple[int, int]:
@@ -261,6 +270,7 @@ class DeviceCache:
                 self._last_seq["state"] = seq
                 row = {"namespace": namespace, "key": key, "field": field, "value": value, "origin": "device"}
                 buf.append(seq, hlc, ts, row)
+                self._buffered += 1
                 self._state_rows.append({**row, "hlc": hlc, "node_id": self.device_id})
             self.flush()
             return hlc
@@ -315,13 +325,6 @@ class DeviceCache:
             self._store.replace_state(rows, hlc)
 
     # -- flushing -------------------------------------------------------------------------
-    def _window_exceeded(self) -> bool:
-        n = sum(len(b) for b in self._buffers.values())
-        if n >= self.durability.max_rows:
-            return True
-        first = min((b.first_monotonic for b in self._buffers.values() if len(b)), default=None)
-        return first is not None and (time.monotonic() - first) * 1000 >= self.durability.max_ms
-
     def _arm_timer(self) -> None:
         if self._timer is not None or self.durability.max_ms <= 0:
             return
@@ -368,6 +371,7 @@ class DeviceCache:
                 self._flushed_seq[stream] = last_seqs[stream]
             self._extra.clear()
             self._state_rows = []
+            self._buffered = 0
             self._last_flush_ms = self._wall_ms()
             self._enforce_bound()
 

@@ -10,7 +10,6 @@ measured with it, because a DuckDB file never shrinks after deletes.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,7 +71,6 @@ class StreamBuffer:
         self.hlc: list[int] = []
         self.ts: list[int] = []
         self.values: list[list[Any]] = [[] for _ in self.names]
-        self.first_monotonic = 0.0
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -105,8 +103,6 @@ class StreamBuffer:
                 )
 
     def append(self, seq: int, hlc: int, ts: int, row: dict[str, Any]) -> None:
-        if not self.seq:
-            self.first_monotonic = time.monotonic()
         self.seq.append(seq)
         self.hlc.append(hlc)
         self.ts.append(ts)

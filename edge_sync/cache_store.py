@@ -116,19 +116,11 @@ class CacheStore:
     def _create_schema(self) -> None:
         con = self.con
         con.execute("BEGIN")
-        con.execute("CREATE TABLE IF NOT EXISTS c.cache_info (tenant_id VARCHAR, device_id VARCHAR, format INTEGER)")
-        con.execute("CREATE TABLE IF NOT EXISTS c.stream_counters (stream VARCHAR, last_seq BIGINT, acked_seq BIGINT)")
-        con.execute("CREATE TABLE IF NOT EXISTS c.clock (last_hlc BIGINT)")
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS c.evictions (id BIGINT, stream VARCHAR, first_seq BIGINT, last_seq BIGINT, "
-            "count BIGINT, reason VARCHAR, evicted_ms BIGINT, reported BOOLEAN)"
-        )
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS c.state_current (namespace VARCHAR, key VARCHAR, field VARCHAR, "
-            "value VARCHAR, hlc BIGINT, node_id VARCHAR, origin VARCHAR, PRIMARY KEY (namespace, key, field))"
-        )
-        for spec in STREAMS.values():
-            con.execute(_ddl(spec))
+        fresh = not con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'c' AND table_name = 'cache_info'"
+        ).fetchone()[0]
+        if fresh:
+            self._create_tables()
         info = con.execute("SELECT tenant_id, device_id, format FROM c.cache_info").fetchall()
         if not info:
             con.execute("INSERT INTO c.cache_info VALUES (?, ?, ?)", [self.tenant_id, self.device_id, FORMAT_VERSION])
@@ -141,9 +133,24 @@ class CacheStore:
             )
         known = {r[0] for r in con.execute("SELECT stream FROM c.stream_counters").fetchall()}
         for name in STREAMS:
-            if name not in known:
+            if name not in known:  # a stream added to streams.py after the file was made
+                con.execute(_ddl(STREAMS[name]))
                 con.execute("INSERT INTO c.stream_counters VALUES (?, 0, 0)", [name])
         con.execute("COMMIT")
+
+    def _create_tables(self) -> None:
+        con = self.con
+        con.execute("CREATE TABLE IF NOT EXISTS c.cache_info (tenant_id VARCHAR, device_id VARCHAR, format INTEGER)")
+        con.execute("CREATE TABLE IF NOT EXISTS c.stream_counters (stream VARCHAR, last_seq BIGINT, acked_seq BIGINT)")
+        con.execute("CREATE TABLE IF NOT EXISTS c.clock (last_hlc BIGINT)")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS c.evictions (id BIGINT, stream VARCHAR, first_seq BIGINT, last_seq BIGINT, "
+            "count BIGINT, reason VARCHAR, evicted_ms BIGINT, reported BOOLEAN)"
+        )
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS c.state_current (namespace VARCHAR, key VARCHAR, field VARCHAR, "
+            "value VARCHAR, hlc BIGINT, node_id VARCHAR, origin VARCHAR, PRIMARY KEY (namespace, key, field))"
+        )
 
     # -- reads on open ------------------------------------------------------------------
     def counters(self) -> dict[str, tuple[int, int]]:

@@ -77,7 +77,9 @@ STATE_DDL = (
     f'{_KEY_DDL}, "value" VARCHAR, hlc BIGINT, node_id VARCHAR, origin VARCHAR, '
     "rule VARCHAR, rules_version BIGINT, updated_ms BIGINT"
 )
-CONTRIBUTIONS_DDL = f'{_KEY_DDL}, node_id VARCHAR, hlc BIGINT, "value" VARCHAR, origin VARCHAR, kind VARCHAR, rule VARCHAR'
+CONTRIBUTIONS_DDL = (
+    f'{_KEY_DDL}, node_id VARCHAR, hlc BIGINT, "value" VARCHAR, origin VARCHAR, kind VARCHAR, rule VARCHAR'
+)
 _CONFLICT_ID = (
     "rule",
     "loser_value",
@@ -134,7 +136,9 @@ def rule_sql(rules: RuleSet, namespace: str = "namespace", field: str = "field")
     arms = []
     for ns_name, ns in rules.namespaces.items():
         for f, rule in ns.fields.items():
-            arms.append(f"WHEN {namespace} = {_sql_str(ns_name)} AND {field} = {_sql_str(f)} THEN {_sql_str(rule)}")
+            arms.append(
+                f"WHEN {namespace} = {_sql_str(ns_name)} AND {field} = {_sql_str(f)} THEN {_sql_str(rule)}"
+            )
         if ns.default and ns.default != rules.default:
             arms.append(f"WHEN {namespace} = {_sql_str(ns_name)} THEN {_sql_str(ns.default)}")
     if not arms:
@@ -158,8 +162,8 @@ class _Order:
         self.prefer = bool(used & {"prefer_device", "prefer_central"})
         self.numeric = bool(used & {"max", "min"})
 
-    def head(self, rule: str, value: str, hlc: str, origin: str, node: str | None = None) -> str:
-        """A candidate under the rule's order; ``node`` only when comparing across nodes."""
+    def head(self, rule: str, value: str, hlc: str, origin: str) -> str:
+        """A node's candidate under the rule's order (the node id is constant inside its group)."""
         parts = []
         if self.prefer:
             parts.append(
@@ -172,8 +176,6 @@ class _Order:
                 f"WHEN 'min' THEN -TRY_CAST({value} AS DOUBLE) ELSE 0.0 END"
             )
         parts.append(f"hlc := {hlc}")
-        if node is not None:
-            parts.append(f"node_id := {node}")
         parts += [f"value := {value}", f"origin := {origin}"]
         return f"struct_pack({', '.join(parts)})"
 
@@ -182,7 +184,12 @@ class _Order:
         parts = [f"p := {head}.p"] if self.prefer else []
         if self.numeric:
             parts.append(f"n := {head}.n")
-        parts += [f"hlc := {head}.hlc", f"node_id := {node}", f"value := {head}.value", f"origin := {head}.origin"]
+        parts += [
+            f"hlc := {head}.hlc",
+            f"node_id := {node}",
+            f"value := {head}.value",
+            f"origin := {head}.origin",
+        ]
         return f"struct_pack({', '.join(parts)})"
 
 
@@ -217,7 +224,7 @@ def set_union_value(values: Iterable[str], where: str = "set_union") -> str:
     for text in values:
         decoded = _decode(text, where)
         if not isinstance(decoded, list):
-            raise EditError(f"{where}: set_union needs a JSON array, got {text!r}; send e.g. [\"a\"]")
+            raise EditError(f'{where}: set_union needs a JSON array, got {text!r}; send e.g. ["a"]')
         items.update(resolvers.canonical_json(v) for v in decoded)
     return "[" + ",".join(sorted(items)) + "]"
 
@@ -233,7 +240,9 @@ class StateMerger:
 
     ``con`` may be a plain DuckDB connection (device cache) or one with a DuckLake catalog
     attached (central); qualified names such as ``lake.main.device_state`` work. Each merge
-    is one transaction: the three tables change together or not at all.
+    is one transaction (the caller's, if one is open): the three tables change together or
+    not at all. One merger per connection at a time; concurrent writers to the same tables
+    are not coordinated here (run the central merge as a single asset).
     """
 
     def __init__(
@@ -247,7 +256,9 @@ class StateMerger:
     ) -> None:
         for name in (state_table, conflicts_table, contributions_table):
             if not _IDENT.match(name):
-                raise ValueError(f"table name {name!r} must be [catalog.][schema.]name of letters, digits and _")
+                raise ValueError(
+                    f"table name {name!r} must be [catalog.][schema.]name of letters, digits and _"
+                )
         rules.check_resolvers()
         self.con = con
         self.rules = rules
@@ -287,12 +298,18 @@ class StateMerger:
         self._views = []
         view = self._register("in", table)
         try:
-            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("BEGIN TRANSACTION")
+                own = True
+            except duckdb.TransactionException:
+                own = False  # the caller's transaction: it commits or rolls back with its own writes
             try:
                 stats = self._merge(view, table.num_rows, version)
-                con.execute("COMMIT")
+                if own:
+                    con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                if own:
+                    con.execute("ROLLBACK")
                 raise
             return stats
         finally:
@@ -310,7 +327,9 @@ class StateMerger:
         # is no duplicate and the exact count (a costlier pass) is skipped.
         n, distinct = con.execute(f"SELECT count(*), count(DISTINCT hlc) FROM {inp}").fetchone()
         if distinct != n:
-            distinct = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {_K}, node_id, hlc FROM {inp})").fetchone()[0]
+            distinct = con.execute(
+                f"SELECT count(*) FROM (SELECT DISTINCT {_K}, node_id, hlc FROM {inp})"
+            ).fetchone()[0]
 
         new_parts: list[str] = []
         heads = self._heads(ruled, used, new_parts) if used - {"counter"} else None
@@ -355,7 +374,10 @@ class StateMerger:
             )
         if "counter" in used:
             checks.append(
-                (f"rule = 'counter' AND NOT regexp_full_match(value, '{JSON_INTEGER}')", "needs a JSON integer increment")
+                (
+                    f"rule = 'counter' AND NOT regexp_full_match(value, '{JSON_INTEGER}')",
+                    "needs a JSON integer increment",
+                )
             )
         for where, need in checks:
             bad = self.con.execute(
@@ -421,7 +443,9 @@ class StateMerger:
             *key, rule, vals, existing = row
             values = [*vals, *([existing] if existing is not None else [])]
             where = f"{key[2]}.{key[4]} key {key[3]!r} ({rule})"
-            value = set_union_value(values, where) if rule == "set_union" else custom_value(rule, values, where)
+            value = (
+                set_union_value(values, where) if rule == "set_union" else custom_value(rule, values, where)
+            )
             for col, x in zip(KEY_COLUMNS, key, strict=True):
                 out[col].append(x)
             out["value"].append(value)
@@ -470,11 +494,14 @@ class StateMerger:
             f"AND NOT EXISTS (SELECT 1 FROM {cf} a WHERE {_on('a', 'x', ident)})"
         )
         add = self._stage(
-            "cfadd", f"SELECT a.* FROM {cf} a WHERE NOT EXISTS (SELECT 1 FROM {x} x WHERE {_on('a', 'x', ident)})"
+            "cfadd",
+            f"SELECT a.* FROM {cf} a WHERE NOT EXISTS (SELECT 1 FROM {x} x WHERE {_on('a', 'x', ident)})",
         )
         cols = ", ".join(f'"{col}"' for col in ident)
         self._rows(f"INSERT INTO {x} SELECT {cols}, ?, ? FROM {add}", [version, now_ms])
-        by_rule = dict(self.con.execute(f"SELECT rule, count(*) FROM {add} GROUP BY rule ORDER BY rule").fetchall())
+        by_rule = dict(
+            self.con.execute(f"SELECT rule, count(*) FROM {add} GROUP BY rule ORDER BY rule").fetchall()
+        )
         return by_rule, cleared
 
 
@@ -488,7 +515,13 @@ def _num(value: str) -> float:
 
 
 def _order(rule: str, e: dict) -> tuple:
-    p = int(e["origin"] == "device") if rule == "prefer_device" else int(e["origin"] == "central") if rule == "prefer_central" else 0
+    p = (
+        int(e["origin"] == "device")
+        if rule == "prefer_device"
+        else int(e["origin"] == "central")
+        if rule == "prefer_central"
+        else 0
+    )
     n = _num(e["value"]) if rule == "max" else -_num(e["value"]) if rule == "min" else 0.0
     return (p, n, e["hlc"], e["node_id"], e["value"], e["origin"])
 
@@ -520,7 +553,10 @@ def merge_reference(edits: list[dict], rules: RuleSet) -> dict[tuple[str, ...], 
             by_id: dict[tuple, dict] = {}
             for e in es:
                 ident = (e["node_id"], e["hlc"])
-                if ident not in by_id or (e["value"], e["origin"]) > (by_id[ident]["value"], by_id[ident]["origin"]):
+                if ident not in by_id or (e["value"], e["origin"]) > (
+                    by_id[ident]["value"],
+                    by_id[ident]["origin"],
+                ):
                     by_id[ident] = e
             value = str(sum(int(e["value"]) for e in by_id.values()))
             win = max(by_id.values(), key=_latest)
@@ -528,7 +564,13 @@ def merge_reference(edits: list[dict], rules: RuleSet) -> dict[tuple[str, ...], 
             win = max(es, key=_latest)
             vals = [e["value"] for e in es]
             value = set_union_value(vals) if rule == "set_union" else custom_value(rule, vals)
-        state[key] = {"value": value, "hlc": win["hlc"], "node_id": win["node_id"], "origin": win["origin"], "rule": rule}
+        state[key] = {
+            "value": value,
+            "hlc": win["hlc"],
+            "node_id": win["node_id"],
+            "origin": win["origin"],
+            "rule": rule,
+        }
     return state
 
 
@@ -536,7 +578,9 @@ def conflicts_reference(edits: list[dict], rules: RuleSet) -> set[tuple]:
     """The conflicts of ``edits`` computed directly: (key..., loser_node_id, loser_hlc, loser_value, winner_node_id)."""
     state = merge_reference(edits, rules)
     out = set()
-    by_key_node = itertools.groupby(sorted(edits, key=lambda e: (_key(e), e["node_id"])), key=lambda e: (_key(e), e["node_id"]))
+    by_key_node = itertools.groupby(
+        sorted(edits, key=lambda e: (_key(e), e["node_id"])), key=lambda e: (_key(e), e["node_id"])
+    )
     for (key, node), es in by_key_node:
         rule = state[key]["rule"]
         if rule in ("counter", "set_union"):

@@ -65,10 +65,14 @@ def _check_laws(name: str, fn: Resolver, probes: Sequence[Any]) -> None:
         # The resolver does not accept this family of values: nothing to check here.
 
 
-def register_resolver(name: str, *, probes: Sequence[Sequence[Any]] | None = None) -> Callable[[Resolver], Resolver]:
+def register_resolver(
+    name: str, *, probes: Sequence[Sequence[Any]] | None = None
+) -> Callable[[Resolver], Resolver]:
     """Decorator: register ``fn`` as the resolver for ``custom:<name>`` after checking its laws."""
     if not _NAME.match(name):
-        raise ValueError(f"resolver name {name!r} must match {_NAME.pattern} (lower case, digits, underscores)")
+        raise ValueError(
+            f"resolver name {name!r} must match {_NAME.pattern} (lower case, digits, underscores)"
+        )
 
     def decorate(fn: Resolver) -> Resolver:
         for family in probes if probes is not None else DEFAULT_PROBES:

@@ -33,7 +33,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from edge_sync import resolvers
 
-BUILTIN_RULES: tuple[str, ...] = ("lww", "max", "min", "counter", "set_union", "prefer_device", "prefer_central")
+BUILTIN_RULES: tuple[str, ...] = (
+    "lww",
+    "max",
+    "min",
+    "counter",
+    "set_union",
+    "prefer_device",
+    "prefer_central",
+)
 # Rules whose state is one of the edits (a loser can be named); the others combine edits.
 PICKING_RULES: frozenset[str] = frozenset({"lww", "max", "min", "prefer_device", "prefer_central"})
 CUSTOM_PREFIX = "custom:"
@@ -114,7 +122,9 @@ class RuleSet(BaseModel):
 def parse_rules(data: Any, *, source: str = "state rules", require_resolvers: bool = True) -> RuleSet:
     """Validate an already-parsed rules document (a dict)."""
     if not isinstance(data, dict):
-        raise RulesError(f"{source}: expected a mapping with version, default and namespaces, got {type(data).__name__}")
+        raise RulesError(
+            f"{source}: expected a mapping with version, default and namespaces, got {type(data).__name__}"
+        )
     errors: list[str] = []
     try:
         rules = RuleSet.model_validate(data)

@@ -83,6 +83,10 @@ STREAMS: dict[str, StreamSpec] = {
                     pa.field("slot", pa.string()),
                     pa.field("desired_revision", pa.int64()),
                     pa.field("error_rate", pa.float64()),
+                    # request and error counts since the previous health row: gates test
+                    # rates on counts (a rate alone hides how much evidence it carries)
+                    pa.field("requests", pa.int64()),
+                    pa.field("errors", pa.int64()),
                     pa.field("crash_count", pa.int64()),
                     pa.field("cpu_pct", pa.float64()),
                     pa.field("mem_mb", pa.float64()),

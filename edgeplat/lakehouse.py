@@ -13,6 +13,7 @@ work with jittered backoff, so callers write idempotent units.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -140,10 +141,8 @@ class Lakehouse:
                     con.execute("COMMIT")
                     return result
                 except duckdb.Error as exc:
-                    try:
+                    with contextlib.suppress(duckdb.Error):
                         con.execute("ROLLBACK")
-                    except duckdb.Error:
-                        pass
                     if not is_retryable(exc) or attempt == self.config.max_retries:
                         raise
                     delay = min(2.0, 0.02 * 2 ** min(attempt, 7)) * (0.5 + random.random())

@@ -53,6 +53,7 @@ TABLES: dict[str, Table] = {
                 ("reported_version", "VARCHAR"),
                 ("reported_slot", "VARCHAR"),
                 ("updated_at", "TIMESTAMPTZ"),
+                ("reported_hlc", "BIGINT"),  # HLC of the health row reported_version came from
             ],
             description="Registered devices and what they last reported.",
         ),
@@ -82,6 +83,8 @@ TABLES: dict[str, Table] = {
                 ("slot", "VARCHAR"),
                 ("desired_revision", "BIGINT"),
                 ("error_rate", "DOUBLE"),
+                ("requests", "BIGINT"),
+                ("errors", "BIGINT"),
                 ("crash_count", "BIGINT"),
                 ("cpu_pct", "DOUBLE"),
                 ("mem_mb", "DOUBLE"),
@@ -121,12 +124,15 @@ TABLES: dict[str, Table] = {
                 ("node_id", "VARCHAR"),
                 ("origin", "VARCHAR"),
                 ("rule", "VARCHAR"),
+                # edge_sync.merge.StateMerger inserts by position: keep this order = merge.STATE_DDL
+                ("rules_version", "BIGINT"),
                 ("updated_ms", "BIGINT"),
             ],
             description="Merged value of every state field edited on devices or centrally.",
         ),
         Table(
             "state_conflicts",
+            # edge_sync.merge.StateMerger inserts by position: keep this order = merge.CONFLICTS_DDL
             [
                 ("tenant_id", "VARCHAR"),
                 ("device_id", "VARCHAR"),
@@ -134,17 +140,50 @@ TABLES: dict[str, Table] = {
                 ("key", "VARCHAR"),
                 ("field", "VARCHAR"),
                 ("rule", "VARCHAR"),
-                ("winner_value", "VARCHAR"),
-                ("winner_hlc", "BIGINT"),
-                ("winner_node_id", "VARCHAR"),
-                ("winner_origin", "VARCHAR"),
                 ("loser_value", "VARCHAR"),
                 ("loser_hlc", "BIGINT"),
                 ("loser_node_id", "VARCHAR"),
                 ("loser_origin", "VARCHAR"),
+                ("winner_value", "VARCHAR"),
+                ("winner_hlc", "BIGINT"),
+                ("winner_node_id", "VARCHAR"),
+                ("winner_origin", "VARCHAR"),
+                ("rules_version", "BIGINT"),
                 ("detected_ms", "BIGINT"),
             ],
             description="Every conflict where a value lost, with both sides.",
+        ),
+        Table(
+            "state_contributions",
+            # = edge_sync.merge.CONTRIBUTIONS_DDL (positional inserts)
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("namespace", "VARCHAR"),
+                ("key", "VARCHAR"),
+                ("field", "VARCHAR"),
+                ("node_id", "VARCHAR"),
+                ("hlc", "BIGINT"),
+                ("value", "VARCHAR"),
+                ("origin", "VARCHAR"),
+                ("kind", "VARCHAR"),
+                ("rule", "VARCHAR"),
+            ],
+            description="The state merge's per-node heads and counter increments (internal to the merge).",
+        ),
+        Table(
+            "state_edits",
+            STREAM_ENVELOPE
+            + [
+                ("namespace", "VARCHAR"),
+                ("key", "VARCHAR"),
+                ("field", "VARCHAR"),
+                ("value", "VARCHAR"),
+                ("origin", "VARCHAR"),
+            ]
+            + INGEST_COLUMNS,
+            BY_TENANT_AND_DAY,
+            "Raw state edits from the devices' state stream, exactly once per (tenant, device, seq).",
         ),
         Table(
             "batches",
@@ -177,6 +216,12 @@ TABLES: dict[str, Table] = {
                 ("reason", "VARCHAR"),  # machine-readable
                 ("detail", "VARCHAR"),
                 ("quarantined_at", "TIMESTAMPTZ"),
+                ("stream", "VARCHAR"),
+                # hlc_too_far_ahead is deferred: reconciliation re-evaluates and may admit it
+                ("deferred", "BOOLEAN"),
+                ("first_seq", "BIGINT"),  # from the object key, for gap reports
+                ("last_seq", "BIGINT"),
+                ("resolved_at", "TIMESTAMPTZ"),  # when a deferred batch was admitted
             ],
             description="Rejected batch objects with a machine-readable reason.",
         ),
@@ -222,8 +267,23 @@ TABLES: dict[str, Table] = {
                 ("actor", "VARCHAR"),
                 ("reason", "VARCHAR"),
                 ("inputs", "VARCHAR"),  # JSON
+                ("seq", "BIGINT"),  # order within the rollout's log (several events share one `at`)
             ],
             description="Every rollout decision with its reason and inputs.",
+        ),
+        Table(
+            "rollout_devices",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("rollout_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("platform", "VARCHAR"),
+                ("phase", "INTEGER"),  # the phase the device was first deployed in
+                ("action", "VARCHAR"),  # deploy | rollback
+                ("event_id", "VARCHAR"),  # the decision that sent it
+                ("at", "TIMESTAMPTZ"),
+            ],
+            description="Which devices a rollout has sent a deploy or rollback to, and when.",
         ),
     )
 }

@@ -10,7 +10,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-
 # Run config for in-process runs started by the CLI: the console shows warnings only,
 # the full event log still goes to the Dagster instance (see it in the UI).
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

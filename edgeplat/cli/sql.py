@@ -7,6 +7,7 @@ import argparse
 import duckdb
 
 from edgeplat.cli.common import CliError, lakehouse, print_rows
+from edgeplat.tenant_sql import TenantScopeError, check_query, open_tenant_session
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,13 +19,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("query", help="the SQL to run (tables: devices, telemetry, alerts, logs, health, ...)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.add_argument(
+        "--tenant",
+        help="scope the session to one tenant: every table and view shows only its rows; "
+        "other catalogs and table functions are refused",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     lake = lakehouse()
-    con = lake.read_only()
+    if args.tenant:
+        try:
+            con, allowed = open_tenant_session(lake, args.tenant)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+    else:
+        con, allowed = lake.read_only(), None
     try:
+        if allowed is not None:
+            check_query(con, args.query, allowed)
         cur = con.execute(args.query)
         if cur.description is None:
             print_rows([], [], args.format)
@@ -38,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
                 f"(edgeplat sync, the Dagster jobs). DuckDB said: {exc}"
             ) from exc
         raise CliError(str(exc)) from exc
+    except TenantScopeError as exc:
+        raise CliError(f"refused: {exc}") from exc
     except duckdb.Error as exc:
         raise CliError(f"query failed: {exc}") from exc
     finally:

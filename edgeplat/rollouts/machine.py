@@ -165,8 +165,10 @@ class Observation:
     ``pending``: devices targeted by the current step (phase deploy, blue/green stage or
     rollback) that have not acknowledged it; ``pending_since``: when each was targeted
     (default: the step's start; later for devices that registered after it). ``gates``: the
-    report over the window starting at ``RolloutState.gate_window_start``. ``phase``: the
-    phase the observation was computed for; a mismatch makes it stale and it is ignored.
+    report over the window starting at ``RolloutState.gate_window_start``, comparing the
+    devices in phases ``<= RolloutState.deployed_phase`` (canary) with comparable devices not
+    yet updated (baseline). ``phase``: ``RolloutState.phase`` when the observation was made;
+    a mismatch makes it stale and it is ignored.
     """
 
     pending: frozenset[str] = frozenset()
@@ -188,6 +190,7 @@ class RolloutState:
     deployed: bool = False  # whether ``phase`` has been sent to devices
     staged: bool = False
     step_started_at: datetime | None = None
+    window_start: datetime | None = None  # gate evidence counts from here (deploy, or resume after a failure)
     bake_started_at: datetime | None = None
     approvals: dict[int, dict[str, Any]] = field(default_factory=dict)
     approval_requested: set[int] = field(default_factory=set)
@@ -232,7 +235,7 @@ class RolloutState:
     @property
     def gate_window_start(self) -> datetime | None:
         """Aggregate health from here for the gate report of the current phase."""
-        return self.step_started_at if self.deployed else None
+        return self.window_start if self.deployed else None
 
     def apply(self, e: Event) -> None:
         """Fold one event. Events whose key was already folded are ignored (duplicate appends)."""
@@ -254,6 +257,7 @@ class RolloutState:
             if e.phase != self.phase:
                 self._enter(e.phase, e.at, deployed=False)
             self.deployed, self.step_started_at, self.status = True, e.at, Status.DEPLOYING
+            self.window_start = e.at
         elif k == Kind.MARK_UNREACHABLE:
             self.unreachable.update(e.inputs.get("devices", ()))
         elif k == Kind.START_BAKE:
@@ -306,6 +310,7 @@ class RolloutState:
         if self.gate_failed or self.fail_requested:
             # A phase that failed a gate must bake again and pass afresh before promotion.
             self.gate_failed, self.fail_requested = False, None
+            self.window_start = at  # the failing evidence must not count against the fix
             if self.status in (Status.BAKING, Status.AWAITING_APPROVAL):
                 self.status, self.bake_started_at = Status.BAKING, at
         self.inconclusive_streak, self.last_eval_at = 0, None
@@ -401,7 +406,7 @@ def desired_release(state: RolloutState, device_phase: int) -> str:
 
 
 def in_window(spec: RolloutSpec, now: datetime) -> bool:
-    return True
+    return spec.maintenance_window is None or spec.maintenance_window.contains(now)
 
 
 # ---------------------------------------------------------------- decide
@@ -416,14 +421,17 @@ def _wait(reason: str) -> Decision:
     return Decision(Kind.WAIT, reason=reason)
 
 
+def _rollback(state: RolloutState, reason: str, inputs: dict[str, Any], cause: str) -> Decision:
+    # Blue/green keeps the old slot installed: rolling back is a slot switch, not a redeploy.
+    action = "switch_back" if state.spec.strategy.type == "blueGreen" else "redeploy_old"
+    inputs = {**inputs, "cause": cause, "action": action}
+    return Decision(Kind.ROLLBACK, state.phase, reason, inputs, f"{state.rollout}:rollback")
+
+
 def _fails(state: RolloutState, reason: str, inputs: dict[str, Any], cause: str) -> list[Decision]:
     """The rollback policy applied to a failure."""
     if state.spec.rollback == "automatic":
-        return [
-            Decision(
-                Kind.ROLLBACK, state.phase, reason, {**inputs, "cause": cause}, f"{state.rollout}:rollback"
-            )
-        ]
+        return [_rollback(state, reason, inputs, cause)]
     return [
         Decision(
             Kind.PAUSE, state.phase, reason, {**inputs, "cause": cause}, _key(state, Kind.PAUSE, state.epoch)
@@ -496,15 +504,7 @@ def decide(state: RolloutState, obs: Observation, now: datetime) -> list[Decisio
     if s.abort_requested:
         who = s.abort_requested
         reason = f"aborted by {who['actor']}" + (f": {who['reason']}" if who["reason"] else "")
-        return [
-            Decision(
-                Kind.ROLLBACK,
-                s.phase,
-                reason,
-                {"abort": True, "cause": "abort", "command": who},
-                f"{s.rollout}:rollback",
-            )
-        ]
+        return [_rollback(s, reason, {"abort": True, "command": who}, "abort")]
     if s.status == Status.FAILED:
         return [_wait("failed; abort to roll back")]
     report = _report(s, obs) if s.deployed_phase >= 0 else None
@@ -530,7 +530,7 @@ def decide(state: RolloutState, obs: Observation, now: datetime) -> list[Decisio
     if deadline is not None and now > deadline:
         reason = f"progress deadline {format_duration(spec.progress_deadline)} exceeded in phase {s.phase} ({s.status})"
         if spec.rollback == "automatic":
-            return [Decision(Kind.ROLLBACK, s.phase, reason, {"cause": "deadline"}, f"{s.rollout}:rollback")]
+            return [_rollback(s, reason, {}, "deadline")]
         return [Decision(Kind.FAIL, s.phase, reason, {"cause": "deadline"}, f"{s.rollout}:fail")]
 
     if s.status == Status.PENDING and spec.strategy.type == "blueGreen":

@@ -294,3 +294,14 @@ def test_works_on_ducklake_tables(tmp_path) -> None:
         "boot_count": ("2", 1, "d1", "device", "counter"),
     }
     assert len(conflicts(con, "lake.main.conflicts")) == 1
+
+
+def test_merge_joins_an_open_transaction_of_the_caller() -> None:
+    con = duckdb.connect()
+    m = merger(con)
+    con.execute("BEGIN TRANSACTION")
+    m.merge(pa.Table.from_pylist([edit("note", '"x"', 1, "d1")]))
+    con.execute("ROLLBACK")
+    assert table_rows(con, "state") == []
+    m.merge(pa.Table.from_pylist([edit("note", '"x"', 1, "d1")]))
+    assert state(con)["note"][0] == '"x"'

@@ -10,6 +10,7 @@ import json
 
 import duckdb
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,9 +125,10 @@ def as_reference(con) -> tuple[dict, set]:
     return state, conflicts
 
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.data())
 def test_any_order_and_batching_gives_the_oracles_state_and_conflicts(data) -> None:
@@ -141,6 +143,7 @@ def test_any_order_and_batching_gives_the_oracles_state_and_conflicts(data) -> N
     assert snapshot(con1) == snapshot(con2)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.data())
 def test_merging_again_changes_nothing(data) -> None:
@@ -154,7 +157,7 @@ def test_merging_again_changes_nothing(data) -> None:
     assert snapshot(con, with_times=True) == before
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     st.lists(st.sampled_from(["dev-a", "dev-b", "dev-c", "central"]), min_size=2, max_size=4, unique=True),
     st.data(),
@@ -162,11 +165,18 @@ def test_merging_again_changes_nothing(data) -> None:
 def test_equal_hlcs_break_by_node_id(nodes: list[str], data) -> None:
     edits = [
         {
-            "tenant_id": "t1", "device_id": "d1", "namespace": "other", "key": "k", "field": "note",
-            "value": json.dumps(n), "hlc": 42, "node_id": n, "origin": "central" if n == "central" else "device",
+            "tenant_id": "t1",
+            "device_id": "d1",
+            "namespace": "other",
+            "key": "k",
+            "field": "note",
+            "value": json.dumps(-i),
+            "hlc": 42,
+            "node_id": n,
+            "origin": "central" if n == "central" else "device",
         }
-        for n in nodes
-    ]  # fmt: skip
+        for i, n in enumerate(sorted(nodes))
+    ]  # fmt: skip  (values fall as node ids rise, so a value tie-break would pick the wrong one)
     con, _ = merge_all(data.draw(arrival(edits)))
     assert con.execute("SELECT node_id FROM state").fetchone()[0] == max(nodes)
     losers = {r[0] for r in con.execute("SELECT loser_node_id FROM conflicts").fetchall()}

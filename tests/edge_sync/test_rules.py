@@ -22,7 +22,9 @@ def test_default_rules_file_loads_and_looks_up_fields() -> None:
 
 
 def test_namespace_default_applies_before_the_global_default() -> None:
-    rules = parse_rules({"version": 2, "default": "lww", "namespaces": {"inv": {"default": "max", "fields": {"n": "min"}}}})
+    rules = parse_rules(
+        {"version": 2, "default": "lww", "namespaces": {"inv": {"default": "max", "fields": {"n": "min"}}}}
+    )
     assert rules.rule_for("inv", "n") == "min"
     assert rules.rule_for("inv", "other") == "max"
     assert rules.rule_for("x", "n") == "lww"
@@ -46,7 +48,10 @@ def test_unknown_rule_error_points_at_the_field(tmp_path) -> None:
         ({"default": "lww"}, "version: Field required"),
         ({"version": 1, "colour": "red"}, "colour: Extra inputs are not permitted"),
         ({"version": 1, "default": "newest"}, "default: unknown rule 'newest'"),
-        ({"version": 1, "namespaces": {"c": {"default": "custom:Bad-Name"}}}, "namespaces.c.default: custom rule"),
+        (
+            {"version": 1, "namespaces": {"c": {"default": "custom:Bad-Name"}}},
+            "namespaces.c.default: custom rule",
+        ),
     ],
 )
 def test_malformed_rules_name_the_field(doc: dict, expected: str) -> None:
@@ -68,7 +73,9 @@ def test_bad_yaml_and_missing_file_are_clear(tmp_path) -> None:
 
 def test_custom_rule_needs_a_registered_resolver() -> None:
     doc = {"version": 1, "namespaces": {"c": {"fields": {"f": "custom:not_registered_yet"}}}}
-    with pytest.raises(RulesError, match=r"namespaces\.c\.fields\.f: custom resolver 'not_registered_yet' is not registered"):
+    with pytest.raises(
+        RulesError, match=r"namespaces\.c\.fields\.f: custom resolver 'not_registered_yet' is not registered"
+    ):
         parse_rules(doc)
     rules = parse_rules(doc, require_resolvers=False)
     assert rules.rule_for("c", "f") == "custom:not_registered_yet"
@@ -120,7 +127,14 @@ def test_rule_sql_agrees_with_rule_for() -> None:
             },
         }
     )
-    pairs = [("config", "threshold"), ("config", "it's"), ("config", "x"), ("inv", "tags"), ("inv", "x"), ("z", "tags")]
+    pairs = [
+        ("config", "threshold"),
+        ("config", "it's"),
+        ("config", "x"),
+        ("inv", "tags"),
+        ("inv", "x"),
+        ("z", "tags"),
+    ]
     con = duckdb.connect()
     for ns, f in pairs:
         got = con.execute(f"SELECT {rule_sql(rules, '$1', '$2')}", [ns, f]).fetchone()[0]

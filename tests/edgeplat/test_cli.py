@@ -93,3 +93,10 @@ def test_sql_formats(tmp_path: Path) -> None:
     assert json.loads(cli("sql", q, "--format", "json", home=tmp_path).stdout) == [{"a": 1, "b": "x"}]
     assert cli("sql", q, "--format", "csv", home=tmp_path).stdout.splitlines() == ["a,b", "1,x"]
     assert "┃ a" in cli("sql", q, home=tmp_path).stdout
+
+
+def test_sql_tenant_scope(tmp_path: Path) -> None:
+    ok = cli("sql", "SELECT count(*) AS n FROM devices", "--tenant", "tenant-a", "--format", "json", home=tmp_path)
+    assert json.loads(ok.stdout) == [{"n": 0}]
+    refused = cli("sql", "SELECT * FROM lake.main.devices", "--tenant", "tenant-a", home=tmp_path, check=False)
+    assert refused.returncode == 2 and "refused" in refused.stderr and "outside the tenant's views" in refused.stderr

@@ -200,5 +200,6 @@ def test_inputs_accept_dataclasses_and_arrow_and_report_round_trips():
         and ratio["baseline_events"] == 2400
         and ratio["ratio"] == pytest.approx(1.0)
     )
+    assert ratio["alpha"] == pytest.approx(0.01 / 2)  # Bonferroni over the report's two checks
     with pytest.raises(ValueError, match="cohort must be"):
         evaluate_gates(gates, {"cohort": np.array(["test"]), "samples": np.array([1])})

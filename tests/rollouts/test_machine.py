@@ -163,6 +163,7 @@ def test_failed_gate_rolls_back_and_never_promotes():
     d.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))
     rollback = d.first("rollback")
     assert rollback.inputs["cause"] == "gate" and rollback.inputs["gates"]["verdict"] == "fail"
+    assert rollback.inputs["action"] == "redeploy_old"
     d.tick(lambda s, now: Observation(pending=frozenset({"dev-1"}), gates=PASS))  # still rolling back
     assert d.state.status == Status.ROLLING_BACK
     d.tick(lambda s, now: Observation(gates=PASS))  # a PASS after the failure changes nothing
@@ -327,9 +328,10 @@ def test_offline_devices_get_the_decision_that_holds_when_they_return():
 # ---------------------------------------------------------------- restarts
 
 
-def scripted_world(fail_phase: int | None) -> World:
+def scripted_world(fail_phase: int | None, stuck_phase: int | None = None) -> World:
     """Devices ack 10 minutes after a step starts; gates are inconclusive for 10 minutes after
-    the bake, then pass (or fail from 20 minutes into ``fail_phase``'s bake)."""
+    the bake, then pass (or fail from 20 minutes into ``fail_phase``'s bake, or stay
+    inconclusive for good in ``stuck_phase``)."""
 
     def world(s: RolloutState, now: datetime) -> Observation:
         pending: frozenset[str] = frozenset()
@@ -343,10 +345,10 @@ def scripted_world(fail_phase: int | None) -> World:
         gates = PASS
         if s.bake_started_at and s.phase == fail_phase and now - s.bake_started_at >= timedelta(minutes=20):
             gates = FAIL
-        elif s.bake_started_at and timedelta(0) <= now - (
-            s.bake_started_at + s.spec.phases[s.phase].bake
-        ) < timedelta(minutes=10):
-            gates = INCONCLUSIVE
+        elif s.bake_started_at:
+            since_bake = now - (s.bake_started_at + s.spec.phases[s.phase].bake)
+            if s.phase == stuck_phase or timedelta(0) <= since_bake < timedelta(minutes=10):
+                gates = INCONCLUSIVE
         return Observation(pending=pending, gates=gates, phase=s.phase)
 
     return world
@@ -367,11 +369,12 @@ def drive(world: World, crash: random.Random | None = None) -> Driver:
     return d
 
 
-@pytest.mark.parametrize("fail_phase", [None, 1])
-def test_restart_at_every_point_recomputes_the_same_decisions(fail_phase):
-    world = scripted_world(fail_phase)
+@pytest.mark.parametrize("fail_phase,stuck_phase", [(None, None), (1, None), (None, 2)])
+def test_restart_at_every_point_recomputes_the_same_decisions(fail_phase, stuck_phase):
+    world = scripted_world(fail_phase, stuck_phase)
     d = drive(world)
-    assert d.state.status == (Status.COMPLETED if fail_phase is None else Status.ROLLED_BACK)
+    ok = fail_phase is None and stuck_phase is None
+    assert d.state.status == (Status.COMPLETED if ok else Status.ROLLED_BACK)
     # For every tick and every prefix of what it recorded, a restarted controller (fold the
     # prefix, observe, decide again) records exactly the rest: nothing twice, nothing lost.
     bounds = [t[0] for t in d.ticks[1:]] + [len(d.log)]
@@ -387,9 +390,9 @@ def test_restart_at_every_point_recomputes_the_same_decisions(fail_phase):
     assert checked > 25
     counts = Counter(e.key for e in d.log)
     assert max(counts.values()) == 1
-    assert Counter(e.phase for e in d.log if e.kind == "deploy_phase") == Counter(
-        range(4 if fail_phase is None else 2)
-    )
+    last = 3 if ok else fail_phase if fail_phase is not None else stuck_phase
+    deploys = Counter(e.phase for e in d.log if e.kind == "deploy_phase")
+    assert deploys == Counter(range(last + 1))
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -406,3 +409,43 @@ def test_crashes_mid_tick_neither_double_deploy_nor_lose_decisions(seed, fail_ph
         e.kind for e in clean.log if e.kind not in ignore
     ]
     assert len({e.key for e in crashed.log}) == len(crashed.log)
+
+
+def test_recorded_decisions_are_never_recorded_again():
+    d = Driver(make_spec())
+    d.run(until=lambda s: s.phase == 1 and s.deployed)
+    st = d.state
+    deploy = next(e for e in d.log if e.kind == "deploy_phase" and e.phase == 1)
+    again = Decision(Kind.DEPLOY_PHASE, 1, "again", {}, deploy.key)
+    assert new_events(st, [again, again], d.now) == []
+    fresh = Decision(Kind.PAUSE, 1, "x", {}, "r1:1:pause:test")
+    assert len(new_events(st, [fresh, fresh], d.now)) == 1  # a batch holding a key twice records it once
+    before = (st.status, st.phase, len(st.events))
+    st.apply(deploy)  # a duplicate append folds to nothing
+    assert (st.status, st.phase, len(st.events)) == before
+
+
+def test_reports_from_before_the_window_are_stale_and_ignored():
+    d = Driver(make_spec(rollback="pause"))
+    d.run(until=lambda s: s.status == Status.BAKING)
+    deployed = d.state.gate_window_start
+    assert deployed == d.first("deploy_phase", 0).at
+    d.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))
+    d.cmd("resume", reason="config fixed")
+    resumed = d.state.gate_window_start
+    assert resumed is not None and resumed > deployed
+    # A report still covering the failing period (since the deploy) is stale after the fix...
+    old = GateReport(Verdict.FAIL, (), since=deployed.isoformat())
+    d.tick(lambda s, now: Observation(gates=old, phase=s.phase))
+    assert d.state.status == Status.BAKING
+    # ...one over the fresh window counts.
+    new = GateReport(Verdict.FAIL, (), since=resumed.isoformat())
+    d.tick(lambda s, now: Observation(gates=new, phase=s.phase))
+    assert d.state.status == Status.PAUSED
+
+
+def test_blue_green_rollback_switches_slots_back():
+    d = Driver(load_spec("examples/rollouts/blue-green.yaml"))
+    d.run(until=lambda s: s.status == Status.BAKING)
+    d.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))
+    assert d.first("rollback").inputs["action"] == "switch_back"

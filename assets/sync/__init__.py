@@ -1,0 +1,1 @@
+"""Sync assets: batch ingest, reconciliation, fleet rollups, SQL views and their checks."""

@@ -1,0 +1,57 @@
+"""``edit_device_state``: a job to set fields of a device's state record from the Dagster UI."""
+
+import json
+
+import dagster as dg
+
+from edge_sync.rules import default_rules
+from edgeplat.sync.central_edits import CentralEdit, apply_central_edits
+from resources.keys import PlatformSignerResource
+from resources.lakehouse import LakehouseResource
+from resources.object_store import ObjectStoreResource
+
+
+class EditStateConfig(dg.Config):
+    """Set ``fields`` (name -> JSON text, e.g. {"threshold": "42", "label": "\\"blue\\""}) of one record."""
+
+    tenant_id: str
+    device_id: str
+    namespace: str
+    key: str
+    fields: dict[str, str]
+    publish: bool = True  # also send the edits down in the device's desired-state document
+
+
+def _publisher(object_store: ObjectStoreResource, signer: PlatformSignerResource):
+    # The one call site of the desired-state downlink for central edits.
+    from edgeplat.desired_publisher import DesiredStatePublisher
+
+    return DesiredStatePublisher(object_store.get(), signer.get()).add_state_edits
+
+
+@dg.op(description="Merge central state edits into device_state and publish them to the device.")
+def apply_state_edits(
+    context: dg.OpExecutionContext,
+    config: EditStateConfig,
+    lakehouse: LakehouseResource,
+    object_store: ObjectStoreResource,
+    platform_signer: PlatformSignerResource,
+) -> dict:
+    if not config.fields:
+        raise dg.Failure("edit_device_state needs at least one field in config.fields")
+    edits = [
+        CentralEdit(config.tenant_id, config.device_id, config.namespace, config.key, name, value)
+        for name, value in sorted(config.fields.items())
+    ]
+    publish = _publisher(object_store, platform_signer) if config.publish else None
+    result = apply_central_edits(lakehouse.get(), edits, default_rules(), publish=publish)
+    context.log.info("central edits: %s", result)
+    context.add_output_metadata({"edits": result.edits, "published_devices": result.published_devices,
+                                 "conflicts": dg.MetadataValue.json(result.conflicts),
+                                 "hlcs": json.dumps(result.hlcs)})
+    return {"edits": result.edits, "hlcs": list(result.hlcs)}
+
+
+@dg.job(description="Set fields of one device's state record centrally (merged with the device's own edits).")
+def edit_device_state() -> None:
+    apply_state_edits()

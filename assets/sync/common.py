@@ -1,0 +1,32 @@
+"""Builds the plain-Python ``SyncEnv`` from the Dagster resources (one place, shared by all sync assets)."""
+
+from edge_sync.rules import default_rules
+from edgeplat.sync.env import SyncEnv, SyncSettings
+from resources.keys import DeviceRegistryResource, KeyServiceResource, decoder_for
+from resources.lakehouse import LakehouseResource
+from resources.object_store import ObjectStoreResource
+
+
+def sync_env(
+    lakehouse: LakehouseResource,
+    object_store: ObjectStoreResource,
+    key_service: KeyServiceResource,
+    device_registry: DeviceRegistryResource,
+    **settings,
+) -> SyncEnv:
+    return SyncEnv(
+        lakehouse=lakehouse.get(),
+        store=object_store.get(),
+        key_service=key_service.get(),
+        registry=device_registry.get(),
+        rules=default_rules(),
+        settings=SyncSettings(**settings),
+        decoder=decoder_for(key_service, device_registry),
+    )
+
+
+def counts_metadata(prefix: str, counts: dict[str, int]) -> dict:
+    """One numeric metadata entry per key (``quarantined/bad_signature``), so the UI plots each."""
+    import dagster as dg
+
+    return {f"{prefix}/{k}": dg.MetadataValue.int(int(v)) for k, v in sorted(counts.items())}

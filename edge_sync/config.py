@@ -1,0 +1,222 @@
+"""The device agent's configuration file (``device.toml``), validated with pydantic.
+
+See ``edge_sync/packaging/device.example.toml`` for a commented example. Relative paths
+are resolved against the folder of the config file. ``load_config`` raises
+``ConfigError`` whose message names every bad field (as a dotted path) and the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge_sync.ids import validate_id
+
+
+class ConfigError(ValueError):
+    """``device.toml`` is missing, not TOML, or has invalid fields (each named in the message)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CacheKeyConfig(_Section):
+    """Where the 32-byte cache encryption key comes from: a local key file or a Vault KV secret.
+
+    ``file``: ``path`` holds the key as 32 raw bytes, 64 hex characters or base64.
+    ``vault``: the KV v2 secret ``secret_path`` field ``field`` holds it (hex or base64);
+    ``runtime_copy`` (a tmpfs path) keeps a copy so the agent can start while Vault is down.
+    """
+
+    source: Literal["file", "vault"] = "file"
+    path: Path | None = None
+    secret_path: str | None = None
+    field: str = "cache_key"
+    runtime_copy: Path | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> CacheKeyConfig:
+        if self.source == "file" and self.path is None:
+            raise ValueError("source 'file' needs path = \"/etc/edge-sync/cache.key\" (32-byte key file)")
+        if self.source == "vault" and not self.secret_path:
+            raise ValueError("source 'vault' needs secret_path = \"devices/<device-id>\" (a KV v2 secret)")
+        return self
+
+
+class KeysConfig(_Section):
+    """The key service for batch data keys: a local keyring folder or Vault transit."""
+
+    source: Literal["local", "vault"] = "local"
+    keyring_dir: Path | None = None
+    transit_mount: str = "transit"
+
+    @model_validator(mode="after")
+    def _needs(self) -> KeysConfig:
+        if self.source == "local" and self.keyring_dir is None:
+            raise ValueError("source 'local' needs keyring_dir = \"/etc/edge-sync/keyring\"")
+        return self
+
+
+class VaultConfig(_Section):
+    """Vault (or OpenBao) AppRole login for the device; secret id and role id are read from files."""
+
+    addr: str
+    role_id_path: Path
+    secret_id_path: Path
+    verify: bool | str = True
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ObjectStoreConfig(_Section):
+    """``url``: ``s3://bucket/prefix``, ``file:///path`` or a plain path; ``options`` go to the backend."""
+
+    url: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DurabilityConfig(_Section):
+    max_rows: int = Field(default=1000, ge=1)
+    max_ms: int = Field(default=1000, ge=0)
+
+
+class BandwidthConfig(_Section):
+    """0 means unlimited."""
+
+    bytes_per_second: int = Field(default=0, ge=0)
+    burst_bytes: int = Field(default=0, ge=0)
+    bytes_per_sync: int = Field(default=0, ge=0)
+
+
+class UploadConfig(_Section):
+    max_rows_per_batch: int = Field(default=5000, ge=1)
+    max_span_s: int = Field(default=3600, ge=1)
+
+
+class AgentConfig(_Section):
+    """One device's ``device.toml``."""
+
+    tenant_id: str
+    device_id: str
+    cache_path: Path
+    identity_path: Path
+    platform_public_key_path: Path
+    object_store: ObjectStoreConfig
+    cache_key: CacheKeyConfig
+    keys: KeysConfig = Field(default_factory=lambda: KeysConfig(source="vault"))
+    vault: VaultConfig | None = None
+    max_cache_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    durability: DurabilityConfig = Field(default_factory=DurabilityConfig)
+    bandwidth: BandwidthConfig = Field(default_factory=BandwidthConfig)
+    upload: UploadConfig = Field(default_factory=UploadConfig)
+    sync_interval_s: float = Field(default=60.0, gt=0)
+    max_backoff_s: float = Field(default=600.0, gt=0)
+    socket_path: Path | None = None
+    rules_path: Path | None = None
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, v: str) -> str:
+        return validate_id("tenant", v)
+
+    @field_validator("device_id")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return validate_id("device", v)
+
+    @model_validator(mode="after")
+    def _vault_needed(self) -> AgentConfig:
+        uses = [name for name, on in (("keys.source", self.keys.source == "vault"),
+                                      ("cache_key.source", self.cache_key.source == "vault")) if on]
+        if uses and self.vault is None:
+            raise ValueError(
+                f"{' and '.join(uses)} = 'vault' needs a [vault] section with addr, role_id_path and "
+                "secret_id_path (or use keys.source = 'local' with keyring_dir)"
+            )
+        return self
+
+    def resolve(self, base: Path) -> AgentConfig:
+        """A copy with every relative path made absolute against ``base`` (the config file's folder)."""
+
+        def fix(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else (base / p))
+
+        data = self.model_copy(deep=True)
+        for name in ("cache_path", "identity_path", "platform_public_key_path", "socket_path", "rules_path"):
+            setattr(data, name, fix(getattr(data, name)))
+        data.cache_key.path = fix(data.cache_key.path)
+        data.cache_key.runtime_copy = fix(data.cache_key.runtime_copy)
+        data.keys.keyring_dir = fix(data.keys.keyring_dir)
+        if data.vault is not None:
+            data.vault.role_id_path = fix(data.vault.role_id_path)
+            data.vault.secret_id_path = fix(data.vault.secret_id_path)
+        url = data.object_store.url
+        if "://" not in url and not Path(url).is_absolute():
+            data.object_store.url = str(base / url)
+        return data
+
+
+_FIXES = {
+    "missing": "add it",
+    "extra_forbidden": "remove it (unknown field; check the spelling against device.example.toml)",
+}
+
+
+def _format(exc: ValidationError, source: str) -> str:
+    lines = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        fix = _FIXES.get(e["type"])
+        lines.append(f"{loc}: {msg}" + (f" -> {fix}" if fix else ""))
+    return f"invalid config {source}:\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: dict[str, Any], *, source: str = "device.toml", base: Path | None = None) -> AgentConfig:
+    """Validate a parsed config document; relative paths resolve against ``base``."""
+    try:
+        config = AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from None
+    return config.resolve(base or Path.cwd())
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read and validate ``device.toml``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {p} does not exist; copy edge_sync/packaging/device.example.toml and edit it"
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    return parse_config(data, source=str(p), base=p.resolve().parent)
+
+
+def decode_key_text(raw: bytes, what: str, size: int = 32) -> bytes:
+    """A key given as ``size`` raw bytes, hex text or base64 text; ``ConfigError`` naming ``what`` otherwise."""
+    if len(raw) == size:
+        return raw
+    text = raw.strip().decode("ascii", errors="replace")
+    candidates = []
+    with contextlib.suppress(ValueError):
+        candidates.append(bytes.fromhex(text))
+    with contextlib.suppress(ValueError):
+        candidates.append(base64.b64decode(text, validate=True))
+    for c in candidates:
+        if len(c) == size:
+            return c
+    raise ConfigError(
+        f"{what} must be a {size}-byte key as raw bytes, {2 * size} hex characters or base64; "
+        f"got {len(raw)} bytes that decode to none of these"
+    )

@@ -1,0 +1,305 @@
+"""The downlink: pull this device's signed desired state and apply it to the device.
+
+Each sync the agent reads ``tenant=<T>/device=<D>/desired.json`` and:
+
+1. verifies it with the platform public key and refuses stale revisions, other devices'
+   documents and tampered ones (``edge_sync.desired.decode``); a refusal is recorded once
+   per distinct document as an ``alerts`` row (code ``desired_<reason>``);
+2. skips a revision it already applied;
+3. pulls the cache's HLC past ``issued_hlc`` (causally later device edits win over it);
+4. applies the release through a pluggable :class:`Installer` (install, then switch slot;
+   on failure it rolls back to the previous release and records an alert);
+5. merges the central ``state_edits`` into the device's local state with the shared
+   merge (``edge_sync.merge.StateMerger``, the same conflict rules as the central side);
+6. persists the applied revision together with the merged rows (one transaction), then
+   reports version, slot and desired revision in the ``health`` stream.
+
+Bookkeeping lives in the cache's local state under the reserved namespace ``_agent``
+(written with ``replace_state_rows``, so it is never uploaded as a device edit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import duckdb
+import pyarrow as pa
+
+from edge_sync.cache import DeviceCache
+from edge_sync.cache_store import STATE_SCHEMA
+from edge_sync.desired import DesiredState, DesiredStateError, Release, StateEdit, decode, desired_key
+from edge_sync.merge import StateMerger
+from edge_sync.objectstore import ObjectNotFound, ObjectStore
+from edge_sync.rules import RuleSet
+
+log = logging.getLogger(__name__)
+
+AGENT_NAMESPACE = "_agent"
+
+
+# ----------------------------------------------------------------------------- installer
+@runtime_checkable
+class Installer(Protocol):
+    """What applies a release on the device (a package manager, a container runtime, a test double)."""
+
+    def install(self, version: str, slot: str) -> None:
+        """Put ``version`` into ``slot`` without running it yet (A/B slots)."""
+        ...
+
+    def switch(self, slot: str) -> None:
+        """Make ``slot`` the running one."""
+        ...
+
+    def rollback(self, previous: Release | None) -> None:
+        """Return to ``previous`` (the last good release) after a failed install or switch."""
+        ...
+
+
+class CacheInstaller:
+    """The default installer: records the release in the cache's ``_agent`` state, runs nothing.
+
+    Devices whose software is deployed by Greengrass or IoT Edge themselves use this: the
+    agent then only reports what the platform asked for.
+    """
+
+    def __init__(self, cache: DeviceCache) -> None:
+        self.cache = cache
+
+    def install(self, version: str, slot: str) -> None:
+        _write_agent_rows(self.cache, {("slots", slot): version})
+
+    def switch(self, slot: str) -> None:
+        version = self.cache.get_state(AGENT_NAMESPACE, "slots").get(slot)
+        if version is None:
+            raise RuntimeError(f"slot {slot!r} has nothing installed; install a version into it first")
+        _write_agent_rows(self.cache, {("release", "version"): version, ("release", "slot"): slot})
+
+    def rollback(self, previous: Release | None) -> None:
+        if previous is None:
+            return  # nothing to go back to: keep what runs
+        _write_agent_rows(
+            self.cache,
+            {("slots", previous.slot): previous.version, ("release", "version"): previous.version,
+             ("release", "slot"): previous.slot},
+        )
+
+
+def _write_agent_rows(cache: DeviceCache, values: dict[tuple[str, str], Any], extra: pa.Table | None = None) -> None:
+    """Upsert ``_agent`` bookkeeping (``{(key, field): value}``), with ``extra`` state rows, in one write."""
+    hlc = cache.observe_hlc(0)  # a fresh local HLC for the bookkeeping rows
+    rows = [
+        {"namespace": AGENT_NAMESPACE, "key": k, "field": f, "value": json.dumps(v, sort_keys=True),
+         "hlc": hlc, "node_id": cache.device_id, "origin": "device"}
+        for (k, f), v in values.items()
+    ]
+    table = pa.Table.from_pylist(rows, schema=STATE_SCHEMA)
+    if extra is not None and extra.num_rows:
+        table = pa.concat_tables([extra.select(STATE_SCHEMA.names).cast(STATE_SCHEMA), table])
+    cache.replace_state_rows(table)
+
+
+def active_release(cache: DeviceCache) -> tuple[str | None, str | None]:
+    """(version, slot) the device runs, as recorded in ``_agent`` state."""
+    r = cache.get_state(AGENT_NAMESPACE, "release")
+    return r.get("version"), r.get("slot")
+
+
+def applied_revision(cache: DeviceCache) -> int:
+    return int(cache.get_state(AGENT_NAMESPACE, "desired").get("revision", 0))
+
+
+# ----------------------------------------------------------------------------- state merge
+def merge_central_edits(
+    state: pa.Table, edits: Iterable[StateEdit], rules: RuleSet, *, tenant_id: str, device_id: str
+) -> pa.Table:
+    """The device state rows the central ``edits`` change, merged with the shared conflict rules.
+
+    ``state`` is the cache's ``state_table()``. The device keeps only the current value of
+    each field (no per-node history), so the merge is seeded with that value as the only
+    known head of its node (for ``counter`` fields: as one increment). For picking rules
+    (lww, max, min, prefer_*) this gives exactly the central result, because the current
+    value is the greatest of everything the device has seen. Runs ``StateMerger`` on a
+    private in-memory DuckDB; returns rows in ``STATE_SCHEMA`` (only fields whose value,
+    HLC, node or origin changed).
+    """
+    edits = list(edits)
+    if not edits:
+        return STATE_SCHEMA.empty_table()
+    touched = {(e.namespace, e.key, e.field) for e in edits}
+    seed = [r for r in state.to_pylist() if (r["namespace"], r["key"], r["field"]) in touched]
+    con = duckdb.connect(":memory:")
+    try:
+        merger = StateMerger(con, rules, state_table="st", conflicts_table="cf", contributions_table="co")
+        _seed(con, seed, rules, tenant_id, device_id)
+        merger.merge(
+            pa.Table.from_pylist(
+                [{"tenant_id": tenant_id, "device_id": device_id, **e.model_dump(include={
+                    "namespace", "key", "field", "value", "hlc", "node_id", "origin"})} for e in edits]
+            )
+        )
+        merged = con.execute(
+            "SELECT namespace, key, field, value, hlc, node_id, origin FROM st ORDER BY namespace, key, field"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    before = {(r["namespace"], r["key"], r["field"]): r for r in seed}
+    changed = [r for r in merged.to_pylist() if before.get((r["namespace"], r["key"], r["field"])) != r]
+    return pa.Table.from_pylist(changed, schema=STATE_SCHEMA)
+
+
+def _seed(con: duckdb.DuckDBPyConnection, seed: list[dict], rules: RuleSet, tenant_id: str, device_id: str) -> None:
+    if not seed:
+        return
+    state, contrib = [], []
+    for r in seed:
+        rule = rules.rule_for(r["namespace"], r["field"])
+        key = (tenant_id, device_id, r["namespace"], r["key"], r["field"])
+        state.append((*key, r["value"], r["hlc"], r["node_id"], r["origin"], rule, rules.version, 0))
+        kind = "increment" if rule == "counter" else "head"
+        contrib.append((*key, r["node_id"], r["hlc"], r["value"], r["origin"], kind, rule))
+    con.executemany("INSERT INTO st VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", state)
+    con.executemany("INSERT INTO co VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", contrib)
+
+
+# ----------------------------------------------------------------------------- downlink
+@dataclass
+class DownlinkResult:
+    """What one pull did. ``status``: absent, unchanged, applied, refused, offline."""
+
+    status: str
+    revision: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    release: dict[str, Any] | None = None
+    install_error: str | None = None
+    edits_received: int = 0
+    fields_changed: int = 0
+    dropped_edits: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Downlink:
+    """Pulls and applies this device's desired state; one ``pull()`` per sync."""
+
+    def __init__(
+        self,
+        cache: DeviceCache,
+        store: ObjectStore,
+        *,
+        platform_keys: bytes | list[bytes],
+        rules: RuleSet,
+        installer: Installer | None = None,
+    ) -> None:
+        self.cache, self.store = cache, store
+        self.platform_keys = platform_keys
+        self.rules = rules
+        self.installer = installer or CacheInstaller(cache)
+        self.key = desired_key(cache.tenant_id, cache.device_id)
+        self._refused: set[str] = set()  # digests of documents already alerted on
+
+    def pull(self) -> DownlinkResult:
+        """Fetch, verify and apply; network trouble propagates (``StoreUnavailable``)."""
+        try:
+            data = self.store.get(self.key)
+        except ObjectNotFound:
+            return DownlinkResult("absent")
+        current = applied_revision(self.cache)
+        try:
+            doc = decode(
+                data, platform_keys=self.platform_keys, tenant_id=self.cache.tenant_id,
+                device_id=self.cache.device_id, applied_revision=current,
+            )
+        except DesiredStateError as exc:
+            self._alert_refusal(data, exc)
+            return DownlinkResult("refused", reason=exc.reason, message=str(exc))
+        if doc.revision == current:
+            return DownlinkResult("unchanged", revision=current)
+        return self.apply(doc)
+
+    def _alert_refusal(self, data: bytes, exc: DesiredStateError) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        log.warning("desired state refused (%s): %s", exc.reason, exc)
+        if digest in self._refused:
+            return
+        self._refused.add(digest)
+        severity = "critical" if exc.reason in ("bad_signature", "wrong_device") else "warning"
+        self.cache.record("alerts", {"severity": severity, "code": f"desired_{exc.reason}", "message": str(exc)[:500]})
+
+    def apply(self, doc: DesiredState) -> DownlinkResult:
+        """Apply a verified document (release, state edits, revision, health row)."""
+        self.cache.observe_hlc(doc.issued_hlc)
+        result = DownlinkResult("applied", revision=doc.revision, edits_received=len(doc.state_edits))
+        if doc.release is not None:
+            result.install_error = self._apply_release(doc)
+        edits, dropped, counter_hlc = self._usable_edits(doc.state_edits)
+        result.dropped_edits = dropped
+        changed = merge_central_edits(
+            self.cache.state_table(), edits, self.rules,
+            tenant_id=self.cache.tenant_id, device_id=self.cache.device_id,
+        )
+        result.fields_changed = changed.num_rows
+        book: dict[tuple[str, str], Any] = {("desired", "revision"): doc.revision}
+        if counter_hlc is not None:
+            book[("desired", "counter_hlc")] = counter_hlc
+        _write_agent_rows(self.cache, book, extra=changed)  # merged rows and revision: one transaction
+        version, slot = active_release(self.cache)
+        result.release = {"version": version, "slot": slot}
+        self.cache.record(
+            "health", {"version": version, "slot": slot, "desired_revision": doc.revision}
+        )
+        return result
+
+    def _apply_release(self, doc: DesiredState) -> str | None:
+        release = doc.release
+        assert release is not None
+        if active_release(self.cache) == (release.version, release.slot):
+            return None
+        try:
+            self.installer.install(release.version, release.slot)
+            self.installer.switch(release.slot)
+            if isinstance(self.installer, CacheInstaller):
+                return None
+            _write_agent_rows(self.cache, {("release", "version"): release.version, ("release", "slot"): release.slot})
+            return None
+        except Exception as exc:  # any installer failure: go back to the last good release, tell central
+            log.exception("installing %s into slot %s failed", release.version, release.slot)
+            previous = doc.previous
+            if previous is None:
+                version, slot = active_release(self.cache)
+                previous = Release(version=version, slot=slot) if version and slot in ("a", "b") else None
+            try:
+                self.installer.rollback(previous)
+            except Exception:
+                log.exception("rollback to %s failed too", previous)
+            message = f"install of {release.version} into slot {release.slot} failed: {exc}"
+            self.cache.record("alerts", {"severity": "critical", "code": "install_failed", "message": message[:500]})
+            return message
+
+    def _usable_edits(self, edits: list[StateEdit]) -> tuple[list[StateEdit], list[str], int | None]:
+        """Drop edits of the reserved namespace and counter increments already applied.
+
+        Picking rules are idempotent, but the device keeps no per-edit history for
+        counters: increments at or below the last applied counter HLC are not added again.
+        """
+        seen = self.cache.get_state(AGENT_NAMESPACE, "desired").get("counter_hlc", 0)
+        keep, dropped, top = [], [], None
+        for e in edits:
+            where = f"{e.namespace}/{e.key}.{e.field}@{e.hlc}"
+            if e.namespace == AGENT_NAMESPACE:
+                dropped.append(f"{where}: namespace {AGENT_NAMESPACE!r} is reserved for the agent")
+                continue
+            rule = self.rules.rule_for(e.namespace, e.field)
+            if rule == "counter":
+                if e.hlc <= seen:
+                    dropped.append(f"{where}: counter increment already applied")
+                    continue
+                top = max(top or 0, e.hlc)
+            keep.append(e)  # picking rules, set_union and custom: re-applying is harmless
+        return keep, dropped, top

@@ -1,0 +1,236 @@
+"""The embedded default fleet backend: signed desired-state documents the edge agent pulls.
+
+``deploy`` sets each device's desired release (version, slot, rollout, phase) with the
+device's current release as ``previous``; ``rollback`` sets the release back to
+``previous`` (or to the given release). Documents live in the object store, so a device
+that is offline during a rollback reads it when it comes back.
+
+The backend also keeps a small index per rollout in the store
+(``<index_prefix>/rollout=<id>/devices.json``: device -> phase and the document revision
+it must acknowledge), so ``status`` does not have to list every device's documents.
+``reported(tenant, device) -> (version, slot, desired_revision) | None`` (from the
+lakehouse health data) lets ``status`` say whether a device acknowledged and what it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from edge_sync.desired import DesiredState, Release
+from edge_sync.objectstore import ObjectNotFound, validate_prefix
+from edgeplat.backends.base import (
+    BackendStatus,
+    DeployResult,
+    DeviceRef,
+    DeviceStatus,
+    FleetBackend,
+    ReleaseSpec,
+    check_deploy_args,
+    unique_devices,
+)
+from edgeplat.desired_publisher import DesiredStatePublisher
+
+Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
+INDEX_FORMAT = 1
+Slot = Literal["a", "b"]
+
+
+def _other(slot: Slot) -> Slot:
+    return "b" if slot == "a" else "a"
+
+
+class EdgeAgentBackend(FleetBackend):
+    """Deploys through desired-state documents in the object store (see module doc)."""
+
+    name = "edge_agent"
+
+    def __init__(
+        self,
+        publisher: DesiredStatePublisher,
+        *,
+        reported: Reported | None = None,
+        index_prefix: str = "rollouts/edge_agent",
+    ) -> None:
+        self.publisher = publisher
+        self.store = publisher.store
+        self.reported = reported
+        self.index_prefix = validate_prefix(index_prefix.rstrip("/") + "/").rstrip("/")
+        self._index_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ FleetBackend
+
+    def deploy(
+        self,
+        devices: list[DeviceRef],
+        release: ReleaseSpec,
+        *,
+        rollout_id: str,
+        phase: int,
+        slot: str | None = None,
+    ) -> DeployResult:
+        check_deploy_args(devices, rollout_id, phase, slot)
+        spec = ReleaseSpec.of(release)
+        devices = unique_devices(devices)
+        changed: list[tuple[str, str]] = []
+        entries: dict[str, dict[str, Any]] = {}
+        index = self._load_index(rollout_id)
+        for d in devices:
+            entry = index["devices"].get(_dkey(d))
+            doc = self.publisher.current(d.tenant_id, d.device_id)
+            cur = doc.release if doc else None
+            if cur is not None and cur.rollout_id == rollout_id and cur.version == spec.version:
+                # already deployed by this rollout (this or an earlier phase): keep the earliest phase
+                assert doc is not None
+                entries[_dkey(d)] = entry or _entry(
+                    cur.phase if cur.phase is not None else phase, doc.revision, version=cur.version
+                )
+                continue
+            if entry is not None and entry.get("rolled_back"):
+                continue  # never re-deploy a release this rollout already rolled back
+            new = Release(
+                version=spec.version, slot=_pick_slot(cur, slot), rollout_id=rollout_id, phase=phase
+            )
+            previous = (
+                cur if cur is not None and cur.version != spec.version else (doc.previous if doc else None)
+            )
+            out = self.publisher.set_release(d.tenant_id, d.device_id, new, previous)
+            entries[_dkey(d)] = _entry(phase, out.revision, version=spec.version)
+            changed.append(d.key)
+        self._update_index(rollout_id, entries)
+        return DeployResult(
+            backend=self.name,
+            action="deploy",
+            rollout_id=rollout_id,
+            phase=phase,
+            targeted=tuple(d.key for d in devices),
+            changed=tuple(changed),
+            deployments=tuple(f"{d[0]}/{d[1]}" for d in changed),
+        )
+
+    def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
+        if not isinstance(rollout_id, str) or not rollout_id:
+            raise ValueError(f"rollout_id must be a non-empty string, got {rollout_id!r}")
+        target = ReleaseSpec.of(to) if to is not None else None
+        devices = unique_devices(devices)
+        changed: list[tuple[str, str]] = []
+        entries: dict[str, dict[str, Any]] = {}
+        index = self._load_index(rollout_id)
+        for d in devices:
+            doc = self.publisher.current(d.tenant_id, d.device_id)
+            cur = doc.release if doc else None
+            if doc is None or cur is None or cur.rollout_id != rollout_id:
+                continue  # never got this rollout, or already rolled back (or moved on)
+            back = _rollback_release(doc, target)
+            out = self.publisher.set_release(d.tenant_id, d.device_id, back, None)
+            entry = dict(index["devices"].get(_dkey(d)) or _entry(cur.phase or 0, out.revision))
+            entry.update(rolled_back=True, revision=out.revision, version=back.version if back else None)
+            entries[_dkey(d)] = entry
+            changed.append(d.key)
+        self._update_index(rollout_id, entries)
+        return DeployResult(
+            backend=self.name,
+            action="rollback",
+            rollout_id=rollout_id,
+            phase=None,
+            targeted=tuple(d.key for d in devices),
+            changed=tuple(changed),
+            deployments=tuple(f"{d[0]}/{d[1]}" for d in changed),
+        )
+
+    def status(self, rollout_id: str | None = None) -> BackendStatus:
+        rollouts = [rollout_id] if rollout_id is not None else self._rollout_ids()
+        out: list[DeviceStatus] = []
+        for rid in rollouts:
+            for dkey, entry in sorted(self._load_index(rid)["devices"].items()):
+                tenant, device = dkey.split("/", 1)
+                out.append(self._device_status(rid, tenant, device, entry))
+        return BackendStatus(self.name, rollout_id, tuple(out))
+
+    # ------------------------------------------------------------------ internals
+
+    def _device_status(
+        self, rollout_id: str, tenant: str, device: str, entry: dict[str, Any]
+    ) -> DeviceStatus:
+        doc = self.publisher.current(tenant, device)
+        desired = doc.release.version if doc and doc.release else None
+        reported = self.reported(tenant, device) if self.reported else None
+        version, _slot, rev = reported if reported else (None, None, None)
+        acked = rev is not None and rev >= entry["revision"]
+        if entry.get("rolled_back"):
+            state = "rolled_back" if acked else "rolling_back"
+        elif not acked:
+            state = "pending"
+        else:
+            state = "succeeded" if version == desired else "failed"
+        return DeviceStatus(
+            tenant_id=tenant,
+            device_id=device,
+            rollout_id=rollout_id,
+            phase=entry.get("phase"),
+            desired_version=desired,
+            acknowledged=acked,
+            reported_version=version,
+            state=state,
+            detail=f"desired revision {doc.revision}" if doc else "no desired-state document",
+        )
+
+    def _index_key(self, rollout_id: str) -> str:
+        return f"{self.index_prefix}/rollout={rollout_id}/devices.json"
+
+    def _load_index(self, rollout_id: str) -> dict[str, Any]:
+        try:
+            index = json.loads(self.store.get(self._index_key(rollout_id)))
+        except ObjectNotFound:
+            return {"format": INDEX_FORMAT, "rollout_id": rollout_id, "devices": {}}
+        if index.get("rollout_id") != rollout_id:
+            raise ValueError(
+                f"rollout index {self._index_key(rollout_id)} in {self.store.url} belongs to "
+                f"{index.get('rollout_id')!r}; remove it or use another index_prefix"
+            )
+        return index
+
+    def _update_index(self, rollout_id: str, entries: dict[str, dict[str, Any]]) -> None:
+        with self._index_lock:
+            index = self._load_index(rollout_id)
+            if all(index["devices"].get(k) == v for k, v in entries.items()):
+                return
+            index["devices"].update(entries)
+            self.store.put(self._index_key(rollout_id), json.dumps(index, sort_keys=True).encode())
+
+    def _rollout_ids(self) -> list[str]:
+        ids, after = [], None
+        while True:
+            page = self.store.list(f"{self.index_prefix}/rollout=", after=after)
+            ids += [o.key.split("rollout=", 1)[1].split("/", 1)[0] for o in page.objects]
+            if page.next_after is None:
+                return sorted(set(ids))
+            after = page.next_after
+
+
+def _dkey(d: DeviceRef) -> str:
+    return f"{d.tenant_id}/{d.device_id}"
+
+
+def _entry(phase: int, revision: int, *, version: str | None = None) -> dict[str, Any]:
+    return {"phase": phase, "revision": revision, "version": version, "rolled_back": False}
+
+
+def _pick_slot(current: Release | None, slot: str | None) -> Slot:
+    running: Slot = current.slot if current is not None else "a"
+    if slot is None:
+        return running
+    if slot == "inactive":
+        return _other(running)
+    return "b" if slot == "b" else "a"
+
+
+def _rollback_release(doc: DesiredState, to: ReleaseSpec | None) -> Release | None:
+    """``previous`` when it is what we roll back to (its slot is still installed), else ``to``
+    installed in place of the release being rolled back."""
+    assert doc.release is not None
+    if to is None or (doc.previous is not None and doc.previous.version == to.version):
+        return doc.previous
+    return Release(version=to.version, slot=doc.release.slot)

@@ -1,0 +1,462 @@
+"""AWS IoT Greengrass v2 fleet backend: one thing group and one deployment per (rollout, phase).
+
+``deploy`` ensures an IoT thing per device (attributes ``tenant_id``/``device_id``), a thing
+group ``edgeplat-<rollout>-p<phase>`` (sanitised to IoT's name rules) holding the phase's
+new devices, and a ``greengrassv2`` deployment of the release's component to that group,
+with failure handling ``ROLLBACK`` and the IoT job rollout, abort and timeout settings of a
+``JobPolicy`` (built from the rollout spec with ``JobPolicy.from_spec``). A device already in
+an earlier phase's group of the rollout stays there (phases are cumulative).
+
+Idempotent: before creating, ``list_deployments`` on the group is searched for a deployment
+of the same name, and the create carries a deterministic ``clientToken``; a device added
+to a group after its deployment exists receives that deployment from Greengrass itself.
+
+``rollback`` works per thing group (whole phases, which is how Greengrass targets): it
+cancels the rollout's active deployments and creates a ``-rollback`` deployment per group:
+the ``to`` component version, or no components (the rollout's component is removed and
+the devices fall back to what their other groups' deployments give them). Offline devices
+get it when they reconnect: group deployments are durable in the service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from edgeplat.backends.base import (
+    BackendError,
+    BackendStatus,
+    DeployResult,
+    DeviceRef,
+    DeviceStatus,
+    FleetBackend,
+    ReleaseSpec,
+    check_deploy_args,
+    sanitize_name,
+    unique_devices,
+)
+
+PLATFORM = "greengrass"
+DEFAULT_DEVICE_TIMEOUT = timedelta(minutes=30)
+GROUP_PREFIX = "edgeplat-"
+_NAME_CHARS = "a-zA-Z0-9:_-"  # IoT thing and thing group names
+_ATTR_CHARS = "a-zA-Z0-9_.,@/:#-"  # IoT attribute values
+ACKED = {"IN_PROGRESS", "SUCCEEDED", "COMPLETED", "FAILED", "REJECTED", "CANCELED"}
+_STATES = {
+    "SUCCEEDED": "succeeded",
+    "COMPLETED": "succeeded",
+    "FAILED": "failed",
+    "REJECTED": "failed",
+    "TIMED_OUT": "timed_out",
+    "CANCELED": "canceled",
+    "IN_PROGRESS": "in_progress",
+    "QUEUED": "pending",
+}
+Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobPolicy:
+    """IoT job settings of a Greengrass deployment: rollout rate, abort criteria, device timeout."""
+
+    maximum_per_minute: int = 1000
+    abort_failure_percent: float = 10.0  # cancel the job once this share of executions failed
+    abort_min_executed: int = 10  # ... counted only after this many devices executed it
+    device_timeout: timedelta = DEFAULT_DEVICE_TIMEOUT
+    component_update_timeout_s: int = 60
+
+    @classmethod
+    def from_spec(cls, spec: Any, **overrides: Any) -> JobPolicy:
+        """From a rollout spec: the per-device timeout, and the smallest gate ``min_devices``
+        as the number of executions before an abort may fire."""
+        gates = list(getattr(spec, "gates", []) or [])
+        for phase in getattr(getattr(spec, "strategy", None), "phases", []) or []:
+            gates += list(getattr(phase, "gates", None) or [])
+        fields: dict[str, Any] = {"device_timeout": getattr(spec, "device_timeout", DEFAULT_DEVICE_TIMEOUT)}
+        if gates:
+            fields["abort_min_executed"] = max(1, min(g.min_devices for g in gates))
+        return cls(**{**fields, **overrides})
+
+    def job_configuration(self) -> dict[str, Any]:
+        return {
+            "jobExecutionsRolloutConfig": {"maximumPerMinute": self.maximum_per_minute},
+            "abortConfig": {
+                "criteriaList": [
+                    {
+                        "failureType": "ALL",
+                        "action": "CANCEL",
+                        "thresholdPercentage": self.abort_failure_percent,
+                        "minNumberOfExecutedThings": self.abort_min_executed,
+                    }
+                ]
+            },
+            "timeoutConfig": {
+                "inProgressTimeoutInMinutes": max(1, math.ceil(self.device_timeout.total_seconds() / 60))
+            },
+        }
+
+
+def default_thing_name(device: DeviceRef) -> str:
+    """``<tenant>_<device>``, sanitised: thing names are account-wide, so the tenant is part of it."""
+    return sanitize_name(f"{device.tenant_id}_{device.device_id}", allowed=_NAME_CHARS, max_len=128)
+
+
+def group_name(rollout_id: str, phase: int) -> str:
+    return f"{_group_prefix(rollout_id)}{phase}"
+
+
+def _group_prefix(rollout_id: str) -> str:
+    return f"{GROUP_PREFIX}{sanitize_name(rollout_id, allowed=_NAME_CHARS, max_len=100)}-p"
+
+
+def _token(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:64]
+
+
+class GreengrassBackend(FleetBackend):
+    """Greengrass v2 deployments to per-(rollout, phase) thing groups (see module doc)."""
+
+    name = "greengrass"
+
+    def __init__(
+        self,
+        iot: Any,
+        greengrass: Any,
+        *,
+        job_policy: JobPolicy | Callable[[str], JobPolicy] = JobPolicy(),
+        thing_name: Callable[[DeviceRef], str] = default_thing_name,
+        reported: Reported | None = None,
+    ) -> None:
+        self.iot = iot
+        self.gg = greengrass
+        self._policy = job_policy
+        self.thing_name = thing_name
+        self.reported = reported
+
+    @classmethod
+    def from_clients(
+        cls,
+        *,
+        region: str = "us-east-1",
+        iot_endpoint_url: str | None = None,
+        greengrass_endpoint_url: str | None = None,
+        session: Any = None,
+        **options: Any,
+    ) -> GreengrassBackend:
+        """Build the boto3 ``iot`` and ``greengrassv2`` clients (credentials from the environment)."""
+        import boto3
+
+        session = session or boto3.session.Session()
+        iot = session.client("iot", region_name=region, endpoint_url=iot_endpoint_url)
+        gg = session.client("greengrassv2", region_name=region, endpoint_url=greengrass_endpoint_url)
+        return cls(iot, gg, **options)
+
+    def policy(self, rollout_id: str) -> JobPolicy:
+        return self._policy(rollout_id) if callable(self._policy) else self._policy
+
+    # ------------------------------------------------------------------ FleetBackend
+
+    def deploy(
+        self,
+        devices: list[DeviceRef],
+        release: ReleaseSpec,
+        *,
+        rollout_id: str,
+        phase: int,
+        slot: str | None = None,
+    ) -> DeployResult:
+        check_deploy_args(devices, rollout_id, phase, slot)
+        spec = ReleaseSpec.of(release)
+        if spec.greengrass is None:
+            raise BackendError(
+                f"release {spec.name} {spec.version} has no Greengrass component: add "
+                "release.greengrass {component, version} to the rollout spec, or target other platforms"
+            )
+        ours, skipped = self._split(devices)
+        group = group_name(rollout_id, phase)
+        group_arn = self._ensure_group(group, rollout_id, phase)
+        existing = {d["deploymentName"] for d in self._deployments(group_arn)}
+        if f"{group}-rollback" in existing:
+            # the rollout was rolled back: a retried deploy must not bring the release back
+            return DeployResult(
+                self.name, "deploy", rollout_id, phase, tuple(d.key for d in ours), skipped=skipped
+            )
+        changed = []
+        for d in ours:
+            thing = self._ensure_thing(d)
+            prefix = _group_prefix(rollout_id)
+            phases = {
+                int(g[len(prefix) :])
+                for g in self._groups_of(thing)
+                if g.startswith(prefix) and g[len(prefix) :].isdigit()
+            }
+            if any(p <= phase for p in phases):
+                continue  # already in this phase or an earlier one: a device never changes phase
+            self._call(self.iot, "add_thing_to_thing_group", thingGroupName=group, thingName=thing)
+            changed.append(d.key)
+        name = f"{group}-{spec.greengrass.component}-{spec.greengrass.version}"[:256]
+        created: tuple[str, ...] = ()
+        if name not in existing:
+            out = self._call(
+                self.gg,
+                "create_deployment",
+                targetArn=group_arn,
+                deploymentName=name,
+                components={spec.greengrass.component: {"componentVersion": spec.greengrass.version}},
+                deploymentPolicies={
+                    "failureHandlingPolicy": "ROLLBACK",
+                    "componentUpdatePolicy": {
+                        "timeoutInSeconds": self.policy(rollout_id).component_update_timeout_s,
+                        "action": "NOTIFY_COMPONENTS",
+                    },
+                },
+                iotJobConfiguration=self.policy(rollout_id).job_configuration(),
+                tags={
+                    "edgeplat:rollout": rollout_id[:256],
+                    "edgeplat:phase": str(phase),
+                    "edgeplat:release": f"{spec.name}@{spec.version}"[:256],
+                },
+                clientToken=_token("deploy", group_arn, name),
+            )
+            created = (out["deploymentId"],)
+        return DeployResult(
+            backend=self.name,
+            action="deploy",
+            rollout_id=rollout_id,
+            phase=phase,
+            targeted=tuple(d.key for d in ours),
+            changed=tuple(changed),
+            deployments=created,
+            skipped=skipped,
+        )
+
+    def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
+        target = ReleaseSpec.of(to) if to is not None else None
+        ours, skipped = self._split(devices)
+        components = (
+            {target.greengrass.component: {"componentVersion": target.greengrass.version}}
+            if target is not None and target.greengrass is not None
+            else {}
+        )
+        created = []
+        for group, arn in self._rollout_groups(rollout_id):
+            deployments = self._deployments(arn)
+            name = f"{group}-rollback"
+            if any(d["deploymentName"] == name for d in deployments):
+                continue
+            for d in deployments:
+                if d["deploymentStatus"] == "ACTIVE":
+                    self._call(self.gg, "cancel_deployment", deploymentId=d["deploymentId"])
+            out = self._call(
+                self.gg,
+                "create_deployment",
+                targetArn=arn,
+                deploymentName=name,
+                components=components,
+                deploymentPolicies={"failureHandlingPolicy": "ROLLBACK"},
+                iotJobConfiguration=self.policy(rollout_id).job_configuration(),
+                tags={"edgeplat:rollout": rollout_id[:256], "edgeplat:action": "rollback"},
+                clientToken=_token("rollback", arn, name),
+            )
+            created.append(out["deploymentId"])
+        return DeployResult(
+            backend=self.name,
+            action="rollback",
+            rollout_id=rollout_id,
+            phase=None,
+            targeted=tuple(d.key for d in ours),
+            changed=tuple(d.key for d in ours) if created else (),
+            deployments=tuple(created),
+            skipped=skipped,
+        )
+
+    def status(self, rollout_id: str | None = None) -> BackendStatus:
+        prefix = _group_prefix(rollout_id) if rollout_id is not None else GROUP_PREFIX
+        out = []
+        for group, arn in self._groups(prefix):
+            latest = [d for d in self._deployments(arn) if d["isLatestForTarget"]]
+            deployment = (
+                self._call(self.gg, "get_deployment", deploymentId=latest[0]["deploymentId"])
+                if latest
+                else None
+            )
+            rollout, phase = self._group_rollout(group)
+            for thing in self._members(group):
+                out.append(self._device_status(thing, rollout, phase, deployment))
+        return BackendStatus(self.name, rollout_id, tuple(out))
+
+    # ------------------------------------------------------------------ internals
+
+    def _device_status(
+        self, thing: str, rollout: str | None, phase: int | None, deployment: Any
+    ) -> DeviceStatus:
+        attrs = self._call(self.iot, "describe_thing", thingName=thing).get("attributes", {})
+        tenant, device = attrs.get("tenant_id", ""), attrs.get("device_id", thing)
+        components = (deployment or {}).get("components") or {}
+        desired = next(iter(components.values()))["componentVersion"] if len(components) == 1 else None
+        execution = None
+        if deployment is not None:
+            for e in self._effective(thing):
+                if e["deploymentId"] == deployment["deploymentId"]:
+                    execution = e["coreDeviceExecutionStatus"]
+        rollback = deployment is not None and deployment.get("deploymentName", "").endswith("-rollback")
+        state = _STATES.get(execution or "QUEUED", "pending")
+        if rollback:
+            state = "rolled_back" if state == "succeeded" else "rolling_back"
+        reported = self.reported(tenant, device) if self.reported else None
+        return DeviceStatus(
+            tenant_id=tenant,
+            device_id=device,
+            rollout_id=rollout,
+            phase=phase,
+            desired_version=desired,
+            acknowledged=execution in ACKED,
+            reported_version=reported[0] if reported else None,
+            state=state,
+            detail=f"thing {thing}, deployment {deployment['deploymentId']}"
+            if deployment
+            else f"thing {thing}",
+        )
+
+    def _split(self, devices: list[DeviceRef]) -> tuple[list[DeviceRef], dict[tuple[str, str], str]]:
+        ours, skipped = [], {}
+        for d in unique_devices(devices):
+            if d.platform == PLATFORM:
+                ours.append(d)
+            else:
+                skipped[d.key] = f"platform {d.platform!r} is not managed by the greengrass backend"
+        return ours, skipped
+
+    def _ensure_group(self, group: str, rollout_id: str, phase: int) -> str:
+        try:
+            return self._call(self.iot, "describe_thing_group", thingGroupName=group)["thingGroupArn"]
+        except BackendError as exc:
+            if exc.__cause__ is None or _code(exc.__cause__) != "ResourceNotFoundException":
+                raise
+        out = self._call(
+            self.iot,
+            "create_thing_group",
+            thingGroupName=group,
+            thingGroupProperties={
+                "thingGroupDescription": f"edgeplat rollout {rollout_id} phase {phase}"[:2028],
+                "attributePayload": {
+                    "attributes": {
+                        "rollout": sanitize_name(rollout_id, allowed=_ATTR_CHARS, max_len=800),
+                        "phase": str(phase),
+                    }
+                },
+            },
+            tags=[{"Key": "edgeplat:rollout", "Value": rollout_id[:256]}],
+        )
+        return out["thingGroupArn"]
+
+    def _ensure_thing(self, d: DeviceRef) -> str:
+        thing = self.thing_name(d)
+        try:
+            self._call(self.iot, "describe_thing", thingName=thing)
+        except BackendError as exc:
+            if exc.__cause__ is None or _code(exc.__cause__) != "ResourceNotFoundException":
+                raise
+            self._call(
+                self.iot,
+                "create_thing",
+                thingName=thing,
+                attributePayload={
+                    "attributes": {
+                        "tenant_id": sanitize_name(d.tenant_id, allowed=_ATTR_CHARS, max_len=800),
+                        "device_id": sanitize_name(d.device_id, allowed=_ATTR_CHARS, max_len=800),
+                    }
+                },
+            )
+        return thing
+
+    def _groups_of(self, thing: str) -> set[str]:
+        return {
+            g["groupName"]
+            for g in self._pages(self.iot, "list_thing_groups_for_thing", "thingGroups", thingName=thing)
+        }
+
+    def _groups(self, prefix: str) -> list[tuple[str, str]]:
+        groups = self._pages(self.iot, "list_thing_groups", "thingGroups", namePrefixFilter=prefix)
+        return sorted((g["groupName"], g["groupArn"]) for g in groups)
+
+    def _rollout_groups(self, rollout_id: str) -> list[tuple[str, str]]:
+        prefix = _group_prefix(rollout_id)
+        return [(g, a) for g, a in self._groups(prefix) if g[len(prefix) :].isdigit()]
+
+    def _group_rollout(self, group: str) -> tuple[str | None, int | None]:
+        attrs = (
+            self._call(self.iot, "describe_thing_group", thingGroupName=group)
+            .get("thingGroupProperties", {})
+            .get("attributePayload", {})
+            .get("attributes", {})
+        )
+        phase = attrs.get("phase")
+        return attrs.get("rollout"), int(phase) if phase and phase.isdigit() else None
+
+    def _members(self, group: str) -> list[str]:
+        return sorted(self._pages(self.iot, "list_things_in_thing_group", "things", thingGroupName=group))
+
+    def _deployments(self, target_arn: str) -> list[dict[str, Any]]:
+        return list(
+            self._pages(self.gg, "list_deployments", "deployments", targetArn=target_arn, historyFilter="ALL")
+        )
+
+    def _effective(self, thing: str) -> list[dict[str, Any]]:
+        try:
+            return list(
+                self._pages(
+                    self.gg, "list_effective_deployments", "effectiveDeployments", coreDeviceThingName=thing
+                )
+            )
+        except BackendError as exc:
+            if exc.__cause__ is not None and _code(exc.__cause__) == "ResourceNotFoundException":
+                return []  # not (yet) registered as a Greengrass core device
+            raise
+
+    def _pages(self, client: Any, method: str, key: str, **kwargs: Any) -> Iterator[Any]:
+        token = None
+        while True:
+            out = self._call(client, method, **kwargs, **({"nextToken": token} if token else {}))
+            yield from out.get(key, [])
+            token = out.get("nextToken")
+            if not token:
+                return
+
+    def _call(self, client: Any, method: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(client, method)(**kwargs)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            fields = exc.response.get("fields") or []
+            where = "; ".join(f"{f.get('name')}: {f.get('message')}" for f in fields if isinstance(f, dict))
+            raise BackendError(
+                f"greengrass backend: {client.meta.service_model.service_name}.{method} failed with "
+                f"{err.get('Code')}: {err.get('Message')}{f' ({where})' if where else ''}; "
+                + _advice(err.get("Code"))
+            ) from exc
+        except BotoCoreError as exc:
+            raise BackendError(
+                f"greengrass backend: {client.meta.service_model.service_name}.{method} failed: {exc}; check the "
+                "endpoint URL, region and credentials"
+            ) from exc
+
+
+def _code(exc: BaseException) -> str | None:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code")
+
+
+def _advice(code: str | None) -> str:
+    return {
+        "ValidationException": "the request does not match the API's rules: fix the named field in the rollout "
+        "spec (release.greengrass component name/version) or the backend settings",
+        "AccessDeniedException": "grant the platform's IAM role greengrass:* and iot:* on the fleet's things",
+        "ResourceNotFoundException": "the named resource does not exist in this account/region",
+        "ThrottlingException": "the API throttled the call; the sensor retries on its next tick",
+    }.get(code or "", "see the message for the cause")
