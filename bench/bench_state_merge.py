@@ -63,7 +63,7 @@ def run(quick: bool) -> list[Result]:
             'arg_max("value", (hlc, node_id)) AS "value", max(hlc) AS hlc FROM edits GROUP BY ALL'
         )
 
-    repeat = 3 if quick else 2
+    repeat = 3
     t_ours = best_of(ours, repeat)
     t_base = best_of(baseline, repeat)
     size = "quick" if quick else "full"

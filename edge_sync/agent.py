@@ -36,26 +36,32 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_sync.bandwidth import Backoff, BandwidthBudget
 from edge_sync.cache import DeviceCache, Durability
-from edge_sync.config import AgentConfig, ConfigError, decode_key_text
+from edge_sync.config import (
+    AgentConfig,
+    cache_key,
+    device_identity,
+    key_service,
+    load_public_key,
+    state_rules,
+    vault_session,
+)
 from edge_sync.downlink import (
     AGENT_NAMESPACE,
     Downlink,
     Installer,
-    _write_agent_rows,
     active_release,
     applied_revision,
+    write_agent_state,
 )
 from edge_sync.identity import DeviceIdentity
-from edge_sync.keys import KeyService, LocalKeyring
+from edge_sync.keys import KeyService
 from edge_sync.objectstore import ObjectStore, from_url
-from edge_sync.rules import RulesError, RuleSet, default_rules, load_rules
+from edge_sync.rules import RuleSet
 from edge_sync.streams import STREAMS
-from edge_sync.uploader import TRANSIENT_ERRORS, StepHook, SyncReport, Uploader, UploadPolicy
+from edge_sync.uploader import StepHook, SyncReport, Uploader, UploadPolicy, transient_errors
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +70,10 @@ class DeviceAgent:
     """One device's agent: cache, uploader and downlink, plus the run loop and local socket."""
 
     def __init__(self, config: AgentConfig, *, installer: Installer | None = None, hook: StepHook | None = None) -> None:
-        vault = _vault_session(config) if config.vault is not None else None
-        key = _cache_key(config, vault)
-        identity = _identity(config)
+        vault = vault_session(config) if config.vault is not None else None
+        key = cache_key(config, vault)
+        identity = device_identity(config)
+        config.cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache = DeviceCache.open(
             config.cache_path, tenant_id=config.tenant_id, device_id=config.device_id, key=key,
             max_bytes=config.max_cache_bytes,
@@ -76,10 +83,10 @@ class DeviceAgent:
             self._setup(
                 cache=cache,
                 store=from_url(config.object_store.url, **config.object_store.options),
-                key_service=_key_service(config, vault),
+                key_service=key_service(config, vault),
                 identity=identity,
                 platform_keys=load_public_key(config.platform_public_key_path),
-                rules=_rules(config.rules_path),
+                rules=state_rules(config.rules_path),
                 installer=installer,
                 budget=BandwidthBudget(
                     config.bandwidth.bytes_per_second or None, config.bandwidth.burst_bytes or None,
@@ -95,6 +102,7 @@ class DeviceAgent:
             cache.close()
             raise
         self.config = config
+        self._owns_store = True  # built here, so closed here (from_parts leaves a caller's store open)
 
     @classmethod
     def from_parts(
@@ -121,7 +129,7 @@ class DeviceAgent:
         agent = cls.__new__(cls)
         agent._setup(
             cache=cache, store=store, key_service=key_service, identity=identity, platform_keys=platform_keys,
-            rules=rules or _rules(None), installer=installer, budget=budget, policy=policy, wall_ms=wall_ms,
+            rules=rules or state_rules(None), installer=installer, budget=budget, policy=policy, wall_ms=wall_ms,
             clock=clock, sleep=sleep, sync_interval_s=sync_interval_s, max_backoff_s=max_backoff_s,
             socket_path=socket_path, hook=hook,
         )
@@ -187,6 +195,7 @@ class DeviceAgent:
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._server: _SocketServer | None = None
+        self._owns_store = False
 
     # -- recording -----------------------------------------------------------------------
     def record(self, stream: str, row: dict[str, Any]) -> tuple[int, int]:
@@ -209,7 +218,7 @@ class DeviceAgent:
             offline_error = None
             try:
                 downlink = self.downlink.pull().to_dict()
-            except TRANSIENT_ERRORS as exc:
+            except transient_errors() as exc:
                 offline_error = f"downlink: {type(exc).__name__}: {exc}"
                 downlink = {"status": "offline", "message": offline_error}
             except Exception as exc:  # a broken document or installer must not stop uploads
@@ -237,7 +246,7 @@ class DeviceAgent:
         if report.ok:
             summary[("sync", "last_ok_ms")] = report.finished_ms
         try:
-            _write_agent_rows(self.cache, summary)
+            write_agent_state(self.cache, summary)
         except Exception:  # bookkeeping only
             log.exception("could not record the sync summary")
 
@@ -251,7 +260,7 @@ class DeviceAgent:
             while not self._stop.is_set():
                 report = self.sync_once()
                 if report.offline:
-                    delay = max(1.0, self.backoff.next_delay())
+                    delay = max(min(1.0, self.sync_interval_s), self.backoff.next_delay())  # never a busy loop
                     log.info("offline (%s); next sync in %.1fs", "; ".join(report.errors)[:200], delay)
                 else:
                     self.backoff.reset()
@@ -329,7 +338,7 @@ class DeviceAgent:
         raise ValueError('unknown request: expected "stream"+"row", "put", "status" or "sync"')
 
     def close(self) -> None:
-        """Stop the socket server and close the cache (flushes buffered rows)."""
+        """Stop the socket server and close the cache (flushes buffered rows) and a store it built."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -337,8 +346,9 @@ class DeviceAgent:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
         self.cache.close()
-        with contextlib.suppress(Exception):
-            self.store.close()
+        if self._owns_store:
+            with contextlib.suppress(Exception):
+                self.store.close()
 
     def __enter__(self) -> DeviceAgent:
         return self
@@ -383,101 +393,3 @@ def socket_request(path: str | os.PathLike[str], request: dict[str, Any], timeou
                 break
             buf += chunk
     return json.loads(buf)
-
-
-# ----------------------------------------------------------------------------- loading parts
-def load_public_key(path: str | os.PathLike[str]) -> bytes:
-    """The platform's raw Ed25519 public key from a file: 32 raw bytes, hex, base64 or a PEM public key."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"platform_public_key_path: {p} does not exist; provision the platform public key there"
-        ) from None
-    if raw.lstrip().startswith(b"-----BEGIN"):
-        try:
-            key = serialization.load_pem_public_key(raw)
-        except ValueError as exc:
-            raise ConfigError(f"platform_public_key_path: {p} is not a valid PEM public key: {exc}") from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise ConfigError(f"platform_public_key_path: {p} holds a {type(key).__name__}, not an Ed25519 key")
-        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return decode_key_text(raw, f"platform_public_key_path ({p})")
-
-
-def _identity(config: AgentConfig) -> DeviceIdentity:
-    try:
-        identity = DeviceIdentity.load(config.identity_path)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"identity_path: {config.identity_path} does not exist; enrol the device "
-            "(DeviceIdentity.generate(...).save(path)) and register its public key"
-        ) from None
-    if (identity.tenant_id, identity.device_id) != (config.tenant_id, config.device_id):
-        raise ConfigError(
-            f"identity_path: {config.identity_path} is the identity of {identity.tenant_id}/{identity.device_id}, "
-            f"not of tenant_id/device_id {config.tenant_id}/{config.device_id}: fix one of them"
-        )
-    return identity
-
-
-def _vault_session(config: AgentConfig):
-    from edge_sync.vault import VaultSession
-
-    v = config.vault
-    assert v is not None
-    try:
-        role_id = v.role_id_path.read_text().strip()
-        secret_id = v.secret_id_path.read_text().strip()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"vault: {exc.filename} does not exist; write the device's AppRole credentials there") from None
-    return VaultSession(v.addr, role_id, secret_id, verify=v.verify, timeout=v.timeout_s)
-
-
-def _cache_key(config: AgentConfig, vault) -> bytes:
-    ck = config.cache_key
-    if ck.source == "file":
-        assert ck.path is not None
-        try:
-            return decode_key_text(ck.path.read_bytes(), f"cache_key.path ({ck.path})")
-        except FileNotFoundError:
-            raise ConfigError(f"cache_key.path: {ck.path} does not exist; provision the device's cache key") from None
-    from edge_sync.vault import VaultUnavailable
-
-    try:
-        secret = vault.read_secret(ck.secret_path)
-    except VaultUnavailable:
-        if ck.runtime_copy is not None and ck.runtime_copy.exists():
-            log.warning("Vault unreachable: opening the cache with the runtime copy of its key")
-            return decode_key_text(ck.runtime_copy.read_bytes(), f"cache_key.runtime_copy ({ck.runtime_copy})")
-        raise
-    if ck.field not in secret:
-        raise ConfigError(f"cache_key.field: secret {ck.secret_path!r} has no field {ck.field!r} (has {sorted(secret)})")
-    key = decode_key_text(str(secret[ck.field]).encode(), f"cache_key (vault {ck.secret_path}#{ck.field})")
-    if ck.runtime_copy is not None:
-        ck.runtime_copy.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(ck.runtime_copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.hex().encode())
-    return key
-
-
-def _key_service(config: AgentConfig, vault) -> KeyService:
-    if config.keys.source == "local":
-        assert config.keys.keyring_dir is not None
-        return LocalKeyring(config.keys.keyring_dir)
-    from edge_sync.vault_keys import VaultTransitKeyService
-
-    return VaultTransitKeyService(vault, mount=config.keys.transit_mount)
-
-
-def _rules(path: Path | None) -> RuleSet:
-    if path is not None:
-        return load_rules(path)
-    try:
-        return default_rules()
-    except RulesError:
-        # a device install may not ship the central rules file: last-writer-wins everywhere
-        log.warning("no state rules file found; central edits merge last-writer-wins (set rules_path)")
-        return RuleSet(version=1)

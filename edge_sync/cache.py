@@ -33,7 +33,6 @@ Delivery: the uploader reads ``pending(stream)`` (flushes first), uploads, then 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import threading
@@ -46,7 +45,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from edge_sync import cache_evict
+from edge_sync import cache_evict, cache_state
 from edge_sync.cache_rows import StreamBuffer, batch_table, ts_to_ms
 from edge_sync.cache_store import STATE_SCHEMA, CacheKeyError, CacheStore
 from edge_sync.hlc import HybridLogicalClock
@@ -247,19 +246,7 @@ class DeviceCache:
         Appends one ``state`` row per field (origin ``device``, so it is uploaded) and updates
         ``state_current``, in one transaction, at once.
         """
-        if not fields:
-            raise ValueError(f"put({namespace!r}, {key!r}) needs at least one field")
-        for name, value in (("namespace", namespace), ("key", key)):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"put: {name} must be a non-empty string, got {value!r}")
-        encoded = {}
-        for field, value in fields.items():
-            if not isinstance(field, str) or not field:
-                raise ValueError(f"put({namespace!r}, {key!r}): field names must be non-empty strings, got {field!r}")
-            try:
-                encoded[field] = json.dumps(value, sort_keys=True, separators=(",", ":"))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"put({namespace!r}, {key!r}): field {field!r} is not JSON-encodable: {exc}") from None
+        encoded = cache_state.encode_fields(namespace, key, fields)
         with self._lock:
             self._check_open()
             hlc = self._clock.now()
@@ -289,8 +276,7 @@ class DeviceCache:
         with self._lock:
             self._check_open()
             self.flush()
-            t = self._store.state_table(namespace, key)
-            return {f: json.loads(v) for f, v in zip(t["field"].to_pylist(), t["value"].to_pylist(), strict=True)}
+            return cache_state.decode_record(self._store.state_table(namespace, key))
 
     def state_table(self) -> pa.Table:
         """The whole ``state_current`` table (values as JSON text), ordered by namespace, key, field."""
@@ -305,19 +291,9 @@ class DeviceCache:
         Columns: namespace, key, field, value (JSON text), hlc, node_id, origin. Not uploaded
         (these are central or already-uploaded edits); the clock observes their largest HLC.
         """
-        missing = [c for c in STATE_SCHEMA.names if c not in table.column_names]
-        if missing:
-            raise ValueError(f"replace_state_rows: missing column(s) {missing}; need {STATE_SCHEMA.names}")
-        rows = table.select(STATE_SCHEMA.names).cast(STATE_SCHEMA)
+        rows = cache_state.merged_rows(table)
         if rows.num_rows == 0:
             return
-        for name in ("namespace", "key", "field", "hlc", "node_id"):
-            if rows.column(name).null_count:
-                raise ValueError(f"replace_state_rows: column {name!r} has nulls")
-        # keep the last occurrence of each key: INSERT OR REPLACE would keep the first
-        keyed = rows.append_column("_i", pa.array(range(rows.num_rows), pa.int64()))
-        last = keyed.group_by(["namespace", "key", "field"], use_threads=False).aggregate([("_i", "max")])
-        rows = rows.take(pa.array(sorted(last["_i_max"].to_pylist()), pa.int64()))
         with self._lock:
             self._check_open()
             self.flush()
@@ -361,7 +337,7 @@ class DeviceCache:
             if not tables:
                 self._enforce_bound()
                 return
-            state = pa.Table.from_pylist(_dedupe_state(self._state_rows), schema=STATE_SCHEMA) if self._state_rows else None
+            state = pa.Table.from_pylist(cache_state.dedupe_edits(self._state_rows), schema=STATE_SCHEMA) if self._state_rows else None
             last_seqs = {s: self._last_seq[s] for s in tables}
             self._write_retrying(tables, last_seqs, state)
             for stream, batches in tables.items():
@@ -492,38 +468,24 @@ class DeviceCache:
         get_stream(stream)
         with self._lock:
             self._check_open()
-            rows = self._store.con.execute(
-                "SELECT id, first_seq, last_seq, count, reason, evicted_ms FROM c.evictions "
-                "WHERE stream = ? AND NOT reported ORDER BY id",
-                [stream],
-            ).fetchall()
-        keys = ("id", "first_seq", "last_seq", "count", "reason", "evicted_ms")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+            return self._store.eviction_report(stream)
 
     def mark_evictions_reported(self, stream: str, upto_id: int) -> int:
         """Confirm the evictions of ``stream`` with id <= ``upto_id`` as reported; returns how many."""
         get_stream(stream)
         with self._lock:
             self._check_open()
-            con = self._store.con
-            n = con.execute(
-                "SELECT count(*) FROM c.evictions WHERE stream = ? AND id <= ? AND NOT reported", [stream, upto_id]
-            ).fetchone()[0]
-            con.execute("UPDATE c.evictions SET reported = true WHERE stream = ? AND id <= ? AND NOT reported",
-                        [stream, upto_id])
-            return int(n)
+            return self._store.mark_evictions_reported(stream, upto_id)
 
     def evictions(self) -> dict[str, dict[str, int]]:
         """Evicted row totals per stream and reason (reported or not): ``{stream: {ttl, size, total}}``."""
         with self._lock:
             self._check_open()
-            rows = self._store.con.execute(
-                "SELECT stream, reason, sum(count) FROM c.evictions GROUP BY ALL"
-            ).fetchall()
-        out = {s: {"ttl": 0, "size": 0, "total": 0} for s in STREAMS}
-        for stream, reason, n in rows:
-            out[stream][reason] = int(n)
-            out[stream]["total"] += int(n)
+            totals = self._store.eviction_totals()
+        out = {st: {"ttl": 0, "size": 0, "total": 0} for st in STREAMS}
+        for (stream, reason), n in totals.items():
+            out[stream][reason] = n
+            out[stream]["total"] += n
         return out
 
     # -- status ---------------------------------------------------------------------------
@@ -552,10 +514,3 @@ class DeviceCache:
                 "last_hlc": self._clock.last,
             }
 
-
-def _dedupe_state(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the last edit of each (namespace, key, field): the buffer is in issue order."""
-    last: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for r in rows:
-        last[(r["namespace"], r["key"], r["field"])] = r
-    return list(last.values())

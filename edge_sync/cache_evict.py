@@ -24,7 +24,7 @@ from edge_sync.streams import STREAMS
 LOW_WATER = 0.9  # evict down to this fraction of max_bytes
 
 # lowest priority first: the order in which size eviction takes streams
-EVICTION_ORDER: tuple[str, ...] = tuple(sorted(STREAMS, key=lambda n: -STREAMS[n].priority))
+EVICTION_ORDER: tuple[str, ...] = tuple(sorted(STREAMS, key=lambda n: STREAMS[n].priority))
 
 
 @dataclass(frozen=True)

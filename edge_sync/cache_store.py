@@ -278,5 +278,24 @@ class CacheStore:
         ).to_arrow_table()
         return t.cast(STATE_SCHEMA)
 
+    def eviction_report(self, stream: str) -> list[dict]:
+        rows = self.con.execute(
+            "SELECT id, first_seq, last_seq, count, reason, evicted_ms FROM c.evictions "
+            "WHERE stream = ? AND NOT reported ORDER BY id",
+            [stream],
+        ).fetchall()
+        keys = ("id", "first_seq", "last_seq", "count", "reason", "evicted_ms")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def mark_evictions_reported(self, stream: str, upto_id: int) -> int:
+        where = "WHERE stream = ? AND id <= ? AND NOT reported"
+        n = self.con.execute(f"SELECT count(*) FROM c.evictions {where}", [stream, upto_id]).fetchone()[0]
+        self.con.execute(f"UPDATE c.evictions SET reported = true {where}", [stream, upto_id])
+        return int(n)
+
+    def eviction_totals(self) -> dict[tuple[str, str], int]:
+        rows = self.con.execute("SELECT stream, reason, sum(count) FROM c.evictions GROUP BY ALL").fetchall()
+        return {(stream, reason): int(n) for stream, reason, n in rows}
+
     def file_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}.wal")) if p.exists())

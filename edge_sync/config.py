@@ -1,22 +1,32 @@
-"""The device agent's configuration file (``device.toml``), validated with pydantic.
+"""The device agent's configuration file (``device.toml``): the pydantic model and its loaders.
 
 See ``edge_sync/packaging/device.example.toml`` for a commented example. Relative paths
 are resolved against the folder of the config file. ``load_config`` raises
-``ConfigError`` whose message names every bad field (as a dotted path) and the fix.
+``ConfigError`` whose message names every bad field (as a dotted path) and the fix. The
+functions at the end turn a config into the agent's parts (cache key, identity, platform
+key, key service, rules), with errors that name the field to fix.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_sync.identity import DeviceIdentity
 from edge_sync.ids import validate_id
+from edge_sync.keys import KeyService, LocalKeyring
+from edge_sync.rules import RulesError, RuleSet, default_rules, load_rules
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -163,7 +173,7 @@ class AgentConfig(_Section):
 
 
 _FIXES = {
-    "missing": "add it",
+    "missing": "add it (see edge_sync/packaging/device.example.toml)",
     "extra_forbidden": "remove it (unknown field; check the spelling against device.example.toml)",
 }
 
@@ -220,3 +230,106 @@ def decode_key_text(raw: bytes, what: str, size: int = 32) -> bytes:
         f"{what} must be a {size}-byte key as raw bytes, {2 * size} hex characters or base64; "
         f"got {len(raw)} bytes that decode to none of these"
     )
+
+
+# ----------------------------------------------------------------------------- parts from the config
+def load_public_key(path: str | os.PathLike[str]) -> bytes:
+    """The platform's raw Ed25519 public key from a file: 32 raw bytes, hex, base64 or a PEM public key."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"platform_public_key_path: {p} does not exist; provision the platform public key there"
+        ) from None
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(raw)
+        except ValueError as exc:
+            raise ConfigError(f"platform_public_key_path: {p} is not a valid PEM public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigError(f"platform_public_key_path: {p} holds a {type(key).__name__}, not an Ed25519 key")
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return decode_key_text(raw, f"platform_public_key_path ({p})")
+
+
+def device_identity(config: AgentConfig) -> DeviceIdentity:
+    """The device's signing identity; it must belong to the configured tenant and device."""
+    try:
+        identity = DeviceIdentity.load(config.identity_path)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"identity_path: {config.identity_path} does not exist; enrol the device "
+            "(DeviceIdentity.generate(...).save(path)) and register its public key"
+        ) from None
+    if (identity.tenant_id, identity.device_id) != (config.tenant_id, config.device_id):
+        raise ConfigError(
+            f"identity_path: {config.identity_path} is the identity of {identity.tenant_id}/{identity.device_id}, "
+            f"not of tenant_id/device_id {config.tenant_id}/{config.device_id}: fix one of them"
+        )
+    return identity
+
+
+def vault_session(config: AgentConfig) -> Any:
+    """A ``VaultSession`` for the [vault] section (hvac is imported only here)."""
+    from edge_sync.vault import VaultSession
+
+    v = config.vault
+    assert v is not None
+    try:
+        role_id = v.role_id_path.read_text().strip()
+        secret_id = v.secret_id_path.read_text().strip()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"vault: {exc.filename} does not exist; write the device's AppRole credentials there") from None
+    return VaultSession(v.addr, role_id, secret_id, verify=v.verify, timeout=v.timeout_s)
+
+
+def cache_key(config: AgentConfig, vault: Any) -> bytes:
+    """The 32-byte cache key from the key file, or from Vault (falling back to its runtime copy)."""
+    ck = config.cache_key
+    if ck.source == "file":
+        assert ck.path is not None
+        try:
+            return decode_key_text(ck.path.read_bytes(), f"cache_key.path ({ck.path})")
+        except FileNotFoundError:
+            raise ConfigError(f"cache_key.path: {ck.path} does not exist; provision the device's cache key") from None
+    from edge_sync.vault import VaultUnavailable
+
+    try:
+        secret = vault.read_secret(ck.secret_path)
+    except VaultUnavailable:
+        if ck.runtime_copy is not None and ck.runtime_copy.exists():
+            log.warning("Vault unreachable: opening the cache with the runtime copy of its key")
+            return decode_key_text(ck.runtime_copy.read_bytes(), f"cache_key.runtime_copy ({ck.runtime_copy})")
+        raise
+    if ck.field not in secret:
+        raise ConfigError(f"cache_key.field: secret {ck.secret_path!r} has no field {ck.field!r} (has {sorted(secret)})")
+    key = decode_key_text(str(secret[ck.field]).encode(), f"cache_key (vault {ck.secret_path}#{ck.field})")
+    if ck.runtime_copy is not None:
+        ck.runtime_copy.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(ck.runtime_copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.hex().encode())
+    return key
+
+
+def key_service(config: AgentConfig, vault: Any) -> KeyService:
+    """The batch data-key service: the local keyring or Vault transit."""
+    if config.keys.source == "local":
+        assert config.keys.keyring_dir is not None
+        return LocalKeyring(config.keys.keyring_dir)
+    from edge_sync.vault_keys import VaultTransitKeyService
+
+    return VaultTransitKeyService(vault, mount=config.keys.transit_mount)
+
+
+def state_rules(path: Path | None) -> RuleSet:
+    """The state conflict rules: ``path``, else the platform's default file, else lww everywhere."""
+    if path is not None:
+        return load_rules(path)
+    try:
+        return default_rules()
+    except RulesError:
+        # a device install may not ship the central rules file: last-writer-wins everywhere
+        log.warning("no state rules file found; central edits merge last-writer-wins (set rules_path)")
+        return RuleSet(version=1)

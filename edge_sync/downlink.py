@@ -71,25 +71,25 @@ class CacheInstaller:
         self.cache = cache
 
     def install(self, version: str, slot: str) -> None:
-        _write_agent_rows(self.cache, {("slots", slot): version})
+        write_agent_state(self.cache, {("slots", slot): version})
 
     def switch(self, slot: str) -> None:
         version = self.cache.get_state(AGENT_NAMESPACE, "slots").get(slot)
         if version is None:
             raise RuntimeError(f"slot {slot!r} has nothing installed; install a version into it first")
-        _write_agent_rows(self.cache, {("release", "version"): version, ("release", "slot"): slot})
+        write_agent_state(self.cache, {("release", "version"): version, ("release", "slot"): slot})
 
     def rollback(self, previous: Release | None) -> None:
         if previous is None:
             return  # nothing to go back to: keep what runs
-        _write_agent_rows(
+        write_agent_state(
             self.cache,
             {("slots", previous.slot): previous.version, ("release", "version"): previous.version,
              ("release", "slot"): previous.slot},
         )
 
 
-def _write_agent_rows(cache: DeviceCache, values: dict[tuple[str, str], Any], extra: pa.Table | None = None) -> None:
+def write_agent_state(cache: DeviceCache, values: dict[tuple[str, str], Any], extra: pa.Table | None = None) -> None:
     """Upsert ``_agent`` bookkeeping (``{(key, field): value}``), with ``extra`` state rows, in one write."""
     hlc = cache.observe_hlc(0)  # a fresh local HLC for the bookkeeping rows
     rows = [
@@ -248,7 +248,7 @@ class Downlink:
         book: dict[tuple[str, str], Any] = {("desired", "revision"): doc.revision}
         if counter_hlc is not None:
             book[("desired", "counter_hlc")] = counter_hlc
-        _write_agent_rows(self.cache, book, extra=changed)  # merged rows and revision: one transaction
+        write_agent_state(self.cache, book, extra=changed)  # merged rows and revision: one transaction
         version, slot = active_release(self.cache)
         result.release = {"version": version, "slot": slot}
         self.cache.record(
@@ -266,7 +266,7 @@ class Downlink:
             self.installer.switch(release.slot)
             if isinstance(self.installer, CacheInstaller):
                 return None
-            _write_agent_rows(self.cache, {("release", "version"): release.version, ("release", "slot"): release.slot})
+            write_agent_state(self.cache, {("release", "version"): release.version, ("release", "slot"): release.slot})
             return None
         except Exception as exc:  # any installer failure: go back to the last good release, tell central
             log.exception("installing %s into slot %s failed", release.version, release.slot)

@@ -37,7 +37,16 @@ Tables (names chosen by the caller):
   edit set: the set of losers AND the winner each is paired with are independent of
   arrival order, and re-running a merge leaves the table unchanged (``detected_ms`` keeps
   the time a conflict row first appeared). Conflicts that a later edit resolves disappear;
-  history lives in the lakehouse's snapshots (DuckLake time travel).
+  history lives in the lakehouse's snapshots (DuckLake time travel). For ``custom`` rules the
+  winner columns are the state row (resolved value, stamped by the latest edit).
+
+Input checks: a batch whose values do not fit their field's rule (``max``/``min``: finite
+JSON number; ``counter``: JSON integer; ``set_union``: JSON array; ``custom``: valid JSON)
+is rejected whole with an ``EditError`` naming the field, node and HLC; nothing is written.
+
+Limits: values are compared as JSON text for conflicts (``1`` and ``1.0`` differ);
+``max``/``min`` compare as DOUBLE; changing a field's rule applies from the next merge of
+that field (heads chosen under the old rule stay until beaten).
 """
 
 from __future__ import annotations
@@ -162,14 +171,30 @@ class _Order:
         self.prefer = bool(used & {"prefer_device", "prefer_central"})
         self.numeric = bool(used & {"max", "min"})
 
+    def best_head(self, rule: str, value: str, hlc: str, origin: str, *, unique_hlcs: bool) -> str:
+        """Aggregate: a node's best edit. With no repeated HLC in the batch, (p, hlc) alone
+        orders a node's edits unless max/min compare values, and ``arg_max`` on that scalar
+        is much cheaper than ``max`` over the whole struct."""
+        head = self.head(rule, value, hlc, origin)
+        if not unique_hlcs or self.numeric:
+            return f"max({head})"
+        if not self.prefer:
+            return f"arg_max({head}, {hlc})"
+        p = self._p(rule, origin)
+        return f"arg_max({head}, CAST({p} AS HUGEINT) * 18446744073709551616 + {hlc})"
+
+    @staticmethod
+    def _p(rule: str, origin: str) -> str:
+        return (
+            f"CASE {rule} WHEN 'prefer_device' THEN CAST({origin} = 'device' AS INTEGER) "
+            f"WHEN 'prefer_central' THEN CAST({origin} = 'central' AS INTEGER) ELSE 0 END"
+        )
+
     def head(self, rule: str, value: str, hlc: str, origin: str) -> str:
         """A node's candidate under the rule's order (the node id is constant inside its group)."""
         parts = []
         if self.prefer:
-            parts.append(
-                f"p := CASE {rule} WHEN 'prefer_device' THEN CAST({origin} = 'device' AS INTEGER) "
-                f"WHEN 'prefer_central' THEN CAST({origin} = 'central' AS INTEGER) ELSE 0 END"
-            )
+            parts.append(f"p := {self._p(rule, origin)}")
         if self.numeric:
             parts.append(
                 f"n := CASE {rule} WHEN 'max' THEN TRY_CAST({value} AS DOUBLE) "
@@ -240,7 +265,7 @@ class StateMerger:
 
     ``con`` may be a plain DuckDB connection (device cache) or one with a DuckLake catalog
     attached (central); qualified names such as ``lake.main.device_state`` work. Each merge
-    is one transaction (the caller's, if one is open): the three tables change together or
+    is one transaction (or the caller's: ``own_transaction=False``): the three tables change together or
     not at all. One merger per connection at a time; concurrent writers to the same tables
     are not coordinated here (run the central merge as a single asset).
     """
@@ -288,8 +313,12 @@ class StateMerger:
         row = self.con.execute(sql, params or []).fetchone()
         return int(row[0]) if row else 0
 
-    def merge(self, edits: pa.Table) -> MergeStats:
-        """Merge one batch of edits; safe to repeat, in any order, with any batching."""
+    def merge(self, edits: pa.Table, *, own_transaction: bool = True) -> MergeStats:
+        """Merge one batch of edits; safe to repeat, in any order, with any batching.
+
+        ``own_transaction=False`` when the caller has already opened a transaction on ``con``
+        (to commit the merge together with its own writes, e.g. an ingest ledger row).
+        """
         table = check_edits(edits)
         version = self.rules.version
         if table.num_rows == 0:
@@ -298,11 +327,9 @@ class StateMerger:
         self._views = []
         view = self._register("in", table)
         try:
-            try:
+            own = own_transaction
+            if own:
                 con.execute("BEGIN TRANSACTION")
-                own = True
-            except duckdb.TransactionException:
-                own = False  # the caller's transaction: it commits or rolls back with its own writes
             try:
                 stats = self._merge(view, table.num_rows, version)
                 if own:
@@ -326,6 +353,7 @@ class StateMerger:
         # Only a statistic. Edits of one node never share an HLC, so when no HLC repeats there
         # is no duplicate and the exact count (a costlier pass) is skipped.
         n, distinct = con.execute(f"SELECT count(*), count(DISTINCT hlc) FROM {inp}").fetchone()
+        self._unique_hlcs = distinct == n
         if distinct != n:
             distinct = con.execute(
                 f"SELECT count(*) FROM (SELECT DISTINCT {_K}, node_id, hlc FROM {inp})"
@@ -395,7 +423,7 @@ class StateMerger:
         c = self.contributions
         h = self._stage(
             "h",
-            f"SELECT {_K}, node_id, rule, max({self._order.head('rule', 'value', 'hlc', 'origin')}) AS h "
+            f"SELECT {_K}, node_id, rule, {self._order.best_head('rule', 'value', 'hlc', 'origin', unique_hlcs=self._unique_hlcs)} AS h "
             f"FROM {ruled} WHERE rule <> 'counter' GROUP BY ALL",
         )
         crule = rule_sql(self.rules, "c.namespace", "c.field")

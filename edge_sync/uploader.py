@@ -15,6 +15,12 @@ re-cut batch (different key, overlapping seqs) is deduplicated centrally by
 (tenant, device, stream, seq); re-sent eviction ranges are deduplicated by range. So
 uploads are at-least-once on the wire and exactly-once in the lakehouse (invariant 1).
 
+One case the central side must resolve: rows put but not yet acknowledged (a crash
+between put and ack, or a record on another thread filling the cache during the put) can
+be evicted before the ack, so their seqs arrive both as rows and inside an eviction range.
+A delivered row wins: an eviction range accounts only for the seqs of it that never
+arrived (tests/edge_sync/test_upload_crash.py checks exactly that).
+
 Transient failures (store unreachable, key service down) are retried in the sync with
 capped exponential backoff and full jitter; when they persist the sync stops and reports
 ``offline``; the rows stay cached. A batch that does not fit the per-sync bandwidth
@@ -24,6 +30,7 @@ allowance is deferred (alerts never are); a byte rate limit makes the sync wait.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,12 +46,22 @@ from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import KeyService
 from edge_sync.objectstore import ObjectStore, StoreUnavailable
 from edge_sync.streams import BY_PRIORITY, get_stream
-from edge_sync.vault import VaultUnavailable
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "try again later", not "this batch is bad".
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, VaultUnavailable, ConnectionError, TimeoutError)
+
+_TRANSIENT_BASE: tuple[type[BaseException], ...] = (StoreUnavailable, ConnectionError, TimeoutError)
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "try again later", not "this batch is bad" (a sync retries, then reports offline).
+
+    ``edge_sync.vault.VaultUnavailable`` counts once that module is loaded; it is looked up
+    lazily so a device without Vault never imports hvac (and its ~15 MB of requests).
+    """
+    vault = sys.modules.get("edge_sync.vault")
+    return (*_TRANSIENT_BASE, vault.VaultUnavailable) if vault is not None else _TRANSIENT_BASE
+
 
 # Steps of the upload protocol, in order; a hook is called after each (crash tests kill the process there).
 STEPS = ("read", "encoded", "put", "acked", "evictions_confirmed")
@@ -208,19 +225,13 @@ class Uploader:
         """Drain one stream; False when the allowance ran out (the rest is deferred)."""
         sr = report.streams.setdefault(stream, StreamReport())
         while True:
-            rows = self._cut(self.cache.pending(stream, max_rows=self.policy.max_rows))
+            # evictions first: one that happens in between then cannot overlap the rows read
             evictions = self.cache.eviction_report(stream)[: self.policy.max_evictions_per_batch]
+            rows = self._cut(self.cache.pending(stream, max_rows=self.policy.max_rows))
             if rows.num_rows == 0 and not evictions:
                 return True
             self._step("read", stream)
-            try:
-                batch = self._retrying(f"encode {stream}", lambda r=rows, e=evictions: self._encode(stream, r, e))
-            except _GiveUp:
-                raise
-            except Exception as exc:  # a batch the writer refuses: report it, keep the other streams going
-                log.exception("cannot encode a %s batch", stream)
-                sr.errors.append(f"{stream}: cannot encode batch: {exc}")
-                return True
+            batch = self._retrying(f"encode {stream}", lambda r=rows, e=evictions: self._encode(stream, r, e))
             self._step("encoded", stream)
             size = len(batch.data)
             if stream not in self.policy.never_deferred and not allowance.allows(size):
@@ -273,7 +284,7 @@ class Uploader:
         for attempt in range(1, self.policy.attempts + 1):
             try:
                 result = fn()
-            except TRANSIENT_ERRORS as exc:
+            except transient_errors() as exc:
                 if attempt == self.policy.attempts:
                     raise _GiveUp(f"{what}: {type(exc).__name__}: {exc} (after {attempt} attempts)") from exc
                 delay = self._backoff.next_delay()

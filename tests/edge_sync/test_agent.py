@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from edge_sync import desired
-from edge_sync.agent import DeviceAgent, load_public_key, socket_request
+from edge_sync.agent import DeviceAgent, socket_request
 from edge_sync.cli import main
-from edge_sync.config import ConfigError, load_config
+from edge_sync.config import ConfigError, load_config, load_public_key
 from edge_sync.identity import DeviceIdentity, PlatformSigner
 from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore, StoreUnavailable

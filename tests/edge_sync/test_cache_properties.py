@@ -148,7 +148,7 @@ class CacheMachine(RuleBasedStateMachine):
 
 
 TestCacheMachine = CacheMachine.TestCase
-TestCacheMachine.settings = settings(max_examples=6, stateful_step_count=20, deadline=None)
+TestCacheMachine.settings = settings(max_examples=5, stateful_step_count=15, deadline=None)
 
 
 @pytest.mark.slow

@@ -300,8 +300,36 @@ def test_merge_joins_an_open_transaction_of_the_caller() -> None:
     con = duckdb.connect()
     m = merger(con)
     con.execute("BEGIN TRANSACTION")
-    m.merge(pa.Table.from_pylist([edit("note", '"x"', 1, "d1")]))
+    m.merge(pa.Table.from_pylist([edit("note", '"x"', 1, "d1")]), own_transaction=False)
     con.execute("ROLLBACK")
     assert table_rows(con, "state") == []
     m.merge(pa.Table.from_pylist([edit("note", '"x"', 1, "d1")]))
     assert state(con)["note"][0] == '"x"'
+
+
+PIN_RULES = {"pin": "prefer_central"}
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        # a max rule anywhere makes the merge order heads by the whole struct
+        parse_rules({"version": 1, "namespaces": {"config": {"fields": {**PIN_RULES, "hi": "max"}}}}),
+        # otherwise, with no HLC repeated in the batch, by (p, hlc) alone
+        parse_rules({"version": 1, "namespaces": {"config": {"fields": PIN_RULES}}}),
+    ],
+    ids=["struct-order", "scalar-order"],
+)
+def test_a_nodes_latest_edit_wins_inside_one_batch(rules: RuleSet) -> None:
+    edits = [
+        edit("note", '"b"', 2, "d1"),
+        edit("note", '"c"', 3, "d1"),
+        edit("note", '"a"', 1, "d1"),
+        edit("pin", '"d2"', 9, "d1"),
+        edit("pin", '"c5"', 5, "central"),
+        edit("pin", '"c7"', 7, "central"),
+        edit("pin", '"c6"', 6, "central"),
+    ]
+    con, _, _ = run(edits, rules)
+    assert state(con)["note"][:3] == ('"c"', 3, "d1")
+    assert state(con)["pin"][:3] == ('"c7"', 7, "central")

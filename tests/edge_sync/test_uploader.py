@@ -310,3 +310,21 @@ def test_rate_limit_makes_the_sync_wait(env):
 def test_identity_of_another_device_is_refused(env):
     with pytest.raises(ValueError, match="identity is for"):
         Uploader(env.cache, env.store, key_service=env.keys, identity=DeviceIdentity.generate(TENANT, "dev-2"))
+
+
+def test_a_stream_that_fails_for_good_does_not_block_the_others(env):
+    from edge_sync.objectstore import ObjectStoreError
+
+    class RefusesAlerts(RecordingStore):
+        def put_if_absent(self, key, data):
+            if "/stream=alerts/" in key:
+                raise ObjectStoreError("access denied to the alerts prefix (test)")
+            return super().put_if_absent(key, data)
+
+    env.cache.record("alerts", {"severity": "critical", "code": "x", "message": "m"})
+    env.cache.record_batch("telemetry", telemetry(3))
+    env.store = RefusesAlerts(env.store)
+    report = env.uploader().upload()
+    assert not report.ok and not report.offline
+    assert "access denied" in report.streams["alerts"].errors[0]
+    assert report.streams["telemetry"].rows_sent == 3 and env.cache.watermark("alerts") == 0
