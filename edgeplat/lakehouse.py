@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LAKE = "lake"
+# One attached connection per (config, mode, process); see Lakehouse.connect.
+_ROOTS: dict[tuple, duckdb.DuckDBPyConnection] = {}
+_ROOTS_LOCK = threading.Lock()
+_MAX_ROOTS = 8
+_SCHEMA_CHECKED: set[tuple] = set()
 # Catalog errors that mean "another writer committed first: try the unit again".
 _RETRYABLE = ("database is locked", "conflict", "could not serialize", "deadlock", "database is busy")
 
@@ -97,8 +103,30 @@ class Lakehouse:
         self.config = config
 
     # -- connections -------------------------------------------------------------------
-    def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """A fresh DuckDB connection with the lakehouse attached as ``lake`` and in use."""
+    def connect(self, *, read_only: bool = False, fresh: bool = False) -> duckdb.DuckDBPyConnection:
+        """A connection with the lakehouse attached as ``lake`` and in use.
+
+        Loading the extensions and attaching the catalog is the slow part (a fraction of a
+        second), so by default this is a cursor on one attached connection per process and
+        mode: cheap, independent transactions, and it sees other processes' commits.
+        ``fresh=True`` gives a connection of its own (its in-memory catalog is private).
+        """
+        if fresh:
+            return self._attach(read_only)
+        key = (self.config, read_only, os.getpid())
+        with _ROOTS_LOCK:
+            root = _ROOTS.get(key)
+            if root is None:
+                root = self._attach(read_only)
+                _ROOTS[key] = root
+                # a bounded cache: a dropped root stays alive only while its cursors do
+                while len(_ROOTS) > _MAX_ROOTS:
+                    _ROOTS.pop(next(iter(_ROOTS)))
+        cursor = root.cursor()
+        cursor.execute(f"USE {LAKE}")
+        return cursor
+
+    def _attach(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         cfg = self.config
         con = connect(extensions=cfg.extensions)
         try:
@@ -126,9 +154,9 @@ class Lakehouse:
         finally:
             con.close()
 
-    def read_only(self) -> duckdb.DuckDBPyConnection:
+    def read_only(self, *, fresh: bool = False) -> duckdb.DuckDBPyConnection:
         """A connection for queries: writes through it are refused by DuckDB."""
-        return self.connect(read_only=True)
+        return self.connect(read_only=True, fresh=fresh)
 
     # -- writes ------------------------------------------------------------------------
     def write(self, unit: Callable[[duckdb.DuckDBPyConnection], T], *, what: str = "write") -> T:
@@ -181,11 +209,11 @@ class Lakehouse:
         return self.write(unit, what="schema")
 
     def ensure_created(self) -> None:
-        """Create the schema once: cheap when a local catalog file already exists."""
-        catalog = self.config.catalog
-        if catalog.startswith("sqlite:") and Path(catalog.removeprefix("sqlite:")).exists():
-            return
-        self.ensure_schema()
+        """Bring the schema up to date once per process (tables and columns added since)."""
+        key = (self.config, os.getpid())
+        if key not in _SCHEMA_CHECKED:
+            self.ensure_schema()
+            _SCHEMA_CHECKED.add(key)
 
     def table_counts(self) -> dict[str, int]:
         with self.session(read_only=True) as con:

@@ -285,5 +285,35 @@ TABLES: dict[str, Table] = {
             ],
             description="Which devices a rollout has sent a deploy or rollback to, and when.",
         ),
+        Table(
+            "rollout_assignments",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("rollout_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("bucket", "INTEGER"),
+                ("phase", "INTEGER"),  # first phase that includes the device, -1: none
+                ("desired_version", "VARCHAR"),  # NULL: whatever the device ran before
+                ("desired_slot", "VARCHAR"),  # in_place | inactive (blue/green)
+                ("computed_at", "TIMESTAMPTZ"),
+            ],
+            description="A rollout's device placement (hash buckets) and the release each device should run.",
+        ),
+        Table(
+            "device_drift",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("rollout_id", "VARCHAR"),
+                ("rollout", "VARCHAR"),
+                ("desired_version", "VARCHAR"),
+                ("reported_version", "VARCHAR"),
+                ("status", "VARCHAR"),
+                ("rolled_back", "BOOLEAN"),
+                ("drifted", "BOOLEAN"),
+                ("computed_at", "TIMESTAMPTZ"),
+            ],
+            description="Desired versus reported release per device (from the latest rollout that touched it).",
+        ),
     )
 }

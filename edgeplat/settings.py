@@ -69,6 +69,16 @@ class Paths:
         return self.home / "devices"
 
     @property
+    def registry(self) -> Path:
+        """Device public keys registered centrally (LocalDeviceRegistry)."""
+        return self.devices / "registry"
+
+    @property
+    def platform_key(self) -> Path:
+        """The platform's Ed25519 key that signs desired-state documents."""
+        return self.keys / "platform.pem"
+
+    @property
     def plots(self) -> Path:
         return self.home / "plots"
 

@@ -46,7 +46,7 @@ def tenant_relations(con: duckdb.DuckDBPyConnection) -> list[str]:
 def open_tenant_session(lake: Lakehouse, tenant_id: str) -> tuple[duckdb.DuckDBPyConnection, set[str]]:
     """A read-only connection whose in-memory catalog holds the tenant's filtered views."""
     validate_id("tenant", tenant_id)
-    con = lake.read_only()
+    con = lake.read_only(fresh=True)  # the tenant views live in this connection's own catalog
     names = tenant_relations(con)
     quoted = tenant_id.replace("'", "''")
     for name in names:

@@ -1,15 +1,15 @@
-"""Jobs: what operators launch from the UI and what the CLI runs."""
-
-from __future__ import annotations
+"""Jobs of the fleet group: what `make demo`, `edgeplat sync` and the schedule-less UI launch run."""
 
 import dagster as dg
 
-# The main job: everything the fleet's tables derive from, in dependency order.
-fleet_refresh_job = dg.define_asset_job(
-    "fleet_refresh",
-    selection=dg.AssetSelection.groups("fleet"),
-    description="Create the lakehouse schema and refresh the fleet assets.",
+# The main job: ingest whatever the store holds that the ledger lacks, merge state,
+# reconcile (gaps, deferred batches, duplicates, offline devices), refresh the fleet
+# tables and views, compact. The per-arrival `ingest_batches` job is the sensor's.
+sync_fleet_job = dg.define_asset_job(
+    "sync_fleet",
+    selection=dg.AssetSelection.groups("fleet", "sync") - dg.AssetSelection.assets("ingested_batches"),
+    description="Ingest, merge and reconcile everything the object store holds, then refresh the fleet assets.",
 )
 
-MAIN_JOB = fleet_refresh_job.name
-JOBS = [fleet_refresh_job]
+MAIN_JOB = sync_fleet_job.name
+JOBS = [sync_fleet_job]

@@ -1,9 +1,12 @@
 """The one place that chooses resources for an environment (``EDGEPLAT_ENV``).
 
 ``local`` (default): everything embedded under ``EDGEPLAT_HOME``: SQLite-catalogued
-DuckLake, a folder as object store. ``production``: PostgreSQL catalog, S3 data and
-objects. Secrets reach resources only through ``dg.EnvVar``, so they are read at run time
-and never appear in run config or the UI; non-secret settings are plain values.
+DuckLake, a folder as object store, a file keyring and device registry, the platform
+signing key created on first use, desired-state documents as the fleet backend.
+``production``: PostgreSQL catalog, S3 data and objects, Vault transit for data keys,
+provisioned registry and signing key, and the fleet backend named by
+``EDGEPLAT_FLEET_BACKEND``. Secrets reach resources only through ``dg.EnvVar``, so they are
+read at run time and never appear in run config, logs or the UI; the rest are plain values.
 """
 
 from __future__ import annotations
@@ -14,48 +17,98 @@ from typing import Any
 import dagster as dg
 
 from edgeplat.settings import environment, paths
+from resources.backends import FleetBackendResource
+from resources.gitops import GitOpsRepoResource
+from resources.keys import DeviceRegistryResource, KeyServiceResource, PlatformSignerResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.vault import VaultKeyServiceResource, vault_from_env
 
-# Production settings (documented in the README): secrets via EnvVar, the rest as values.
+# Production settings (documented in the README): (secret?, what).
 PRODUCTION_ENV = {
-    "EDGEPLAT_CATALOG": "DuckLake catalog (secret: may hold a password), e.g. 'postgres:dbname=edgeplat host=db'",
-    "EDGEPLAT_LAKE_DATA": "s3://bucket/prefix/ for the lakehouse Parquet files",
-    "EDGEPLAT_OBJECTS_URL": "s3://bucket/prefix for device batches and desired-state documents",
-    "AWS_ACCESS_KEY_ID": "S3 access key (secret)",
-    "AWS_SECRET_ACCESS_KEY": "S3 secret key (secret)",
-    "EDGEPLAT_S3_ENDPOINT": "optional: S3 API endpoint URL for non-AWS stores",
-    "AWS_REGION": "optional: region, default us-east-1",
+    "EDGEPLAT_CATALOG": (True, "DuckLake catalog, e.g. 'postgres:dbname=edgeplat host=db' (may hold a password)"),
+    "EDGEPLAT_LAKE_DATA": (False, "s3://bucket/prefix/ for the lakehouse Parquet files"),
+    "EDGEPLAT_OBJECTS_URL": (False, "s3://bucket/prefix for device batches and desired-state documents"),
+    "AWS_ACCESS_KEY_ID": (True, "S3 access key"),
+    "AWS_SECRET_ACCESS_KEY": (True, "S3 secret key"),
+    "EDGEPLAT_S3_ENDPOINT": (False, "optional: S3 API endpoint URL for non-AWS stores"),
+    "AWS_REGION": (False, "optional: region, default us-east-1"),
+    "EDGEPLAT_VAULT_ADDR": (True, "Vault address (transit unwraps batch data keys)"),
+    "EDGEPLAT_VAULT_ROLE_ID": (True, "AppRole role id of the central service"),
+    "EDGEPLAT_VAULT_SECRET_ID": (True, "AppRole secret id of the central service"),
+    "EDGEPLAT_REGISTRY_DIR": (False, "device public-key registry directory"),
+    "EDGEPLAT_PLATFORM_KEY": (False, "path of the platform's Ed25519 signing key (PEM, provisioned)"),
+    "EDGEPLAT_FLEET_BACKEND": (False, "edge_agent (default) | greengrass | azure_iot_edge"),
+    "EDGEPLAT_IOTHUB_CONNECTION_STRING": (True, "IoT Hub service connection string (azure_iot_edge)"),
+    "EDGEPLAT_GITOPS_REPO": (False, "optional: git repository (path or URL) of rollout specs"),
 }
+
+
+def _gitops() -> GitOpsRepoResource:
+    return GitOpsRepoResource(
+        repo=os.environ.get("EDGEPLAT_GITOPS_REPO", ""),
+        branch=os.environ.get("EDGEPLAT_GITOPS_BRANCH", "main"),
+        spec_dir=os.environ.get("EDGEPLAT_GITOPS_DIR", "rollouts"),
+        status_file=os.environ.get("EDGEPLAT_GITOPS_STATUS_FILE") or None,
+        workdir=str(paths().home / "gitops" / "clone"),
+    )
 
 
 def local_resources() -> dict[str, Any]:
     p = paths()
+    object_store = ObjectStoreResource(url=str(p.objects))
+    signer = PlatformSignerResource(path=str(p.platform_key), create_if_missing=True)
     return {
         "lakehouse": LakehouseResource(catalog=f"sqlite:{p.catalog}", data_path=f"{p.lake_data}/"),
-        "object_store": ObjectStoreResource(url=str(p.objects)),
+        "object_store": object_store,
+        "key_service": KeyServiceResource(keyring_dir=str(p.keys)),
+        "device_registry": DeviceRegistryResource(registry_dir=str(p.registry)),
+        "platform_signer": signer,
+        "fleet_backend": FleetBackendResource(kind="edge_agent", object_store=object_store, platform_signer=signer),
+        "gitops_repo": _gitops(),
     }
 
 
 def production_resources() -> dict[str, Any]:
-    endpoint = os.environ.get("EDGEPLAT_S3_ENDPOINT") or None
-    region = os.environ.get("AWS_REGION", "us-east-1")
+    env = os.environ.get
+    endpoint = env("EDGEPLAT_S3_ENDPOINT") or None
+    region = env("AWS_REGION", "us-east-1")
+    object_store = ObjectStoreResource(
+        url=env("EDGEPLAT_OBJECTS_URL", ""),
+        endpoint_url=endpoint,
+        region=region,
+        access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+        secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+    )
+    signer = PlatformSignerResource(path=env("EDGEPLAT_PLATFORM_KEY", ""))
+    kind = env("EDGEPLAT_FLEET_BACKEND", "edge_agent")
+    backend: dict[str, Any] = {"kind": kind, "object_store": object_store, "platform_signer": signer}
+    if kind == "greengrass":
+        backend.update(
+            region=region,
+            iot_endpoint_url=env("EDGEPLAT_IOT_ENDPOINT") or None,
+            greengrass_endpoint_url=env("EDGEPLAT_GREENGRASS_ENDPOINT") or None,
+        )
+    elif kind == "azure_iot_edge":
+        backend.update(
+            iothub_connection_string=dg.EnvVar("EDGEPLAT_IOTHUB_CONNECTION_STRING"),
+            iothub_base_url=env("EDGEPLAT_IOTHUB_BASE_URL") or None,
+        )
     return {
         "lakehouse": LakehouseResource(
             catalog=dg.EnvVar("EDGEPLAT_CATALOG"),
-            data_path=os.environ.get("EDGEPLAT_LAKE_DATA", ""),
+            data_path=env("EDGEPLAT_LAKE_DATA", ""),
             s3_endpoint_url=endpoint,
             s3_region=region,
             s3_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
             s3_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
         ),
-        "object_store": ObjectStoreResource(
-            url=os.environ.get("EDGEPLAT_OBJECTS_URL", ""),
-            endpoint_url=endpoint,
-            region=region,
-            access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-        ),
+        "object_store": object_store,
+        "key_service": VaultKeyServiceResource(vault=vault_from_env()),
+        "device_registry": DeviceRegistryResource(registry_dir=env("EDGEPLAT_REGISTRY_DIR", "")),
+        "platform_signer": signer,
+        "fleet_backend": FleetBackendResource(**backend),
+        "gitops_repo": _gitops(),
     }
 
 

@@ -7,7 +7,11 @@ from edgeplat.fleet import fleet_status as compute_fleet_status
 from resources.lakehouse import LakehouseResource
 
 
-@dg.asset(group_name="fleet", deps=["lakehouse_tables"], description="Fleet-wide status from the lakehouse.")
+@dg.asset(
+    group_name="fleet",
+    deps=["lakehouse_tables", "devices", "device_health"],
+    description="Fleet-wide status from the lakehouse.",
+)
 def fleet_status(lakehouse: LakehouseResource) -> dg.MaterializeResult:
     with lakehouse.get().session(read_only=True) as con:
         status = compute_fleet_status(con)

@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.sync.common import sync_env
 from assets.sync.ingest import report_metadata
+from edgeplat.sync.env import wall_ms
 from edgeplat.sync.ledger import pending_deferred
 from edgeplat.sync.reconcile import (
     admit_deferred,
@@ -103,11 +104,9 @@ def ingest_freshness(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
 
 @dg.asset(group_name="fleet", deps=[sync_reconciliation],
           description="Registered devices: last batch, reported version/slot, online/offline.")
-def devices(config: DevicesConfig, lakehouse: LakehouseResource, object_store: ObjectStoreResource,
-            key_service: KeyServiceResource, device_registry: DeviceRegistryResource) -> dg.MaterializeResult:
-    env = sync_env(lakehouse, object_store, key_service, device_registry, offline_after_s=config.offline_after_s)
-    with env.lakehouse.session() as con:
-        changed = mark_offline(env, con)
+def devices(config: DevicesConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+    with lakehouse.get().session() as con:
+        changed = mark_offline(con, now_ms=wall_ms(), offline_after_s=config.offline_after_s)
         by_status = dict(con.execute("SELECT coalesce(status, 'unknown'), count(*) FROM devices GROUP BY 1").fetchall())
     return dg.MaterializeResult(
         metadata={"marked_offline": changed, **{f"status/{s}": by_status.get(s, 0) for s in ("online", "offline")},

@@ -30,6 +30,13 @@ def lakehouse():
     return lake
 
 
+def definitions():
+    """The code location, built now for the current environment and state directory."""
+    from pipelines.definitions import build_definitions
+
+    return build_definitions()
+
+
 def instance():
     """The shared Dagster instance under ``DAGSTER_HOME`` (inside ``EDGEPLAT_HOME`` by default)."""
     from dagster import DagsterInstance

@@ -1,90 +1,113 @@
-"""``edgeplat demo``: run the main job on the embedded default and show where to look."""
+"""``edgeplat demo``: the platform end to end on the embedded default (see edgeplat/demo.py)."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from edgeplat.cli.common import QUIET_LOGS, CliError, dumps, instance, lakehouse
+from edgeplat.cli.common import dumps, instance, lakehouse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="run the platform end to end on the embedded default and print a summary",
-        description="Create the lakehouse, load the definitions, run the main job, print what happened.",
+        help="simulate a fleet, sync it, run two rollouts, and print a summary",
+        description="Simulate a small multi-tenant fleet with outages and clock skew, ingest and merge it with "
+        "the main job, run a bad and a good rollout, and print what happened and where to look.",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON (what scripts read)")
+    p.add_argument("--skip-rollouts", action="store_true", help="only simulate and sync (faster)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    console = Console(stderr=args.json, quiet=args.json)
+    from edgeplat import demo
+    from edgeplat.cli.sync import run_sync
+    from edgeplat.fleet import fleet_status
+    from edgeplat.settings import paths
+
+    console = Console(stderr=True) if args.json else Console()
     started = time.monotonic()
-    summary: dict = {"steps": []}
+    steps: list[dict] = []
 
     def step(name: str) -> None:
-        summary["steps"].append({"step": name, "at_s": round(time.monotonic() - started, 2)})
+        steps.append({"step": name, "at_s": round(time.monotonic() - started, 2)})
         console.print(f"[bold cyan]▶[/] {name}")
 
     step("creating the lakehouse")
     lake = lakehouse()
-    created = lake.ensure_schema()
-
-    step("loading the Dagster definitions")
-    from pipelines.definitions import defs
-    from pipelines.jobs import MAIN_JOB
-
-    inst = instance()
-    step(f"running the main job '{MAIN_JOB}'")
-    result = defs.resolve_job_def(MAIN_JOB).execute_in_process(
-        instance=inst, raise_on_error=False, run_config=QUIET_LOGS
-    )
-    if not result.success:
-        raise CliError(f"the job {MAIN_JOB} failed (run {result.run_id}); open the Dagster UI (make dev) to see why")
-    materialized = sorted(
-        e.asset_key.to_user_string() for e in result.get_asset_materialization_events() if e.asset_key
-    )
-
-    from edgeplat.fleet import fleet_status
-    from edgeplat.settings import paths
-
+    fleet = demo.simulate_fleet(lake, step)
+    truth = fleet["truth"]
+    tenants = {r["tenant_id"] for r in truth["streams"]}
+    step("running the main job 'sync_fleet' (ingest, merge, reconcile)")
+    sync = run_sync()
+    rollouts = [] if args.skip_rollouts else demo.run_rollouts(step)
     with lake.session(read_only=True) as con:
-        fleet = fleet_status(con).as_dict()
+        status = fleet_status(con).as_dict()
+    inst = instance()
     p = paths()
-    summary.update(
-        {
-            "state_dir": str(p.home),
-            "dagster_home": str(inst.root_directory),
-            "tables_created": created,
-            "table_rows": lake.table_counts(),
-            "run_id": result.run_id,
-            "job": MAIN_JOB,
-            "assets_materialized": materialized,
-            "fleet": fleet,
-            "where_to_look": {
-                "dagster_ui": "make dev, then http://127.0.0.1:3000 (runs, asset graph, metadata)",
-                "sql": 'edgeplat sql "SELECT * FROM devices LIMIT 10"',
-                "fleet": "edgeplat fleet status",
-            },
-            "elapsed_s": round(time.monotonic() - started, 2),
-        }
-    )
+    summary = {
+        "state_dir": str(p.home),
+        "dagster_home": str(inst.root_directory),
+        "job": sync["job"],
+        "run_id": sync["run_id"],
+        "assets_materialized": sorted(sync["assets"]),
+        "fleet": {k: fleet["summary"].get(k) for k in (
+            "devices", "tenants", "platforms", "simulated_minutes", "syncs", "offline_syncs", "upload_crashes",
+            "max_abs_skew_s", "state_edits")},
+        "rows_by_stream": demo.rows_by_stream(truth, demo.stored_rows(lake, tenants)),
+        "duplicates_dropped": sync["duplicates_dropped"],
+        **demo.central_picture(lake, tenants),
+        "checks": sync["checks"],
+        "fleet_status": status,
+        "rollouts": rollouts,
+        "table_rows": lake.table_counts(),
+        "where_to_look": {
+            "dagster_ui": "make dev, then http://127.0.0.1:3000 (runs, asset graph, checks, metadata plots)",
+            "sql": 'edgeplat sql "SELECT * FROM telemetry_hourly LIMIT 20"',
+            "fleet": "edgeplat fleet status",
+            "rollouts": "edgeplat rollout list",
+        },
+        "steps": steps,
+        "elapsed_s": round(time.monotonic() - started, 2),
+    }
     if args.json:
         print(dumps(summary))
-        return 0
+    else:
+        _print(console, summary)
+    return 0
+
+
+def _print(console, s: dict) -> None:
     from rich.table import Table
 
-    t = Table(title="Lakehouse tables")
-    t.add_column("table")
-    t.add_column("rows", justify="right")
-    for name, n in summary["table_rows"].items():
-        t.add_row(name, f"{n:,}")
+    f = s["fleet"]
+    console.print(f"Fleet: {f['devices']} devices, {f['tenants']} tenants, {f['simulated_minutes']} simulated minutes, "
+                  f"{f['offline_syncs']} syncs while offline, {f['upload_crashes']} crashes mid-upload, "
+                  f"clock skew up to {f['max_abs_skew_s']:g} s")
+    t = Table(title="Rows per stream: generated on devices vs stored centrally")
+    for c in ("stream", "generated", "evicted", "pending", "stored", "missing"):
+        t.add_column(c, justify="left" if c == "stream" else "right")
+    for stream, r in sorted(s["rows_by_stream"].items()):
+        t.add_row(stream, *(f"{r[k]:,}" for k in ("generated", "evicted", "pending", "stored", "missing")))
     console.print(t)
-    console.print(f"Run [bold]{result.run_id}[/] of job {MAIN_JOB}: materialized {', '.join(materialized)}")
-    console.print(f"State directory: {p.home}")
-    for what, where in summary["where_to_look"].items():
+    lag = s["sync_lag_s"]
+    console.print(f"Duplicates dropped: {s['duplicates_dropped']:,}   quarantined: {s['quarantined'] or 'none'}   "
+                  f"conflicts by rule: {s['conflicts_by_rule'] or 'none'}   sync lag: max {lag['max']} s, "
+                  f"median {lag['median']} s")
+    for r in s["rollouts"]:
+        console.print(f"\n[bold]Rollout {r['name']}[/] (release {r['release']}): [bold]{r['outcome']}[/], "
+                      f"last phase {r['last_phase']}, devices updated at peak {r['devices_updated_at_peak']}, "
+                      f"blast radius {r['blast_radius']}")
+        log = Table(show_header=True)
+        for c in ("at", "kind", "phase", "actor", "reason"):
+            log.add_column(c)
+        for e in r["decision_log"]:
+            log.add_row(str(e.get("at", ""))[:19], str(e.get("kind", "")), str(e.get("phase", "")),
+                        str(e.get("actor", "")), str(e.get("reason", ""))[:70])
+        console.print(log)
+    console.print(f"\nRun {s['run_id']} of job {s['job']}; state directory {s['state_dir']}")
+    for what, where in s["where_to_look"].items():
         console.print(f"  {what:>10}: {where}")
-    return 0

@@ -11,20 +11,24 @@ deploy or rollback was sent to, so a tick knows whom it still owes an action and
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from edgeplat.lakehouse import Lakehouse
+from edgeplat.lakehouse import Lakehouse, is_retryable
 from edgeplat.rollouts.machine import TERMINAL, Event, Kind, RolloutState
 from edgeplat.rollouts.spec import RolloutSpec
 
-_EVENT_COLS = "event_id, kind, phase, at, actor, reason, inputs, seq"
+T = TypeVar("T")
+_EVENT_COLS = 'event_id, kind, phase, "at", actor, reason, inputs, seq'
 
 
 class RolloutNotFound(KeyError):
@@ -79,6 +83,48 @@ class RolloutStore:
 
     def __init__(self, lake: Lakehouse) -> None:
         self.lake = lake
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Reuse one connection for every read and write inside the block (attaching the
+        lakehouse costs far more than a query: a tick opens one connection, not ten)."""
+        if self._con is not None:
+            yield self._con
+            return
+        with self.lake.session() as con:
+            self._con = con
+            try:
+                yield con
+            finally:
+                self._con = None
+
+    @contextlib.contextmanager
+    def _reader(self, con: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
+        if con is not None or self._con is not None:
+            yield con or self._con  # type: ignore[misc]
+            return
+        with self.lake.session(read_only=True) as c:
+            yield c
+
+    def write(self, unit: Callable[[duckdb.DuckDBPyConnection], T], what: str) -> T:
+        """``Lakehouse.write`` on the session's connection when there is one (same retry rule)."""
+        con = self._con
+        if con is None:
+            return self.lake.write(unit, what=what)
+        for attempt in range(1, self.lake.config.max_retries + 1):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result = unit(con)
+                con.execute("COMMIT")
+                return result
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                if not is_retryable(exc) or attempt == self.lake.config.max_retries:
+                    raise
+                time.sleep(min(2.0, 0.02 * 2 ** min(attempt, 7)) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ reads
 
@@ -98,16 +144,14 @@ class RolloutStore:
         ids = sorted(set(rollout_ids))
         if not ids:
             return {}
-        if con is None:
-            with self.lake.session(read_only=True) as c:
-                return self.events_many(ids, c)
-        rows = con.execute(
-            f"""SELECT rollout_id, {_EVENT_COLS} FROM rollout_events
-                WHERE rollout_id IN (SELECT unnest(?::VARCHAR[]))
-                QUALIFY row_number() OVER (PARTITION BY rollout_id, event_id ORDER BY seq, tenant_id) = 1
-                ORDER BY rollout_id, seq""",
-            [ids],
-        ).fetchall()
+        with self._reader(con) as c:
+            rows = c.execute(
+                f"""SELECT rollout_id, {_EVENT_COLS} FROM rollout_events
+                    WHERE rollout_id IN (SELECT unnest(?::VARCHAR[]))
+                    QUALIFY row_number() OVER (PARTITION BY rollout_id, event_id ORDER BY seq, tenant_id) = 1
+                    ORDER BY rollout_id, seq""",
+                [ids],
+            ).fetchall()
         grouped: dict[str, list[tuple]] = {}
         for r in rows:
             grouped.setdefault(r[0], []).append(r[1:])
@@ -121,9 +165,9 @@ class RolloutStore:
     def state(self, rollout_id: str, con: duckdb.DuckDBPyConnection | None = None) -> RolloutState:
         return RolloutState.from_events(self.events(rollout_id, con))
 
-    def list(self, *, active_only: bool = False) -> list[RolloutRow]:
+    def list_rollouts(self, *, active_only: bool = False) -> list[RolloutRow]:
         """Every rollout (newest first), one row each whatever the number of tenants."""
-        with self.lake.session(read_only=True) as con:
+        with self._reader(None) as con:
             rows = con.execute(
                 """SELECT rollout_id, any_value(name), any_value(release_version), any_value(status),
                           any_value(phase), list(DISTINCT tenant_id ORDER BY tenant_id),
@@ -139,11 +183,11 @@ class RolloutStore:
 
     def active_ids(self) -> list[str]:
         """Rollouts the promotion sensor still has to drive (not completed, rolled back or aborted)."""
-        return [r.rollout_id for r in self.list(active_only=True)]
+        return [r.rollout_id for r in self.list_rollouts(active_only=True)]
 
     def resolve(self, id_or_name: str) -> str:
         """A rollout id from an id or a rollout name (the newest rollout of that name)."""
-        rows = self.list()
+        rows = self.list_rollouts()
         for r in rows:
             if r.rollout_id == id_or_name:
                 return r.rollout_id
@@ -157,15 +201,32 @@ class RolloutStore:
     def sent(self, rollout_id: str, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
         """Devices the rollout sent something to: tenant_id, device_id, platform, phase, action, at
         (the first send of each (device, action))."""
-        if con is None:
-            with self.lake.session(read_only=True) as c:
-                return self.sent(rollout_id, c)
-        return con.execute(
-            """SELECT tenant_id, device_id, platform, phase, action, at FROM rollout_devices
-               WHERE rollout_id = ?
-               QUALIFY row_number() OVER (PARTITION BY tenant_id, device_id, action ORDER BY at, phase) = 1""",
-            [rollout_id],
-        ).fetch_arrow_table()
+        return self.sent_many([rollout_id], con)[rollout_id]
+
+    def sent_many(
+        self, rollout_ids: Iterable[str], con: duckdb.DuckDBPyConnection | None = None
+    ) -> dict[str, pa.Table]:
+        """``sent`` for several rollouts in one query (the promotion tick reads all active ones)."""
+        ids = sorted(set(rollout_ids))
+        with self._reader(con) as c:
+            table = c.execute(
+                """SELECT rollout_id, tenant_id, device_id, platform, phase, action, "at" FROM rollout_devices
+                   WHERE rollout_id IN (SELECT unnest(?::VARCHAR[]))
+                   QUALIFY row_number() OVER (PARTITION BY rollout_id, tenant_id, device_id, action
+                                              ORDER BY "at", phase) = 1
+                   ORDER BY rollout_id""",
+                [ids],
+            ).fetch_arrow_table()
+        col = table.column("rollout_id").to_pylist()
+        out = {}
+        start = 0
+        for rid in ids:  # rows are sorted by rollout: slice, don't filter
+            n = 0
+            while start + n < len(col) and col[start + n] == rid:
+                n += 1
+            out[rid] = table.slice(start, n).drop_columns(["rollout_id"])
+            start += n
+        return out
 
     # ------------------------------------------------------------------ writes
 
@@ -205,14 +266,14 @@ class RolloutStore:
                 for t in tenants
             ]
             con.executemany(
-                "INSERT INTO rollout_events (tenant_id, rollout_id, event_id, kind, phase, at, actor, reason, "
+                "INSERT INTO rollout_events (tenant_id, rollout_id, event_id, kind, phase, \"at\", actor, reason, "
                 "inputs, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             self._write_summary(con, rollout_id, RolloutState.from_events(log), tenants)
             return fresh
 
-        return self.lake.write(unit, what=f"append to rollout {rollout_id}")
+        return self.write(unit, f"append to rollout {rollout_id}")
 
     def record_sent(
         self, rollout_id: str, rows: Sequence[tuple[str, str, str | None, int | None]], action: str,
@@ -247,7 +308,7 @@ class RolloutStore:
                 con.unregister("_sent_in")
             return int(n)
 
-        return self.lake.write(unit, what=f"record devices of rollout {rollout_id}")
+        return self.write(unit, f"record devices of rollout {rollout_id}")
 
     @staticmethod
     def _write_summary(

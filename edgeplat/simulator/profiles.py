@@ -73,6 +73,8 @@ class HealthDraw:
     """One minute of a device's health: what the health row reports, plus new app crashes."""
 
     error_rate: float
+    requests: int
+    errors: int
     crashes: int
     cpu_pct: float
     mem_mb: float
@@ -88,6 +90,8 @@ def draw_health(profile: ReleaseProfile, rng: np.random.Generator, device_factor
     mem = max(1.0, float(rng.normal(profile.mem_mb, 5.0)))
     return HealthDraw(
         error_rate=round(errors / requests, 4) if requests else 0.0,
+        requests=requests,
+        errors=errors,
         crashes=crashes,
         cpu_pct=round(cpu, 1),
         mem_mb=round(mem, 0),

@@ -30,9 +30,8 @@ Nothing is lost: reconciliation re-evaluates deferred batches and admits them (s
 ``resolved_at``) once they are within the bound.
 
 State edits (``state`` stream) are stored raw in ``state_edits`` and merged into
-``device_state``/``state_conflicts`` with the shared :class:`edge_sync.merge.StateMerger`.
-The merge runs before the chunk's commit (it has its own transaction); it is idempotent,
-so a crash between the two only repeats the merge when the batch is ingested again.
+``device_state``/``state_conflicts`` with the shared :class:`edge_sync.merge.StateMerger`,
+in the same transaction as the rows and the ledger (the merge is idempotent anyway).
 
 Concurrency: two ingest runs of one tenant could both see an object as new and both
 insert it (DuckLake appends do not conflict). The sensor's runs carry the tag
@@ -331,11 +330,16 @@ class _StreamResult:
 
 
 def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: datetime | None) -> _StreamResult:
-    """Replay check, dedupe and (if ``ingested_at``) insert of one stream's staged rows."""
+    """Replay check, dedupe and (if ``ingested_at``) insert of one stream's staged rows.
+
+    Only *contested* rows (seqs inside the overlap of two staged batches' ranges, or of a
+    staged batch and a ledger range) can be duplicates or replays: they take the
+    fingerprint path; every other row is appended as is.
+    """
     table = STREAM_TABLES[st.stream]
     spec = STREAMS[st.stream]
     tag = f"_s{next(_ids)}"
-    stg, rng = f"{tag}_stg", f"{tag}_rng"
+    stg, rng, ct = f"{tag}_stg", f"{tag}_rng", f"{tag}_ct"
     views = [stg, rng]
     con.register(stg, st.rows)
     con.register(rng, st.ranges)
@@ -343,50 +347,53 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
     try:
         tenants = _sql_list(st.ranges.column("tenant_id").to_pylist())
         same3 = "a.tenant_id = b.tenant_id AND a.device_id = b.device_id AND a.stream = b.stream"
-        overlap = {r[0] for r in con.execute(
+        overlap = "a.first_seq <= b.last_seq AND b.first_seq <= a.last_seq"
+        span = "greatest(a.first_seq, b.first_seq) AS lo, least(a.last_seq, b.last_seq) AS hi"
+        contested = con.execute(
             f"""
-            SELECT a._bidx FROM {rng} a JOIN {rng} b ON {same3} AND a._bidx <> b._bidx
-                AND a.first_seq <= b.last_seq AND b.first_seq <= a.last_seq
-            UNION
-            SELECT a._bidx FROM {rng} a JOIN (SELECT * FROM batches WHERE tenant_id IN ({tenants})) b ON {same3}
-                AND a.first_seq <= b.last_seq AND b.first_seq <= a.last_seq
+            SELECT a._bidx, a.tenant_id, a.device_id, a.stream, {span}, FALSE AS stored
+            FROM {rng} a JOIN {rng} b ON {same3} AND a._bidx <> b._bidx AND {overlap}
+            UNION ALL
+            SELECT a._bidx, a.tenant_id, a.device_id, a.stream, {span}, TRUE AS stored
+            FROM {rng} a JOIN (SELECT * FROM batches WHERE tenant_id IN ({tenants})) b ON {same3} AND {overlap}
             """
-        ).fetchall()}
+        ).to_arrow_table()
         cols = [n for n, _ in TABLES[table].columns if n not in ("batch_key", "ingested_at")]
         col_sql = ", ".join(f'"{c}"' for c in cols)
         insert_head = f'INSERT INTO "{table}" ({col_sql}, batch_key, ingested_at) '
-        counts = dict(zip(st.ranges.column("_bidx").to_pylist(),
-                          np.bincount(st.rows.column("_bidx").to_numpy(), minlength=len(st.keys)).tolist(),
-                          strict=True))
-        clean = [i for i in range(len(st.keys)) if i not in overlap]
-        if ingested_at is not None and clean:
-            where = "" if not overlap else f"WHERE _bidx NOT IN ({', '.join(map(str, sorted(overlap)))})"
-            con.execute(insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), ? FROM {stg} {where}",
-                        [ingested_at])
-        for i in clean:
-            res.new_by_bidx[i] = counts[i]
-        if not overlap:
+        counts = np.bincount(st.rows.column("_bidx").to_numpy(), minlength=len(st.keys))
+        if contested.num_rows == 0:
+            if ingested_at is not None:
+                con.execute(insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), ? FROM {stg}",
+                            [ingested_at])
+            res.new_by_bidx = {i: int(n) for i, n in enumerate(counts)}
             return res
 
+        con.register(ct, contested)
+        views.append(ct)
+        in_ct = f"EXISTS (SELECT 1 FROM {ct} c WHERE c._bidx = s._bidx AND s.seq BETWEEN c.lo AND c.hi)"
         fp_cols = ", ".join(["hlc", "node_id", "epoch_ms(ts)", *(f'"{c}"' for c in spec.payload_names)])
         fp_stored = ", ".join(["t.hlc", "t.node_id", "epoch_ms(t.ts)", *(f't."{c}"' for c in spec.payload_names)])
-        slow, ex = f"{tag}_slow", f"{tag}_ex"
-        ov = ", ".join(map(str, sorted(overlap)))
-        con.register(slow, con.execute(
-            f"SELECT *, hash({fp_cols}) AS _fp FROM {stg} WHERE _bidx IN ({ov})"
-        ).to_arrow_table())
+        slow, ex, kept = f"{tag}_slow", f"{tag}_ex", f"{tag}_keep"
+        slow_rows = con.execute(f"SELECT s.*, hash({fp_cols}) AS _fp FROM {stg} s WHERE {in_ct}").to_arrow_table()
+        con.register(slow, slow_rows)
         views.append(slow)
         on4 = " AND ".join(f"s.{c} = e.{c}" for c in KEY4)
-        con.register(ex, con.execute(
-            f"""
-            SELECT t.tenant_id, t.device_id, t.stream, t.seq, hash({fp_stored}) AS fp
-            FROM "{table}" t JOIN (SELECT tenant_id, device_id, stream, min(seq) AS lo, max(seq) AS hi
-                                   FROM {slow} GROUP BY ALL) r
-              ON t.tenant_id = r.tenant_id AND t.device_id = r.device_id AND t.stream = r.stream
-             AND t.seq BETWEEN r.lo AND r.hi
-            WHERE t.tenant_id IN ({tenants})
-            """
-        ).to_arrow_table())
+        if any(contested.column("stored").to_pylist()):
+            existing = con.execute(
+                f"""
+                SELECT t.tenant_id, t.device_id, t.stream, t.seq, hash({fp_stored}) AS fp
+                FROM "{table}" t JOIN (SELECT tenant_id, device_id, stream, min(lo) AS lo, max(hi) AS hi
+                                       FROM {ct} WHERE stored GROUP BY ALL) r
+                  ON t.tenant_id = r.tenant_id AND t.device_id = r.device_id AND t.stream = r.stream
+                 AND t.seq BETWEEN r.lo AND r.hi
+                WHERE t.tenant_id IN ({tenants})
+                """
+            ).to_arrow_table()
+        else:
+            existing = pa.table({c: pa.array([], t) for c, t in (("tenant_id", pa.string()), ("device_id", pa.string()),
+                                ("stream", pa.string()), ("seq", pa.int64()), ("fp", pa.uint64()))})
+        con.register(ex, existing)
         views.append(ex)
         for bidx, seq in con.execute(
             f"SELECT s._bidx, min(s.seq) FROM {slow} s JOIN {ex} e ON {on4} WHERE s._fp <> e.fp GROUP BY 1"
@@ -403,20 +410,33 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
         ).fetchall():
             res.bad[bidx] = f"seq {seq} differs from another batch of this run claiming the same seq"
         bad = ", ".join(map(str, res.bad)) or "-1"
-        keep = f"""
-            SELECT * FROM {slow} s WHERE _bidx NOT IN ({bad})
-              AND NOT EXISTS (SELECT 1 FROM {ex} e WHERE {on4})
-            QUALIFY row_number() OVER (PARTITION BY tenant_id, device_id, stream, seq ORDER BY _bidx) = 1
-        """
-        kept = f"{tag}_keep"
-        con.register(kept, con.execute(keep).to_arrow_table())
+        # What is left of a key is identical in every copy: keep one (the first batch's, for batch_key).
+        payload = ", ".join(f'any_value("{c}") AS "{c}"' for c in cols if c not in KEY4)
+        con.register(kept, con.execute(
+            f"""
+            SELECT tenant_id, device_id, stream, seq, {payload}, min(_bidx) AS _bidx FROM {slow} s
+            WHERE _bidx NOT IN ({bad}) AND NOT EXISTS (SELECT 1 FROM {ex} e WHERE {on4})
+            GROUP BY tenant_id, device_id, stream, seq
+            """
+        ).to_arrow_table())
         views.append(kept)
         if ingested_at is not None:
-            con.execute(insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), ? FROM {kept}", [ingested_at])
+            con.execute(
+                insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), ? FROM {stg} s "
+                f"WHERE _bidx NOT IN ({bad}) AND NOT {in_ct}",
+                [ingested_at],
+            )
+            keys_view = f"{tag}_keys"
+            con.register(keys_view, pa.table({"_bidx": pa.array(range(len(st.keys)), pa.int32()),
+                                              "batch_key": pa.array(st.keys, pa.string())}))
+            views.append(keys_view)
+            con.execute(insert_head + f"SELECT {col_sql}, k.batch_key, ? FROM {kept} JOIN {keys_view} k USING (_bidx)",
+                        [ingested_at])
+        slow_counts = np.bincount(slow_rows.column("_bidx").to_numpy(), minlength=len(st.keys))
         new = dict(con.execute(f"SELECT _bidx, count(*) FROM {kept} GROUP BY 1").fetchall())
-        for i in overlap:
+        for i in range(len(st.keys)):
             if i not in res.bad:
-                res.new_by_bidx[i] = int(new.get(i, 0))
+                res.new_by_bidx[i] = int(counts[i] - slow_counts[i]) + int(new.get(i, 0))
         return res
     finally:
         for v in views:
@@ -429,30 +449,22 @@ def _ts(ms: int) -> datetime:
 
 
 def merge_state_edits(env: SyncEnv, con: duckdb.DuckDBPyConnection, edits: pa.Table) -> tuple[int, Counter]:
-    """Merge state edits into ``device_state``/``state_conflicts`` (retried on commit collisions)."""
+    """Merge state edits into ``device_state``/``state_conflicts`` inside the caller's open transaction."""
     if edits.num_rows == 0:
         return 0, Counter()
     merger = StateMerger(con, env.rules, state_table="device_state", conflicts_table="state_conflicts",
                          contributions_table="state_contributions")
-    # StateMerger.merge runs its own transaction
-    stats = retried(con, lambda c: merger.merge(edits), what="state merge",
-                    max_retries=env.lakehouse.config.max_retries, transaction=False)
+    stats = merger.merge(edits, own_transaction=False)
     return stats.edits_in, Counter(stats.conflicts_by_rule)
 
 
-def _merge_state_first(env: SyncEnv, con: duckdb.DuckDBPyConnection, stages: dict[str, _Stage],
-                       report: IngestReport) -> None:
-    st = stages.get("state")
-    if st is None:
-        return
-    bad = _stream_step(con, st, None).bad
-    rows = st.rows
-    if bad:
-        mask = ~np.isin(rows.column("_bidx").to_numpy(), np.array(sorted(bad), dtype=np.int32))
-        rows = rows.filter(pa.array(mask))
-    n, conflicts = merge_state_edits(env, con, rows)
-    report.state_edits_merged += n
-    report.conflicts.update(conflicts)
+def _accepted_rows(stage: _Stage, bad: Iterable[str]) -> pa.Table:
+    bad = set(bad)
+    bad_idx = [i for i, k in enumerate(stage.keys) if k in bad]
+    if not bad_idx:
+        return stage.rows
+    mask = ~np.isin(stage.rows.column("_bidx").to_numpy(), np.array(bad_idx, dtype=np.int32))
+    return stage.rows.filter(pa.array(mask))
 
 
 def _commit_chunk(
@@ -461,13 +473,11 @@ def _commit_chunk(
 ) -> IngestReport:
     accepted = [i for i in items if isinstance(i, Accepted)]
     rejected = [i for i in items if isinstance(i, Rejected)]
-    report = IngestReport()
     stages = _stages(accepted)
-    _merge_state_first(env, con, stages, report)
     now = _ts(now_ms)
 
     def unit(con: duckdb.DuckDBPyConnection) -> IngestReport:
-        r = IngestReport(state_edits_merged=report.state_edits_merged, conflicts=Counter(report.conflicts))
+        r = IngestReport()
         # Another run may have settled some of these objects since we looked: re-check in this transaction.
         keys = [i.object_key for i in items]
         ledgered = _ledgered(con, keys)
@@ -486,6 +496,8 @@ def _commit_chunk(
             for bidx, n in result.new_by_bidx.items():
                 ledger_rows.append((stage.keys[bidx], n))
         new_by_key = dict(ledger_rows)
+        if "state" in st:  # merged in this transaction: state, rows and ledger commit together
+            r.state_edits_merged, r.conflicts = merge_state_edits(env, con, _accepted_rows(st["state"], bad_keys))
         good = [a for a in acc if a.object_key not in bad_keys]
         rej += [Rejected(a.object_key, a.size, REPLAY_REASON, bad_keys[a.object_key]) for a in acc
                 if a.object_key in bad_keys]

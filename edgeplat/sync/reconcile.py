@@ -171,10 +171,10 @@ def find_gaps(con: duckdb.DuckDBPyConnection) -> list[Gap]:
     return [Gap(*r) for r in con.execute(GAPS_SQL).fetchall()]
 
 
-def mark_offline(env: SyncEnv, con: duckdb.DuckDBPyConnection) -> int:
+def mark_offline(con: duckdb.DuckDBPyConnection, *, now_ms: int, offline_after_s: int) -> int:
     """Set ``status = 'offline'`` on devices with no batch for ``offline_after_s``; returns how many changed."""
-    now = datetime.fromtimestamp(env.now_ms() / 1000, UTC)
-    cutoff = now - timedelta(seconds=env.settings.offline_after_s)
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    cutoff = now - timedelta(seconds=offline_after_s)
 
     def unit(c: duckdb.DuckDBPyConnection) -> int:
         n = c.execute(
@@ -237,7 +237,7 @@ def reconcile(env: SyncEnv, *, compaction: bool = True) -> ReconcileReport:
         rep.pending_deferred = len(pending_deferred(con))
         rep.duplicates_removed = remove_duplicates(env, con)
         rep.gaps = find_gaps(con)
-        rep.marked_offline = mark_offline(env, con)
+        rep.marked_offline = mark_offline(con, now_ms=env.now_ms(), offline_after_s=env.settings.offline_after_s)
         if compaction:
             rep.compaction = compact(con)
         return rep

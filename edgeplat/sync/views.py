@@ -3,6 +3,27 @@
 DuckLake stores views in its catalog, so every session that attaches the lakehouse (the
 ``edgeplat sql`` CLI, a plain ``duckdb`` shell with ``ATTACH 'ducklake:sqlite:<catalog>'``)
 sees them. Views read the base tables at query time: they never go stale.
+
+From a plain ``duckdb`` shell (local default; extensions from the pip packages, as
+edge_sync.duck loads them, or ``INSTALL ducklake; INSTALL sqlite;`` where downloads are allowed)::
+
+    ATTACH 'ducklake:sqlite:.edgeplat/lakehouse/catalog.sqlite' AS lake
+        (DATA_PATH '.edgeplat/lakehouse/data/', READ_ONLY);
+    USE lake;
+
+Five useful queries::
+
+    -- hourly averages of one metric across a tenant's fleet
+    SELECT hour, avg(avg_value) FROM telemetry_hourly WHERE tenant_id = 't1' AND metric = 'cpu_pct'
+    GROUP BY 1 ORDER BY 1;
+    -- devices not heard from for 30 minutes
+    SELECT * FROM device_last_seen WHERE last_batch_at < now() - INTERVAL 30 MINUTE;
+    -- the streams furthest behind
+    SELECT * FROM sync_lag ORDER BY lag_seconds DESC LIMIT 20;
+    -- why batches were rejected, per tenant
+    SELECT * FROM quarantine_summary ORDER BY objects DESC;
+    -- state conflicts of the last day, by rule
+    SELECT rule, count(*) FROM conflicts_recent WHERE detected_at > now() - INTERVAL 1 DAY GROUP BY 1;
 """
 
 from __future__ import annotations

@@ -48,16 +48,34 @@ def test_every_command_has_help(capsys) -> None:
 
 @pytest.mark.slow
 def test_demo_json_summary(tmp_path: Path) -> None:
-    out = cli("demo", "--json", home=tmp_path)
+    out = cli("demo", "--json", home=tmp_path, timeout=900)
     summary = json.loads(out.stdout)
-    assert summary["job"] == "fleet_refresh"
-    assert set(summary["assets_materialized"]) >= {"lakehouse_tables", "fleet_status"}
+    assert summary["job"] == "sync_fleet"
+    assert set(summary["assets_materialized"]) >= {"lakehouse_tables", "sync_reconciliation", "fleet_status"}
     assert summary["state_dir"] == str(tmp_path)
     assert summary["dagster_home"] == str(tmp_path / "dagster")
-    assert "devices" in summary["table_rows"]
-    # the run is in the shared instance that `make dev` serves
-    runs = list((tmp_path / "dagster").rglob("runs.db")) or list((tmp_path / "dagster").rglob("*.db"))
-    assert runs, "the demo run should be stored in the shared Dagster instance"
+    # every row generated on a device is stored centrally, evicted (and counted) or still pending
+    rows = summary["rows_by_stream"]
+    assert {"telemetry", "health", "logs", "alerts", "state"} <= set(rows)
+    assert all(r["missing"] == 0 for r in rows.values()), rows
+    assert rows["telemetry"]["stored"] > 0
+    assert summary["fleet"]["upload_crashes"] > 0 and summary["fleet"]["offline_syncs"] > 0
+    assert sum(summary["conflicts_by_rule"].values()) > 0
+    assert summary["checks"]["no_sequence_gaps"] is True
+    outcomes = {r["name"]: r for r in summary["rollouts"]}
+    bad, good = outcomes["inference-2-2-0"], outcomes["inference-2-1-0"]
+    assert bad["outcome"] == "rolled_back" and bad["last_phase"] == 0 and 0 < bad["blast_radius"] <= 60
+    assert good["outcome"] == "completed" and good["devices_updated_at_peak"] == 2000
+    assert any(e["kind"] == "approve" for e in good["decision_log"])
+    # the runs are in the shared instance that `make dev` serves
+    from dagster import DagsterInstance
+
+    instance = DagsterInstance.from_config(str(tmp_path / "dagster"))
+    jobs = {r.job_name for r in instance.get_runs()}
+    assert {"sync_fleet", "approve_phase"} <= jobs
+    # a second demo re-syncs only, and the sync changes nothing
+    again = json.loads(cli("demo", "--json", home=tmp_path, timeout=900).stdout)
+    assert again["rows_by_stream"] == rows and again["table_rows"]["telemetry"] == summary["table_rows"]["telemetry"]
 
 
 @pytest.mark.slow

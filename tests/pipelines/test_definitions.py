@@ -17,9 +17,18 @@ def test_definitions_load_with_local_resources() -> None:
     from pipelines.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"lakehouse_tables", "fleet_status"} <= keys
-    assert defs.resolve_job_def("fleet_refresh") is not None
-    assert set(defs.resources) >= {"lakehouse", "object_store"}
+    assert {
+        "lakehouse_tables", "fleet_status", "devices", "device_health", "ingested_batches", "sync_reconciliation",
+        "rollout_assignments", "rollout_phase_status", "rollout_health", "rollout_events", "device_drift",
+    } <= keys
+    for job in ("sync_fleet", "ingest_batches", "reconcile_sync", "edit_device_state", "launch_rollout",
+                "approve_phase", "pause", "resume", "abort", "fail_phase"):
+        assert defs.resolve_job_def(job) is not None, job
+    assert {s.name for s in defs.sensors} >= {"batch_arrival_sensor", "rollout_promotion_sensor",
+                                               "rollout_gitops_sensor"}
+    assert [s.cron_schedule for s in defs.schedules] == ["*/15 * * * *"]
+    assert set(defs.resources) >= {"lakehouse", "object_store", "key_service", "device_registry",
+                                   "platform_signer", "fleet_backend", "gitops_repo"}
 
 
 def test_production_resources_take_secrets_from_env_vars(monkeypatch) -> None:
@@ -29,6 +38,11 @@ def test_production_resources_take_secrets_from_env_vars(monkeypatch) -> None:
     # EnvVar-backed fields stay unresolved in the definitions: no secret value is baked in.
     for name in ("s3_access_key_id", "s3_secret_access_key", "catalog"):
         assert isinstance(getattr(res["lakehouse"], name), dg.EnvVar), name
+    for name in ("access_key_id", "secret_access_key"):
+        assert isinstance(getattr(res["object_store"], name), dg.EnvVar), name
+    vault = res["key_service"].vault
+    for name in ("addr", "role_id", "secret_id"):
+        assert isinstance(getattr(vault, name), dg.EnvVar), name
 
 
 def test_unknown_environment_is_a_clear_error(monkeypatch) -> None:
@@ -51,13 +65,14 @@ def test_dagster_definitions_validate_passes(tmp_path: Path) -> None:
     assert "All code locations passed validation" in out.stdout + out.stderr
 
 
-def test_main_job_materializes_the_fleet_assets() -> None:
+def test_main_job_materializes_the_fleet_and_sync_assets() -> None:
     from pipelines.definitions import defs
 
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("fleet_refresh").execute_in_process(instance=instance)
+        result = defs.resolve_job_def("sync_fleet").execute_in_process(instance=instance)
         assert result.success
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-        assert materialized == {"lakehouse_tables", "fleet_status"}
+        assert materialized >= {"lakehouse_tables", "sync_reconciliation", "devices", "device_health", "fleet_status"}
+        assert "ingested_batches" not in materialized  # the sensor's job, with its object keys
         md = instance.get_latest_materialization_event(dg.AssetKey("lakehouse_tables")).asset_materialization.metadata
         assert md["rows/telemetry"].value == 0

@@ -118,6 +118,9 @@ class Fleet:
                 out[t] = sorted((tuple(r[i] for i in keep) for r in cur.fetchall()), key=repr)
         return out
 
+    def ts_now(self) -> datetime:
+        return ts(self.clock())
+
     def count(self, sql: str, params: list | None = None):
         with self.lake.session(read_only=True) as con:
             return con.execute(sql, params or []).fetchall()

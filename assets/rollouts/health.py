@@ -1,0 +1,122 @@
+"""``rollout_health``: per phase, the canary cohort against the baseline, with the gates as asset checks.
+
+Each phase's window runs from its deploy to the next step (or now). The checks report the
+gates of the latest deployed phase exactly as the promotion sensor evaluates them (same
+cohorts, same statistics), so the UI shows why a rollout promoted, waits or rolled back.
+Check ``gates`` carries the overall verdict; one check per health metric carries that
+metric's limits (passing with "no gate" when the spec does not gate it).
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
+from edgeplat.rollouts import cohorts
+from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_gates
+from edgeplat.rollouts.machine import Kind, RolloutState
+from edgeplat.rollouts.spec import HEALTH_METRICS
+from edgeplat.settings import paths
+from resources.lakehouse import LakehouseResource
+
+CHECKS = ["gates", *HEALTH_METRICS]
+
+
+def _windows(state: RolloutState, now: datetime) -> list[tuple[int, datetime, datetime]]:
+    """(phase, start, end) for every phase that was deployed."""
+    starts = [(e.phase, e.at) for e in state.events if e.kind == Kind.DEPLOY_PHASE and e.phase is not None]
+    ends = [e.at for e in state.events if e.kind in (Kind.ROLLBACK, Kind.COMPLETE)]
+    out = []
+    for i, (phase, start) in enumerate(starts):
+        end = starts[i + 1][1] if i + 1 < len(starts) else min([t for t in ends if t >= start] or [now])
+        out.append((phase, start, max(end, start)))
+    return out
+
+
+def _check_result(name: str, report: GateReport | None, state: RolloutState) -> dg.AssetCheckResult:
+    if report is None:
+        return dg.AssetCheckResult(
+            check_name=name, passed=True, metadata={"verdict": "not evaluated", "status": str(state.status)}
+        )
+    if name == "gates":
+        checks = list(report.checks)
+        verdict = report.verdict
+    else:
+        checks = [c for c in report.checks if c.metric == name]
+        if not checks:
+            return dg.AssetCheckResult(check_name=name, passed=True, metadata={"verdict": "no gate on this metric"})
+        vs = {c.verdict for c in checks}
+        verdict = Verdict.FAIL if Verdict.FAIL in vs else Verdict.INCONCLUSIVE if Verdict.INCONCLUSIVE in vs else Verdict.PASS
+    severity = dg.AssetCheckSeverity.ERROR if verdict == Verdict.FAIL else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=verdict in (Verdict.PASS, Verdict.SKIPPED),
+        severity=severity,
+        metadata={
+            "verdict": str(verdict),
+            "phase": state.phase,
+            "checks": dg.MetadataValue.md(
+                md_table(["metric", "limit", "threshold", "verdict", "reason"],
+                         [(c.metric, c.limit, c.threshold, str(c.verdict), c.reason) for c in checks])
+            ),
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=ROLLOUTS,
+    group_name=GROUP,
+    check_specs=[dg.AssetCheckSpec(name, asset="rollout_health", description=f"rollout gate: {name}")
+                 for name in CHECKS],
+    description="Per phase, canary (updated devices) against baseline (comparable devices not yet updated, "
+    "same tenant/platform strata, same window); the gates of the latest phase are its asset checks.",
+)
+def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+    rid = context.partition_key
+    store = store_from(lakehouse)
+    now = datetime.now(UTC)
+    rows, report = [], None
+    with store.session() as con:
+        state = RolloutState.from_events(store.events(rid, con))
+        spec = state.spec
+        for phase, start, end in _windows(state, now):
+            samples = cohorts.cohort_samples(con, rid, spec, start, end, max_phase=phase)
+            gates = spec.gates_for(phase)
+            last = spec.phases[phase].percent >= 100
+            rep = evaluate_gates(gates, samples, baseline_required=not last, since=start.isoformat()) if gates else None
+            listed = samples.to_pylist()
+            canary = [r for r in listed if r["cohort"] == "canary"]
+            base = [r for r in listed if r["cohort"] == "baseline"]
+
+            def rate(rs: list[dict]) -> float | None:
+                req = sum(r["requests"] for r in rs)
+                return round(sum(r["errors"] for r in rs) / req, 5) if req else None
+
+            rows.append((phase, f"{spec.phases[phase].percent:g}%", start.isoformat(timespec="minutes"),
+                         len(canary), len(base), rate(canary), rate(base),
+                         sum(r["crash_count"] for r in canary), str(rep.verdict) if rep else "no gates"))
+            if phase == state.phase:
+                report = rep
+    plot_md = ""
+    try:
+        from edgeplat.rollouts.plots import plot_rollout
+
+        png = plot_rollout(store.lake, rid, paths().plots)[0]
+        plot_md = f"![rollout {rid}]({png})"
+    except Exception as exc:  # a chart must never fail the asset
+        context.log.warning("could not plot rollout %s: %s", rid, exc)
+        png = None
+    metadata = {
+        "status": str(state.status),
+        "phase": state.phase,
+        "per_phase": dg.MetadataValue.md(
+            md_table(["phase", "percent", "since", "canary devices", "baseline devices", "canary error rate",
+                      "baseline error rate", "canary crashes", "verdict"], rows)
+        ),
+    }
+    if png is not None:
+        metadata["plot"] = dg.MetadataValue.path(str(png))
+        metadata["chart"] = dg.MetadataValue.md(plot_md)
+    return dg.MaterializeResult(
+        metadata=metadata, check_results=[_check_result(name, report, state) for name in CHECKS]
+    )

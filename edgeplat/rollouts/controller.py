@@ -1,0 +1,457 @@
+"""One controller tick for one rollout: fold its log, observe the fleet, decide, act, append.
+
+Plain Python (no Dagster): the promotion sensor, the operator jobs, the CLI, the demo and
+the tests all drive rollouts through ``Controller``. The executor rule of the state machine
+holds throughout: for every new decision we *act* (backend call, idempotent per decision
+key) and only then *append* its event. A crash between the two re-runs the same decision
+with the same key on the next tick; the backend call repeats harmlessly and the event is
+written once. A crash before the act loses nothing either: the decision is recomputed.
+
+Acknowledgements come from the lakehouse (``devices.reported_version``, kept by the central
+sync from health reports), not from backend status calls, so one tick costs a few queries
+whatever the fleet size and whichever backend is behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from edgeplat.backends.base import DeviceRef, FleetBackend, ReleaseSpec
+from edgeplat.rollouts import cohorts
+from edgeplat.rollouts.gates import GateReport, evaluate_gates
+from edgeplat.rollouts.machine import (
+    TERMINAL,
+    Decision,
+    Event,
+    Kind,
+    Observation,
+    RolloutState,
+    Status,
+    command,
+    created_event,
+    decide,
+    in_window,
+)
+from edgeplat.rollouts.selection import Assignment, assign_phases, rollout_salt
+from edgeplat.rollouts.spec import RolloutSpec
+from edgeplat.rollouts.store import RolloutStore
+
+log = logging.getLogger(__name__)
+
+# Fault hook for restart tests: called as hook(point, decision) at "before_act" and
+# "after_act" (acted, not yet appended); raising there simulates a crash.
+FaultHook = Callable[[str, Decision], None]
+
+
+@dataclass
+class TickResult:
+    """What one tick saw and did."""
+
+    rollout_id: str
+    status: str
+    phase: int
+    decisions: list[Decision] = field(default_factory=list)
+    appended: list[Event] = field(default_factory=list)
+    sent: dict[str, int] = field(default_factory=dict)  # action -> devices changed by the backend
+    gates: GateReport | None = None
+    log_size: int = 0  # events in the log after the tick
+
+    @property
+    def waiting(self) -> list[str]:
+        return [d.reason for d in self.decisions if d.kind == Kind.WAIT]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rollout_id": self.rollout_id,
+            "status": self.status,
+            "phase": self.phase,
+            "appended": [f"{e.kind}({e.phase}): {e.reason}" for e in self.appended],
+            "waiting": self.waiting,
+            "sent": self.sent,
+            "gates": None if self.gates is None else str(self.gates.verdict),
+        }
+
+
+def new_rollout_id(spec: RolloutSpec, token: str | None = None) -> str:
+    """``<name>-<8 hex>``: readable in the UI, unique per launch (``token``: e.g. a run id)."""
+    suffix = (token or uuid.uuid4().hex).replace("-", "")[:8]
+    return f"{spec.name}-{suffix}"
+
+
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else datetime.now(UTC)
+
+
+class Controller:
+    """Drives rollouts stored in ``store`` through ``backend`` (see module doc)."""
+
+    def __init__(
+        self,
+        store: RolloutStore,
+        backend: FleetBackend,
+        *,
+        sample_seconds: float = cohorts.DEFAULT_SAMPLE_SECONDS,
+        fault: FaultHook | None = None,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.sample_seconds = sample_seconds
+        self.fault = fault
+
+    # ------------------------------------------------------------------ operator entry points
+
+    def launch(
+        self,
+        spec: RolloutSpec,
+        *,
+        actor: str,
+        reason: str = "launched",
+        rollout_id: str | None = None,
+        source: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> str:
+        """Record a new rollout (idempotent for a given ``rollout_id``); returns its id."""
+        rid = rollout_id or new_rollout_id(spec)
+        ev = created_event(spec, rid, _now(now), actor)
+        ev = replace(ev, reason=reason or ev.reason, inputs={**ev.inputs, "source": source or {}})
+        self.store.append(rid, [ev])
+        return rid
+
+    def command(
+        self,
+        rollout_id: str,
+        kind: str,
+        *,
+        actor: str,
+        reason: str = "",
+        phase: int | None = None,
+        request_id: str = "",
+        inputs: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> Event:
+        """Append an operator command (approve, pause, resume, abort, fail_phase) with who and why.
+
+        Raises ``CommandError`` when it does not apply. Does not act: the next tick does
+        (the jobs run one right away).
+        """
+        with self.store.session():
+            state = self.store.state(rollout_id)
+            ev = command(state, kind, actor, _now(now), reason, phase, request_id)
+            if inputs:
+                ev = replace(ev, inputs={**ev.inputs, **inputs})
+            self.store.append(rollout_id, [ev])
+        return ev
+
+    # ------------------------------------------------------------------ ticks
+
+    def tick_all(self, now: datetime | None = None) -> list[TickResult]:
+        """One tick of every active rollout (what the promotion sensor runs).
+
+        Reads are batched: one query for every log, one per distinct target set, and one
+        health aggregation for every rollout's cohorts together (one scan of ``health``).
+        """
+        now = _now(now)
+        out = []
+        with self.store.session() as con:
+            ids = self.store.active_ids()
+            logs = self.store.events_many(ids, con)
+            states = {rid: RolloutState.from_events(logs[rid]) for rid in ids if logs.get(rid)}
+            out = self._tick_many(con, states, now)
+        return out
+
+    def tick(self, rollout_id: str, now: datetime | None = None) -> TickResult:
+        """Fold, observe, decide, act, append for one rollout."""
+        now = _now(now)
+        with self.store.session() as con:
+            state = RolloutState.from_events(self.store.events(rollout_id, con))
+            return self._tick_many(con, {rollout_id: state}, now)[0]
+
+    def _tick_many(
+        self, con: duckdb.DuckDBPyConnection, states: dict[str, RolloutState], now: datetime
+    ) -> list[TickResult]:
+        targets: dict[str, pa.Table] = {}
+        worlds: dict[str, _World] = {}
+        queries: list[cohorts.CohortQuery] = []
+        live = [rid for rid, s in states.items() if s.status not in TERMINAL]
+        sent = self.store.sent_many(live, con) if live else {}
+        for rid in live:
+            state = states[rid]
+            try:
+                worlds[rid] = w = _World.load(con, self.store, rid, state, targets, sent[rid])
+                q = self._gate_query(w, state, now)
+                if q is not None:
+                    queries.append(q)
+            except Exception:  # one broken rollout must not stall the others
+                log.exception("rollout %s: could not observe", rid)
+        samples = cohorts.samples_many(con, queries, sample_seconds=self.sample_seconds) if queries else {}
+        out = []
+        for rid, state in states.items():
+            if rid not in worlds:
+                out.append(TickResult(rid, str(state.status), state.phase, log_size=len(state.events)))
+                continue
+            try:
+                out.append(self._run(worlds[rid], state, samples.get(rid), now))
+            except Exception:
+                if len(states) == 1:
+                    raise
+                log.exception("rollout %s: tick failed", rid)
+        return out
+
+    def _gate_query(self, w: _World, s: RolloutState, now: datetime) -> cohorts.CohortQuery | None:
+        window = s.gate_window_start
+        gates = s.spec.gates_for(s.phase) if s.phase >= 0 else []
+        if s.deployed_phase < 0 or window is None or not gates or s.status == Status.ROLLING_BACK:
+            return None
+        members = cohorts.cohort_members(w.rollout_id, w.tenants, w.devices, w.platforms, w.sent_phase)
+        return cohorts.CohortQuery(w.rollout_id, members, window, now, s.spec.release.version)
+
+    def _run(self, world: _World, state: RolloutState, samples: pa.Table | None, now: datetime) -> TickResult:
+        result = TickResult(world.rollout_id, str(state.status), state.phase, log_size=len(state.events))
+        obs = self._observe(world, state, samples)
+        result.gates = obs.gates
+        decisions = decide(state, obs, now)
+        result.decisions = decisions
+        idle = (Status.ROLLING_BACK, Status.PAUSED, Status.FAILED)
+        if state.deployed and state.status not in idle and in_window(state.spec, now):
+            # Devices that registered after a deploy fall into already-deployed phases by the
+            # selection rule: send them the release too (inside the maintenance window only).
+            self._deploy_late(world, state, now, result)
+        for d in decisions:
+            if d.kind == Kind.WAIT or d.key in state.keys:
+                continue
+            if self.fault:
+                self.fault("before_act", d)
+            extra = self._act(world, state, d, now, result)
+            if self.fault:
+                self.fault("after_act", d)
+            ev = d.to_event(state.spec.name, now)
+            if extra:
+                ev = replace(ev, inputs={**ev.inputs, **extra})
+            written = self.store.append(world.rollout_id, [ev])
+            result.appended += written
+            state.apply(ev)
+        result.status, result.phase, result.log_size = str(state.status), state.phase, len(state.events)
+        return result
+
+    # ------------------------------------------------------------------ observe
+
+    def _observe(self, w: _World, s: RolloutState, samples: pa.Table | None) -> Observation:
+        pending: set[str] = set()
+        since: dict[str, datetime] = {}
+        version = s.spec.release.version
+        if s.status == Status.DEPLOYING and s.deployed:
+            for dev, at in w.sent_deploy.items():
+                if w.reported.get(dev) != version:
+                    pending.add(dev)
+                    since[dev] = at
+        elif s.status == Status.ROLLING_BACK:
+            for dev in w.sent_deploy:
+                if w.reported.get(dev) == version:
+                    pending.add(dev)
+                    since[dev] = w.sent_rollback.get(dev, s.rollback_started_at or w.loaded_at)
+        report = None
+        window = s.gate_window_start
+        if samples is not None and window is not None:
+            last = s.spec.phases[s.phase].percent >= 100
+            report = evaluate_gates(
+                s.spec.gates_for(s.phase), samples, baseline_required=not last, since=window.isoformat()
+            )
+        return Observation(frozenset(pending), since, report, s.phase)
+
+    # ------------------------------------------------------------------ act
+
+    def _act(self, w: _World, s: RolloutState, d: Decision, now: datetime, result: TickResult) -> dict[str, Any]:
+        """Carry out a decision through the backend; returns inputs to add to its event."""
+        if d.kind == Kind.DEPLOY_PHASE:
+            assert d.phase is not None
+            assignment = w.assignment(s)
+            slot = "inactive" if s.spec.strategy.type == "blueGreen" else None
+            n = self._deploy(w, s, assignment, d.phase, d.key, now, slot, result)
+            return {"thresholds": assignment.thresholds, "devices_sent": n,
+                    "devices_in_phase": int(assignment.in_phase(d.phase).sum())}
+        if d.kind == Kind.ROLLBACK:
+            devices = [w.ref(dev) for dev in w.sent_deploy]
+            res = self.backend.rollback(devices, rollout_id=w.rollout_id, to=None)
+            rows = [(r.tenant_id, r.device_id, r.platform, None) for r in devices]
+            self.store.record_sent(w.rollout_id, rows, "rollback", d.key, now)
+            result.sent["rollback"] = result.sent.get("rollback", 0) + len(res.changed)
+            return {"devices_sent": len(devices)}
+        return {}
+
+    def _deploy(
+        self, w: _World, s: RolloutState, a: Assignment, phase: int, key: str, now: datetime,
+        slot: str | None, result: TickResult,
+    ) -> int:
+        mask = a.in_phase(phase)
+        todo = [
+            (dev, int(p)) for dev, p, m in zip(w.keys, a.phase, mask, strict=True)
+            if m and dev not in w.sent_deploy
+        ]
+        if not todo:
+            return 0
+        release = ReleaseSpec.of(s.spec.release)
+        # Backends take one phase per call; devices keep the phase they were first placed in.
+        by_phase: dict[int, list[str]] = {}
+        for dev, p in todo:
+            by_phase.setdefault(p, []).append(dev)
+        changed = 0
+        for p, devs in sorted(by_phase.items()):
+            refs = [w.ref(dev) for dev in devs]
+            res = self.backend.deploy(refs, release, rollout_id=w.rollout_id, phase=p, slot=slot)
+            changed += len(res.changed)
+            self.store.record_sent(
+                w.rollout_id, [(r.tenant_id, r.device_id, r.platform, p) for r in refs], "deploy", key, now
+            )
+        for dev, p in todo:
+            w.sent_deploy[dev], w.sent_phase[dev] = now, p
+        result.sent["deploy"] = result.sent.get("deploy", 0) + changed
+        return len(todo)
+
+    def _deploy_late(self, w: _World, s: RolloutState, now: datetime, result: TickResult) -> None:
+        a = w.assignment(s)
+        late = int((a.in_phase(s.deployed_phase) & ~w.sent_mask()).sum())
+        if late:
+            key = f"{s.rollout}:{s.deployed_phase}:late"
+            slot = "inactive" if s.spec.strategy.type == "blueGreen" else None
+            self._deploy(w, s, a, s.deployed_phase, key, now, slot, result)
+
+
+@dataclass
+class _World:
+    """What one tick read from the lakehouse about one rollout (columns, not objects: fleets are big)."""
+
+    rollout_id: str
+    targets: pa.Table
+    tenants: list[str]
+    devices: list[str]
+    platforms: list[str | None]
+    keys: list[str]  # "tenant/device" per target row
+    reported: dict[str, str | None]
+    sent_deploy: dict[str, datetime]
+    sent_phase: dict[str, int | None]
+    sent_rollback: dict[str, datetime]
+    extra_refs: dict[str, DeviceRef]  # sent devices that have left the target
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _assignment: Assignment | None = None
+    _index: dict[str, int] | None = None
+
+    @classmethod
+    def load(
+        cls, con: duckdb.DuckDBPyConnection, store: RolloutStore, rollout_id: str, s: RolloutState,
+        cache: dict[str, pa.Table] | None = None, sent: pa.Table | None = None,
+    ) -> _World:
+        sql, params = cohorts.target_filter(s.spec)
+        ckey = json.dumps([sql, params], default=str)
+        if cache is not None and ckey in cache:
+            targets = cache[ckey]
+        else:
+            targets = cohorts.target_devices(con, s.spec)
+            if cache is not None:
+                cache[ckey] = targets
+        tenants = targets.column("tenant_id").to_pylist()
+        devices = targets.column("device_id").to_pylist()
+        keys = [f"{t}/{d}" for t, d in zip(tenants, devices, strict=True)]
+        sent = store.sent(rollout_id, con) if sent is None else sent
+        sent_deploy: dict[str, datetime] = {}
+        sent_phase: dict[str, int | None] = {}
+        sent_rollback: dict[str, datetime] = {}
+        extra: dict[str, DeviceRef] = {}
+        cols = [sent.column(c).to_pylist() for c in ("tenant_id", "device_id", "platform", "phase", "action", "at")]
+        for t, d, p, ph, action, at in zip(*cols, strict=True):
+            k = f"{t}/{d}"
+            if action == "deploy":
+                sent_deploy[k], sent_phase[k] = at, ph
+            else:
+                sent_rollback[k] = at
+            extra[k] = DeviceRef(t, d, p or "edge_agent")
+        reported = dict(zip(keys, targets.column("reported_version").to_pylist(), strict=True))
+        missing = [k for k in sent_deploy if k not in reported]
+        if missing:  # devices that left the target after they were sent the release
+            all_versions = cohorts.reported_versions(con, s.spec.target.tenants)
+            for k in missing:
+                t, d = k.split("/", 1)
+                reported[k] = all_versions.get((t, d))
+        return cls(rollout_id, targets, tenants, devices, targets.column("platform").to_pylist(), keys,
+                   reported, sent_deploy, sent_phase, sent_rollback, extra)
+
+    def ref(self, key: str) -> DeviceRef:
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.keys)}
+        i = self._index.get(key)
+        if i is None:
+            return self.extra_refs[key]
+        tags = self.targets.column("tags")[i].as_py()
+        return DeviceRef(self.tenants[i], self.devices[i], self.platforms[i] or "edge_agent", _tags(tags))
+
+    def sent_mask(self) -> Any:
+        import numpy as np
+
+        return np.fromiter((k in self.sent_deploy for k in self.keys), dtype=bool, count=len(self.keys))
+
+    def assignment(self, s: RolloutState) -> Assignment:
+        if self._assignment is None:
+            spec = s.spec
+            salt = rollout_salt(spec.name, s.rollout_id, spec.selection.salt)
+            floor = _last_thresholds(s)
+            rows = pa.table({"device_id": pa.array(self.keys, pa.string()),
+                             "tenant_id": pa.array(self.tenants, pa.string())})
+            if spec.selection.stratify_by and spec.selection.stratify_by.startswith("tag:"):
+                tag = spec.selection.stratify_by[4:]
+                vals = [_tags(t).get(tag, "") for t in self.targets.column("tags").to_pylist()]
+                rows = rows.append_column(tag, pa.array(vals, pa.string()))
+            # Ids are unique per tenant only: hash "tenant/device" so equal ids in two tenants differ.
+            self._assignment = assign_phases(
+                rows, [p.percent for p in spec.phases], salt, spec.selection.stratify_by, floor
+            )
+        return self._assignment
+
+
+def _tags(text: Any) -> dict[str, str]:
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        return {str(k): str(v) for k, v in text.items()}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _last_thresholds(s: RolloutState) -> dict[str, list[float]] | None:
+    for e in reversed(s.events):
+        if e.kind == Kind.DEPLOY_PHASE and e.inputs.get("thresholds"):
+            return e.inputs["thresholds"]
+    return None
+
+
+def assignments(con: duckdb.DuckDBPyConnection, store: RolloutStore, rollout_id: str, now: datetime | None = None) -> pa.Table:
+    """Every target device of the rollout with its bucket, phase, and the release it should run now
+    (``desired_version`` NULL: whatever it ran before the rollout)."""
+    from edgeplat.rollouts.machine import desired_release
+
+    state = RolloutState.from_events(store.events(rollout_id, con))
+    w = _World.load(con, store, rollout_id, state)
+    a = w.assignment(state)
+    slot = "inactive" if state.spec.strategy.type == "blueGreen" else "in_place"
+    new = {p: desired_release(state, p) == "new" for p in set(a.phase.tolist())}
+    return pa.table(
+        {
+            "tenant_id": w.targets.column("tenant_id"),
+            "device_id": w.targets.column("device_id"),
+            "bucket": pa.array(a.buckets.astype("int32")),
+            "phase": pa.array(a.phase.astype("int32")),
+            "desired_version": pa.array([state.spec.release.version if new[int(p)] else None for p in a.phase],
+                                        pa.string()),
+            "desired_slot": pa.array([slot if new[int(p)] else None for p in a.phase], pa.string()),
+        }
+    )

@@ -1,0 +1,195 @@
+"""GitOps: rollout specs in a git repository drive launches, updates and aborts.
+
+``GitOpsWatcher`` keeps a clone of the repository (a path or URL; ``git`` subprocess, no
+library) and compares the spec files (``<spec_dir>/*.yaml|yml``) on the tracked branch
+between the last commit it handled and the branch head:
+
+* a new spec file launches a rollout;
+* a changed spec file supersedes: the active rollout of that file is aborted (rolled back)
+  and a rollout of the new spec is launched (a rollout's spec is immutable: its log was
+  decided under it);
+* a deleted spec file aborts the active rollout of that file.
+
+Every event records the repository, path and commit (and the commit's author as the
+actor). Applying a diff is idempotent: rollout ids derive from (path, commit) and aborts
+carry the commit as request id, so replaying a diff after a crash changes nothing. An
+invalid spec is skipped with its errors reported (the rest of the diff still applies).
+
+Optional status write-back: ``write_status`` commits a JSON file with each spec's rollout,
+status and phase to the branch and pushes it (the status file is never read as a spec).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeplat.rollouts.controller import Controller
+from edgeplat.rollouts.machine import TERMINAL, CommandError, Status
+from edgeplat.rollouts.spec import SpecError, load_spec
+
+log = logging.getLogger(__name__)
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+class GitOpsError(RuntimeError):
+    """A git command failed; the message has the command and git's own words."""
+
+
+@dataclass
+class GitOpsResult:
+    """What one sync did: the commit range, rollouts launched and aborted, specs rejected."""
+
+    head: str
+    previous: str | None
+    launched: list[dict[str, str]] = field(default_factory=list)
+    aborted: list[dict[str, str]] = field(default_factory=list)
+    invalid: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"head": self.head, "previous": self.previous, "launched": self.launched,
+                "aborted": self.aborted, "invalid": self.invalid}
+
+
+def _git(cwd: Path | None, *args: str) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise GitOpsError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+class GitOpsWatcher:
+    """A clone of ``repo`` (path or URL) at ``workdir`` tracking ``branch`` (see module doc)."""
+
+    def __init__(
+        self,
+        repo: str,
+        workdir: Path | str,
+        *,
+        branch: str = "main",
+        spec_dir: str = "rollouts",
+        status_file: str | None = None,
+    ) -> None:
+        self.repo, self.workdir, self.branch = repo, Path(workdir), branch
+        self.spec_dir = spec_dir.strip("/")
+        self.status_file = status_file
+
+    # ------------------------------------------------------------------ git
+
+    def fetch(self) -> str:
+        """Clone or fetch; returns the commit at the head of the tracked branch."""
+        if not (self.workdir / ".git").exists():
+            self.workdir.parent.mkdir(parents=True, exist_ok=True)
+            _git(None, "clone", "--quiet", "--branch", self.branch, self.repo, str(self.workdir))
+        else:
+            _git(self.workdir, "fetch", "--quiet", "origin", self.branch)
+        return _git(self.workdir, "rev-parse", f"origin/{self.branch}").strip()
+
+    def _is_spec(self, path: str) -> bool:
+        return (
+            path.endswith(SPEC_SUFFIXES)
+            and (not self.spec_dir or path.startswith(self.spec_dir + "/"))
+            and path != self.status_file
+        )
+
+    def changes(self, since: str | None, head: str) -> list[tuple[str, str]]:
+        """``(status, path)`` of spec files changed in ``since..head``: A(dded), M(odified), D(eleted)."""
+        if since is None:
+            files = _git(self.workdir, "ls-tree", "-r", "--name-only", head).splitlines()
+            return [("A", f) for f in sorted(files) if self._is_spec(f)]
+        out = _git(self.workdir, "diff", "--name-status", "--no-renames", since, head).splitlines()
+        return [(line.split("\t", 1)[0][0], line.split("\t", 1)[1]) for line in out if self._is_spec(line.split("\t", 1)[1])]
+
+    def show(self, commit: str, path: str) -> str:
+        return _git(self.workdir, "show", f"{commit}:{path}")
+
+    def author(self, commit: str) -> tuple[str, str]:
+        """(``gitops:<author email>``, commit subject)."""
+        email, subject = _git(self.workdir, "log", "-1", "--format=%ae%x1f%s", commit).rstrip("\n").split("\x1f", 1)
+        return f"gitops:{email}", subject
+
+    # ------------------------------------------------------------------ apply
+
+    def sync(self, ctl: Controller, since: str | None) -> GitOpsResult:
+        """Apply the spec changes between ``since`` and the branch head (see module doc)."""
+        head = self.fetch()
+        result = GitOpsResult(head, since)
+        if since == head:
+            return result
+        actor, subject = self.author(head)
+        by_path = self.rollouts_by_path(ctl)
+        for status, path in self.changes(since, head):
+            source = {"kind": "gitops", "repo": self.repo, "branch": self.branch, "path": path, "commit": head}
+            active = by_path.get(path)
+            if status in ("M", "D") and active and ctl.store.state(active).abort_requested is None:
+                why = f"{'spec changed' if status == 'M' else 'spec deleted'} in {head[:12]}: {subject}"
+                try:
+                    ctl.command(active, "abort", actor=actor, reason=why, request_id=f"gitops:{head}:{path}",
+                                inputs={"gitops": source})
+                    result.aborted.append({"rollout_id": active, "path": path, "commit": head})
+                except CommandError as exc:
+                    log.info("gitops: %s not aborted: %s", active, exc)
+            if status in ("A", "M"):
+                try:
+                    spec = load_spec(self.show(head, path))
+                except SpecError as exc:
+                    result.invalid.append({"path": path, "commit": head, "errors": str(exc)})
+                    continue
+                rid = f"{spec.name}-{hashlib.sha256(f'{path}@{head}'.encode()).hexdigest()[:8]}"
+                ctl.launch(spec, actor=actor, reason=f"{path} at {head[:12]}: {subject}", rollout_id=rid,
+                           source=source)
+                result.launched.append({"rollout_id": rid, "path": path, "commit": head})
+        return result
+
+    @staticmethod
+    def rollouts_by_path(ctl: Controller) -> dict[str, str]:
+        """Spec path -> its newest rollout that is still active (launched by gitops)."""
+        rows = ctl.store.list_rollouts(active_only=True)
+        logs = ctl.store.events_many([r.rollout_id for r in rows])
+        out: dict[str, tuple[Any, str]] = {}
+        for r in rows:
+            events = logs.get(r.rollout_id) or []
+            src = (events[0].inputs.get("source") or {}) if events else {}
+            path = src.get("path") if src.get("kind") == "gitops" else None
+            if path and (path not in out or out[path][0] < r.created_at):
+                out[path] = (r.created_at, r.rollout_id)
+        return {p: rid for p, (_, rid) in out.items()}
+
+    # ------------------------------------------------------------------ status write-back
+
+    def write_status(self, ctl: Controller, *, author: str = "edgeplat <edgeplat@localhost>") -> str | None:
+        """Commit and push the status file if it changed; returns the new commit or None."""
+        if not self.status_file:
+            return None
+        self.fetch()
+        _git(self.workdir, "checkout", "--quiet", "-B", self.branch, f"origin/{self.branch}")
+        rows = ctl.store.list_rollouts()
+        logs = ctl.store.events_many([r.rollout_id for r in rows])
+        status: dict[str, Any] = {}
+        for r in sorted(rows, key=lambda r: r.created_at):
+            src = (logs.get(r.rollout_id) or [None])[0]
+            src = src.inputs.get("source") or {} if src else {}
+            if src.get("kind") == "gitops" and src.get("repo") == self.repo:
+                status[src["path"]] = {
+                    "rollout_id": r.rollout_id, "status": r.status, "phase": r.phase, "commit": src.get("commit"),
+                    "done": r.status in {str(s) for s in TERMINAL} or r.status == Status.FAILED,
+                }
+        target = self.workdir / self.status_file
+        text = json.dumps(status, indent=2, sort_keys=True) + "\n"
+        if target.exists() and target.read_text() == text:
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        name, _, email = author.partition(" <")
+        _git(self.workdir, "add", self.status_file)
+        _git(self.workdir, "-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}", "commit",
+             "--quiet", "-m", "rollout status [edgeplat]")
+        _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
+        return _git(self.workdir, "rev-parse", "HEAD").strip()

@@ -1,0 +1,62 @@
+"""The fleet backend as a Dagster resource: which platform rollouts deploy through.
+
+``kind="edge_agent"`` (default, embedded): signed desired-state documents in the object
+store, signed with the platform key. ``kind="greengrass"``: boto3 IoT + Greengrass v2
+(credentials from the environment, endpoints configurable). ``kind="azure_iot_edge"``: an
+IoT Hub service connection string, passed as ``dg.EnvVar`` so it never shows in the UI.
+"""
+
+
+import dagster as dg
+
+from edgeplat.backends.base import FleetBackend
+from resources.keys import PlatformSignerResource
+from resources.object_store import ObjectStoreResource
+
+KINDS = ("edge_agent", "greengrass", "azure_iot_edge")
+
+
+class FleetBackendResource(dg.ConfigurableResource):
+    """Builds the ``FleetBackend`` rollouts act through (see module doc for the kinds)."""
+
+    kind: str = "edge_agent"
+    object_store: ObjectStoreResource | None = None  # edge_agent
+    platform_signer: PlatformSignerResource | None = None  # edge_agent
+    index_prefix: str = "rollouts/edge_agent"
+    region: str = "us-east-1"  # greengrass
+    iot_endpoint_url: str | None = None
+    greengrass_endpoint_url: str | None = None
+    iothub_connection_string: str | None = None  # azure_iot_edge (secret: dg.EnvVar)
+    iothub_base_url: str | None = None
+
+    def get(self) -> FleetBackend:
+        if self.kind == "edge_agent":
+            if self.object_store is None or self.platform_signer is None:
+                raise ValueError(
+                    "FleetBackendResource(kind='edge_agent') needs object_store and platform_signer resources"
+                )
+            from edgeplat.backends.edge_agent import EdgeAgentBackend
+            from edgeplat.desired_publisher import DesiredStatePublisher
+
+            publisher = DesiredStatePublisher(self.object_store.get(), self.platform_signer.get())
+            return EdgeAgentBackend(publisher, index_prefix=self.index_prefix)
+        if self.kind == "greengrass":
+            from edgeplat.backends.greengrass import GreengrassBackend
+
+            return GreengrassBackend.from_clients(
+                region=self.region,
+                iot_endpoint_url=self.iot_endpoint_url,
+                greengrass_endpoint_url=self.greengrass_endpoint_url,
+            )
+        if self.kind == "azure_iot_edge":
+            if not self.iothub_connection_string:
+                raise ValueError(
+                    "FleetBackendResource(kind='azure_iot_edge') needs iothub_connection_string "
+                    "(set it with dg.EnvVar('EDGEPLAT_IOTHUB_CONNECTION_STRING'))"
+                )
+            from edgeplat.backends.azure_iot_edge import AzureIotEdgeBackend
+
+            return AzureIotEdgeBackend.from_connection_string(
+                self.iothub_connection_string, base_url=self.iothub_base_url
+            )
+        raise ValueError(f"unknown fleet backend kind {self.kind!r}; use one of {', '.join(KINDS)}")

@@ -1,0 +1,29 @@
+"""The GitOps repository the rollout specs live in, as a Dagster resource."""
+
+
+import dagster as dg
+
+from edgeplat.rollouts.gitops import GitOpsWatcher
+
+
+class GitOpsRepoResource(dg.ConfigurableResource):
+    """A git repository (path or URL) whose ``spec_dir`` on ``branch`` holds rollout specs.
+
+    An empty ``repo`` switches GitOps off (the sensor skips). ``status_file`` (a path in the
+    repo) turns on the status write-back commit. Credentials belong in the URL's credential
+    helper or SSH agent of the code location, never in this config.
+    """
+
+    repo: str = ""
+    branch: str = "main"
+    spec_dir: str = "rollouts"
+    status_file: str | None = None
+    workdir: str = ""
+
+    def watcher(self) -> GitOpsWatcher | None:
+        if not self.repo:
+            return None
+        if not self.workdir:
+            raise ValueError("GitOpsRepoResource needs a workdir for its clone (e.g. $EDGEPLAT_HOME/gitops)")
+        return GitOpsWatcher(self.repo, self.workdir, branch=self.branch, spec_dir=self.spec_dir,
+                             status_file=self.status_file)

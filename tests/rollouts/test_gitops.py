@@ -1,0 +1,122 @@
+"""GitOps against real git repositories in tmp_path: launch, supersede, abort, commits in the events."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from edgeplat.rollouts.controller import Controller
+from edgeplat.rollouts.gitops import GitOpsWatcher
+from edgeplat.rollouts.machine import Kind, Status
+from edgeplat.rollouts.store import RolloutStore
+from tests.rollouts.test_controller import small_spec
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def repos(tmp_path: Path) -> tuple[Path, Path]:
+    """(bare origin, a developer's clone of it on branch main)."""
+    origin, dev = tmp_path / "origin.git", tmp_path / "dev"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
+    git(tmp_path, "clone", "--quiet", str(origin), str(dev))
+    git(dev, "checkout", "--quiet", "-B", "main")
+    git(dev, "config", "user.email", "dana@example.com")
+    git(dev, "config", "user.name", "Dana")
+    (dev / "README.md").write_text("specs\n")
+    commit(dev, "init")
+    return origin, dev
+
+
+def commit(dev: Path, message: str) -> str:
+    git(dev, "add", "-A")
+    git(dev, "commit", "--quiet", "-m", message)
+    git(dev, "push", "--quiet", "origin", "HEAD:main")
+    return git(dev, "rev-parse", "HEAD")
+
+
+def write_spec(dev: Path, name: str, version: str) -> None:
+    spec = small_spec(name=name).model_dump(mode="json", exclude_none=True)
+    spec["release"]["version"] = version
+    (dev / "rollouts").mkdir(exist_ok=True)
+    (dev / "rollouts" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+
+
+@pytest.mark.slow
+def test_commits_launch_supersede_and_abort(tmp_path, repos, lake, backend) -> None:
+    origin, dev = repos
+    ctl = Controller(RolloutStore(lake), backend)
+    watcher = GitOpsWatcher(str(origin), tmp_path / "clone")
+
+    write_spec(dev, "web", "3.0.0")
+    (dev / "rollouts" / "broken.yaml").write_text("name: broken\nrelease: {name: x}\n")
+    c1 = commit(dev, "ship web 3.0.0")
+    r1 = watcher.sync(ctl, None)
+    assert r1.head == c1 and [x["path"] for x in r1.launched] == ["rollouts/web.yaml"]
+    assert r1.invalid[0]["path"] == "rollouts/broken.yaml" and "release.version" in r1.invalid[0]["errors"]
+    first = r1.launched[0]["rollout_id"]
+    created = ctl.store.events(first)[0]
+    assert created.inputs["source"]["commit"] == c1 and created.actor == "gitops:dana@example.com"
+    assert watcher.sync(ctl, None).launched == r1.launched  # replaying a diff launches nothing new
+    assert len(ctl.store.list_rollouts()) == 1
+
+    write_spec(dev, "web", "3.0.1")
+    c2 = commit(dev, "web 3.0.1: fix")
+    r2 = watcher.sync(ctl, c1)
+    assert r2.aborted == [{"rollout_id": first, "path": "rollouts/web.yaml", "commit": c2}]
+    second = r2.launched[0]["rollout_id"]
+    assert second != first and ctl.store.state(second).spec.release.version == "3.0.1"
+    abort = next(e for e in ctl.store.events(first) if e.kind == Kind.ABORT)
+    assert abort.inputs["gitops"]["commit"] == c2 and "spec changed" in abort.reason
+    ctl.tick(first)
+    assert ctl.store.state(first).status in (Status.ROLLING_BACK, Status.ABORTED)
+
+    (dev / "rollouts" / "web.yaml").unlink()
+    c3 = commit(dev, "stop web")
+    r3 = watcher.sync(ctl, c2)
+    assert r3.launched == [] and r3.aborted[0]["rollout_id"] == second
+    assert watcher.sync(ctl, c2).aborted == []  # the abort is already recorded: nothing twice
+    assert [e.kind for e in ctl.store.events(second)].count(Kind.ABORT) == 1
+    assert watcher.sync(ctl, c3).head == c3
+
+
+def test_sensor_launches_from_git_and_writes_status_back(tmp_path, repos, lake) -> None:
+    from pipelines.sensors_rollouts import rollout_gitops_sensor
+    from resources.backends import FleetBackendResource
+    from resources.gitops import GitOpsRepoResource
+    from resources.keys import PlatformSignerResource
+    from resources.lakehouse import LakehouseResource
+    from resources.object_store import ObjectStoreResource
+
+    origin, dev = repos
+    write_spec(dev, "api", "1.2.0")
+    commit(dev, "ship api")
+    resources = {
+        "lakehouse": LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
+        "fleet_backend": FleetBackendResource(
+            object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
+            platform_signer=PlatformSignerResource(path=str(tmp_path / "k.pem"), create_if_missing=True),
+        ),
+        "gitops_repo": GitOpsRepoResource(repo=str(origin), workdir=str(tmp_path / "clone"),
+                                          status_file="status/rollouts.json"),
+    }
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+            result = rollout_gitops_sensor(ctx)
+        cursor = json.loads(result.cursor)
+        assert result.dynamic_partitions_requests[0].partition_keys[0].startswith("api-")
+        git(dev, "pull", "--quiet", "origin", "main")
+        status = json.loads((dev / "status" / "rollouts.json").read_text())
+        assert status["rollouts/api.yaml"]["status"] == "pending"
+        assert cursor["commit"] == git(dev, "rev-parse", "HEAD")  # the status commit is not a spec change
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor) as ctx:
+            again = rollout_gitops_sensor(ctx)
+        assert again.skip_reason and not again.dynamic_partitions_requests

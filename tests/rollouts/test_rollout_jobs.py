@@ -1,0 +1,159 @@
+"""The rollout jobs, the promotion sensor and rollout_health's gate checks on a real Dagster instance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from edgeplat.rollouts.controller import Controller
+from edgeplat.rollouts.demo import StubFleet
+from edgeplat.rollouts.machine import Kind, Status
+from edgeplat.rollouts.store import RolloutStore
+from pipelines.rollout_defs import ROLLOUT_ASSETS, ROLLOUT_JOBS, ROLLOUT_SENSORS
+from resources.backends import FleetBackendResource
+from resources.gitops import GitOpsRepoResource
+from resources.keys import PlatformSignerResource
+from resources.lakehouse import LakehouseResource
+from resources.object_store import ObjectStoreResource
+from tests.rollouts.test_controller import small_spec
+
+
+@pytest.fixture
+def resources(tmp_path: Path, lake) -> dict:
+    return {
+        "lakehouse": LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
+        "fleet_backend": FleetBackendResource(
+            object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
+            platform_signer=PlatformSignerResource(path=str(tmp_path / "platform.pem"), create_if_missing=True),
+        ),
+        "gitops_repo": GitOpsRepoResource(),
+    }
+
+
+@pytest.fixture
+def defs(resources) -> dg.Definitions:
+    return dg.Definitions(assets=ROLLOUT_ASSETS, jobs=ROLLOUT_JOBS, sensors=ROLLOUT_SENSORS, resources=resources)
+
+
+def run(defs: dg.Definitions, instance, job: str, op: str, config: dict, **kw):
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, run_config={"ops": {op: {"config": config}}}, raise_on_error=False, **kw
+    )
+
+
+def spec_yaml(**over) -> str:
+    return yaml.safe_dump(small_spec(**over).model_dump(mode="json", exclude_none=True))
+
+
+@pytest.mark.slow
+def test_launch_approve_pause_resume_fail_through_jobs(defs, resources, lake) -> None:
+    fleet = StubFleet(lake, resources["fleet_backend"].get(), devices=60, start=datetime.now(UTC))
+    fleet.close()
+    store = RolloutStore(lake)
+    manual = {"type": "canary", "phases": [{"percent": 50, "approval": "manual"}, {"percent": 100}]}
+    with dg.instance_for_test() as instance:
+        bad = run(defs, instance, "launch_rollout", "launch_rollout_op", {"spec_yaml": "name: x\nbogus: 1\n"})
+        assert not bad.success
+        launched = run(defs, instance, "launch_rollout", "launch_rollout_op",
+                       {"spec_yaml": spec_yaml(strategy=manual), "who": "alice", "why": "ship it"})
+        assert launched.success
+        rid = launched.output_for_node("launch_rollout_op")
+        assert rid.startswith("r1-") and instance.get_dynamic_partitions("rollouts") == [rid]
+        assert store.state(rid).status == Status.AWAITING_APPROVAL and store.sent(rid).num_rows == 0
+
+        approved = run(defs, instance, "approve_phase", "approve_op", {"rollout": "r1", "who": "bob", "why": "ok"})
+        assert approved.success
+        approval = next(e for e in store.events(rid) if e.kind == Kind.APPROVE)
+        assert (approval.actor, approval.reason, approval.phase) == ("bob", "ok", 0)
+        assert approval.inputs["run_id"] == approved.run_id
+        assert store.sent(rid).num_rows > 0  # the job's tick deployed phase 0 right away
+        again = run(defs, instance, "approve_phase", "approve_op", {"rollout": rid, "who": "bob", "why": "ok"})
+        assert not again.success  # nothing awaits approval: a clear failure, no second event
+
+        assert run(defs, instance, "pause", "pause_op", {"rollout": rid, "who": "carol", "why": "look"}).success
+        assert store.state(rid).status == Status.PAUSED
+        assert run(defs, instance, "resume", "resume_op", {"rollout": rid, "who": "carol"}).success
+        assert run(defs, instance, "fail_phase", "fail_phase_op", {"rollout": rid, "who": "dan", "why": "bad"}).success
+        state = store.state(rid)
+        assert state.status in (Status.ROLLING_BACK, Status.ROLLED_BACK)
+        assert [e.actor for e in state.events if e.kind == Kind.FAIL_PHASE] == ["dan"]
+        assert "rollback" in store.sent(rid).column("action").to_pylist()
+        kinds = {r.dagster_run.job_name for r in instance.get_run_records()}
+        assert {"launch_rollout", "approve_phase", "pause", "resume", "fail_phase"} <= kinds
+
+
+@pytest.mark.slow
+def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EDGEPLAT_HOME", str(tmp_path / "home"))
+    backend = resources["fleet_backend"].get()
+    fleet = StubFleet(lake, backend, devices=200, start=datetime.now(UTC) - timedelta(hours=6))
+    fleet.set_release_profile("3.0.0", error_rate=0.04)
+    fleet.advance(30)
+    ctl = Controller(RolloutStore(lake), backend)
+    rid = ctl.launch(small_spec(), actor="alice", now=fleet.now)
+    for _ in range(40):
+        ctl.tick(rid, fleet.now)
+        if ctl.store.state(rid).status == Status.ROLLED_BACK:
+            break
+        fleet.advance(5)
+    fleet.close()
+    assert ctl.store.state(rid).status == Status.ROLLED_BACK
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("rollouts", [rid])
+        result = defs.resolve_job_def("rollout_refresh").execute_in_process(instance=instance, partition_key=rid)
+        assert result.success
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert not checks["gates"].passed and not checks["error_rate"].passed
+        assert checks["error_rate"].severity == dg.AssetCheckSeverity.ERROR
+        assert checks["cpu_pct"].passed  # not gated by this spec
+        mats = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert mats == {"rollout_assignments", "rollout_phase_status", "rollout_health", "rollout_events"}
+        health = next(e for e in result.get_asset_materialization_events()
+                      if e.asset_key.to_user_string() == "rollout_health")
+        assert Path(health.materialization.metadata["plot"].value).exists()
+        drift = defs.resolve_job_def("device_drift_refresh").execute_in_process(instance=instance)
+        assert drift.success
+    with lake.session(read_only=True) as con:
+        n, new = con.execute("SELECT count(*), count(desired_version) FROM rollout_assignments "
+                             "WHERE rollout_id = ?", [rid]).fetchone()
+        assert n == 200 and new == 0  # rolled back: nobody should run the release
+        assert con.execute("SELECT count(*) FROM device_drift WHERE rolled_back").fetchone()[0] > 0
+
+
+def test_promotion_sensor_ticks_and_requests_refreshes_once(defs, resources, lake) -> None:
+    from pipelines.sensors_rollouts import rollout_promotion_sensor
+
+    StubFleet(lake, resources["fleet_backend"].get(), devices=40, start=datetime.now(UTC)).close()
+    store = RolloutStore(lake)
+    with dg.instance_for_test() as instance:
+        rid = Controller(store, resources["fleet_backend"].get()).launch(small_spec(), actor="alice")
+        with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as ctx:
+            first = rollout_promotion_sensor(ctx)
+        assert [p for r in first.dynamic_partitions_requests for p in r.partition_keys] == [rid]
+        assert store.state(rid).status == Status.DEPLOYING and store.sent(rid).num_rows > 0
+        keys = {r.run_key for r in first.run_requests}
+        assert f"refresh:{rid}:{len(store.events(rid))}" in keys
+        with dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs, cursor=first.cursor
+        ) as ctx:
+            second = rollout_promotion_sensor(ctx)
+        assert [e.kind for e in store.events(rid)].count(Kind.DEPLOY_PHASE) == 1  # no double promotion
+        assert {r.run_key for r in second.run_requests} <= keys | {None}
+
+
+def test_rollout_definitions_load_and_the_launchpad_shows_the_spec() -> None:
+    from pipelines.definitions import build_definitions
+
+    defs = build_definitions()
+    job = defs.resolve_job_def("launch_rollout")
+    fields = job.run_config_schema.config_type.fields["ops"].config_type.fields["launch_rollout_op"]
+    config = fields.config_type.fields["config"].config_type.fields
+    assert {"spec_yaml", "who", "why"} <= set(config)
+    assert "strategy" in config["spec_yaml"].default_value  # the example spec, ready to edit
+    assert {s.name for s in defs.sensors} >= {"rollout_promotion_sensor", "rollout_gitops_sensor"}
+    graph = defs.resolve_asset_graph()
+    assert {k.name for k in graph.asset_check_keys} >= {"gates", "error_rate", "crash_count"}
