@@ -24,6 +24,13 @@ telemetry:
   enabled: false
 run_queue:
   max_concurrent_runs: 4
+  # one ingest run per tenant at a time: DuckLake appends do not conflict, so two runs
+  # of one tenant could both insert a row; reconciliation would repair it, this prevents it
+  tag_concurrency_limits:
+    - key: "edgeplat/ingest-tenant"
+      value:
+        applyLimitPerUniqueValue: true
+      limit: 1
 """
 
 

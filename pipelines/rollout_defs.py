@@ -1,4 +1,4 @@
-"""The rollouts' Dagster objects and resources, for ``pipelines/definitions.py`` to register."""
+"""The rollouts' Dagster objects, registered by ``pipelines/definitions.py`` (resources: pipelines/resources.py)."""
 
 from assets.rollouts.commands import COMMAND_JOBS
 from assets.rollouts.drift import device_drift

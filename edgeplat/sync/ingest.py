@@ -449,9 +449,17 @@ def _ts(ms: int) -> datetime:
 
 
 def merge_state_edits(env: SyncEnv, con: duckdb.DuckDBPyConnection, edits: pa.Table) -> tuple[int, Counter]:
-    """Merge state edits into ``device_state``/``state_conflicts`` inside the caller's open transaction."""
+    """Merge device state edits into ``device_state``/``state_conflicts`` inside the caller's open transaction.
+
+    Everything in a device's ``state`` stream is the device's own edit, whatever the row
+    claims: ``origin`` and ``node_id`` are forced to the device, so a device cannot pose as
+    the platform to win ``prefer_central`` fields or forge another node's counter share.
+    """
     if edits.num_rows == 0:
         return 0, Counter()
+    n = edits.num_rows
+    for name, value in (("origin", pa.array(["device"] * n)), ("node_id", edits.column("device_id"))):
+        edits = edits.set_column(edits.schema.get_field_index(name), name, value)
     merger = StateMerger(con, env.rules, state_table="device_state", conflicts_table="state_conflicts",
                          contributions_table="state_contributions")
     stats = merger.merge(edits, own_transaction=False)

@@ -73,6 +73,18 @@ def test_demo_json_summary(tmp_path: Path) -> None:
     instance = DagsterInstance.from_config(str(tmp_path / "dagster"))
     jobs = {r.job_name for r in instance.get_runs()}
     assert {"sync_fleet", "approve_phase"} <= jobs
+    # the README's five queries run on what the demo made
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("Five useful queries", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    queries = [q.strip() for q in "\n".join(
+        line for line in block.splitlines() if not line.strip().startswith("--")).split(";") if q.strip()]
+    assert len(queries) == 5
+    for q in queries:
+        answer = json.loads(cli("sql", q, "--format", "json", home=tmp_path).stdout)
+        assert isinstance(answer, list), q
+    hourly = json.loads(cli("sql", "SELECT count(*) AS n FROM telemetry_hourly", "--format", "json",
+                            home=tmp_path).stdout)
+    assert hourly[0]["n"] > 0
     # a second demo re-syncs only, and the sync changes nothing
     again = json.loads(cli("demo", "--json", home=tmp_path, timeout=900).stdout)
     assert again["rows_by_stream"] == rows and again["table_rows"]["telemetry"] == summary["table_rows"]["telemetry"]
@@ -80,7 +92,7 @@ def test_demo_json_summary(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sql_answers_while_another_process_writes(tmp_path: Path) -> None:
-    cli("demo", "--json", home=tmp_path)  # creates the lakehouse
+    cli("sql", "SELECT 1", home=tmp_path)  # creates the lakehouse
     catalog = f"sqlite:{tmp_path}/lakehouse/catalog.sqlite"
     data = f"{tmp_path}/lakehouse/data/"
     writer = subprocess.Popen([sys.executable, WORKER, "write", catalog, data, "9", "40"], stdout=subprocess.PIPE, text=True)

@@ -8,13 +8,13 @@ import pytest
 from assets.fleet.lakehouse import lakehouse_tables
 from edge_sync.desired import decode, desired_key
 from edge_sync.identity import PlatformSigner
+from pipelines.resources import resources_for
 from pipelines.sync_defs import (
     SYNC_ASSET_CHECKS,
     SYNC_ASSETS,
     SYNC_JOBS,
     SYNC_SCHEDULES,
     SYNC_SENSORS,
-    sync_resources,
 )
 from resources.keys import DeviceRegistryResource, KeyServiceResource, PlatformSignerResource
 from resources.lakehouse import LakehouseResource
@@ -41,7 +41,7 @@ def definitions(fleet: Fleet) -> dg.Definitions:
 
 
 def test_sync_definitions_validate_and_resources_exist() -> None:
-    assert {"key_service", "device_registry", "platform_signer"} <= set(sync_resources("local"))
+    assert {"key_service", "device_registry", "platform_signer"} <= set(resources_for("local"))
     schedule = SYNC_SCHEDULES[0]
     assert schedule.cron_schedule == "*/15 * * * *" and schedule.job_name == "reconcile_sync"
     keys = {a.key.to_user_string() for a in SYNC_ASSETS}
