@@ -14,10 +14,14 @@ and DuckDB would otherwise import it (~50 MB) the first time it binds a paramete
 use Arrow's system allocator, as the ``edge-sync`` CLI does.
 
 Where the memory goes (measured 2026-11-26): imports ~138 MB (pyarrow 47, duckdb 41,
-pyarrow.parquet + compute 18, cryptography 7), opening the cache +17 MB, the first batch
-+22 MB (the zstd compression context of the batch format), then ~+12 MB per 1M rows
-acknowledged (DuckDB keeps deleted-row versions until a checkpoint). The uploader's own
-working set is one batch (5,000 rows, ~0.4 MB of Arrow).
+pyarrow.parquet + compute 18, cryptography 7) and opening the cache +17 MB make the idle
+agent (~146 MB). While draining, what used to add up to ~60 MB is now avoided: numpy.ma
+(loaded by np.unique and by pa.array over numpy) and pyarrow.dataset (loaded by
+registering Arrow with DuckDB) are no longer imported by the batch encoder and the state
+upsert; DuckDB's table compaction on checkpoint is off (``max_vacuum_tasks=0``) and the
+cache checkpoints every 50k deleted rows; glibc's mmap threshold is pinned so freed
+buffers go back to the OS. Peak ~169 MB for 1M rows. The uploader's own working set is one
+batch (5,000 rows, ~0.4 MB of Arrow).
 """
 
 from __future__ import annotations

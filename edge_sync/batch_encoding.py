@@ -66,6 +66,28 @@ class PayloadDecodeError(ValueError):
     """The Parquet payload does not have the columns this format version writes."""
 
 
+# numpy.ma costs ~10 MB of resident memory once imported, and both ``np.unique`` and
+# ``pa.array(<ndarray>)`` (its masked-array check) import it; the encoder avoids both, so an
+# agent draining a backlog never pays for it (bench/bench_agent_memory.py).
+_NUMPY_TYPES = {pa.int64(): np.int64, pa.int8(): np.int8, pa.float64(): np.float64}
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values: ``np.unique`` without its numpy.ma import."""
+    if values.size == 0:
+        return values
+    s = np.sort(values)
+    return s[np.concatenate(([True], s[1:] != s[:-1]))]
+
+
+def _arrow(values: np.ndarray, type_: pa.DataType, mask: np.ndarray | None = None) -> pa.Array:
+    """``pa.array(values, type_, mask=mask)`` for a 1-D numeric array, without the numpy.ma import."""
+    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[type_])
+    nulls = 0 if mask is None else int(np.count_nonzero(mask))
+    validity = pa.py_buffer(np.packbits(~mask, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(type_, len(values), [validity, pa.py_buffer(values)], null_count=nulls)
+
+
 def _group_ids(table: pa.Table, columns: tuple[str, ...]) -> np.ndarray:
     """A small integer per distinct combination of ``columns`` (all zeros if none)."""
     if not columns or table.num_rows == 0:
@@ -96,7 +118,7 @@ def _scale_floats(values: pa.ChunkedArray, groups: np.ndarray) -> tuple[pa.Array
             ok[d] = fits & valid & (back.view(np.int64) == bits)
             ints[d] = kk
     scale = np.full(n, -1, dtype=np.int64)
-    for g in np.unique(groups):
+    for g in _distinct(groups):
         rows = groups == g
         counts = ok[:, rows].sum(axis=1)
         if counts.max() == 0:
@@ -105,9 +127,9 @@ def _scale_floats(values: pa.ChunkedArray, groups: np.ndarray) -> tuple[pa.Array
         scale[rows & ok[d]] = d
     scaled = scale >= 0
     idx = np.where(scaled, scale, 0)
-    i_col = pa.array(ints[idx, np.arange(n)], pa.int64(), mask=~scaled)
-    s_col = pa.array(scale.astype(np.int8), pa.int8(), mask=~scaled)
-    f_col = pa.array(v, pa.float64(), mask=scaled | ~valid)
+    i_col = _arrow(ints[idx, np.arange(n)], pa.int64(), mask=~scaled)
+    s_col = _arrow(scale.astype(np.int8), pa.int8(), mask=~scaled)
+    f_col = _arrow(v, pa.float64(), mask=scaled | ~valid)
     return i_col, s_col, f_col
 
 
@@ -126,12 +148,12 @@ def encode_table(table: pa.Table, spec: StreamSpec, device_id: str) -> bytes:
     sort_keys = [(c, "ascending") for c in group_cols] + [("seq", "ascending")]
     order = pc.sort_indices(table, sort_keys=sort_keys).to_numpy() if n else seq
 
-    columns: dict[str, pa.Array] = {"seq": pa.array(seq[order], pa.int64())}
+    columns: dict[str, pa.Array] = {"seq": _arrow(seq[order], pa.int64())}
     dictionary: list[str] = []
     encoding: dict[str, str] = {"seq": "DELTA_BINARY_PACKED", "ts.d": "PLAIN"}
-    columns["ts.d"] = pa.array(ts_diff[order], pa.int64())
-    columns["hlc.lo"] = pa.array(hlc_lo[order], pa.int64())
-    if len(np.unique(hlc_lo)) <= _DICT_MAX_DISTINCT:
+    columns["ts.d"] = _arrow(ts_diff[order], pa.int64())
+    columns["hlc.lo"] = _arrow(hlc_lo[order], pa.int64())
+    if len(_distinct(hlc_lo)) <= _DICT_MAX_DISTINCT:
         dictionary.append("hlc.lo")
     else:
         encoding["hlc.lo"] = "DELTA_BINARY_PACKED"
@@ -140,7 +162,7 @@ def encode_table(table: pa.Table, spec: StreamSpec, device_id: str) -> bytes:
         columns["node_id"] = node.take(order)
         dictionary.append("node_id")
 
-    take = pa.array(order, pa.int64())
+    take = _arrow(order, pa.int64())
     for field in spec.payload:
         col = table.column(field.name)
         if pa.types.is_float64(field.type):

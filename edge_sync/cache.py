@@ -428,7 +428,7 @@ class DeviceCache:
             self._check_open()
             self.flush()
             after = max(self._acked[stream], after_seq or 0)
-            return self._store.pending(spec, after, max_rows)
+            return self._store.pending(spec, after, max_rows, last_seq=self._flushed_seq[stream])
 
     def ack(self, stream: str, upto_seq: int) -> int:
         """Rows up to ``upto_seq`` were delivered: move the watermark (forward only), delete them.

@@ -63,6 +63,7 @@ def evict_rows(store: CacheStore, stream: str, where: str, params: list, reason:
     except BaseException:
         store.rollback()
         raise
+    store.deleted(sum(int(n) for _, _, n, _ in ranges))
     return [Eviction(stream, int(lo), int(hi), int(n), reason, int(b)) for lo, hi, n, b in ranges]
 
 

@@ -12,11 +12,16 @@ encryption; writing needs the httpfs extension's crypto module). Tables:
 
 Counters and clock are written in the same transaction as the rows they describe, so a
 crash never leaves a seq issued in the file without its row (or the reverse).
+
+Memory (an agent draining a backlog must stay small): no vacuum, a checkpoint every
+``CHECKPOINT_DELETED_ROWS`` deleted rows, and ``pending`` reads a seq range (see
+``CONNECTION_CONFIG`` and ``pending``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +31,8 @@ import pyarrow as pa
 from edge_sync import duck
 from edge_sync.cache_rows import storage_schema
 from edge_sync.streams import STREAMS, StreamSpec
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 KEY_BYTES = 32
@@ -42,6 +49,16 @@ STATE_SCHEMA = pa.schema(
     ]
 )
 
+# The cache's DuckDB instance: no vacuum on checkpoint. The cache is a queue, deleted from the
+# front, so a row group is dropped whole once its last row is acknowledged or evicted; vacuum
+# would instead rewrite the whole table into fewer row groups as soon as the deleted rows add
+# up to one (+33 MB resident on a 1M-row backlog, measured with bench/bench_agent_memory.py),
+# to reclaim file space the size bound does not count.
+CONNECTION_CONFIG: dict[str, int] = {"max_vacuum_tasks": 0}
+# DuckDB keeps the versions of deleted rows in memory until a checkpoint (~12 MB per 1M rows);
+# acks and evictions checkpoint once this many rows were deleted since the last one.
+CHECKPOINT_DELETED_ROWS = 50_000
+_STATE_ROWS_PER_STATEMENT = 256  # state upserts are bound as parameters, this many rows a statement
 _SQL_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE"}
 
 
@@ -72,11 +89,12 @@ class CacheStore:
         self._key_text = bytes(key).hex()
         self.tenant_id, self.device_id = tenant_id, device_id
         self.con = self._attach()
+        self._deleted_since_checkpoint = 0
         self._create_schema()
 
     # -- connection ---------------------------------------------------------------------
     def _attach(self) -> duckdb.DuckDBPyConnection:
-        con = duck.connect(":memory:", extensions=("httpfs",))
+        con = duck.connect(":memory:", extensions=("httpfs",), **CONNECTION_CONFIG)
         try:
             con.execute(f"ATTACH '{self.path}' AS c (ENCRYPTION_KEY '{self._key_text}')")
         except duckdb.InvalidInputException as exc:
@@ -203,15 +221,17 @@ class CacheStore:
 
     def _upsert_state(self, rows: pa.Table) -> None:
         # rows are already deduplicated by (namespace, key, field): INSERT OR REPLACE would keep
-        # the first of duplicates inside one statement.
-        self.con.register("_state_rows", rows)
-        try:
+        # the first of duplicates inside one statement. Bound as parameters, not registered as an
+        # Arrow view: registering makes DuckDB import pyarrow.dataset (~7 MB resident), which an
+        # agent would otherwise pay for its per-sync bookkeeping rows alone.
+        values = list(zip(*(rows.column(c).to_pylist() for c in STATE_SCHEMA.names), strict=True))
+        width = len(STATE_SCHEMA.names)
+        for start in range(0, len(values), _STATE_ROWS_PER_STATEMENT):
+            chunk = values[start : start + _STATE_ROWS_PER_STATEMENT]
+            placeholders = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * len(chunk))
             self.con.execute(
-                "INSERT OR REPLACE INTO c.state_current SELECT namespace, key, field, value, hlc, node_id, origin "
-                "FROM _state_rows"
+                f"INSERT OR REPLACE INTO c.state_current VALUES {placeholders}", [v for row in chunk for v in row]
             )
-        finally:
-            self.con.unregister("_state_rows")
 
     def replace_state(self, rows: pa.Table, last_hlc: int) -> None:
         con = self.con
@@ -238,17 +258,51 @@ class CacheStore:
         except BaseException:
             self.rollback()
             raise
+        self.deleted(int(rows))
         return int(rows), int(nbytes)
 
+    def deleted(self, rows: int) -> None:
+        """Count rows deleted by a committed transaction; checkpoint every ``CHECKPOINT_DELETED_ROWS``."""
+        self._deleted_since_checkpoint += rows
+        if self._deleted_since_checkpoint < CHECKPOINT_DELETED_ROWS:
+            return
+        try:
+            self.con.execute("CHECKPOINT c")
+        except duckdb.Error as exc:  # the deletes are committed; the next one tries again
+            log.warning("cache %s: checkpoint after deletes failed (%s); retrying later", self.path, exc)
+            try:
+                self.con.execute("SELECT 1 FROM c.clock").fetchall()
+            except duckdb.Error:  # DuckDB invalidates a database after a failed write
+                with contextlib.suppress(duckdb.Error):
+                    self.reconnect()
+            return
+        self._deleted_since_checkpoint = 0
+
     # -- reads --------------------------------------------------------------------------
-    def pending(self, spec: StreamSpec, after_seq: int, max_rows: int | None) -> pa.Table:
-        """Rows past ``after_seq`` in seq order, with the full stream schema of streams.py."""
+    def pending(self, spec: StreamSpec, after_seq: int, max_rows: int | None, last_seq: int | None = None) -> pa.Table:
+        """Rows past ``after_seq`` in seq order, with the full stream schema of streams.py.
+
+        With ``max_rows``, the rows are first read as the seq range ``after_seq + 1 ..
+        after_seq + max_rows`` (seqs are unique, so at most ``max_rows`` rows): the zone maps
+        skip every other row group, where ``ORDER BY seq LIMIT`` would read the whole backlog
+        on every batch. Only when that range has holes (evicted rows) and ``last_seq``, the
+        last seq in the file, says rows may follow, is the backlog read in full.
+        """
         payload = ", ".join(f'"{n}"' for n in spec.payload_names)
-        limit = "" if max_rows is None else f" LIMIT {int(max_rows)}"
-        stored = self.con.execute(
-            f"SELECT seq, hlc, ts, {payload} FROM {table_name(spec.name)} WHERE seq > ? ORDER BY seq{limit}",
-            [after_seq],
-        ).to_arrow_table()
+        select = f"SELECT seq, hlc, ts, {payload} FROM {table_name(spec.name)}"
+        stored = None
+        if max_rows is not None:
+            upper = after_seq + int(max_rows)
+            stored = self.con.execute(
+                f"{select} WHERE seq > ? AND seq <= ? ORDER BY seq", [after_seq, upper]
+            ).to_arrow_table()
+            if stored.num_rows < max_rows and (last_seq is None or upper < last_seq):
+                stored = None  # holes in the range and rows past it: read in seq order
+        if stored is None:
+            limit = "" if max_rows is None else f" LIMIT {int(max_rows)}"
+            stored = self.con.execute(
+                f"{select} WHERE seq > ? ORDER BY seq{limit}", [after_seq]
+            ).to_arrow_table()
         n = stored.num_rows
 
         def const(v: str) -> pa.Array:

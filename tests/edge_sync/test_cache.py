@@ -364,3 +364,18 @@ def test_crash_loses_at_most_the_durability_window(tmp_path):
         assert c.pending("alerts")["code"].to_pylist() == ["LAST"]
         assert c.pending("logs").num_rows == 0  # the 5 logs after the alert were in the window
         assert c.record("logs", {"message": "again"})[0] == 1  # their seqs are issued again: no gap
+
+
+def test_pending_reads_across_eviction_holes(tmp_path):
+    # TTL eviction of every other row leaves holes in the seq range: pending() must still
+    # return the next max_rows rows in seq order, not stop at the first hole.
+    with open_cache(tmp_path / "c.db") as c:
+        old, new = NOW - 30 * DAY_MS, NOW
+        rows = [{"metric": "m", "value": float(i), "ts": old if i % 2 else new} for i in range(1, 21)]
+        assert c.record_batch("telemetry", pa.Table.from_pylist(rows)) == (1, 20)
+        assert c.evict_expired() == 10
+        assert c.pending("telemetry", max_rows=3)["seq"].to_pylist() == [2, 4, 6]
+        assert c.pending("telemetry", after_seq=6, max_rows=2)["seq"].to_pylist() == [8, 10]
+        assert c.pending("telemetry")["seq"].to_pylist() == list(range(2, 21, 2))
+        assert c.ack("telemetry", 10) == 10
+        assert c.pending("telemetry", max_rows=4)["seq"].to_pylist() == [12, 14, 16, 18]
