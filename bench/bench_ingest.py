@@ -8,7 +8,7 @@ decode, dedupe against the stage and the stored rows, append to DuckLake with th
 Baselines over the same rows (duplicates included) already in plaintext Parquet:
 (a) DuckDB ``QUALIFY row_number() OVER (PARTITION BY device, seq)`` written back to Parquet,
 (b) pandas ``sort_values`` + ``drop_duplicates`` written back to Parquet.
-Rows per second; the ingest must reach >= 0.5x (a) and >= 2x (b).
+Rows per second, baselines best of 3; the ingest must reach >= 0.5x (a) and >= 2x (b).
 """
 
 from __future__ import annotations
@@ -157,8 +157,10 @@ def run(quick: bool) -> list[Result]:
         print(f"built {len(keys)} objects in {time.perf_counter() - t0:.1f} s", flush=True)
         parquet = root / "plain.parquet"
         pq.write_table(delivered, parquet, compression="zstd")
-        t_duck = time_duckdb(parquet, root / "duck.parquet")
-        t_pandas = time_pandas(parquet, root / "pandas.parquet")
+        # best of 3 for the baselines, as ours is the best of two decode settings: load spikes on a
+        # shared machine must not flatter the ratio
+        t_duck = min(time_duckdb(parquet, root / "duck.parquet") for _ in range(3))
+        t_pandas = min(time_pandas(parquet, root / "pandas.parquet") for _ in range(3))
         print(f"duckdb {t_duck:.2f} s, pandas {t_pandas:.2f} s", flush=True)
         timings = {}
         for workers in (0, 2):
@@ -169,7 +171,7 @@ def run(quick: bool) -> list[Result]:
         assert report["rows_new"] == unique, report  # exactly once, or the figure means nothing
         n = delivered.num_rows
         note = (f"{n:,} rows delivered ({n - unique:,} re-delivered) in {len(keys)} objects; "
-                f"decode workers {best} (0 workers: {timings[0][0]:.1f} s, 2: {timings[2][0]:.1f} s)")
+                f"decode threads {best} (0: {timings[0][0]:.1f} s, 2: {timings[2][0]:.1f} s)")
         return [
             Result("ingest_vs_duckdb_qualify", n / t_ours, "rows/s", "DuckDB QUALIFY dedupe of plaintext Parquet",
                    n / t_duck, 0.5, note=note),

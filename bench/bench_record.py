@@ -1,6 +1,6 @@
 """Device cache write speed: ``record()`` and ``record_batch()`` against plain DuckDB inserts.
 
-- single-row ``record()`` with the default durability window (1000 rows / 1 s), against
+- single-row ``record()`` with the default durability window (10,000 rows / 1 s), against
   DuckDB autocommit single-row ``INSERT`` into a table of the same schema in the same
   encrypted file (what a device would do without the cache's buffering). Target >= 100x.
 - ``record_batch()`` of the reference telemetry (ts, metric, value), against DuckDB's own

@@ -92,7 +92,7 @@ class ObjectStoreConfig(_Section):
 
 
 class DurabilityConfig(_Section):
-    max_rows: int = Field(default=1000, ge=1)
+    max_rows: int = Field(default=10_000, ge=1)
     max_ms: int = Field(default=1000, ge=0)
 
 

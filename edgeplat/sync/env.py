@@ -1,9 +1,9 @@
 """What every sync step needs, in one object: lakehouse, object store, keys, registry, rules, clock.
 
 ``SyncEnv.now_ms`` is injectable so tests can move "now" (the HLC drift bound, offline
-marking). ``decoder`` is an optional picklable factory of ``(key_service, registry)`` for
-decoding in worker processes (the local keyring and registry hold locks and cannot be
-pickled themselves).
+marking). ``decoder`` is an optional picklable factory of ``(key_service, registry)``: each
+decode worker thread makes its own pair with it (the local keyring and registry hold locks and cannot
+be pickled themselves).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class SyncSettings:
 
     max_drift_ms: int = DEFAULT_MAX_DRIFT_MS  # hlc_max beyond now + this: deferred (hlc_too_far_ahead)
     offline_after_s: int = DEFAULT_OFFLINE_AFTER_S  # no batch for this long: device offline
-    decode_workers: int = 0  # >1: decode in that many processes (needs SyncEnv.decoder)
+    decode_workers: int = 0  # >1: decode in that many threads (needs SyncEnv.decoder)
     rows_per_commit: int = 4_000_000  # decoded rows held in memory before one lakehouse commit
     key_service_retries: int = 3  # infrastructure errors (not KeyServiceError) before the run fails
 

@@ -42,13 +42,14 @@ removes exact duplicates if any slipped in.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import itertools
 import logging
-import multiprocessing
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -176,19 +177,6 @@ def decode_object(
     raise AssertionError("unreachable")
 
 
-_worker: tuple[KeyService, DeviceRegistry] | None = None
-
-
-def _init_worker(factory: Callable[[], tuple[KeyService, DeviceRegistry]]) -> None:
-    global _worker
-    _worker = factory()
-
-
-def _decode_in_worker(key: str, data: bytes, retries: int) -> Accepted | Rejected:
-    assert _worker is not None
-    return decode_object(key, data, *_worker, retries=retries)
-
-
 def _fetch(env: SyncEnv, keys: Sequence[str], report: IngestReport) -> Iterator[tuple[str, bytes]]:
     for key in keys:
         try:
@@ -200,16 +188,27 @@ def _fetch(env: SyncEnv, keys: Sequence[str], report: IngestReport) -> Iterator[
 def _decoded(env: SyncEnv, keys: Sequence[str], report: IngestReport) -> Iterator[Accepted | Rejected]:
     retries = env.settings.key_service_retries
     workers = env.settings.decode_workers
-    if workers > 1 and env.decoder is not None and len(keys) > workers:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process with DuckDB threads
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(env.decoder,)) as pool:
-            pending: list[cf.Future] = []
+    decoder = env.decoder
+    if workers > 1 and decoder is not None and len(keys) > workers:
+        # Threads, not processes: decoding is mostly Parquet, zstd and AEAD work that releases the
+        # GIL, while a process pool pays for spawning and for pickling every decoded table back.
+        # Each thread makes its own (key service, registry) pair: those need not be thread-safe.
+        local = threading.local()
+
+        def decode(key: str, data: bytes) -> Accepted | Rejected:
+            pair = getattr(local, "pair", None)
+            if pair is None:
+                pair = local.pair = decoder()
+            return decode_object(key, data, *pair, retries=retries)
+
+        with cf.ThreadPoolExecutor(workers, thread_name_prefix="ingest-decode") as pool:
+            pending: collections.deque[cf.Future] = collections.deque()
             for key, data in _fetch(env, keys, report):
-                pending.append(pool.submit(_decode_in_worker, key, data, retries))
+                pending.append(pool.submit(decode, key, data))
                 if len(pending) >= 4 * workers:
-                    yield pending.pop(0).result()
-            for fut in pending:
-                yield fut.result()
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
         return
     for key, data in _fetch(env, keys, report):
         yield decode_object(key, data, env.key_service, env.registry, retries)
@@ -251,7 +250,7 @@ def ingest_objects(
 
 def _ingest(env: SyncEnv, con: duckdb.DuckDBPyConnection, wanted: list[str], reevaluate_deferred: bool,
             report: IngestReport) -> IngestReport:
-    settled = settled_keys(con, wanted, pending_too=not reevaluate_deferred) | _ledgered(con, wanted)
+    settled = settled_keys(con, wanted, pending_too=not reevaluate_deferred)  # the ledger included
     todo = [k for k in wanted if k not in settled]
     report.skipped_settled = len(wanted) - len(todo)
     now_ms = env.now_ms()
@@ -269,14 +268,24 @@ def _ingest(env: SyncEnv, con: duckdb.DuckDBPyConnection, wanted: list[str], ree
     return report
 
 
-def _ledgered(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> set[str]:
+def _ledgered_and_settled(con: duckdb.DuckDBPyConnection, keys: Sequence[str],
+                          pending_too: bool) -> tuple[set[str], set[str]]:
+    """Those of ``keys`` in the ledger, and those settled (ledger or quarantine), in one query."""
     view = f"_lk{next(_ids)}"
-    con.register(view, pa.table({"object_key": pa.array(keys, pa.string())}))
+    con.register(view, pa.table({"object_key": pa.array(sorted(set(keys)), pa.string())}))
+    quarantined = "TRUE" if pending_too else f"NOT coalesce({PENDING_SQL}, FALSE)"
     try:
-        rows = con.execute(f"SELECT object_key FROM {view} WHERE object_key IN (SELECT object_key FROM batches)")
-        return {r[0] for r in rows.fetchall()}
+        rows = con.execute(
+            f"""
+            SELECT k.object_key, EXISTS (SELECT 1 FROM batches b WHERE b.object_key = k.object_key) AS ledgered,
+                   EXISTS (SELECT 1 FROM quarantine q WHERE q.object_key = k.object_key AND {quarantined}) AS held
+            FROM {view} k
+            """
+        ).fetchall()
     finally:
         con.unregister(view)
+    ledgered = {k for k, in_ledger, _ in rows if in_ledger}
+    return ledgered, ledgered | {k for k, _, held in rows if held}
 
 
 # ----------------------------------------------------------------------------- staging
@@ -371,11 +380,22 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
 
         con.register(ct, contested)
         views.append(ct)
-        in_ct = f"EXISTS (SELECT 1 FROM {ct} c WHERE c._bidx = s._bidx AND s.seq BETWEEN c.lo AND c.hi)"
+        # Each batch's rows are one contiguous slice of the stage (see _stages): mark the contested
+        # seqs slice by slice in numpy rather than probing the ranges row by row in SQL.
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        seqs = st.rows.column("seq").to_numpy()
+        mask = np.zeros(st.rows.num_rows, dtype=bool)
+        for b, lo, hi in zip(*(contested.column(c).to_numpy() for c in ("_bidx", "lo", "hi")), strict=True):
+            part = slice(offsets[b], offsets[b + 1])
+            mask[part] |= (seqs[part] >= lo) & (seqs[part] <= hi)
+        fast, slow_in = f"{tag}_fast", f"{tag}_sin"
+        con.register(fast, st.rows.filter(pa.array(~mask)))
+        con.register(slow_in, st.rows.filter(pa.array(mask)))
+        views += [fast, slow_in]
         fp_cols = ", ".join(["hlc", "node_id", "epoch_ms(ts)", *(f'"{c}"' for c in spec.payload_names)])
         fp_stored = ", ".join(["t.hlc", "t.node_id", "epoch_ms(t.ts)", *(f't."{c}"' for c in spec.payload_names)])
         slow, ex, kept = f"{tag}_slow", f"{tag}_ex", f"{tag}_keep"
-        slow_rows = con.execute(f"SELECT s.*, hash({fp_cols}) AS _fp FROM {stg} s WHERE {in_ct}").to_arrow_table()
+        slow_rows = con.execute(f"SELECT s.*, hash({fp_cols}) AS _fp FROM {slow_in} s").to_arrow_table()
         con.register(slow, slow_rows)
         views.append(slow)
         on4 = " AND ".join(f"s.{c} = e.{c}" for c in KEY4)
@@ -421,18 +441,17 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
         ).to_arrow_table())
         views.append(kept)
         if ingested_at is not None:
-            con.execute(
-                insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), ? FROM {stg} s "
-                f"WHERE _bidx NOT IN ({bad}) AND NOT {in_ct}",
-                [ingested_at],
-            )
             keys_view = f"{tag}_keys"
             con.register(keys_view, pa.table({"_bidx": pa.array(range(len(st.keys)), pa.int32()),
                                               "batch_key": pa.array(st.keys, pa.string())}))
             views.append(keys_view)
-            con.execute(insert_head + f"SELECT {col_sql}, k.batch_key, ? FROM {kept} JOIN {keys_view} k USING (_bidx)",
-                        [ingested_at])
-        slow_counts = np.bincount(slow_rows.column("_bidx").to_numpy(), minlength=len(st.keys))
+            # one statement for uncontested and deduplicated rows: one set of data files per commit
+            con.execute(
+                insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), $at FROM {fast} WHERE _bidx NOT IN ({bad}) "
+                f"UNION ALL SELECT {col_sql}, k.batch_key, $at FROM {kept} JOIN {keys_view} k USING (_bidx)",
+                {"at": ingested_at},
+            )
+        slow_counts = np.bincount(st.rows.column("_bidx").to_numpy()[mask], minlength=len(st.keys))
         new = dict(con.execute(f"SELECT _bidx, count(*) FROM {kept} GROUP BY 1").fetchall())
         for i in range(len(st.keys)):
             if i not in res.bad:
@@ -488,8 +507,7 @@ def _commit_chunk(
         r = IngestReport()
         # Another run may have settled some of these objects since we looked: re-check in this transaction.
         keys = [i.object_key for i in items]
-        ledgered = _ledgered(con, keys)
-        settled = settled_keys(con, keys, pending_too=not reevaluate_deferred) | ledgered
+        ledgered, settled = _ledgered_and_settled(con, keys, pending_too=not reevaluate_deferred)
         acc = [a for a in accepted if a.object_key not in ledgered]
         st = stages if len(acc) == len(accepted) else _stages(acc)
         rej = [x for x in rejected if x.object_key not in settled]
