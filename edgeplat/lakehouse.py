@@ -162,21 +162,7 @@ class Lakehouse:
     def write(self, unit: Callable[[duckdb.DuckDBPyConnection], T], *, what: str = "write") -> T:
         """Run ``unit(con)`` in one transaction, retrying when a concurrent commit collides."""
         with self.session() as con:
-            for attempt in range(1, self.config.max_retries + 1):
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    result = unit(con)
-                    con.execute("COMMIT")
-                    return result
-                except duckdb.Error as exc:
-                    with contextlib.suppress(duckdb.Error):
-                        con.execute("ROLLBACK")
-                    if not is_retryable(exc) or attempt == self.config.max_retries:
-                        raise
-                    delay = min(2.0, 0.02 * 2 ** min(attempt, 7)) * (0.5 + random.random())
-                    log.info("lakehouse %s collided with another writer (attempt %d): %s", what, attempt, exc)
-                    time.sleep(delay)
-        raise AssertionError("unreachable")
+            return retried(con, unit, what=what, max_retries=self.config.max_retries)
 
     # -- schema ------------------------------------------------------------------------
     def ensure_schema(self) -> list[str]:
@@ -240,6 +226,29 @@ class Lakehouse:
         import re
 
         return re.sub(r"(password=)\S+", r"\1***", self.config.catalog)
+
+
+def retried(con: duckdb.DuckDBPyConnection, unit: Callable[[duckdb.DuckDBPyConnection], T], *,
+            what: str, max_retries: int = 20, transaction: bool = True) -> T:
+    """Run ``unit(con)`` in one transaction (unless it manages its own), retried whole with
+    jittered backoff when a concurrent commit collides; other errors propagate at once."""
+    for attempt in range(1, max_retries + 1):
+        if transaction:
+            con.execute("BEGIN TRANSACTION")
+        try:
+            result = unit(con)
+            if transaction:
+                con.execute("COMMIT")
+            return result
+        except duckdb.Error as exc:
+            if transaction:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+            if not is_retryable(exc) or attempt == max_retries:
+                raise
+            log.info("lakehouse %s collided with another writer (attempt %d): %s", what, attempt, exc)
+            time.sleep(min(2.0, 0.02 * 2 ** min(attempt, 7)) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def is_retryable(exc: BaseException) -> bool:

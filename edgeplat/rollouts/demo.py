@@ -30,7 +30,7 @@ import pyarrow as pa
 from edge_sync.desired import DesiredStateError, decode, desired_key
 from edge_sync.objectstore import ObjectNotFound
 from edgeplat.backends.edge_agent import EdgeAgentBackend
-from edgeplat.lakehouse import Lakehouse
+from edgeplat.lakehouse import Lakehouse, retried
 from edgeplat.lakehouse_schema import TABLES
 from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.machine import TERMINAL, Kind, Status
@@ -103,14 +103,7 @@ class StubFleet:
         self._con.close()
 
     def _txn(self, unit: Callable[[Any], None]) -> None:
-        con = self._con
-        con.execute("BEGIN TRANSACTION")
-        try:
-            unit(con)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+        retried(self._con, unit, what="stub fleet health")
 
     def set_release_profile(self, version: str, **profile: float) -> None:
         self.profiles[version] = {**self.profiles.get(version, {}), **profile}

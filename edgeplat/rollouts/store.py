@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +21,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from edgeplat.lakehouse import Lakehouse, is_retryable
+from edgeplat.lakehouse import Lakehouse, retried
 from edgeplat.rollouts.machine import TERMINAL, Event, Kind, RolloutState
 from edgeplat.rollouts.spec import RolloutSpec
 
@@ -112,19 +110,7 @@ class RolloutStore:
         con = self._con
         if con is None:
             return self.lake.write(unit, what=what)
-        for attempt in range(1, self.lake.config.max_retries + 1):
-            con.execute("BEGIN TRANSACTION")
-            try:
-                result = unit(con)
-                con.execute("COMMIT")
-                return result
-            except duckdb.Error as exc:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                if not is_retryable(exc) or attempt == self.lake.config.max_retries:
-                    raise
-                time.sleep(min(2.0, 0.02 * 2 ** min(attempt, 7)) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+        return retried(con, unit, what=what, max_retries=self.lake.config.max_retries)
 
     # ------------------------------------------------------------------ reads
 

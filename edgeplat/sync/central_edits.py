@@ -26,9 +26,8 @@ from edge_sync.hlc import CENTRAL_NODE, HybridLogicalClock
 from edge_sync.ids import validate_id
 from edge_sync.merge import EDIT_SCHEMA, StateMerger
 from edge_sync.rules import RuleSet
-from edgeplat.lakehouse import Lakehouse
+from edgeplat.lakehouse import Lakehouse, retried
 from edgeplat.sync.env import wall_ms
-from edgeplat.sync.txn import retried
 
 Publish = Callable[[str, str, list[StateEdit]], object]
 

@@ -64,10 +64,10 @@ from edge_sync.keys import KeyService
 from edge_sync.merge import StateMerger
 from edge_sync.objectstore import ObjectNotFound
 from edge_sync.streams import STREAMS
+from edgeplat.lakehouse import retried
 from edgeplat.lakehouse_schema import TABLES
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ledger import DEFERRED_REASON, PENDING_SQL, settled_keys
-from edgeplat.sync.txn import retried
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,11 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from edgeplat.lakehouse import LAKE
+from edgeplat.lakehouse import LAKE, retried
 from edgeplat.sync.arrivals import is_batch_key
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import STREAM_TABLES, IngestReport, ingest_objects
 from edgeplat.sync.ledger import PENDING_SQL, all_settled_keys, pending_deferred
-from edgeplat.sync.txn import retried
 
 FIRST_SEQ = 1  # device caches number every stream from 1 (edge_sync.cache)
 RECONCILE_CHUNK = 2_000  # objects per ingest call during reconciliation

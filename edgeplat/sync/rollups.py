@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from edgeplat.sync.txn import retried
+from edgeplat.lakehouse import retried
 
 ROLLUP_SQL = """
 SELECT tenant_id, device_id, date_trunc('hour', ts) AS hour, arg_max(version, hlc) AS version,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import duckdb
 
-from edgeplat.sync.txn import retried
+from edgeplat.lakehouse import retried
 
 VIEWS: dict[str, str] = {
     # Telemetry per device, metric and hour.
