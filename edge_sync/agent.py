@@ -62,6 +62,7 @@ from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import KeyService
 from edge_sync.objectstore import ObjectStore, from_url
 from edge_sync.rules import RuleSet
+from edge_sync.storage_credentials import VaultRenderedStore
 from edge_sync.streams import STREAMS
 from edge_sync.uploader import StepHook, SyncReport, Uploader, UploadPolicy, transient_errors
 
@@ -98,10 +99,18 @@ class DeviceAgent:
             max_bytes=config.max_cache_bytes,
             durability=Durability(config.durability.max_rows, config.durability.max_ms),
         )
+        store_source = None
         try:
+            if config.object_store.credentials == "vault":
+                store_source = VaultRenderedStore(
+                    vault, config.tenant_id, config.object_store.runtime_dir, config.object_store.options
+                )
+                store = store_source.initial()
+            else:
+                store = from_url(config.object_store.url, **config.object_store.options)
             self._setup(
                 cache=cache,
-                store=from_url(config.object_store.url, **config.object_store.options),
+                store=store,
                 key_service=key_service(config, vault),
                 identity=identity,
                 platform_keys=load_public_key(config.platform_public_key_path),
@@ -122,6 +131,7 @@ class DeviceAgent:
             raise
         self.config = config
         self._owns_store = True  # built here, so closed here (from_parts leaves a caller's store open)
+        self._store_source = store_source
 
     @classmethod
     def from_parts(
@@ -216,6 +226,7 @@ class DeviceAgent:
         self._stop = threading.Event()
         self._server: _SocketServer | None = None
         self._owns_store = False
+        self._store_source: VaultRenderedStore | None = None
 
     # -- recording -----------------------------------------------------------------------
     def record(self, stream: str, row: dict[str, Any]) -> tuple[int, int]:
@@ -234,6 +245,7 @@ class DeviceAgent:
         """Pull desired state, then upload pending rows; never raises for network trouble."""
         with self._sync_lock:
             started = self._wall_ms()
+            self._refresh_store()
             downlink: dict[str, Any]
             offline_error = None
             try:
@@ -257,6 +269,22 @@ class DeviceAgent:
             self.last_report = report
             self._remember(report)
             return report
+
+    def _refresh_store(self) -> None:
+        """Swap to a rotated object-store credential (``object_store.credentials = "vault"``)."""
+        if self._store_source is None:
+            return
+        try:
+            fresh = self._store_source.refresh()
+        except Exception as exc:  # Vault down or our token lapsed: the credential we hold still works
+            log.warning("object-store credential not refreshed (%s); syncing with the one rendered earlier", exc)
+            return
+        if fresh is None:
+            return
+        old, self.store = self.store, fresh
+        self.uploader.store = self.downlink.store = fresh
+        old.close()
+        log.info("object-store credential rotated: store rebuilt from %s", self._store_source.path)
 
     def _remember(self, report: SyncReport) -> None:
         """Keep a summary of the last sync in local state, for ``edge-sync status`` after a restart."""

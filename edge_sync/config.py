@@ -85,10 +85,28 @@ class VaultConfig(_Section):
 
 
 class ObjectStoreConfig(_Section):
-    """``url``: ``s3://bucket/prefix``, ``file:///path`` or a plain path; ``options`` go to the backend."""
+    """``url``: ``s3://bucket/prefix``, ``file:///path`` or a plain path; ``options`` go to the backend.
 
-    url: str
+    ``credentials = "vault"``: the S3 URL and a key that can only reach this tenant's prefix
+    come from the tenant's KV v2 secret ``tenants/<T>/shared/objectstore`` (provisioned with
+    ``edgeplat security provision-storage``), rendered 0600 into ``runtime_dir`` (a tmpfs
+    path) and re-read before every sync, so a rotated key is picked up; ``url`` is not used.
+    """
+
+    url: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    credentials: Literal["config", "vault"] = "config"
+    runtime_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> ObjectStoreConfig:
+        if self.credentials == "config" and not self.url:
+            raise ValueError("needs url = \"s3://bucket/prefix\" or a folder (or credentials = \"vault\")")
+        if self.credentials == "vault" and self.runtime_dir is None:
+            raise ValueError(
+                "credentials = \"vault\" needs runtime_dir = \"/run/edge-sync\" (where the credential is rendered)"
+            )
+        return self
 
 
 class DurabilityConfig(_Section):
@@ -143,7 +161,8 @@ class AgentConfig(_Section):
     @model_validator(mode="after")
     def _vault_needed(self) -> AgentConfig:
         uses = [name for name, on in (("keys.source", self.keys.source == "vault"),
-                                      ("cache_key.source", self.cache_key.source == "vault")) if on]
+                                      ("cache_key.source", self.cache_key.source == "vault"),
+                                      ("object_store.credentials", self.object_store.credentials == "vault")) if on]
         if uses and self.vault is None:
             raise ValueError(
                 f"{' and '.join(uses)} = 'vault' needs a [vault] section with addr, role_id_path and "
@@ -167,8 +186,9 @@ class AgentConfig(_Section):
             data.vault.role_id_path = fix(data.vault.role_id_path)
             data.vault.secret_id_path = fix(data.vault.secret_id_path)
         url = data.object_store.url
-        if "://" not in url and not Path(url).is_absolute():
+        if url and "://" not in url and not Path(url).is_absolute():
             data.object_store.url = str(base / url)
+        data.object_store.runtime_dir = fix(data.object_store.runtime_dir)
         return data
 
 

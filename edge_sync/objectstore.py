@@ -498,7 +498,15 @@ class S3ObjectStore(ObjectStore):
         full = self._full(key)
         if len(data) > self.multipart_threshold:
             # cheap check first so a device does not upload megabytes that would be refused
-            if self.head(key) is not None:
+            try:
+                present = self.head(key) is not None
+            except StoreUnavailable:
+                raise
+            except ObjectStoreError:
+                # a key scoped to its tenant prefix may get 403 for a missing key (AWS without
+                # s3:ListBucket): the conditional completion below decides on its own
+                present = False
+            if present:
                 return False
             return self._put_multipart(key, data, if_absent=True)
         for attempt in range(self.max_attempts):
@@ -614,7 +622,10 @@ class S3ObjectStore(ObjectStore):
             status = getattr(exc.__cause__, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 404:
                 raise BucketNotFound(self.bucket, self.endpoint) from exc
-            raise
+            # 403: the bucket exists (S3 says 404 for a missing one), these credentials just may
+            # not list it, as a tenant-scoped device key may not
+            if status != 403:
+                raise
         self._bucket_checked.set()
 
     def list(self, prefix: str = "", *, after: str | None = None, limit: int = 1000) -> ListPage:

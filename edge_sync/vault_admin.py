@@ -59,6 +59,15 @@ def _name_part(value: str) -> str:
     return "".join(out)
 
 
+def lower_case_name(kind: str, value: str) -> str:
+    """The id ``value`` (validated as ``kind``) spelled for systems that ignore case in names.
+
+    Injective, so two ids never share a name; used for Vault roles and policies here and for
+    IAM user names (which IAM also compares without case) by the tenant storage provisioning.
+    """
+    return _name_part(validate_id(kind, value))
+
+
 def tenant_key_name(tenant_id: str) -> str:
     """Name of the tenant's transit key (transit key names are case-sensitive)."""
     return f"tenant-{_vault_safe('tenant', tenant_id)}"
@@ -206,9 +215,28 @@ class VaultAdmin:
         """Write a secret every device of the tenant can read; return the new KV version."""
         return self._write(shared_kv_path(tenant_id, _secret_name(name)), data)
 
+    def read_shared_secret(self, tenant_id: str, name: str) -> tuple[dict[str, Any], int] | None:
+        """``(data, version)`` of a tenant-shared secret's latest version, or None if there is none."""
+        return self._read(shared_kv_path(tenant_id, _secret_name(name)))
+
+    def read_device_secret(
+        self, tenant_id: str, device_id: str, name: str
+    ) -> tuple[dict[str, Any], int] | None:
+        """``(data, version)`` of a device secret's latest version, or None if there is none."""
+        return self._read(device_kv_path(tenant_id, device_id, _secret_name(name)))
+
     def _write(self, path: str, data: dict[str, Any]) -> int:
         resp = self.client.secrets.kv.v2.create_or_update_secret(path, secret=data, mount_point=KV_MOUNT)
         return int(resp["data"]["version"])
+
+    def _read(self, path: str) -> tuple[dict[str, Any], int] | None:
+        try:
+            resp = self.client.secrets.kv.v2.read_secret_version(
+                path, mount_point=KV_MOUNT, raise_on_deleted_version=True
+            )
+        except hvac_exc.InvalidPath:
+            return None
+        return dict(resp["data"]["data"] or {}), int(resp["data"]["metadata"]["version"])
 
     # -- devices -------------------------------------------------------------------------
 
@@ -245,6 +273,16 @@ class VaultAdmin:
             "secret_id"
         ]
         return role_id, secret_id
+
+    def device_enrolled(self, tenant_id: str, device_id: str) -> bool:
+        """True while the device's AppRole role exists (it can log in with its secret id)."""
+        try:
+            self.client.auth.approle.read_role(
+                device_role_name(tenant_id, device_id), mount_point=APPROLE_MOUNT
+            )
+        except hvac_exc.InvalidPath:
+            return False
+        return True
 
     def revoke_device(self, tenant_id: str, device_id: str) -> int:
         """Withdraw a device: no more logins, and its live tokens lose all access now.

@@ -8,12 +8,15 @@ their own tenant and device ids (``unique_id``) so they never see each other's s
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import hvac
 import pytest
 
 from edge_sync.vault_admin import VaultAdmin
+from tests.support.moto_server import running_moto_server
 from tests.support.openbao_server import running_openbao
 
 _counter = itertools.count()
@@ -67,3 +70,55 @@ class FakeClock:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+@dataclass(frozen=True)
+class MotoIam:
+    """A moto server that enforces IAM policies, and an administrator's credentials on it."""
+
+    endpoint: str
+    admin_key_id: str
+    admin_secret: str
+
+    def client(self, service: str, key_id: str | None = None, secret: str | None = None):
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key_id or self.admin_key_id,
+            aws_secret_access_key=secret or self.admin_secret,
+        )
+
+
+@pytest.fixture(scope="session")
+def moto_iam() -> Iterator[MotoIam]:
+    """A SEPARATE moto server (the shared ``moto_server`` stays permissive) that checks every
+    request's signature and IAM policies, like AWS: an admin user is created while moto still
+    lets everything through, then ``/moto-api/reset-auth`` with 0 turns enforcement on (the
+    server-mode form of ``INITIAL_NO_AUTH_ACTION_COUNT``)."""
+    import boto3
+    import requests
+
+    with running_moto_server() as endpoint:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
+        iam.create_user(UserName="edgeplat-operator")
+        iam.put_user_policy(
+            UserName="edgeplat-operator",
+            PolicyName="admin",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
+        key = iam.create_access_key(UserName="edgeplat-operator")["AccessKey"]
+        iam.close()
+        answer = requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
+        answer.raise_for_status()
+        yield MotoIam(endpoint, key["AccessKeyId"], key["SecretAccessKey"])

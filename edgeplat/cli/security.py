@@ -1,0 +1,165 @@
+"""``edgeplat security``: tenant object-store credentials, provisioned, rotated and checked.
+
+Operator commands. They use the operator's privileged credentials from the standard
+environment, never from the command line (which other users can read in ``ps``):
+
+- Vault: ``VAULT_ADDR`` and ``VAULT_TOKEN`` (or ``BAO_ADDR``/``BAO_TOKEN``), a token that may
+  write the platform's KV mount and manage AppRoles (not the central ingest's AppRole);
+- AWS IAM: the standard AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile,
+  ...), for an identity that may manage users under ``/edgeplat/tenants/``.
+
+Exit codes: 0 done / scoped, 1 ``check-storage`` found problems, 2 bad input or refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from edgeplat.cli.common import CliError, dumps
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "security",
+        help="tenant storage credentials",
+        description="Provision, rotate and check tenant credentials.",
+    )
+    ssub = p.add_subparsers(dest="security_command", metavar="SUBCOMMAND", required=True)
+    for name, handler, text in (
+        (
+            "provision-storage",
+            provision,
+            "create the tenant's scoped S3 credential and put it in Vault (idempotent)",
+        ),
+        ("rotate-storage", rotate, "issue a new S3 key for the tenant, then delete the old one"),
+        (
+            "check-storage",
+            check,
+            "verify the tenant's S3 credential reaches only tenant=<T>/ (exit 1 if not)",
+        ),
+    ):
+        s = ssub.add_parser(name, help=text, description=text)
+        s.add_argument("--tenant", required=True, help="tenant id")
+        add_storage_arguments(s)
+        s.add_argument("--json", action="store_true", help="print JSON for scripts")
+        s.set_defaults(handler=handler)
+
+
+def add_storage_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store-url",
+        default=os.environ.get("EDGEPLAT_OBJECTS_URL"),
+        help="s3://bucket/prefix of device batches (default: $EDGEPLAT_OBJECTS_URL)",
+    )
+    p.add_argument(
+        "--endpoint-url",
+        default=os.environ.get("EDGEPLAT_S3_ENDPOINT"),
+        help="S3 API endpoint the devices use, written into their secret (default: $EDGEPLAT_S3_ENDPOINT; AWS)",
+    )
+    p.add_argument(
+        "--iam-endpoint-url",
+        default=os.environ.get("EDGEPLAT_IAM_ENDPOINT"),
+        help="IAM API endpoint (default: $EDGEPLAT_IAM_ENDPOINT, else AWS's)",
+    )
+    p.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    p.add_argument(
+        "--allow-list", action="store_true", help="let devices list their tenant prefix (s3:prefix bound)"
+    )
+
+
+def vault_admin() -> Any:
+    """A ``VaultAdmin`` on the operator's token from the environment."""
+    import hvac
+
+    from edge_sync.vault_admin import VaultAdmin
+
+    addr = os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR")
+    token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    if not addr or not token:
+        raise CliError(
+            "set VAULT_ADDR and VAULT_TOKEN (an operator token that may write the platform's KV mount and "
+            "manage AppRoles) in the environment; they are never taken from the command line"
+        )
+    return VaultAdmin(hvac.Client(url=addr, token=token))
+
+
+def storage_admin(args: argparse.Namespace, vault: Any | None = None) -> Any:
+    """A ``TenantStorageAdmin`` for the storage arguments."""
+    import boto3
+
+    from edgeplat.security.tenant_storage import StorageTarget, TenantStorageAdmin
+
+    if not args.store_url:
+        raise CliError("give --store-url s3://bucket/prefix (or set EDGEPLAT_OBJECTS_URL)")
+    try:
+        target = StorageTarget.from_url(
+            args.store_url, endpoint_url=args.endpoint_url, region=args.region, allow_list=args.allow_list
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    iam = boto3.client("iam", endpoint_url=args.iam_endpoint_url, region_name=args.region)
+    return TenantStorageAdmin(iam, vault or vault_admin(), target)
+
+
+def _refused(exc: Exception) -> CliError:
+    return CliError(str(exc))
+
+
+def provision(args: argparse.Namespace) -> int:
+    from edgeplat.security.storage_policy import StoragePolicyError
+
+    admin = storage_admin(args)
+    try:
+        grant = admin.provision(args.tenant)
+    except (StoragePolicyError, ValueError) as exc:
+        raise _refused(exc) from None
+    if args.json:
+        print(dumps(grant.as_dict()))
+    else:
+        what = "issued new key" if grant.issued else "kept the key already in Vault"
+        print(
+            f"tenant {grant.tenant_id}: IAM user {grant.iam_user}, {what} {grant.access_key_id}, "
+            f"Vault secret tenants/{grant.tenant_id}/shared/objectstore version {grant.kv_version}"
+        )
+    return 0
+
+
+def rotate(args: argparse.Namespace) -> int:
+    from edgeplat.security.storage_policy import StoragePolicyError
+
+    admin = storage_admin(args)
+    try:
+        grant = admin.rotate(args.tenant)
+    except (StoragePolicyError, ValueError) as exc:
+        raise _refused(exc) from None
+    if args.json:
+        print(dumps(grant.as_dict()))
+    else:
+        old = ", ".join(grant.deleted_keys) or "none"
+        print(
+            f"tenant {grant.tenant_id}: new key {grant.access_key_id} in Vault (version {grant.kv_version}); "
+            f"deleted: {old}. Devices use it after their next secret render."
+        )
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    admin = storage_admin(args)
+    try:
+        result = admin.check(args.tenant)
+    except ValueError as exc:
+        raise _refused(exc) from None
+    if args.json:
+        print(dumps(result.as_dict()))
+    elif result.ok:
+        print(
+            f"tenant {result.tenant_id}: OK, key {result.access_key_id} of {result.iam_user} reaches only "
+            f"its prefix ({len(result.policies)} policies checked)"
+        )
+    else:
+        print(f"tenant {result.tenant_id}: NOT SCOPED ({len(result.problems)} problems):")
+        for problem in result.problems:
+            print(f"  - {problem}")
+    return 0 if result.ok else 1
