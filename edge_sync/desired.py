@@ -9,6 +9,11 @@ device at ``tenant=<T>/device=<D>/desired.json`` in the object store::
 The document (``DesiredState``) carries a ``revision`` that only grows: the agent refuses
 a document whose revision is lower than one it already applied (a replayed or rolled-back
 document), one signed by any key but the platform's, and one for another device.
+
+``staged`` (blue/green) is a release to install on the device's inactive slot without
+activating it, so a later switch is instant. It is optional and left out of the signed JSON
+when empty: agents that predate it (documents are ``extra="forbid"``) keep accepting every
+document that stages nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class DesiredState(BaseModel):
     issued_hlc: int = Field(ge=0)
     release: Release | None = None
     previous: Release | None = None  # the slot to fall back to (blue/green, rollback)
+    staged: Release | None = None  # installed on the inactive slot, not activated (blue/green)
     state_edits: list[StateEdit] = Field(default_factory=list)
 
 
@@ -78,7 +84,10 @@ def desired_key(tenant_id: str, device_id: str) -> str:
 
 
 def encode(doc: DesiredState, signer: PlatformSigner) -> bytes:
-    return json.dumps(signer.sign_document(doc.model_dump(mode="json")), sort_keys=True).encode()
+    body = doc.model_dump(mode="json")
+    if body.get("staged") is None:
+        body.pop("staged", None)  # older agents forbid unknown fields: omit what they cannot know
+    return json.dumps(signer.sign_document(body), sort_keys=True).encode()
 
 
 def decode(
@@ -91,7 +100,9 @@ def decode(
 ) -> DesiredState:
     """Verify and parse a document for this device; refuse anything unsafe to apply."""
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise DesiredStateError("oversized", f"desired-state document is {len(data)} bytes, over {MAX_DOCUMENT_BYTES}")
+        raise DesiredStateError(
+            "oversized", f"desired-state document is {len(data)} bytes, over {MAX_DOCUMENT_BYTES}"
+        )
     try:
         signed: dict[str, Any] = json.loads(data)
     except ValueError as exc:
@@ -99,7 +110,9 @@ def decode(
     try:
         body = verify_document(signed, platform_keys)
     except SignatureError as exc:
-        raise DesiredStateError("bad_signature", f"desired-state document signature does not verify: {exc}") from exc
+        raise DesiredStateError(
+            "bad_signature", f"desired-state document signature does not verify: {exc}"
+        ) from exc
     try:
         doc = DesiredState.model_validate(body)
     except ValueError as exc:

@@ -8,11 +8,16 @@ Each sync the agent reads ``tenant=<T>/device=<D>/desired.json`` and:
 2. skips a revision it already applied;
 3. pulls the cache's HLC past ``issued_hlc`` (causally later device edits win over it);
 4. applies the release through a pluggable :class:`Installer` (install, then switch slot;
-   on failure it rolls back to the previous release and records an alert);
+   on failure it rolls back to the previous release and records an alert). A slot that
+   already holds the version is only switched to, not installed again: this is what makes
+   a blue/green switch, and the switch back of a rollback, instant;
+   then installs a ``staged`` release on the inactive slot without switching (blue/green
+   staging; never onto the running slot, refused with an alert);
 5. merges the central ``state_edits`` into the device's local state with the shared
    merge (``edge_sync.merge.StateMerger``, the same conflict rules as the central side);
 6. persists the applied revision together with the merged rows (one transaction), then
-   reports version, slot and desired revision in the ``health`` stream.
+   reports version, slot and desired revision in the ``health`` stream (the staged version
+   and slot are kept in ``_agent`` state, key ``staged``; ``staged_release`` reads them).
 
 Bookkeeping lives in the cache's local state under the reserved namespace ``_agent``
 (written with ``replace_state_rows``, so it is never uploaded as a device edit).
@@ -84,17 +89,29 @@ class CacheInstaller:
             return  # nothing to go back to: keep what runs
         write_agent_state(
             self.cache,
-            {("slots", previous.slot): previous.version, ("release", "version"): previous.version,
-             ("release", "slot"): previous.slot},
+            {
+                ("slots", previous.slot): previous.version,
+                ("release", "version"): previous.version,
+                ("release", "slot"): previous.slot,
+            },
         )
 
 
-def write_agent_state(cache: DeviceCache, values: dict[tuple[str, str], Any], extra: pa.Table | None = None) -> None:
+def write_agent_state(
+    cache: DeviceCache, values: dict[tuple[str, str], Any], extra: pa.Table | None = None
+) -> None:
     """Upsert ``_agent`` bookkeeping (``{(key, field): value}``), with ``extra`` state rows, in one write."""
     hlc = cache.observe_hlc(0)  # a fresh local HLC for the bookkeeping rows
     rows = [
-        {"namespace": AGENT_NAMESPACE, "key": k, "field": f, "value": json.dumps(v, sort_keys=True),
-         "hlc": hlc, "node_id": cache.device_id, "origin": "device"}
+        {
+            "namespace": AGENT_NAMESPACE,
+            "key": k,
+            "field": f,
+            "value": json.dumps(v, sort_keys=True),
+            "hlc": hlc,
+            "node_id": cache.device_id,
+            "origin": "device",
+        }
         for (k, f), v in values.items()
     ]
     table = pa.Table.from_pylist(rows, schema=STATE_SCHEMA)
@@ -106,6 +123,17 @@ def write_agent_state(cache: DeviceCache, values: dict[tuple[str, str], Any], ex
 def active_release(cache: DeviceCache) -> tuple[str | None, str | None]:
     """(version, slot) the device runs, as recorded in ``_agent`` state."""
     r = cache.get_state(AGENT_NAMESPACE, "release")
+    return r.get("version"), r.get("slot")
+
+
+def installed_slots(cache: DeviceCache) -> dict[str, str]:
+    """slot -> version installed in it, as recorded in ``_agent`` state."""
+    return {k: v for k, v in cache.get_state(AGENT_NAMESPACE, "slots").items() if isinstance(v, str)}
+
+
+def staged_release(cache: DeviceCache) -> tuple[str | None, str | None]:
+    """(version, slot) staged on the inactive slot and not yet switched to, as recorded in ``_agent`` state."""
+    r = cache.get_state(AGENT_NAMESPACE, "staged")
     return r.get("version"), r.get("slot")
 
 
@@ -138,8 +166,16 @@ def merge_central_edits(
         _seed(con, seed, rules, tenant_id, device_id)
         merger.merge(
             pa.Table.from_pylist(
-                [{"tenant_id": tenant_id, "device_id": device_id, **e.model_dump(include={
-                    "namespace", "key", "field", "value", "hlc", "node_id", "origin"})} for e in edits]
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "device_id": device_id,
+                        **e.model_dump(
+                            include={"namespace", "key", "field", "value", "hlc", "node_id", "origin"}
+                        ),
+                    }
+                    for e in edits
+                ]
             )
         )
         merged = con.execute(
@@ -152,7 +188,9 @@ def merge_central_edits(
     return pa.Table.from_pylist(changed, schema=STATE_SCHEMA)
 
 
-def _seed(con: duckdb.DuckDBPyConnection, seed: list[dict], rules: RuleSet, tenant_id: str, device_id: str) -> None:
+def _seed(
+    con: duckdb.DuckDBPyConnection, seed: list[dict], rules: RuleSet, tenant_id: str, device_id: str
+) -> None:
     if not seed:
         return
     state, contrib = [], []
@@ -177,6 +215,8 @@ class DownlinkResult:
     message: str | None = None
     release: dict[str, Any] | None = None
     install_error: str | None = None
+    staged: dict[str, Any] | None = None  # what is staged on the inactive slot after the pull
+    stage_error: str | None = None
     edits_received: int = 0
     fields_changed: int = 0
     dropped_edits: list[str] = field(default_factory=list)
@@ -202,7 +242,7 @@ class Downlink:
         self.rules = rules
         self.installer = installer or CacheInstaller(cache)
         self.key = desired_key(cache.tenant_id, cache.device_id)
-        self._refused: set[str] = set()  # digests of documents already alerted on
+        self._refused: set[str] = set()  # digests of documents and refusals already alerted on
 
     def pull(self) -> DownlinkResult:
         """Fetch, verify and apply; network trouble propagates (``StoreUnavailable``)."""
@@ -213,8 +253,11 @@ class Downlink:
         current = applied_revision(self.cache)
         try:
             doc = decode(
-                data, platform_keys=self.platform_keys, tenant_id=self.cache.tenant_id,
-                device_id=self.cache.device_id, applied_revision=current,
+                data,
+                platform_keys=self.platform_keys,
+                tenant_id=self.cache.tenant_id,
+                device_id=self.cache.device_id,
+                applied_revision=current,
             )
         except DesiredStateError as exc:
             self._alert_refusal(data, exc)
@@ -230,7 +273,9 @@ class Downlink:
             return
         self._refused.add(digest)
         severity = "critical" if exc.reason in ("bad_signature", "wrong_device") else "warning"
-        self.cache.record("alerts", {"severity": severity, "code": f"desired_{exc.reason}", "message": str(exc)[:500]})
+        self.cache.record(
+            "alerts", {"severity": severity, "code": f"desired_{exc.reason}", "message": str(exc)[:500]}
+        )
 
     def apply(self, doc: DesiredState) -> DownlinkResult:
         """Apply a verified document (release, state edits, revision, health row)."""
@@ -238,22 +283,30 @@ class Downlink:
         result = DownlinkResult("applied", revision=doc.revision, edits_received=len(doc.state_edits))
         if doc.release is not None:
             result.install_error = self._apply_release(doc)
+        book: dict[tuple[str, str], Any] = {("desired", "revision"): doc.revision}
+        if doc.staged is not None:
+            result.stage_error = self._stage(doc.staged)
+        staged = self._staged_now(doc.staged if result.stage_error is None else None)
+        if staged != staged_release(self.cache):
+            book[("staged", "version")], book[("staged", "slot")] = staged
         edits, dropped, counter_hlc = self._usable_edits(doc.state_edits)
         result.dropped_edits = dropped
         changed = merge_central_edits(
-            self.cache.state_table(), edits, self.rules,
-            tenant_id=self.cache.tenant_id, device_id=self.cache.device_id,
+            self.cache.state_table(),
+            edits,
+            self.rules,
+            tenant_id=self.cache.tenant_id,
+            device_id=self.cache.device_id,
         )
         result.fields_changed = changed.num_rows
-        book: dict[tuple[str, str], Any] = {("desired", "revision"): doc.revision}
         if counter_hlc is not None:
             book[("desired", "counter_hlc")] = counter_hlc
         write_agent_state(self.cache, book, extra=changed)  # merged rows and revision: one transaction
         version, slot = active_release(self.cache)
         result.release = {"version": version, "slot": slot}
-        self.cache.record(
-            "health", {"version": version, "slot": slot, "desired_revision": doc.revision}
-        )
+        if staged[0] is not None:
+            result.staged = {"version": staged[0], "slot": staged[1]}
+        self.cache.record("health", {"version": version, "slot": slot, "desired_revision": doc.revision})
         return result
 
     def _apply_release(self, doc: DesiredState) -> str | None:
@@ -262,11 +315,21 @@ class Downlink:
         if active_release(self.cache) == (release.version, release.slot):
             return None
         try:
-            self.installer.install(release.version, release.slot)
+            # A slot that already holds the version (staged, or the old slot kept by a
+            # blue/green switch) is switched to without a download: the instant switch.
+            if installed_slots(self.cache).get(release.slot) != release.version:
+                self.installer.install(release.version, release.slot)
             self.installer.switch(release.slot)
             if isinstance(self.installer, CacheInstaller):
                 return None
-            write_agent_state(self.cache, {("release", "version"): release.version, ("release", "slot"): release.slot})
+            write_agent_state(
+                self.cache,
+                {
+                    ("slots", release.slot): release.version,
+                    ("release", "version"): release.version,
+                    ("release", "slot"): release.slot,
+                },
+            )
             return None
         except Exception as exc:  # any installer failure: go back to the last good release, tell central
             log.exception("installing %s into slot %s failed", release.version, release.slot)
@@ -279,8 +342,54 @@ class Downlink:
             except Exception:
                 log.exception("rollback to %s failed too", previous)
             message = f"install of {release.version} into slot {release.slot} failed: {exc}"
-            self.cache.record("alerts", {"severity": "critical", "code": "install_failed", "message": message[:500]})
+            self.cache.record(
+                "alerts", {"severity": "critical", "code": "install_failed", "message": message[:500]}
+            )
             return message
+
+    def _stage(self, staged: Release) -> str | None:
+        """Install ``staged`` on its slot without switching; an error message, or None."""
+        version, slot = active_release(self.cache)
+        if staged.slot == slot:
+            message = (
+                f"staged release {staged.version} targets slot {staged.slot}, which runs {version}: not installed "
+                "(staging only fills the inactive slot; the switch will install it)"
+            )
+            self._alert_once("warning", "stage_refused", message)
+            return message
+        if installed_slots(self.cache).get(staged.slot) == staged.version:
+            return None  # already there (staged by an earlier revision, or kept from a switch)
+        try:
+            self.installer.install(staged.version, staged.slot)
+            if not isinstance(self.installer, CacheInstaller):
+                write_agent_state(self.cache, {("slots", staged.slot): staged.version})
+            return None
+        except Exception as exc:  # a failed staging changes nothing that runs: report it, keep going
+            log.exception("staging %s into slot %s failed", staged.version, staged.slot)
+            message = f"staging {staged.version} into slot {staged.slot} failed: {exc}"
+            self.cache.record(
+                "alerts", {"severity": "warning", "code": "stage_failed", "message": message[:500]}
+            )
+            return message
+
+    def _staged_now(self, staged: Release | None) -> tuple[str | None, str | None]:
+        """What is staged after this pull: the document's staged release if its slot holds it and
+        is not the running one (a switch to it or a refusal leaves nothing staged)."""
+        if staged is None:
+            return None, None
+        running = active_release(self.cache)
+        if (
+            running == (staged.version, staged.slot)
+            or installed_slots(self.cache).get(staged.slot) != staged.version
+        ):
+            return None, None
+        return staged.version, staged.slot
+
+    def _alert_once(self, severity: str, code: str, message: str) -> None:
+        digest = hashlib.sha256(f"{code}\n{message}".encode()).hexdigest()
+        if digest not in self._refused:
+            self._refused.add(digest)
+            self.cache.record("alerts", {"severity": severity, "code": code, "message": message[:500]})
 
     def _usable_edits(self, edits: list[StateEdit]) -> tuple[list[StateEdit], list[str], int | None]:
         """Drop edits of the reserved namespace and counter increments already applied.

@@ -3,7 +3,8 @@
 Every change is a read-modify-write of one device's document: read and verify the current
 one with the platform key, apply the change, bump ``revision``, stamp ``issued_hlc`` from the
 central clock, sign and ``put``. Two callers use it: the ``edge_agent`` fleet backend
-(``set_release``) and the central sync (``add_state_edits``).
+(``set_release``, ``set_staged``) and the central sync (``add_state_edits``). Each call changes
+only its own part of the document and keeps the rest (release, staged release, state edits).
 
 Single writer. The object store has no compare-and-swap in our interface, so concurrent
 writers of one device's document could lose an update. The publisher guards against that
@@ -46,6 +47,16 @@ DEFAULT_EDIT_HORIZON = timedelta(days=7)
 LOCK_FILE = f"{TMP_PREFIX}desired-publisher.lock"
 
 
+class _Keep:
+    """Sentinel: leave this part of the document as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
+
+
 class DesiredStatePublishError(RuntimeError):
     """A desired-state document could not be published; the message says why and what to do."""
 
@@ -75,20 +86,57 @@ class DesiredStatePublisher:
         return self._read(tenant_id, device_id)[0]
 
     def set_release(
-        self, tenant_id: str, device_id: str, release: Release | None, previous: Release | None = None
+        self,
+        tenant_id: str,
+        device_id: str,
+        release: Release | None,
+        previous: Release | None = None,
+        *,
+        staged: Release | None | _Keep = KEEP,
     ) -> DesiredState:
-        """Set the release (and fallback ``previous``) the device should run; keeps state edits.
+        """Set the release (and fallback ``previous``) the device should run; keeps state edits,
+        and the staged release unless ``staged`` is given (None clears it).
 
-        Returns the document as published; when release and previous are already what the
-        document holds nothing is written and the existing document is returned.
+        Returns the document as published; when release, previous and staged are already what
+        the document holds nothing is written and the existing document is returned.
         """
         with self._locked(tenant_id, device_id):
             old, floor = self._read(tenant_id, device_id)
-            if old is not None and old.release == release and old.previous == previous:
+            if isinstance(staged, _Keep):
+                staged = old.staged if old is not None else None
+            if old is not None and (old.release, old.previous, old.staged) == (release, previous, staged):
                 return old
             edits = old.state_edits if old is not None else []
             return self._write(
-                tenant_id, device_id, old, floor, release=release, previous=previous, edits=edits
+                tenant_id,
+                device_id,
+                old,
+                floor,
+                release=release,
+                previous=previous,
+                staged=staged,
+                edits=edits,
+            )
+
+    def set_staged(self, tenant_id: str, device_id: str, staged: Release | None) -> DesiredState | None:
+        """Set (or clear, None) the release staged on the device's inactive slot; keeps the rest.
+
+        Nothing is written when the document already stages exactly that (returns it), or when
+        there is no document and nothing to stage (returns None).
+        """
+        with self._locked(tenant_id, device_id):
+            old, floor = self._read(tenant_id, device_id)
+            if (old.staged if old is not None else None) == staged:
+                return old
+            return self._write(
+                tenant_id,
+                device_id,
+                old,
+                floor,
+                release=old.release if old else None,
+                previous=old.previous if old else None,
+                staged=staged,
+                edits=old.state_edits if old else [],
             )
 
     def add_state_edits(
@@ -111,8 +159,16 @@ class DesiredStatePublisher:
                 return old
             release = old.release if old is not None else None
             previous = old.previous if old is not None else None
+            staged = old.staged if old is not None else None
             return self._write(
-                tenant_id, device_id, old, floor, release=release, previous=previous, edits=merged
+                tenant_id,
+                device_id,
+                old,
+                floor,
+                release=release,
+                previous=previous,
+                staged=staged,
+                edits=merged,
             )
 
     # ------------------------------------------------------------------ internals
@@ -154,6 +210,7 @@ class DesiredStatePublisher:
         *,
         release: Release | None,
         previous: Release | None,
+        staged: Release | None,
         edits: list[StateEdit],
     ) -> DesiredState:
         doc = DesiredState(
@@ -163,6 +220,7 @@ class DesiredStatePublisher:
             issued_hlc=self.clock.now(),
             release=release,
             previous=previous,
+            staged=staged,
             state_edits=edits,
         )
         data = encode(doc, self.signer)

@@ -45,8 +45,12 @@ def rollout_promotion_sensor(
     new_parts = sorted({r.rollout_id for r in results} - known)
     # One refresh per log size: run keys make repeats (and a lost cursor) harmless.
     requests = [
-        dg.RunRequest(job_name=rollout_refresh_job.name, partition_key=r.rollout_id,
-                      run_key=f"refresh:{r.rollout_id}:{r.log_size}", tags={"edgeplat/rollout": r.rollout_id})
+        dg.RunRequest(
+            job_name=rollout_refresh_job.name,
+            partition_key=r.rollout_id,
+            run_key=f"refresh:{r.rollout_id}:{r.log_size}",
+            tags={"edgeplat/rollout": r.rollout_id},
+        )
         for r in results
     ]
     for r in results:
@@ -54,19 +58,24 @@ def rollout_promotion_sensor(
             context.log.info("rollout %s: %s phase %s: %s", r.rollout_id, e.kind, e.phase, e.reason)
     if any(r.appended for r in results):
         total = sum(r.log_size for r in results)
-        requests.append(dg.RunRequest(job_name=device_drift_job.name, run_key=f"drift:{total}:{len(results)}"))
+        requests.append(
+            dg.RunRequest(job_name=device_drift_job.name, run_key=f"drift:{total}:{len(results)}")
+        )
     cursor = json.dumps({"v": CURSOR_VERSION, "sizes": {r.rollout_id: r.log_size for r in results}})
     dyn = [dg.AddDynamicPartitionsRequest(ROLLOUTS.name, new_parts)] if new_parts else []
     if not results:
-        return dg.SensorResult(skip_reason="no active rollouts", cursor=cursor, dynamic_partitions_requests=dyn)
+        return dg.SensorResult(
+            skip_reason="no active rollouts", cursor=cursor, dynamic_partitions_requests=dyn
+        )
     return dg.SensorResult(run_requests=requests, cursor=cursor, dynamic_partitions_requests=dyn)
 
 
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Watches the GitOps repository's spec files on the tracked branch: launches, supersedes "
-    "or aborts rollouts when they change, recording the commit; writes the status file back if configured.",
+    description="Watches the GitOps repository's spec files on the tracked branch: launches, updates in "
+    "place (safe fields), supersedes or aborts rollouts when they change, recording the commit; writes the "
+    "status file back if configured.",
 )
 def rollout_gitops_sensor(
     context: dg.SensorEvaluationContext,
@@ -84,12 +93,17 @@ def rollout_gitops_sensor(
     if watcher.status_file:
         head = watcher.write_status(ctl) or head
     for item in result.invalid:
-        context.log.error("gitops: invalid spec %s at %s:\n%s", item["path"], item["commit"][:12], item["errors"])
+        context.log.error(
+            "gitops: invalid spec %s at %s:\n%s", item["path"], item["commit"][:12], item["errors"]
+        )
     launched = [x["rollout_id"] for x in result.launched]
     dyn = [dg.AddDynamicPartitionsRequest(ROLLOUTS.name, launched)] if launched else []
     new_cursor = json.dumps({"v": CURSOR_VERSION, "commit": head})
-    if not (launched or result.aborted):
-        return dg.SensorResult(skip_reason=f"no spec changes up to {head[:12]}", cursor=new_cursor,
-                               dynamic_partitions_requests=dyn)
+    if not (launched or result.aborted or result.updated):
+        return dg.SensorResult(
+            skip_reason=f"no spec changes up to {head[:12]}",
+            cursor=new_cursor,
+            dynamic_partitions_requests=dyn,
+        )
     context.log.info("gitops %s: %s", head[:12], json.dumps(result.as_dict()))
     return dg.SensorResult(cursor=new_cursor, dynamic_partitions_requests=dyn)

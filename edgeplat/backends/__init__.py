@@ -21,6 +21,7 @@ _EXPORTS = {
         "GreengrassComponent",
         "IotEdgeModule",
         "ReleaseSpec",
+        "StagingNotSupported",
     ),
     "edge_agent": ("EdgeAgentBackend",),
     "greengrass": ("GreengrassBackend",),

@@ -65,6 +65,10 @@ class AzureIotEdgeBackend(FleetBackend):
     """Layered IoT Edge deployments selected by twin tags (see module doc)."""
 
     name = "azure_iot_edge"
+    staging_unsupported = (
+        "IoT Edge replaces a module's container in place (no A/B slots to stage on); "
+        "each phase's layered deployment pulls and starts the image"
+    )
 
     def __init__(
         self,

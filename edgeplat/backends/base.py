@@ -8,6 +8,11 @@ roll back twice.
 
 Phases are cumulative (a device never leaves an earlier phase): a device passed again in a
 later phase keeps the phase it was first deployed in.
+
+Blue/green staging (``stage``: install on the inactive slot, do not activate) is a capability:
+backends whose devices have A/B slots set ``staging_unsupported = None`` and implement it;
+the others keep the default (a reason string) and the controller falls back to installing
+at each phase's switch, recording that reason in the rollout's events.
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ class DeployResult:
     """
 
     backend: str
-    action: Literal["deploy", "rollback"]
+    action: Literal["deploy", "rollback", "stage"]
     rollout_id: str
     phase: int | None
     targeted: tuple[tuple[str, str], ...]
@@ -157,10 +162,16 @@ class BackendStatus:
         return sum(d.acknowledged for d in self.devices)
 
 
+class StagingNotSupported(BackendError):
+    """``stage`` on a backend without A/B slots (see ``FleetBackend.staging_unsupported``)."""
+
+
 class FleetBackend(ABC):
     """Deploys releases to devices, rolls them back and reports per-device status."""
 
     name: str
+    # None: the backend can stage (blue/green); else why not, recorded with the fallback.
+    staging_unsupported: str | None = "this backend has no A/B slots to stage a release on"
 
     @abstractmethod
     def deploy(
@@ -182,6 +193,18 @@ class FleetBackend(ABC):
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
         """Undo the rollout on ``devices``: back to ``to`` (the previous release), or to what
         the device ran before (``None``). Idempotent; devices offline get it when they return."""
+
+    def stage(self, devices: list[DeviceRef], release: ReleaseSpec, *, rollout_id: str) -> DeployResult:
+        """Install ``release`` on the inactive slot of ``devices`` without activating it (blue/green).
+
+        A later ``deploy(..., slot="inactive")`` of the same rollout switches to the staged slot
+        and keeps the old one as ``previous``, so ``rollback`` is a switch back. Idempotent per
+        (rollout, device); raises ``StagingNotSupported`` when ``staging_unsupported`` is set.
+        """
+        raise StagingNotSupported(
+            f"{self.name} backend cannot stage releases: {self.staging_unsupported}; "
+            "use the canary strategy or let the controller install at each switch"
+        )
 
     @abstractmethod
     def status(self, rollout_id: str | None = None) -> BackendStatus:

@@ -5,6 +5,14 @@ device's current release as ``previous``; ``rollback`` sets the release back to
 ``previous`` (or to the given release). Documents live in the object store, so a device
 that is offline during a rollback reads it when it comes back.
 
+Blue/green: ``stage`` sets the document's ``staged`` release (the inactive slot, no phase);
+the agent installs it there without switching. ``deploy(..., slot="inactive")`` of the same
+rollout then switches to the staged slot (``release`` = the staged version on the staged
+slot, ``previous`` = the running release on the old slot, ``staged`` cleared), and
+``rollback`` makes ``previous`` the release again: the old slot is still installed, so the
+agent switches back without a download. ``rollback`` also withdraws a staged release of the
+rollout from devices that were never switched.
+
 The backend also keeps a small index per rollout in the store
 (``<index_prefix>/rollout=<id>/devices.json``: device -> phase and the document revision
 it must acknowledge), so ``status`` does not have to list every device's documents.
@@ -46,6 +54,7 @@ class EdgeAgentBackend(FleetBackend):
     """Deploys through desired-state documents in the object store (see module doc)."""
 
     name = "edge_agent"
+    staging_unsupported = None
 
     def __init__(
         self,
@@ -84,19 +93,30 @@ class EdgeAgentBackend(FleetBackend):
             if cur is not None and cur.rollout_id == rollout_id and cur.version == spec.version:
                 # already deployed by this rollout (this or an earlier phase): keep the earliest phase
                 assert doc is not None
-                entries[_dkey(d)] = entry or _entry(
-                    cur.phase if cur.phase is not None else phase, doc.revision, version=cur.version
-                )
+                if entry is None or entry.get("phase") is None:  # no entry, or the one of its staging
+                    entry = _entry(
+                        cur.phase if cur.phase is not None else phase, doc.revision, version=cur.version
+                    )
+                entries[_dkey(d)] = entry
                 continue
             if entry is not None and entry.get("rolled_back"):
                 continue  # never re-deploy a release this rollout already rolled back
+            staged = doc.staged if doc else None
+            ours = staged is not None and staged.rollout_id == rollout_id and staged.version == spec.version
+            use_staged = ours and slot == "inactive" and (cur is None or staged.slot != cur.slot)
             new = Release(
-                version=spec.version, slot=_pick_slot(cur, slot), rollout_id=rollout_id, phase=phase
+                version=spec.version,
+                slot=staged.slot if use_staged and staged is not None else _pick_slot(cur, slot),
+                rollout_id=rollout_id,
+                phase=phase,
             )
             previous = (
                 cur if cur is not None and cur.version != spec.version else (doc.previous if doc else None)
             )
-            out = self.publisher.set_release(d.tenant_id, d.device_id, new, previous)
+            # the switch consumes this rollout's staged release; another rollout's stays
+            out = self.publisher.set_release(
+                d.tenant_id, d.device_id, new, previous, staged=None if ours else staged
+            )
             entries[_dkey(d)] = _entry(phase, out.revision, version=spec.version)
             changed.append(d.key)
         self._update_index(rollout_id, entries)
@@ -110,6 +130,49 @@ class EdgeAgentBackend(FleetBackend):
             deployments=tuple(f"{d[0]}/{d[1]}" for d in changed),
         )
 
+    def stage(self, devices: list[DeviceRef], release: ReleaseSpec, *, rollout_id: str) -> DeployResult:
+        check_deploy_args(devices, rollout_id, 0, "inactive")
+        spec = ReleaseSpec.of(release)
+        devices = unique_devices(devices)
+        changed: list[tuple[str, str]] = []
+        skipped: dict[tuple[str, str], str] = {}
+        entries: dict[str, dict[str, Any]] = {}
+        index = self._load_index(rollout_id)
+        for d in devices:
+            entry = index["devices"].get(_dkey(d))
+            doc = self.publisher.current(d.tenant_id, d.device_id)
+            cur = doc.release if doc else None
+            staged = doc.staged if doc else None
+            if entry is not None and entry.get("rolled_back"):
+                skipped[d.key] = "rolled back by this rollout"
+                continue
+            if cur is not None and cur.rollout_id == rollout_id and cur.version == spec.version:
+                continue  # already switched by this rollout
+            if staged is not None and staged.rollout_id == rollout_id and staged.version == spec.version:
+                if entry is None:  # staged by a run that died before writing the index
+                    assert doc is not None
+                    entries[_dkey(d)] = _entry(None, doc.revision, version=spec.version, staged=True)
+                continue
+            if cur is not None and cur.version == spec.version:
+                skipped[d.key] = f"already runs {spec.version} (slot {cur.slot})"
+                continue
+            new = Release(version=spec.version, slot=_pick_slot(cur, "inactive"), rollout_id=rollout_id)
+            out = self.publisher.set_staged(d.tenant_id, d.device_id, new)
+            assert out is not None
+            entries[_dkey(d)] = _entry(None, out.revision, version=spec.version, staged=True)
+            changed.append(d.key)
+        self._update_index(rollout_id, entries)
+        return DeployResult(
+            backend=self.name,
+            action="stage",
+            rollout_id=rollout_id,
+            phase=None,
+            targeted=tuple(d.key for d in devices),
+            changed=tuple(changed),
+            deployments=tuple(f"{d[0]}/{d[1]}" for d in changed),
+            skipped=skipped,
+        )
+
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
         if not isinstance(rollout_id, str) or not rollout_id:
             raise ValueError(f"rollout_id must be a non-empty string, got {rollout_id!r}")
@@ -121,10 +184,22 @@ class EdgeAgentBackend(FleetBackend):
         for d in devices:
             doc = self.publisher.current(d.tenant_id, d.device_id)
             cur = doc.release if doc else None
-            if doc is None or cur is None or cur.rollout_id != rollout_id:
+            if doc is None:
+                continue
+            unstage = doc.staged is not None and doc.staged.rollout_id == rollout_id
+            if cur is None or cur.rollout_id != rollout_id:
+                if unstage:  # staged but never switched: withdraw the staged release
+                    out = self.publisher.set_staged(d.tenant_id, d.device_id, None)
+                    assert out is not None
+                    entry = dict(index["devices"].get(_dkey(d)) or _entry(None, out.revision))
+                    entry.update(rolled_back=True, staged=False, revision=out.revision, version=None)
+                    entries[_dkey(d)] = entry
+                    changed.append(d.key)
                 continue  # never got this rollout, or already rolled back (or moved on)
             back = _rollback_release(doc, target)
-            out = self.publisher.set_release(d.tenant_id, d.device_id, back, None)
+            out = self.publisher.set_release(
+                d.tenant_id, d.device_id, back, None, staged=None if unstage else doc.staged
+            )
             entry = dict(index["devices"].get(_dkey(d)) or _entry(cur.phase or 0, out.revision))
             entry.update(rolled_back=True, revision=out.revision, version=back.version if back else None)
             entries[_dkey(d)] = entry
@@ -161,6 +236,8 @@ class EdgeAgentBackend(FleetBackend):
         acked = rev is not None and rev >= entry["revision"]
         if entry.get("rolled_back"):
             state = "rolled_back" if acked else "rolling_back"
+        elif entry.get("staged") and entry.get("phase") is None:
+            state = "staged" if acked else "staging"
         elif not acked:
             state = "pending"
         else:
@@ -214,8 +291,13 @@ def _dkey(d: DeviceRef) -> str:
     return f"{d.tenant_id}/{d.device_id}"
 
 
-def _entry(phase: int, revision: int, *, version: str | None = None) -> dict[str, Any]:
-    return {"phase": phase, "revision": revision, "version": version, "rolled_back": False}
+def _entry(
+    phase: int | None, revision: int, *, version: str | None = None, staged: bool = False
+) -> dict[str, Any]:
+    entry = {"phase": phase, "revision": revision, "version": version, "rolled_back": False}
+    if staged:
+        entry["staged"] = True
+    return entry
 
 
 def _pick_slot(current: Release | None, slot: str | None) -> Slot:

@@ -121,6 +121,10 @@ class GreengrassBackend(FleetBackend):
     """Greengrass v2 deployments to per-(rollout, phase) thing groups (see module doc)."""
 
     name = "greengrass"
+    staging_unsupported = (
+        "Greengrass v2 deploys a component version in place (no A/B slots to stage on); "
+        "each phase's deployment installs and activates it"
+    )
 
     def __init__(
         self,

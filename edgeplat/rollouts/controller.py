@@ -10,6 +10,20 @@ written once. A crash before the act loses nothing either: the decision is recom
 Acknowledgements come from the lakehouse (``devices.reported_version``, kept by the central
 sync from health reports), not from backend status calls, so one tick costs a few queries
 whatever the fleet size and whichever backend is behind it.
+
+Blue/green: the ``stage`` decision stages the release on the inactive slot of the whole
+target through ``FleetBackend.stage`` (its event carries the counts); each phase's deploy
+then switches (``slot="inactive"``: the staged slot), and the rollback switches back to the
+old slot, which is still installed, and withdraws the staged release from devices never
+switched. A backend without A/B slots (``staging_unsupported``) cannot stage: the stage
+event records that and why, and every phase installs on switch (its event says so too).
+Staging is not acknowledged separately (the lakehouse has no staged version per device);
+a device that has not staged by its switch installs then, and the switch's acknowledgement
+is awaited as for any deploy.
+
+Devices that register after launch are placed by the same hash rule: at each tick inside
+the maintenance window, target devices that fall into an already deployed phase are sent
+the release (and, for blue/green, the rest of the target is staged).
 """
 
 from __future__ import annotations
@@ -40,6 +54,7 @@ from edgeplat.rollouts.machine import (
     created_event,
     decide,
     in_window,
+    spec_updated_event,
 )
 from edgeplat.rollouts.selection import Assignment, assign_phases, rollout_salt
 from edgeplat.rollouts.spec import RolloutSpec
@@ -151,6 +166,33 @@ class Controller:
             self.store.append(rollout_id, [ev])
         return ev
 
+    def update_spec(
+        self,
+        rollout_id: str,
+        spec: RolloutSpec,
+        *,
+        actor: str,
+        reason: str = "",
+        request_id: str = "",
+        inputs: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> Event:
+        """Change a running rollout's spec in place (``spec_updated``; safe fields only).
+
+        Raises ``CommandError`` naming the fields when the change needs a new rollout.
+        Idempotent per ``request_id`` (e.g. the git commit): a repeat returns the recorded event.
+        """
+        with self.store.session():
+            state = self.store.state(rollout_id)
+            if request_id:
+                key = f"{state.rollout}:spec_updated:{request_id}"
+                done = next((e for e in state.events if e.key == key), None)
+                if done is not None:
+                    return done
+            ev = spec_updated_event(state, spec, actor, _now(now), reason, request_id, inputs)
+            self.store.append(rollout_id, [ev])
+        return ev
+
     # ------------------------------------------------------------------ ticks
 
     def tick_all(self, now: datetime | None = None) -> list[TickResult]:
@@ -221,10 +263,13 @@ class Controller:
         decisions = decide(state, obs, now)
         result.decisions = decisions
         idle = (Status.ROLLING_BACK, Status.PAUSED, Status.FAILED)
-        if state.deployed and state.status not in idle and in_window(state.spec, now):
+        if state.status not in idle and in_window(state.spec, now):
             # Devices that registered after a deploy fall into already-deployed phases by the
             # selection rule: send them the release too (inside the maintenance window only).
-            self._deploy_late(world, state, now, result)
+            if self._stages(state) and (state.staged or state.status == Status.STAGING):
+                self._stage_late(world, state, now, result)
+            if state.deployed:
+                self._deploy_late(world, state, now, result)
         for d in decisions:
             if d.kind == Kind.WAIT or d.key in state.keys:
                 continue
@@ -269,17 +314,27 @@ class Controller:
 
     # ------------------------------------------------------------------ act
 
-    def _act(self, w: _World, s: RolloutState, d: Decision, now: datetime, result: TickResult) -> dict[str, Any]:
+    def _act(
+        self, w: _World, s: RolloutState, d: Decision, now: datetime, result: TickResult
+    ) -> dict[str, Any]:
         """Carry out a decision through the backend; returns inputs to add to its event."""
+        if d.kind == Kind.STAGE:
+            return self._stage(w, s, d.key, now, result)
         if d.kind == Kind.DEPLOY_PHASE:
             assert d.phase is not None
             assignment = w.assignment(s)
-            slot = "inactive" if s.spec.strategy.type == "blueGreen" else None
-            n = self._deploy(w, s, assignment, d.phase, d.key, now, slot, result)
-            return {"thresholds": assignment.thresholds, "devices_sent": n,
-                    "devices_in_phase": int(assignment.in_phase(d.phase).sum())}
+            n = self._deploy(w, s, assignment, d.phase, d.key, now, self._slot(s), result)
+            extra: dict[str, Any] = {
+                "thresholds": assignment.thresholds,
+                "devices_sent": n,
+                "devices_in_phase": int(assignment.in_phase(d.phase).sum()),
+            }
+            if s.spec.strategy.type == "blueGreen" and not self._stages(s):
+                extra.update(action="install", fallback_reason=self._no_staging_reason())
+            return extra
         if d.kind == Kind.ROLLBACK:
-            devices = [w.ref(dev) for dev in w.sent_deploy]
+            # Staged-only devices are passed too: the backend withdraws their staged release.
+            devices = [w.ref(dev) for dev in {**w.sent_deploy, **w.sent_stage}]
             res = self.backend.rollback(devices, rollout_id=w.rollout_id, to=None)
             rows = [(r.tenant_id, r.device_id, r.platform, None) for r in devices]
             self.store.record_sent(w.rollout_id, rows, "rollback", d.key, now)
@@ -287,13 +342,77 @@ class Controller:
             return {"devices_sent": len(devices)}
         return {}
 
+    def _stages(self, s: RolloutState) -> bool:
+        """Whether this rollout stages (blue/green on a backend with A/B slots)."""
+        return s.spec.strategy.type == "blueGreen" and self.backend.staging_unsupported is None
+
+    def _slot(self, s: RolloutState) -> str | None:
+        return "inactive" if self._stages(s) else None
+
+    def _no_staging_reason(self) -> str:
+        return f"{self.backend.name} backend cannot stage: {self.backend.staging_unsupported}; installing on switch"
+
+    def _stage(
+        self, w: _World, s: RolloutState, key: str, now: datetime, result: TickResult, skip: Any = None
+    ) -> dict[str, Any]:
+        """Stage the release on every target device not staged yet (``skip``: a mask of devices
+        not to stage); returns the counts for the event."""
+        if not self._stages(s):
+            return {
+                "staging": "unsupported",
+                "fallback": "install_on_switch",
+                "fallback_reason": self._no_staging_reason(),
+                "devices_in_target": len(w.keys),
+                "devices_staged": 0,
+            }
+        a = w.assignment(s)
+        todo = [
+            (k, int(p))
+            for i, (k, p) in enumerate(zip(w.keys, a.phase, strict=True))
+            if k not in w.sent_stage and (skip is None or not skip[i])
+        ]
+        changed = skipped = 0
+        if todo:
+            refs = [w.ref(k) for k, _ in todo]
+            res = self.backend.stage(refs, ReleaseSpec.of(s.spec.release), rollout_id=w.rollout_id)
+            changed, skipped = len(res.changed), len(res.skipped)
+            rows = [
+                (r.tenant_id, r.device_id, r.platform, p if p >= 0 else None)
+                for r, (_, p) in zip(refs, todo, strict=True)
+            ]
+            self.store.record_sent(w.rollout_id, rows, "stage", key, now)
+            for k, _ in todo:
+                w.sent_stage[k] = now
+            result.sent["stage"] = result.sent.get("stage", 0) + changed
+        return {
+            "staging": "staged",
+            "devices_in_target": len(w.keys),
+            "devices_staged": sum(k in w.sent_stage for k in w.keys),
+            "devices_changed": changed,
+            "devices_skipped": skipped,
+        }
+
+    def _stage_late(self, w: _World, s: RolloutState, now: datetime, result: TickResult) -> None:
+        # Devices in phases already switched get the switch itself (install on switch) instead.
+        deployed = w.assignment(s).in_phase(s.deployed_phase) if s.deployed_phase >= 0 else None
+        if any(k not in w.sent_stage for k in w.keys):
+            self._stage(w, s, f"{s.rollout}:stage:late", now, result, skip=deployed)
+
     def _deploy(
-        self, w: _World, s: RolloutState, a: Assignment, phase: int, key: str, now: datetime,
-        slot: str | None, result: TickResult,
+        self,
+        w: _World,
+        s: RolloutState,
+        a: Assignment,
+        phase: int,
+        key: str,
+        now: datetime,
+        slot: str | None,
+        result: TickResult,
     ) -> int:
         mask = a.in_phase(phase)
         todo = [
-            (dev, int(p)) for dev, p, m in zip(w.keys, a.phase, mask, strict=True)
+            (dev, int(p))
+            for dev, p, m in zip(w.keys, a.phase, mask, strict=True)
             if m and dev not in w.sent_deploy
         ]
         if not todo:
@@ -321,8 +440,7 @@ class Controller:
         late = int((a.in_phase(s.deployed_phase) & ~w.sent_mask()).sum())
         if late:
             key = f"{s.rollout}:{s.deployed_phase}:late"
-            slot = "inactive" if s.spec.strategy.type == "blueGreen" else None
-            self._deploy(w, s, a, s.deployed_phase, key, now, slot, result)
+            self._deploy(w, s, a, s.deployed_phase, key, now, self._slot(s), result)
 
 
 @dataclass
@@ -339,6 +457,7 @@ class _World:
     sent_deploy: dict[str, datetime]
     sent_phase: dict[str, int | None]
     sent_rollback: dict[str, datetime]
+    sent_stage: dict[str, datetime]
     extra_refs: dict[str, DeviceRef]  # sent devices that have left the target
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     _assignment: Assignment | None = None
@@ -346,8 +465,13 @@ class _World:
 
     @classmethod
     def load(
-        cls, con: duckdb.DuckDBPyConnection, store: RolloutStore, rollout_id: str, s: RolloutState,
-        cache: dict[str, pa.Table] | None = None, sent: pa.Table | None = None,
+        cls,
+        con: duckdb.DuckDBPyConnection,
+        store: RolloutStore,
+        rollout_id: str,
+        s: RolloutState,
+        cache: dict[str, pa.Table] | None = None,
+        sent: pa.Table | None = None,
     ) -> _World:
         sql, params = cohorts.target_filter(s.spec)
         ckey = json.dumps([sql, params], default=str)
@@ -364,12 +488,18 @@ class _World:
         sent_deploy: dict[str, datetime] = {}
         sent_phase: dict[str, int | None] = {}
         sent_rollback: dict[str, datetime] = {}
+        sent_stage: dict[str, datetime] = {}
         extra: dict[str, DeviceRef] = {}
-        cols = [sent.column(c).to_pylist() for c in ("tenant_id", "device_id", "platform", "phase", "action", "at")]
+        cols = [
+            sent.column(c).to_pylist()
+            for c in ("tenant_id", "device_id", "platform", "phase", "action", "at")
+        ]
         for t, d, p, ph, action, at in zip(*cols, strict=True):
             k = f"{t}/{d}"
             if action == "deploy":
                 sent_deploy[k], sent_phase[k] = at, ph
+            elif action == "stage":
+                sent_stage[k] = at
             else:
                 sent_rollback[k] = at
             extra[k] = DeviceRef(t, d, p or "edge_agent")
@@ -380,8 +510,20 @@ class _World:
             for k in missing:
                 t, d = k.split("/", 1)
                 reported[k] = all_versions.get((t, d))
-        return cls(rollout_id, targets, tenants, devices, targets.column("platform").to_pylist(), keys,
-                   reported, sent_deploy, sent_phase, sent_rollback, extra)
+        return cls(
+            rollout_id,
+            targets,
+            tenants,
+            devices,
+            targets.column("platform").to_pylist(),
+            keys,
+            reported,
+            sent_deploy,
+            sent_phase,
+            sent_rollback,
+            sent_stage,
+            extra,
+        )
 
     def ref(self, key: str) -> DeviceRef:
         if self._index is None:
@@ -402,8 +544,12 @@ class _World:
             spec = s.spec
             salt = rollout_salt(spec.name, s.rollout_id, spec.selection.salt)
             floor = _last_thresholds(s)
-            rows = pa.table({"device_id": pa.array(self.keys, pa.string()),
-                             "tenant_id": pa.array(self.tenants, pa.string())})
+            rows = pa.table(
+                {
+                    "device_id": pa.array(self.keys, pa.string()),
+                    "tenant_id": pa.array(self.tenants, pa.string()),
+                }
+            )
             if spec.selection.stratify_by and spec.selection.stratify_by.startswith("tag:"):
                 tag = spec.selection.stratify_by[4:]
                 vals = [_tags(t).get(tag, "") for t in self.targets.column("tags").to_pylist()]
@@ -428,13 +574,19 @@ def _tags(text: Any) -> dict[str, str]:
 
 
 def _last_thresholds(s: RolloutState) -> dict[str, list[float]] | None:
+    """The sticky floor for stratified placement: the thresholds recorded at the last deploy, for
+    the phases deployed so far only (later phases are placed afresh: an in-place spec update
+    may have inserted or changed them)."""
     for e in reversed(s.events):
         if e.kind == Kind.DEPLOY_PHASE and e.inputs.get("thresholds"):
-            return e.inputs["thresholds"]
+            n = max(s.deployed_phase + 1, 0)
+            return {label: list(t[:n]) for label, t in e.inputs["thresholds"].items()}
     return None
 
 
-def assignments(con: duckdb.DuckDBPyConnection, store: RolloutStore, rollout_id: str, now: datetime | None = None) -> pa.Table:
+def assignments(
+    con: duckdb.DuckDBPyConnection, store: RolloutStore, rollout_id: str, now: datetime | None = None
+) -> pa.Table:
     """Every target device of the rollout with its bucket, phase, and the release it should run now
     (``desired_version`` NULL: whatever it ran before the rollout)."""
     from edgeplat.rollouts.machine import desired_release
@@ -450,8 +602,9 @@ def assignments(con: duckdb.DuckDBPyConnection, store: RolloutStore, rollout_id:
             "device_id": w.targets.column("device_id"),
             "bucket": pa.array(a.buckets.astype("int32")),
             "phase": pa.array(a.phase.astype("int32")),
-            "desired_version": pa.array([state.spec.release.version if new[int(p)] else None for p in a.phase],
-                                        pa.string()),
+            "desired_version": pa.array(
+                [state.spec.release.version if new[int(p)] else None for p in a.phase], pa.string()
+            ),
             "desired_slot": pa.array([slot if new[int(p)] else None for p in a.phase], pa.string()),
         }
     )

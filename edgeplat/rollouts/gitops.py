@@ -5,15 +5,21 @@ library) and compares the spec files (``<spec_dir>/*.yaml|yml``) on the tracked 
 between the last commit it handled and the branch head:
 
 * a new spec file launches a rollout;
-* a changed spec file supersedes: the active rollout of that file is aborted (rolled back)
-  and a rollout of the new spec is launched (a rollout's spec is immutable: its log was
-  decided under it);
+* a changed spec file updates its active rollout in place when only fields that are safe
+  to change mid-flight changed (gates, bake times and approvals of phases not reached yet,
+  deadlines, timeouts, maintenance window, rollback policy, later phases): a
+  ``spec_updated`` event with the commit and the changed field paths
+  (``machine.spec_change`` decides);
+* any other change supersedes: the active rollout is aborted (rolled back) with a reason
+  naming the fields, and a rollout of the new spec is launched;
 * a deleted spec file aborts the active rollout of that file.
 
 Every event records the repository, path and commit (and the commit's author as the
-actor). Applying a diff is idempotent: rollout ids derive from (path, commit) and aborts
-carry the commit as request id, so replaying a diff after a crash changes nothing. An
-invalid spec is skipped with its errors reported (the rest of the diff still applies).
+actor). Applying a diff is idempotent: rollout ids derive from (path, commit), aborts and
+updates carry the commit as request id, so replaying a diff after a crash changes nothing.
+An invalid spec is skipped with its errors reported (the rest of the diff still applies);
+an invalid edit of a running rollout's file leaves that rollout running as it is (a typo
+must not roll a fleet back).
 
 Optional status write-back: ``write_status`` commits a JSON file with each spec's rollout,
 status and phase to the branch and pushes it (the status file is never read as a spec).
@@ -31,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.machine import TERMINAL, CommandError, Status
+from edgeplat.rollouts.machine import TERMINAL, CommandError, RolloutState, Status, spec_change
 from edgeplat.rollouts.spec import SpecError, load_spec
 
 log = logging.getLogger(__name__)
@@ -51,17 +57,26 @@ class GitOpsResult:
     launched: list[dict[str, str]] = field(default_factory=list)
     aborted: list[dict[str, str]] = field(default_factory=list)
     invalid: list[dict[str, str]] = field(default_factory=list)
+    updated: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"head": self.head, "previous": self.previous, "launched": self.launched,
-                "aborted": self.aborted, "invalid": self.invalid}
+        return {
+            "head": self.head,
+            "previous": self.previous,
+            "launched": self.launched,
+            "aborted": self.aborted,
+            "invalid": self.invalid,
+            "updated": self.updated,
+        }
 
 
 def _git(cwd: Path | None, *args: str) -> str:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        raise GitOpsError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}")
+        raise GitOpsError(
+            f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return proc.stdout
 
 
@@ -105,14 +120,20 @@ class GitOpsWatcher:
             files = _git(self.workdir, "ls-tree", "-r", "--name-only", head).splitlines()
             return [("A", f) for f in sorted(files) if self._is_spec(f)]
         out = _git(self.workdir, "diff", "--name-status", "--no-renames", since, head).splitlines()
-        return [(line.split("\t", 1)[0][0], line.split("\t", 1)[1]) for line in out if self._is_spec(line.split("\t", 1)[1])]
+        return [
+            (line.split("\t", 1)[0][0], line.split("\t", 1)[1])
+            for line in out
+            if self._is_spec(line.split("\t", 1)[1])
+        ]
 
     def show(self, commit: str, path: str) -> str:
         return _git(self.workdir, "show", f"{commit}:{path}")
 
     def author(self, commit: str) -> tuple[str, str]:
         """(``gitops:<author email>``, commit subject)."""
-        email, subject = _git(self.workdir, "log", "-1", "--format=%ae%x1f%s", commit).rstrip("\n").split("\x1f", 1)
+        email, subject = (
+            _git(self.workdir, "log", "-1", "--format=%ae%x1f%s", commit).rstrip("\n").split("\x1f", 1)
+        )
         return f"gitops:{email}", subject
 
     # ------------------------------------------------------------------ apply
@@ -126,27 +147,87 @@ class GitOpsWatcher:
         actor, subject = self.author(head)
         by_path = self.rollouts_by_path(ctl)
         for status, path in self.changes(since, head):
-            source = {"kind": "gitops", "repo": self.repo, "branch": self.branch, "path": path, "commit": head}
+            source = {
+                "kind": "gitops",
+                "repo": self.repo,
+                "branch": self.branch,
+                "path": path,
+                "commit": head,
+            }
             active = by_path.get(path)
-            if status in ("M", "D") and active and ctl.store.state(active).abort_requested is None:
-                why = f"{'spec changed' if status == 'M' else 'spec deleted'} in {head[:12]}: {subject}"
-                try:
-                    ctl.command(active, "abort", actor=actor, reason=why, request_id=f"gitops:{head}:{path}",
-                                inputs={"gitops": source})
-                    result.aborted.append({"rollout_id": active, "path": path, "commit": head})
-                except CommandError as exc:
-                    log.info("gitops: %s not aborted: %s", active, exc)
-            if status in ("A", "M"):
-                try:
-                    spec = load_spec(self.show(head, path))
-                except SpecError as exc:
-                    result.invalid.append({"path": path, "commit": head, "errors": str(exc)})
+            state = ctl.store.state(active) if active else None
+            if state is not None and state.abort_requested is not None:
+                state = None  # already being aborted: nothing to update or abort
+            if status == "D":
+                if state is not None:
+                    self._abort(
+                        ctl, result, state, active, f"spec deleted in {head[:12]}: {subject}", actor, source
+                    )
+                continue
+            try:
+                spec = load_spec(self.show(head, path))
+            except SpecError as exc:
+                result.invalid.append({"path": path, "commit": head, "errors": str(exc)})
+                continue
+            rid = f"{spec.name}-{hashlib.sha256(f'{path}@{head}'.encode()).hexdigest()[:8]}"
+            if state is not None and active != rid:
+                change = spec_change(state, spec)
+                if not change.changed:
+                    continue  # same spec (formatting, comments, or a replayed update): nothing to do
+                if change.in_place and _updatable(state):
+                    ctl.update_spec(
+                        active,
+                        spec,
+                        actor=actor,
+                        request_id=f"gitops:{head}",
+                        reason=f"{path} at {head[:12]}: {subject}",
+                        inputs={"gitops": source},
+                    )
+                    result.updated.append(
+                        {"rollout_id": active, "path": path, "commit": head, "changed": list(change.changed)}
+                    )
                     continue
-                rid = f"{spec.name}-{hashlib.sha256(f'{path}@{head}'.encode()).hexdigest()[:8]}"
-                ctl.launch(spec, actor=actor, reason=f"{path} at {head[:12]}: {subject}", rollout_id=rid,
-                           source=source)
-                result.launched.append({"rollout_id": rid, "path": path, "commit": head})
+                why = "; ".join(change.unsafe) or f"the rollout is {state.status}"
+                self._abort(
+                    ctl,
+                    result,
+                    state,
+                    active,
+                    f"spec changed in {head[:12]} ({subject}); superseded because {why}",
+                    actor,
+                    source,
+                )
+            ctl.launch(
+                spec, actor=actor, reason=f"{path} at {head[:12]}: {subject}", rollout_id=rid, source=source
+            )
+            result.launched.append({"rollout_id": rid, "path": path, "commit": head})
         return result
+
+    @staticmethod
+    def _abort(
+        ctl: Controller,
+        result: GitOpsResult,
+        state: RolloutState,
+        rollout_id: str | None,
+        why: str,
+        actor: str,
+        source: dict[str, Any],
+    ) -> None:
+        assert rollout_id is not None
+        try:
+            ctl.command(
+                rollout_id,
+                "abort",
+                actor=actor,
+                reason=why,
+                request_id=f"gitops:{source['commit']}:{source['path']}",
+                inputs={"gitops": source},
+            )
+            result.aborted.append(
+                {"rollout_id": rollout_id, "path": source["path"], "commit": source["commit"]}
+            )
+        except CommandError as exc:
+            log.info("gitops: %s (%s) not aborted: %s", rollout_id, state.status, exc)
 
     @staticmethod
     def rollouts_by_path(ctl: Controller) -> dict[str, str]:
@@ -178,7 +259,10 @@ class GitOpsWatcher:
             src = src.inputs.get("source") or {} if src else {}
             if src.get("kind") == "gitops" and src.get("repo") == self.repo:
                 status[src["path"]] = {
-                    "rollout_id": r.rollout_id, "status": r.status, "phase": r.phase, "commit": src.get("commit"),
+                    "rollout_id": r.rollout_id,
+                    "status": r.status,
+                    "phase": r.phase,
+                    "commit": src.get("commit"),
                     "done": r.status in {str(s) for s in TERMINAL} or r.status == Status.FAILED,
                 }
         target = self.workdir / self.status_file
@@ -189,7 +273,21 @@ class GitOpsWatcher:
         target.write_text(text)
         name, _, email = author.partition(" <")
         _git(self.workdir, "add", self.status_file)
-        _git(self.workdir, "-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}", "commit",
-             "--quiet", "-m", "rollout status [edgeplat]")
+        _git(
+            self.workdir,
+            "-c",
+            f"user.name={name}",
+            "-c",
+            f"user.email={email.rstrip('>')}",
+            "commit",
+            "--quiet",
+            "-m",
+            "rollout status [edgeplat]",
+        )
         _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
         return _git(self.workdir, "rev-parse", "HEAD").strip()
+
+
+def _updatable(state: RolloutState) -> bool:
+    """A rollout whose spec may still change in place (not failed or rolling back)."""
+    return state.status not in (Status.FAILED, Status.ROLLING_BACK) and state.status not in TERMINAL

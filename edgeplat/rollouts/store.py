@@ -160,9 +160,7 @@ class RolloutStore:
                           min(created_at), max(updated_at)
                    FROM rollouts GROUP BY rollout_id ORDER BY min(created_at) DESC, rollout_id"""
             ).fetchall()
-        out = [
-            RolloutRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), _utc(r[6]), _utc(r[7])) for r in rows
-        ]
+        out = [RolloutRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), _utc(r[6]), _utc(r[7])) for r in rows]
         if active_only:
             out = [r for r in out if r.status not in {str(s) for s in TERMINAL}]
         return out
@@ -246,13 +244,23 @@ class RolloutStore:
                 "SELECT coalesce(max(seq), -1) + 1 FROM rollout_events WHERE rollout_id = ?", [rollout_id]
             ).fetchone()[0]
             rows = [
-                (t, rollout_id, e.key, str(e.kind), e.phase, e.at, e.actor, e.reason,
-                 json.dumps(e.inputs, sort_keys=True, default=str), seq0 + i)
+                (
+                    t,
+                    rollout_id,
+                    e.key,
+                    str(e.kind),
+                    e.phase,
+                    e.at,
+                    e.actor,
+                    e.reason,
+                    json.dumps(e.inputs, sort_keys=True, default=str),
+                    seq0 + i,
+                )
                 for i, e in enumerate(fresh)
                 for t in tenants
             ]
             con.executemany(
-                "INSERT INTO rollout_events (tenant_id, rollout_id, event_id, kind, phase, \"at\", actor, reason, "
+                'INSERT INTO rollout_events (tenant_id, rollout_id, event_id, kind, phase, "at", actor, reason, '
                 "inputs, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
@@ -262,8 +270,12 @@ class RolloutStore:
         return self.write(unit, f"append to rollout {rollout_id}")
 
     def record_sent(
-        self, rollout_id: str, rows: Sequence[tuple[str, str, str | None, int | None]], action: str,
-        event_id: str, at: datetime,
+        self,
+        rollout_id: str,
+        rows: Sequence[tuple[str, str, str | None, int | None]],
+        action: str,
+        event_id: str,
+        at: datetime,
     ) -> int:
         """Record that ``action`` was sent to ``rows`` of (tenant_id, device_id, platform, phase);
         devices already recorded for that action are skipped. Returns how many were new."""
@@ -307,8 +319,17 @@ class RolloutStore:
             "INSERT INTO rollouts (tenant_id, rollout_id, name, release_version, spec, status, phase, "
             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (t, rollout_id, spec.name, spec.release.version, spec.model_dump_json(), str(state.status),
-                 state.phase, state.created_at, now)
+                (
+                    t,
+                    rollout_id,
+                    spec.name,
+                    spec.release.version,
+                    spec.model_dump_json(),
+                    str(state.status),
+                    state.phase,
+                    state.created_at,
+                    now,
+                )
                 for t in tenants
             ],
         )

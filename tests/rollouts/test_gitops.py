@@ -105,8 +105,9 @@ def test_sensor_launches_from_git_and_writes_status_back(tmp_path, repos, lake) 
             object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
             platform_signer=PlatformSignerResource(path=str(tmp_path / "k.pem"), create_if_missing=True),
         ),
-        "gitops_repo": GitOpsRepoResource(repo=str(origin), workdir=str(tmp_path / "clone"),
-                                          status_file="status/rollouts.json"),
+        "gitops_repo": GitOpsRepoResource(
+            repo=str(origin), workdir=str(tmp_path / "clone"), status_file="status/rollouts.json"
+        ),
     }
     with dg.instance_for_test() as instance:
         with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
@@ -120,3 +121,64 @@ def test_sensor_launches_from_git_and_writes_status_back(tmp_path, repos, lake) 
         with dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor) as ctx:
             again = rollout_gitops_sensor(ctx)
         assert again.skip_reason and not again.dynamic_partitions_requests
+
+
+def write_raw(dev: Path, name: str, **over) -> None:
+    spec = small_spec(name=name, **over).model_dump(mode="json", exclude_none=True)
+    (dev / "rollouts").mkdir(exist_ok=True)
+    (dev / "rollouts" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+
+
+def test_safe_changes_update_in_place_and_others_supersede(tmp_path, repos, lake, backend) -> None:
+    origin, dev = repos
+    ctl = Controller(RolloutStore(lake), backend)
+    watcher = GitOpsWatcher(str(origin), tmp_path / "clone")
+    phases = [{"percent": 10, "bake": "30m"}, {"percent": 50, "bake": "30m"}, {"percent": 100, "bake": "15m"}]
+    write_raw(dev, "web", strategy={"type": "canary", "phases": phases})
+    c1 = commit(dev, "ship web")
+    rid = watcher.sync(ctl, None).launched[0]["rollout_id"]
+    ctl.tick(rid)  # phase 0 deployed: it is reached, phases 1 and 2 are not
+    assert ctl.store.state(rid).phase == 0
+
+    later = [phases[0], {"percent": 50, "bake": "1h", "approval": "manual"}, phases[2]]
+    write_raw(dev, "web", strategy={"type": "canary", "phases": later}, progress_deadline="3h")
+    c2 = commit(dev, "web: slower phase 1, manual approval, longer deadline")
+    r2 = watcher.sync(ctl, c1)
+    assert r2.launched == [] and r2.aborted == []
+    assert r2.updated == [
+        {
+            "rollout_id": rid,
+            "path": "rollouts/web.yaml",
+            "commit": c2,
+            "changed": ["progress_deadline", "strategy.phases[1].approval", "strategy.phases[1].bake"],
+        }
+    ]
+    update = [e for e in ctl.store.events(rid) if e.kind == Kind.SPEC_UPDATED]
+    assert len(update) == 1 and update[0].inputs["gitops"]["commit"] == c2
+    assert (
+        update[0].inputs["changed"] == r2.updated[0]["changed"]
+        and update[0].actor == "gitops:dana@example.com"
+    )
+    state = ctl.store.state(rid)
+    assert (
+        state.spec.phases[1].approval == "manual" and state.spec.progress_deadline.total_seconds() == 3 * 3600
+    )
+    assert ctl.store.list_rollouts()[0].status == str(state.status)
+    assert watcher.sync(ctl, c1).updated == []  # replaying the commit: nothing twice
+    assert [e.kind for e in ctl.store.events(rid)].count(Kind.SPEC_UPDATED) == 1
+
+    # a change to the reached phase 0 cannot apply in place: abort with the field named, relaunch
+    reached = [{"percent": 5, "bake": "30m"}, *later[1:]]
+    write_raw(dev, "web", strategy={"type": "canary", "phases": reached}, progress_deadline="3h")
+    c3 = commit(dev, "web: smaller canary")
+    r3 = watcher.sync(ctl, c2)
+    assert r3.updated == [] and r3.aborted[0]["rollout_id"] == rid and r3.launched[0]["commit"] == c3
+    abort = next(e for e in ctl.store.events(rid) if e.kind == Kind.ABORT)
+    assert "strategy.phases[0].percent" in abort.reason and "already reached" in abort.reason
+
+    # an invalid edit leaves the running rollout alone
+    (dev / "rollouts" / "web.yaml").write_text("name: web\nrelease: {name: x}\n")
+    c4 = commit(dev, "oops")
+    r4 = watcher.sync(ctl, c3)
+    assert r4.invalid and r4.aborted == [] and r4.launched == [] and r4.updated == []
+    assert watcher.sync(ctl, c4).head == c4
