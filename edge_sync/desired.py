@@ -14,6 +14,16 @@ document), one signed by any key but the platform's, and one for another device.
 activating it, so a later switch is instant. It is optional and left out of the signed JSON
 when empty: agents that predate it (documents are ``extra="forbid"``) keep accepting every
 document that stages nothing.
+
+``rollback_of`` (``{rollout_id, version}``) says the release ``version`` of rollout
+``rollout_id`` was rolled back when the platform does not know what the device ran before it
+(a device that had no document, or one without a release, when the rollout reached it). The
+document's ``release`` is then empty and the agent goes back to the release it recorded,
+itself, just before it first applied that rollout's release (see ``edge_sync.downlink``).
+It stays in every later revision (state edits, staging) until a new release decision
+replaces it, so a device offline during the rollback still gets it. Like ``staged`` it is
+left out of the signed JSON when empty; an agent that predates it refuses (and alerts on)
+the few documents that carry it, instead of silently keeping the rolled-back release.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from edge_sync.ids import validate_id
 
 FORMAT = 1
 MAX_DOCUMENT_BYTES = 1 << 20
+# Fields added after the first agents shipped: left out of the signed JSON when empty.
+OPTIONAL_FIELDS = ("staged", "rollback_of")
 
 
 class DesiredStateError(ValueError):
@@ -47,6 +59,15 @@ class Release(BaseModel):
     slot: Literal["a", "b"] = "a"
     rollout_id: str | None = None
     phase: int | None = None
+
+
+class RollbackOf(BaseModel):
+    """The rolled-back release: which rollout's release, and its version (see module doc)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rollout_id: str = Field(min_length=1)
+    version: str = Field(min_length=1)
 
 
 class StateEdit(BaseModel):
@@ -76,6 +97,7 @@ class DesiredState(BaseModel):
     release: Release | None = None
     previous: Release | None = None  # the slot to fall back to (blue/green, rollback)
     staged: Release | None = None  # installed on the inactive slot, not activated (blue/green)
+    rollback_of: RollbackOf | None = None  # go back to what ran before this rollout's release
     state_edits: list[StateEdit] = Field(default_factory=list)
 
 
@@ -85,8 +107,9 @@ def desired_key(tenant_id: str, device_id: str) -> str:
 
 def encode(doc: DesiredState, signer: PlatformSigner) -> bytes:
     body = doc.model_dump(mode="json")
-    if body.get("staged") is None:
-        body.pop("staged", None)  # older agents forbid unknown fields: omit what they cannot know
+    for name in OPTIONAL_FIELDS:
+        if body.get(name) is None:
+            body.pop(name, None)  # older agents forbid unknown fields: omit what they cannot know
     return json.dumps(signer.sign_document(body), sort_keys=True).encode()
 
 

@@ -12,7 +12,9 @@ Each sync the agent reads ``tenant=<T>/device=<D>/desired.json`` and:
    already holds the version is only switched to, not installed again: this is what makes
    a blue/green switch, and the switch back of a rollback, instant;
    then installs a ``staged`` release on the inactive slot without switching (blue/green
-   staging; never onto the running slot, refused with an alert);
+   staging; never onto the running slot, refused with an alert). A document without a
+   release but with ``rollback_of`` (a rollback the platform could not name a release for)
+   makes the agent go back to what it ran before that rollout (see below);
 5. merges the central ``state_edits`` into the device's local state with the shared
    merge (``edge_sync.merge.StateMerger``, the same conflict rules as the central side);
 6. persists the applied revision together with the merged rows (one transaction), then
@@ -21,6 +23,16 @@ Each sync the agent reads ``tenant=<T>/device=<D>/desired.json`` and:
 
 Bookkeeping lives in the cache's local state under the reserved namespace ``_agent``
 (written with ``replace_state_rows``, so it is never uploaded as a device edit).
+
+Before the agent first applies a release of rollout R it records what it runs then under
+key ``before:R`` (fields ``version``, ``slot``, and ``release``: R's version), once, before
+installing anything, so a crash mid-install keeps the right answer. It is the only record of
+the release to go back to for a device the platform never managed before R (a factory
+image): a ``rollback_of = {R, version}`` document sends it back there if it still runs that
+version (a switch when the slot still holds it, else an install), and changes nothing when it
+never got R's release or already went back. One record per rollout the device took part in
+(first write wins, so going back to an older rollout's release never overwrites that
+rollout's own record); each is three short fields.
 """
 
 from __future__ import annotations
@@ -37,7 +49,15 @@ import pyarrow as pa
 
 from edge_sync.cache import DeviceCache
 from edge_sync.cache_store import STATE_SCHEMA
-from edge_sync.desired import DesiredState, DesiredStateError, Release, StateEdit, decode, desired_key
+from edge_sync.desired import (
+    DesiredState,
+    DesiredStateError,
+    Release,
+    RollbackOf,
+    StateEdit,
+    decode,
+    desired_key,
+)
 from edge_sync.merge import StateMerger
 from edge_sync.objectstore import ObjectNotFound, ObjectStore
 from edge_sync.rules import RuleSet
@@ -135,6 +155,16 @@ def staged_release(cache: DeviceCache) -> tuple[str | None, str | None]:
     """(version, slot) staged on the inactive slot and not yet switched to, as recorded in ``_agent`` state."""
     r = cache.get_state(AGENT_NAMESPACE, "staged")
     return r.get("version"), r.get("slot")
+
+
+def before_rollout(cache: DeviceCache, rollout_id: str) -> tuple[str | None, str | None]:
+    """(version, slot) the device ran just before it first applied a release of ``rollout_id``."""
+    r = cache.get_state(AGENT_NAMESPACE, _before_key(rollout_id))
+    return r.get("version"), r.get("slot")
+
+
+def _before_key(rollout_id: str) -> str:
+    return f"before:{rollout_id}"
 
 
 def applied_revision(cache: DeviceCache) -> int:
@@ -283,6 +313,8 @@ class Downlink:
         result = DownlinkResult("applied", revision=doc.revision, edits_received=len(doc.state_edits))
         if doc.release is not None:
             result.install_error = self._apply_release(doc)
+        elif doc.rollback_of is not None:
+            result.install_error = self._revert(doc.rollback_of)
         book: dict[tuple[str, str], Any] = {("desired", "revision"): doc.revision}
         if doc.staged is not None:
             result.stage_error = self._stage(doc.staged)
@@ -312,6 +344,39 @@ class Downlink:
     def _apply_release(self, doc: DesiredState) -> str | None:
         release = doc.release
         assert release is not None
+        if release.rollout_id is not None:
+            self._remember_before(release)
+        return self._switch_to(release, doc.previous)
+
+    def _remember_before(self, release: Release) -> None:
+        """Record what runs now, the first time a release of this rollout is applied (module doc)."""
+        assert release.rollout_id is not None
+        key = _before_key(release.rollout_id)
+        if self.cache.get_state(AGENT_NAMESPACE, key):
+            return  # first write wins: later revisions of the rollout, or going back to it
+        version, slot = active_release(self.cache)
+        write_agent_state(
+            self.cache, {(key, "version"): version, (key, "slot"): slot, (key, "release"): release.version}
+        )
+
+    def _revert(self, rollback: RollbackOf) -> str | None:
+        """Undo ``rollback``'s release: go back to what ran before its rollout; an error message, or None."""
+        version, slot = active_release(self.cache)
+        if version != rollback.version:
+            return None  # never installed it, already went back, or moved on since
+        before, before_slot = before_rollout(self.cache, rollback.rollout_id)
+        if before is None or before_slot not in ("a", "b"):
+            message = (
+                f"rollback of {rollback.version} (rollout {rollback.rollout_id}) cannot be applied: this device "
+                "has no record of what it ran before that rollout (its cache was reset, or its agent predates "
+                f"the record); it keeps running {version}. Deploy the release to go back to explicitly"
+            )
+            self._alert_once("critical", "rollback_unknown_previous", message)
+            return message
+        return self._switch_to(Release(version=before, slot=before_slot), None)
+
+    def _switch_to(self, release: Release, previous: Release | None) -> str | None:
+        """Run ``release`` (install it unless its slot holds it, then switch); an error message, or None."""
         if active_release(self.cache) == (release.version, release.slot):
             return None
         try:
@@ -333,7 +398,6 @@ class Downlink:
             return None
         except Exception as exc:  # any installer failure: go back to the last good release, tell central
             log.exception("installing %s into slot %s failed", release.version, release.slot)
-            previous = doc.previous
             if previous is None:
                 version, slot = active_release(self.cache)
                 previous = Release(version=version, slot=slot) if version and slot in ("a", "b") else None

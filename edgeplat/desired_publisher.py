@@ -4,7 +4,9 @@ Every change is a read-modify-write of one device's document: read and verify th
 one with the platform key, apply the change, bump ``revision``, stamp ``issued_hlc`` from the
 central clock, sign and ``put``. Two callers use it: the ``edge_agent`` fleet backend
 (``set_release``, ``set_staged``) and the central sync (``add_state_edits``). Each call changes
-only its own part of the document and keeps the rest (release, staged release, state edits).
+only its own part of the document and keeps the rest (release, staged release, state edits,
+``rollback_of``). ``rollback_of`` belongs to the release decision: only ``set_release`` sets or
+clears it, so a rollback a device has not pulled yet survives every later state edit or stage.
 
 Single writer. The object store has no compare-and-swap in our interface, so concurrent
 writers of one device's document could lose an update. The publisher guards against that
@@ -31,6 +33,7 @@ from edge_sync.desired import (
     DesiredState,
     DesiredStateError,
     Release,
+    RollbackOf,
     StateEdit,
     decode,
     desired_key,
@@ -93,18 +96,23 @@ class DesiredStatePublisher:
         previous: Release | None = None,
         *,
         staged: Release | None | _Keep = KEEP,
+        rollback_of: RollbackOf | None = None,
     ) -> DesiredState:
         """Set the release (and fallback ``previous``) the device should run; keeps state edits,
         and the staged release unless ``staged`` is given (None clears it).
 
-        Returns the document as published; when release, previous and staged are already what
-        the document holds nothing is written and the existing document is returned.
+        ``rollback_of`` is part of the release decision: a rollback without a known ``previous``
+        gives it (with ``release`` None), every other call clears it.
+
+        Returns the document as published; when release, previous, staged and rollback_of are
+        already what the document holds nothing is written and the existing document is returned.
         """
         with self._locked(tenant_id, device_id):
             old, floor = self._read(tenant_id, device_id)
             if isinstance(staged, _Keep):
                 staged = old.staged if old is not None else None
-            if old is not None and (old.release, old.previous, old.staged) == (release, previous, staged):
+            new = (release, previous, staged, rollback_of)
+            if old is not None and (old.release, old.previous, old.staged, old.rollback_of) == new:
                 return old
             edits = old.state_edits if old is not None else []
             return self._write(
@@ -115,6 +123,7 @@ class DesiredStatePublisher:
                 release=release,
                 previous=previous,
                 staged=staged,
+                rollback_of=rollback_of,
                 edits=edits,
             )
 
@@ -136,6 +145,7 @@ class DesiredStatePublisher:
                 release=old.release if old else None,
                 previous=old.previous if old else None,
                 staged=staged,
+                rollback_of=old.rollback_of if old else None,
                 edits=old.state_edits if old else [],
             )
 
@@ -168,6 +178,7 @@ class DesiredStatePublisher:
                 release=release,
                 previous=previous,
                 staged=staged,
+                rollback_of=old.rollback_of if old is not None else None,
                 edits=merged,
             )
 
@@ -211,6 +222,7 @@ class DesiredStatePublisher:
         release: Release | None,
         previous: Release | None,
         staged: Release | None,
+        rollback_of: RollbackOf | None,
         edits: list[StateEdit],
     ) -> DesiredState:
         doc = DesiredState(
@@ -221,6 +233,7 @@ class DesiredStatePublisher:
             release=release,
             previous=previous,
             staged=staged,
+            rollback_of=rollback_of,
             state_edits=edits,
         )
         data = encode(doc, self.signer)

@@ -5,6 +5,24 @@ device's current release as ``previous``; ``rollback`` sets the release back to
 ``previous`` (or to the given release). Documents live in the object store, so a device
 that is offline during a rollback reads it when it comes back.
 
+Rolling back a device whose previous release the platform does not know (it had no document,
+or one without a release, when the rollout reached it: a device running its factory image)
+writes ``release: null`` with ``rollback_of = {rollout_id, version}``; the agent then goes back
+to the release it recorded itself just before it first applied that rollout's release
+(``edge_sync.downlink``), or keeps what it runs if it never applied it. Why the device and not
+the platform remembers it (rather than filling ``previous`` at deploy time from the versions
+devices report to the lakehouse): only the device knows for certain what it ran and in which
+slot at the moment it switched. Reported versions lag by a sync, are missing for a device
+that never reported (just registered, or offline since it was flashed), carry no guarantee
+about the slot, and the production resource builds this backend without a ``reported``
+source at all; a wrong ``previous`` would install a release the device never ran. A
+``release: null`` alone is no answer either: it means "keep what you run", i.e. the bad
+release. The rollback stays durable and idempotent: ``rollback_of`` stays in the document
+(state edits and staging keep it) until a new release decision, a repeated rollback finds
+nothing left of the rollout and writes nothing, a repeated deploy of the rolled-back rollout
+is refused (the document itself says it was rolled back, even if the index write was lost),
+and revisions stay monotonic, so no older document undoes it.
+
 Blue/green: ``stage`` sets the document's ``staged`` release (the inactive slot, no phase);
 the agent installs it there without switching. ``deploy(..., slot="inactive")`` of the same
 rollout then switches to the staged slot (``release`` = the staged version on the staged
@@ -27,7 +45,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
-from edge_sync.desired import DesiredState, Release
+from edge_sync.desired import DesiredState, Release, RollbackOf
 from edge_sync.objectstore import ObjectNotFound, validate_prefix
 from edgeplat.backends.base import (
     BackendStatus,
@@ -99,7 +117,7 @@ class EdgeAgentBackend(FleetBackend):
                     )
                 entries[_dkey(d)] = entry
                 continue
-            if entry is not None and entry.get("rolled_back"):
+            if (entry is not None and entry.get("rolled_back")) or _rolled_back_by(doc, rollout_id):
                 continue  # never re-deploy a release this rollout already rolled back
             staged = doc.staged if doc else None
             ours = staged is not None and staged.rollout_id == rollout_id and staged.version == spec.version
@@ -188,6 +206,12 @@ class EdgeAgentBackend(FleetBackend):
                 continue
             unstage = doc.staged is not None and doc.staged.rollout_id == rollout_id
             if cur is None or cur.rollout_id != rollout_id:
+                entry = index["devices"].get(_dkey(d))
+                if _rolled_back_by(doc, rollout_id) and not (entry or {}).get("rolled_back"):
+                    # rolled back by a run that died before writing the index: record it now
+                    entry = dict(entry or _entry(None, doc.revision))
+                    entry.update(rolled_back=True, revision=doc.revision, version=None)
+                    entries[_dkey(d)] = entry
                 if unstage:  # staged but never switched: withdraw the staged release
                     out = self.publisher.set_staged(d.tenant_id, d.device_id, None)
                     assert out is not None
@@ -197,8 +221,15 @@ class EdgeAgentBackend(FleetBackend):
                     changed.append(d.key)
                 continue  # never got this rollout, or already rolled back (or moved on)
             back = _rollback_release(doc, target)
+            # previous unknown: the device goes back to what it recorded before this rollout
+            undo = RollbackOf(rollout_id=rollout_id, version=cur.version) if back is None else None
             out = self.publisher.set_release(
-                d.tenant_id, d.device_id, back, None, staged=None if unstage else doc.staged
+                d.tenant_id,
+                d.device_id,
+                back,
+                None,
+                staged=None if unstage else doc.staged,
+                rollback_of=undo,
             )
             entry = dict(index["devices"].get(_dkey(d)) or _entry(cur.phase or 0, out.revision))
             entry.update(rolled_back=True, revision=out.revision, version=back.version if back else None)
@@ -298,6 +329,11 @@ def _entry(
     if staged:
         entry["staged"] = True
     return entry
+
+
+def _rolled_back_by(doc: DesiredState | None, rollout_id: str) -> bool:
+    """The document is a rollback of this rollout's release (one the device undoes itself)."""
+    return doc is not None and doc.rollback_of is not None and doc.rollback_of.rollout_id == rollout_id
 
 
 def _pick_slot(current: Release | None, slot: str | None) -> Slot:
