@@ -23,10 +23,16 @@ Tables (names chosen by the caller):
 - state: one row per (tenant_id, device_id, namespace, key, field): the merged ``value``
   (JSON text) and the ``hlc``/``node_id``/``origin`` of the winning (or stamping) edit,
   ``rule``, ``rules_version`` and ``updated_ms`` (wall clock of the merge that wrote it).
-- contributions: what each node contributes to a field. ``kind='increment'``: one row per
-  distinct counter edit (so re-delivery never double counts). ``kind='head'``: for every
-  other rule, each node's best edit for the field under the rule's order (its latest one
-  for ``set_union``/``custom``).
+- contributions: what the state and conflicts rows do not already hold. ``kind='increment'``:
+  one row per distinct counter edit (so re-delivery never double counts). ``kind='head'``:
+  a node's head (its best edit of the field under the rule's order; its latest one for
+  ``set_union``/``custom``) that is needed later and stored nowhere else: every head of a
+  ``set_union``/``custom`` field, and for picking rules only a losing head whose value equals
+  the winning value (not a conflict). The winner's head of a picking rule IS the state row
+  and every other losing head IS a conflict row, so the common field edited by one node
+  stores nothing here. Rows of the older layout (a head row for every node, winner
+  included; ``edge_sync.downlink`` still seeds one) are read like the others and rewritten
+  in this layout the next time their field is merged.
 - conflicts: the current conflicts of every field. **What counts as a conflict**: a node
   whose head (its best edit of the field) lost to the state's winning value, i.e. the
   head's value differs from the state value and, for picking rules, the head is from
@@ -39,6 +45,15 @@ Tables (names chosen by the caller):
   the time a conflict row first appeared). Conflicts that a later edit resolves disappear;
   history lives in the lakehouse's snapshots (DuckLake time travel). For ``custom`` rules the
   winner columns are the state row (resolved value, stamped by the latest edit).
+
+How a merge runs (every step joins on the touched keys only, never re-reads whole tables
+into memory): one GROUP BY (key, node) over the batch gives each node's head and, in the
+same pass, counts values the rule rejects; the stored heads of the touched keys (state,
+conflicts, contributions) are read; if there are any, both are folded per (key, node); the
+winner of each field is picked from the heads in Arrow/numpy (``edge_sync.merge_arrow``);
+state, conflicts and contributions rows are then written as differences against what the
+touched keys held (DELETE of rows no longer wanted, INSERT of new ones), so rows that stay
+keep their clocks and a repeated merge writes nothing.
 
 Input checks: a batch whose values do not fit their field's rule (``max``/``min``: finite
 JSON number; ``counter``: JSON integer; ``set_union``: JSON array; ``custom``: valid JSON)
@@ -62,10 +77,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from edge_sync import resolvers
+from edge_sync.merge_arrow import best_per_key, distinct_edits, key_codes, text_ranks
 from edge_sync.rules import PICKING_RULES, RuleSet, custom_name
 
 KEY_COLUMNS: tuple[str, ...] = ("tenant_id", "device_id", "namespace", "key", "field")
@@ -128,8 +145,8 @@ class EditError(ValueError):
     """An edit batch that cannot be merged: the message names the column or edit and the fix."""
 
 
-def _cols(alias: str) -> str:
-    return ", ".join(f'{alias}."{c}"' for c in KEY_COLUMNS)
+def _cols(alias: str, cols: Iterable[str] = KEY_COLUMNS) -> str:
+    return ", ".join(f'{alias}."{c}"' for c in cols)
 
 
 def _on(a: str, b: str, cols: Iterable[str] = KEY_COLUMNS) -> str:
@@ -172,9 +189,10 @@ class _Order:
         self.numeric = bool(used & {"max", "min"})
 
     def best_head(self, rule: str, value: str, hlc: str, origin: str, *, unique_hlcs: bool) -> str:
-        """Aggregate: a node's best edit. With no repeated HLC in the batch, (p, hlc) alone
-        orders a node's edits unless max/min compare values, and ``arg_max`` on that scalar
-        is much cheaper than ``max`` over the whole struct."""
+        """Aggregate: a node's best edit. When no two different edits of a node share an HLC
+        in the batch (exact copies may), (p, hlc) alone orders a node's edits unless max/min
+        compare values, and ``arg_max`` on that scalar is much cheaper than ``max`` over the
+        whole struct."""
         head = self.head(rule, value, hlc, origin)
         if not unique_hlcs or self.numeric:
             return f"max({head})"
@@ -202,19 +220,6 @@ class _Order:
             )
         parts.append(f"hlc := {hlc}")
         parts += [f"value := {value}", f"origin := {origin}"]
-        return f"struct_pack({', '.join(parts)})"
-
-    def across_nodes(self, head: str, node: str) -> str:
-        """A node's head (built by ``head``) as a candidate among all nodes' heads."""
-        parts = [f"p := {head}.p"] if self.prefer else []
-        if self.numeric:
-            parts.append(f"n := {head}.n")
-        parts += [
-            f"hlc := {head}.hlc",
-            f"node_id := {node}",
-            f"value := {head}.value",
-            f"origin := {head}.origin",
-        ]
         return f"struct_pack({', '.join(parts)})"
 
 
@@ -260,6 +265,46 @@ def custom_value(rule: str, values: Iterable[str], where: str = "custom") -> str
     return resolvers.canonical_json(resolvers.resolve_all(name, [_decode(v, where) for v in values]))
 
 
+def _checks(used: set[str], rule: str = "rule") -> dict[str, tuple[str, str]]:
+    """Per path ('heads', 'counter'): a SQL condition true for an edit its rule rejects, and the need."""
+    checks = {}
+    if used & {"max", "min"}:
+        checks["heads"] = (
+            f"{rule} IN ('max', 'min') AND NOT (regexp_full_match(value, '{JSON_NUMBER}') "
+            "AND isfinite(TRY_CAST(value AS DOUBLE)))",
+            "needs a finite JSON number",
+        )
+    if "counter" in used:
+        checks["counter"] = (
+            f"{rule} = 'counter' AND NOT regexp_full_match(value, '{JSON_INTEGER}')",
+            "needs a JSON integer increment",
+        )
+    return checks
+
+
+def _where(table: pa.Table, mask: pa.Array, columns: dict[str, pa.Array | pa.ChunkedArray]) -> pa.Table:
+    """The key columns of ``table``, then ``columns`` (aligned with it), where ``mask`` holds."""
+    return pa.table({**{c: table[c] for c in KEY_COLUMNS}, **columns}).filter(mask)
+
+
+def _order_columns(heads: pa.StructArray) -> list[np.ndarray]:
+    """The numeric part of the heads' order, most significant first: ``p``, ``n`` (when the
+    rule set has them) and ``hlc``. A stored head whose value is no number under a rule
+    changed to max/min has no ``n``: it ranks below every number."""
+    names = {heads.type.field(i).name for i in range(heads.type.num_fields)}
+    out = [heads.field("p").to_numpy(zero_copy_only=False)] if "p" in names else []
+    if "n" in names:
+        out.append(pc.fill_null(heads.field("n"), -math.inf).to_numpy(zero_copy_only=False))
+    return [*out, heads.field("hlc").to_numpy(zero_copy_only=False)]
+
+
+_PICKING = "(" + ", ".join(_sql_str(r) for r in sorted(PICKING_RULES)) + ")"
+STATE_ROW = pa.schema(
+    [*(pa.field(c, pa.string()) for c in (*KEY_COLUMNS, "value")), pa.field("hlc", pa.int64())]
+    + [pa.field(c, pa.string()) for c in ("node_id", "origin", "rule")]
+)
+
+
 class StateMerger:
     """Merges edit batches into caller-named state, conflicts and contributions tables.
 
@@ -291,7 +336,7 @@ class StateMerger:
         self.conflicts = conflicts_table
         self.contributions = contributions_table
         self._tmp = f"_sm{id(self):x}"
-        self._views: list[str] = []
+        self._tables: dict[str, pa.Table] = {}
         con.execute(f"CREATE TABLE IF NOT EXISTS {state_table} ({STATE_DDL})")
         con.execute(f"CREATE TABLE IF NOT EXISTS {contributions_table} ({CONTRIBUTIONS_DDL})")
         con.execute(f"CREATE TABLE IF NOT EXISTS {conflicts_table} ({CONFLICTS_DDL})")
@@ -305,8 +350,11 @@ class StateMerger:
     def _register(self, name: str, table: pa.Table) -> str:
         view = f"{self._tmp}_{name}"
         self.con.register(view, table)
-        self._views.append(view)
+        self._tables[view] = table
         return view
+
+    def _n(self, view: str) -> int:
+        return self._tables[view].num_rows
 
     def _rows(self, sql: str, params: list | None = None) -> int:
         """Run a write and return how many rows it touched."""
@@ -324,14 +372,13 @@ class StateMerger:
         if table.num_rows == 0:
             return MergeStats(0, 0, 0, 0, {}, 0, version)
         con = self.con
-        self._views = []
-        view = self._register("in", table)
+        self._tables = {}
         try:
             own = own_transaction
             if own:
                 con.execute("BEGIN TRANSACTION")
             try:
-                stats = self._merge(view, table.num_rows, version)
+                stats = self._merge(table, version)
                 if own:
                     con.execute("COMMIT")
             except BaseException:
@@ -340,49 +387,53 @@ class StateMerger:
                 raise
             return stats
         finally:
-            for v in self._views:
+            for v in self._tables:
                 con.unregister(v)
-            self._views = []
+            self._tables = {}
 
-    def _merge(self, inp: str, edits_in: int, version: int) -> MergeStats:
-        con = self.con
+    def _merge(self, table: pa.Table, version: int) -> MergeStats:
         used = rules_used(self.rules)
         self._order = _Order(used)
+        distinct, self._unique_hlcs = distinct_edits(table, (*KEY_COLUMNS, "node_id"))
+        inp = self._register("in", table)
         ruled = f"(SELECT *, {rule_sql(self.rules)} AS rule FROM {inp})"
-        self._validate(ruled, used)
-        # Only a statistic. Edits of one node never share an HLC, so when no HLC repeats there
-        # is no duplicate and the exact count (a costlier pass) is skipped.
-        n, distinct = con.execute(f"SELECT count(*), count(DISTINCT hlc) FROM {inp}").fetchone()
-        self._unique_hlcs = distinct == n
-        if distinct != n:
-            distinct = con.execute(
-                f"SELECT count(*) FROM (SELECT DISTINCT {_K}, node_id, hlc FROM {inp})"
-            ).fetchone()[0]
-
-        new_parts: list[str] = []
-        heads = self._heads(ruled, used, new_parts) if used - {"counter"} else None
-        if "counter" in used:
-            self._counters(ruled, new_parts)
-        new = self._stage("new", " UNION ALL ".join(new_parts))
-
-        s = self.state
-        same = "n.value = s.value AND n.hlc = s.hlc AND n.node_id = s.node_id AND n.origin = s.origin AND n.rule = s.rule"
-        self._rows(
-            f"DELETE FROM {s} s WHERE EXISTS (SELECT 1 FROM {new} n WHERE {_on('n', 's')} AND NOT ({same}))"
+        checks = _checks(used)
+        # Everything is read and checked before the first write: a rejected batch writes nothing.
+        h = self._stage_heads(inp, used) if used - {"counter"} else None
+        ci = self._stage_increments(ruled, checks.get("counter")) if "counter" in used else None
+        for view, path in ((h, "heads"), (ci, "counter")):
+            if view and path in checks and pc.sum(self._tables[view]["bad"]).as_py():
+                self._reject(ruled, checks[path])
+        h = h if h and self._n(h) else None
+        ci = ci if ci and self._n(ci) else None
+        keys = " UNION ALL ".join(f"SELECT {_K} FROM {v}" for v in (h, ci) if v)
+        s = self._stage(
+            "s",
+            f"SELECT s.* FROM {self.state} s WHERE EXISTS (SELECT 1 FROM ({keys}) k WHERE {_on('k', 's')})",
         )
+        rows: list[pa.Table] = []
+        if h:
+            heads, x, stored = self._all_heads(h, s)
+            state_rows, cf, kept = self._winners(ruled, heads, s)
+            rows.append(state_rows)
+        if ci:
+            rows.append(self.con.execute(self._counters(ci)).to_arrow_table().cast(STATE_ROW))
         now_ms = time.time_ns() // 1_000_000
-        keys_changed = self._rows(
-            f'INSERT INTO {s} SELECT {_K}, "value", hlc, node_id, origin, rule, ?, ? FROM {new} n '
-            f"WHERE NOT EXISTS (SELECT 1 FROM {s} s WHERE {_on('n', 's')})",
-            [version, now_ms],
-        )
+        keys_changed, _, _ = self._sync(self.state, s, pa.concat_tables(rows), [version, now_ms])
         added: dict[str, int] = {}
         cleared = 0
-        if heads is not None:
-            added, cleared = self._conflicts(heads, new, version, now_ms)
+        if h:
+            _, cleared, add = self._sync(self.conflicts, x, cf, [version, now_ms])
+            counts = self._tables[add]["rule"].value_counts()
+            added = dict(
+                sorted(
+                    zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+                )
+            )
+            self._sync(self.contributions, stored, kept, [])
         return MergeStats(
-            edits_in=edits_in,
-            duplicates_dropped=edits_in - distinct,
+            edits_in=table.num_rows,
+            duplicates_dropped=table.num_rows - distinct,
             keys_changed=keys_changed,
             conflicts=sum(added.values()),
             conflicts_by_rule=added,
@@ -390,73 +441,150 @@ class StateMerger:
             rules_version=version,
         )
 
-    def _validate(self, ruled: str, used: set[str]) -> None:
-        checks = []
-        if used & {"max", "min"}:
-            checks.append(
-                (
-                    f"rule IN ('max', 'min') AND NOT (regexp_full_match(value, '{JSON_NUMBER}') "
-                    "AND isfinite(TRY_CAST(value AS DOUBLE)))",
-                    "needs a finite JSON number",
-                )
-            )
-        if "counter" in used:
-            checks.append(
-                (
-                    f"rule = 'counter' AND NOT regexp_full_match(value, '{JSON_INTEGER}')",
-                    "needs a JSON integer increment",
-                )
-            )
-        for where, need in checks:
-            bad = self.con.execute(
-                f"SELECT namespace, field, rule, node_id, hlc, value FROM {ruled} WHERE {where} LIMIT 3"
-            ).fetchall()
-            if bad:
-                shown = "; ".join(f"{b[0]}.{b[1]} ({b[2]}) node {b[3]} hlc {b[4]}: {b[5]!r}" for b in bad)
-                raise EditError(
-                    f"state edits rejected, rule {bad[0][2]} {need}: {shown}. "
-                    "Fix the sender or change the field's rule in the rules file"
-                )
+    def _sync(self, target: str, have: str, want: pa.Table, extra: list) -> tuple[int, int, str]:
+        """Make ``target``'s rows in ``have`` (the slice of it this merge touches) equal ``want``.
 
-    def _heads(self, ruled: str, used: set[str], new_parts: list[str]) -> str:
-        """Every rule but counter: upsert each node's best edit, then pick the winner per field."""
-        c = self.contributions
-        h = self._stage(
+        Deletes what is no longer wanted and inserts what is new (``want``'s columns, then the
+        ``extra`` values), so rows that stay keep their clocks (``updated_ms``/``detected_ms``).
+        Returns (rows inserted, rows deleted, the view of inserted rows).
+        """
+        ident = want.column_names
+        add = self._register(f"want{len(self._tables)}", want)
+        gone = 0
+        if self._n(have):
+            same = _on("a", "b", ident)
+            w = add
+            add = self._stage(
+                f"add{len(self._tables)}",
+                f"SELECT * FROM {w} a WHERE NOT EXISTS (SELECT 1 FROM {have} b WHERE {same})",
+            )
+            old = self._stage(
+                f"gone{len(self._tables)}",
+                f"SELECT {_cols('a', ident)} FROM {have} a WHERE NOT EXISTS (SELECT 1 FROM {w} b WHERE {same})",
+            )
+            if self._n(old):
+                gone = self._rows(f"DELETE FROM {target} b WHERE EXISTS (SELECT 1 FROM {old} a WHERE {same})")
+        cols = _cols("a", ident) + ", ?" * len(extra)
+        added = self._rows(f"INSERT INTO {target} SELECT {cols} FROM {add} a", extra) if self._n(add) else 0
+        return added, gone, add
+
+    def _reject(self, ruled: str, check: tuple[str, str]) -> None:
+        where, need = check
+        bad = self.con.execute(
+            f"SELECT namespace, field, rule, node_id, hlc, value FROM {ruled} WHERE {where} LIMIT 3"
+        ).fetchall()
+        shown = "; ".join(f"{b[0]}.{b[1]} ({b[2]}) node {b[3]} hlc {b[4]}: {b[5]!r}" for b in bad)
+        raise EditError(
+            f"state edits rejected, rule {bad[0][2]} {need}: {shown}. "
+            "Fix the sender or change the field's rule in the rules file"
+        )
+
+    def _stage_heads(self, inp: str, used: set[str]) -> str:
+        """Every rule but counter: each node's best edit in the batch (validated in the same pass).
+
+        Grouped by key and node only: the rule is a function of the key, so it is computed
+        per group rather than carried as one more group column."""
+        rule = rule_sql(self.rules)
+        best = self._order.best_head(rule, "value", "hlc", "origin", unique_hlcs=self._unique_hlcs)
+        check = _checks(used, rule).get("heads")
+        bad = f", count_if({check[0]}) AS bad" if check else ""
+        return self._stage(
             "h",
-            f"SELECT {_K}, node_id, rule, {self._order.best_head('rule', 'value', 'hlc', 'origin', unique_hlcs=self._unique_hlcs)} AS h "
-            f"FROM {ruled} WHERE rule <> 'counter' GROUP BY ALL",
+            f"SELECT {_K}, node_id, {rule} AS rule, {best} AS h{bad} FROM {inp} WHERE {rule} <> 'counter' "
+            f"GROUP BY {_K}, node_id",
         )
-        crule = rule_sql(self.rules, "c.namespace", "c.field")
-        # Other nodes' heads of the touched fields, read before this merge writes any.
-        eh = self._stage(
-            "eh",
-            f"SELECT {_cols('c')}, c.node_id, {crule} AS rule, "
-            f"{self._order.head(crule, 'c.value', 'c.hlc', 'c.origin')} AS h FROM {c} c "
-            f"WHERE c.kind = 'head' AND EXISTS (SELECT 1 FROM {h} x WHERE {_on('x', 'c')})",
-        )
-        node = "x.node_id = c.node_id"
-        self._rows(
-            f"DELETE FROM {c} c WHERE c.kind = 'head' AND EXISTS (SELECT 1 FROM {h} x "
-            f"WHERE {_on('x', 'c')} AND {node} AND x.h > {self._order.head('x.rule', 'c.value', 'c.hlc', 'c.origin')})"
-        )
-        # What is left of an existing head is at least as good as the incoming one.
-        self._rows(
-            f"INSERT INTO {c} SELECT {_K}, node_id, h.hlc, h.value, h.origin, 'head', rule FROM {h} x "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {c} c WHERE c.kind = 'head' AND {_on('x', 'c')} AND {node})"
-        )
-        vr = self._combined(ruled) if any(u == "set_union" or custom_name(u) for u in used) else None
-        picking = "', '".join(sorted(PICKING_RULES))
-        value = f"CASE WHEN w.rule IN ('{picking}') THEN w.w.value ELSE v.value END" if vr else "w.w.value"
-        join_v = f"LEFT JOIN {vr} v ON {_on('w', 'v')}" if vr else ""
-        new_parts.append(
-            f"SELECT {_cols('w')}, {value} AS value, w.w.hlc AS hlc, w.w.node_id AS node_id, "
-            f"w.w.origin AS origin, w.rule AS rule FROM ("
-            f"SELECT {_K}, rule, max({self._order.across_nodes('h', 'node_id')}) AS w "
-            f"FROM (SELECT * FROM {h} UNION ALL SELECT * FROM {eh}) GROUP BY ALL) w {join_v}"
-        )
-        return h
 
-    def _combined(self, ruled: str) -> str:
+    def _all_heads(self, h: str, s: str) -> tuple[str, str, str]:
+        """Every node's head of the touched fields, the batch's merged with the stored ones.
+
+        A stored head is where the last merge left it: the state row (picking rules: the
+        winner's head), a conflict's loser, or a contributions ``head`` row (a loser with the
+        winning value; every head of set_union/custom fields; any head of an older layout).
+        Returns (heads, the touched conflicts, the touched contributions heads).
+        """
+        x = self._stage(
+            "x",
+            f"SELECT x.* FROM {self.conflicts} x WHERE EXISTS (SELECT 1 FROM {h} k WHERE {_on('k', 'x')})",
+        )
+        c = self._stage(
+            "ch",
+            f"SELECT c.* FROM {self.contributions} c WHERE c.kind = 'head' "
+            f"AND EXISTS (SELECT 1 FROM {h} k WHERE {_on('k', 'c')})",
+        )
+        if not (self._n(x) or self._n(c) or self._n(s)):
+            return h, x, c
+        stored = (
+            f"SELECT {_K}, node_id, hlc, value, origin FROM {c} UNION ALL "
+            f"SELECT {_K}, loser_node_id, loser_hlc, loser_value, loser_origin FROM {x} UNION ALL "
+            f"SELECT {_K}, node_id, hlc, value, origin FROM {s} WHERE rule IN {_PICKING}"
+        )
+        # Stored heads are ordered under the field's current rule, like the batch's.
+        ruled = f"SELECT *, {rule_sql(self.rules)} AS rule FROM ({stored})"
+        head = self._order.head("rule", "value", "hlc", "origin")
+        batch = self._tables[h].select([*KEY_COLUMNS, "node_id", "rule", "h"])
+        old = self.con.execute(
+            f"SELECT {_K}, node_id, rule, {head} AS h FROM ({ruled}) WHERE rule <> 'counter'"
+        ).to_arrow_table()
+        both = pa.concat_tables([batch, old.cast(batch.schema)])
+        # Each node's greatest head under the struct's order (p, n, hlc, value, origin).
+        hs = both["h"].combine_chunks()
+        order = [*_order_columns(hs), text_ranks(hs.field("value")), text_ranks(hs.field("origin"))]
+        best = best_per_key(key_codes(both, (*KEY_COLUMNS, "node_id")), order)
+        return self._register("heads", both.filter(pa.array(best == np.arange(both.num_rows)))), x, c
+
+    def _winners(self, ruled: str, heads: str, s: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """From every node's head of the touched fields (counters aside): the new state rows,
+        the conflicts, and the heads the contributions table keeps.
+
+        Each head is put beside its field's winner (the greatest head under the rule's order;
+        for set_union/custom the value is the union/fold of all values, stamped with the
+        latest head), then the three results are vectorized filters: the winner's own row is
+        the state row; a head whose value differs from the state value lost (a conflict,
+        never for set_union); a picking loser with the winning value, and every
+        set_union/custom head, is kept in contributions (conflicts and state hold the rest).
+        """
+        t = self._tables[heads]
+        h = t["h"].combine_chunks()
+        cols = {c: t[c] for c in (*KEY_COLUMNS, "node_id", "rule")}
+        cols |= {c: h.field(c) for c in ("hlc", "value", "origin")}
+        # The rule's order (p, n, hlc, node_id); the node is unique among a field's heads.
+        order = _order_columns(h)
+        cols |= {f"_order{i}": column for i, column in enumerate(order)}
+        hw = pa.table(cols)
+        used = rules_used(self.rules)
+        if any(u == "set_union" or custom_name(u) for u in used):
+            combined = self._combined(ruled, s).rename_columns([*KEY_COLUMNS, "_combined"])
+            hw = hw.join(combined, keys=list(KEY_COLUMNS), join_type="left outer")
+        w = best_per_key(
+            key_codes(hw, KEY_COLUMNS),
+            [*(hw[f"_order{i}"].to_numpy() for i in range(len(order))), text_ranks(hw["node_id"])],
+        )
+        win = pa.array(w == np.arange(hw.num_rows))
+        best = hw.select(["value", "hlc", "node_id", "origin"]).take(pa.array(w))
+        picking = pc.is_in(hw["rule"], value_set=pa.array(sorted(PICKING_RULES)))
+        w_value = (
+            pc.if_else(picking, best["value"], hw["_combined"])
+            if "_combined" in hw.column_names
+            else best["value"]
+        )
+        same = pc.equal(hw["value"], w_value)
+        state = _where(
+            hw, win, {"value": w_value, **{c: hw[c] for c in ("hlc", "node_id", "origin", "rule")}}
+        )
+        loser = {f"loser_{c}": hw[c] for c in ("value", "hlc", "node_id", "origin")}
+        winner = {"winner_value": w_value, **{f"winner_{c}": best[c] for c in ("hlc", "node_id", "origin")}}
+        lost = pc.and_(pc.invert(same), pc.not_equal(hw["rule"], "set_union"))
+        conflicts = _where(hw, lost, {"rule": hw["rule"], **loser, **winner})
+        keep = pc.or_(pc.invert(picking), pc.and_(pc.invert(win), same))
+        head = pa.array(["head"] * hw.num_rows, pa.string())
+        kept = _where(
+            hw,
+            keep,
+            {**{c: hw[c] for c in ("node_id", "hlc", "value", "origin")}, "kind": head, "rule": hw["rule"]},
+        )
+        return state.cast(STATE_ROW), conflicts, kept
+
+    def _combined(self, ruled: str, s: str) -> pa.Table:
         """set_union and custom values: union/fold of the state value and the incoming values, in Python."""
         v = self._stage(
             "v",
@@ -464,7 +592,7 @@ class StateMerger:
             "WHERE rule = 'set_union' OR starts_with(rule, 'custom:') GROUP BY ALL",
         )
         rows = self.con.execute(
-            f"SELECT v.*, s.value FROM {v} v LEFT JOIN {self.state} s ON {_on('v', 's')} AND s.rule = v.rule"
+            f"SELECT v.*, s.value FROM {v} v LEFT JOIN {s} s ON {_on('v', 's')} AND s.rule = v.rule"
         ).fetchall()
         out: dict[str, list] = {c: [] for c in (*KEY_COLUMNS, "value")}
         for row in rows:
@@ -477,17 +605,21 @@ class StateMerger:
             for col, x in zip(KEY_COLUMNS, key, strict=True):
                 out[col].append(x)
             out["value"].append(value)
-        return self._register("vr", pa.table({k: pa.array(x, pa.string()) for k, x in out.items()}))
+        return pa.table({k: pa.array(x, pa.string()) for k, x in out.items()})
 
-    def _counters(self, ruled: str, new_parts: list[str]) -> None:
-        """Counter: upsert distinct increments, then sum them per field."""
-        c = self.contributions
-        ident = (*KEY_COLUMNS, "node_id", "hlc")
-        ci = self._stage(
+    def _stage_increments(self, ruled: str, check: tuple[str, str] | None) -> str:
+        """Counter: the batch's distinct increments (validated in the same pass)."""
+        bad = f", count_if({check[0]}) AS bad" if check else ""
+        return self._stage(
             "c",
-            f"SELECT {_K}, node_id, hlc, max(struct_pack(value := value, origin := origin)) AS vo "
+            f"SELECT {_K}, node_id, hlc, max(struct_pack(value := value, origin := origin)) AS vo{bad} "
             f"FROM {ruled} WHERE rule = 'counter' GROUP BY ALL",
         )
+
+    def _counters(self, ci: str) -> str:
+        """Counter: upsert distinct increments; returns the query summing them per field."""
+        c = self.contributions
+        ident = (*KEY_COLUMNS, "node_id", "hlc")
         self._rows(
             f"DELETE FROM {c} c WHERE c.kind = 'increment' AND EXISTS (SELECT 1 FROM {ci} x "
             f"WHERE {_on('x', 'c', ident)} AND x.vo > struct_pack(value := c.value, origin := c.origin))"
@@ -497,40 +629,11 @@ class StateMerger:
             f"WHERE NOT EXISTS (SELECT 1 FROM {c} c WHERE c.kind = 'increment' AND {_on('x', 'c', ident)})"
         )
         latest = "max(struct_pack(hlc := hlc, node_id := node_id, value := value, origin := origin))"
-        new_parts.append(
-            f"SELECT {_K}, CAST(sum(CAST(value AS HUGEINT)) AS VARCHAR) AS value, {latest}.hlc, "
-            f"{latest}.node_id, {latest}.origin, 'counter' AS rule FROM {c} c WHERE c.kind = 'increment' "
+        return (
+            f"SELECT {_K}, CAST(sum(CAST(value AS HUGEINT)) AS VARCHAR) AS value, {latest}.hlc AS hlc, "
+            f"{latest}.node_id AS node_id, {latest}.origin AS origin, 'counter' AS rule FROM {c} c WHERE c.kind = 'increment' "
             f"AND EXISTS (SELECT 1 FROM {ci} x WHERE {_on('x', 'c')}) GROUP BY ALL"
         )
-
-    def _conflicts(self, h: str, new: str, version: int, now_ms: int) -> tuple[dict[str, int], int]:
-        """Recompute the conflicts of the touched fields from the heads; write only the difference."""
-        c = self.contributions
-        cf = self._stage(
-            "cf",
-            f"SELECT {_cols('c')}, n.rule, c.value AS loser_value, c.hlc AS loser_hlc, "
-            "c.node_id AS loser_node_id, c.origin AS loser_origin, n.value AS winner_value, n.hlc AS winner_hlc, "
-            "n.node_id AS winner_node_id, n.origin AS winner_origin "
-            f"FROM {c} c JOIN {new} n ON {_on('c', 'n')} "
-            "WHERE c.kind = 'head' AND n.rule <> 'set_union' AND c.value <> n.value "
-            "AND (starts_with(n.rule, 'custom:') OR c.node_id <> n.node_id)",
-        )
-        ident = (*KEY_COLUMNS, *_CONFLICT_ID)
-        x = self.conflicts
-        cleared = self._rows(
-            f"DELETE FROM {x} x WHERE EXISTS (SELECT 1 FROM {h} k WHERE {_on('k', 'x')}) "
-            f"AND NOT EXISTS (SELECT 1 FROM {cf} a WHERE {_on('a', 'x', ident)})"
-        )
-        add = self._stage(
-            "cfadd",
-            f"SELECT a.* FROM {cf} a WHERE NOT EXISTS (SELECT 1 FROM {x} x WHERE {_on('a', 'x', ident)})",
-        )
-        cols = ", ".join(f'"{col}"' for col in ident)
-        self._rows(f"INSERT INTO {x} SELECT {cols}, ?, ? FROM {add}", [version, now_ms])
-        by_rule = dict(
-            self.con.execute(f"SELECT rule, count(*) FROM {add} GROUP BY rule ORDER BY rule").fetchall()
-        )
-        return by_rule, cleared
 
 
 # -- the reference: small, obviously correct, used by the tests as the oracle ------------
