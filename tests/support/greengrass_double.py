@@ -25,13 +25,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import botocore.session
 
-HOST = "127.0.0.1"
+from tests.support.http_double import Respond, serving
+
 OPERATIONS = (
     "CreateDeployment",
     "ListDeployments",
@@ -331,49 +331,23 @@ class GreengrassDouble:
         return {"effectiveDeployments": out}
 
 
-def _handler(double: GreengrassDouble) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            try:
-                status, out = double.handle(self.command, self.path, self.headers, body)
-                headers = {}
-            except ApiError as exc:
-                status, out, headers = exc.status, exc.body, {"x-amzn-ErrorType": exc.code}
-            except Exception as exc:  # a bug in the double: answer, do not hang the client
-                status, out, headers = (
-                    500,
-                    {"message": repr(exc)},
-                    {"x-amzn-ErrorType": "InternalServerException"},
-                )
-            data = json.dumps(out).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+def _respond(double: GreengrassDouble) -> Respond:
+    def respond(method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any, dict[str, str]]:
+        extra = {"x-amzn-RequestId": str(uuid.uuid4())}
+        try:
+            status, out = double.handle(method, path, headers, body)
+            return status, out, extra
+        except ApiError as exc:
+            return exc.status, exc.body, {**extra, "x-amzn-ErrorType": exc.code}
+        except Exception as exc:  # a bug in the double: answer, do not hang the client
+            return 500, {"message": repr(exc)}, {**extra, "x-amzn-ErrorType": "InternalServerException"}
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            pass
-
-    return Handler
+    return respond
 
 
 @contextmanager
 def running_greengrass_double() -> Iterator[tuple[str, GreengrassDouble]]:
     """Yield (endpoint URL, double) for a greengrassv2 double on loopback; stop it on exit."""
     double = GreengrassDouble()
-    server = ThreadingHTTPServer((HOST, 0), _handler(double))
-    thread = threading.Thread(target=server.serve_forever, name="greengrass-double", daemon=True)
-    thread.start()
-    try:
-        yield f"http://{HOST}:{server.server_address[1]}", double
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(_respond(double), name="greengrass-double") as url:
+        yield url, double

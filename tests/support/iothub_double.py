@@ -36,13 +36,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, unquote, urlparse
 
 from azure.iot.hub.protocol.operations.configuration_operations import ConfigurationOperations
 
-HOST = "127.0.0.1"
+from tests.support.http_double import Respond, serving
+
 API_VERSION = ConfigurationOperations(None, None, None, None).api_version
 HUB = "edgeplat-test.azure-devices.net"
 KEY_NAME = "iothubowner"
@@ -345,34 +345,16 @@ class IotHubDouble:
         return 200, out, {"x-ms-item-type": "twin", "x-ms-continuation": ""}
 
 
-def _handler(double: IotHubDouble) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _respond(double: IotHubDouble) -> Respond:
+    def respond(method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any, dict[str, str]]:
+        try:
+            return double.handle(method, path, headers, body)
+        except HubError as exc:
+            return exc.status, exc.body, {}
+        except Exception as exc:  # a bug in the double: answer, do not hang the client
+            return 500, {"Message": f"ErrorCode:ServerError;{exc!r}"}, {}
 
-        def _serve(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            headers: dict[str, str] = {}
-            try:
-                status, out, headers = double.handle(self.command, self.path, self.headers, body)
-            except HubError as exc:
-                status, out = exc.status, exc.body
-            except Exception as exc:  # a bug in the double: answer, do not hang the client
-                status, out = 500, {"Message": f"ErrorCode:ServerError;{exc!r}"}
-            data = b"" if out is None else json.dumps(out).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            pass
-
-    return Handler
+    return respond
 
 
 @contextmanager
@@ -383,13 +365,6 @@ def running_iothub_double() -> Iterator[tuple[str, IotHubDouble]]:
     (``AzureIotEdgeBackend.from_connection_string(..., base_url=url)``).
     """
     double = IotHubDouble()
-    server = ThreadingHTTPServer((HOST, 0), _handler(double))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="iothub-double", daemon=True)
-    thread.start()
-    try:
-        yield f"http://{HOST}:{server.server_address[1]}", double
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(_respond(double), name="iothub-double", content_type="application/json; charset=utf-8",
+                 protocol="HTTP/1.1") as url:
+        yield url, double
