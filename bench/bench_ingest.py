@@ -6,9 +6,25 @@ in a local object store, plus 10% of the rows re-delivered in re-cut overlapping
 decode, dedupe against the stage and the stored rows, append to DuckLake with the ledger.
 
 Baselines over the same rows (duplicates included) already in plaintext Parquet:
-(a) DuckDB ``QUALIFY row_number() OVER (PARTITION BY device, seq)`` written back to Parquet,
+(a) DuckDB ``QUALIFY row_number() OVER (PARTITION BY tenant, device, stream, seq)`` written
+    back to Parquet,
 (b) pandas ``sort_values`` + ``drop_duplicates`` written back to Parquet.
 Rows per second, baselines best of 3; the ingest must reach >= 0.5x (a) and >= 2x (b).
+
+Fairness (checked): each baseline does the whole job it claims, on exactly the rows we are
+given: it reads every delivered row (the 10% re-deliveries included) from one Parquet file,
+deduplicates by (tenant, device, stream, seq) and persists the result as Parquet (snappy,
+like DuckLake's data files); its output has exactly the rows we store. Neither is given a
+shortcut we lack: no pre-sorted input, no pre-built index, same process, same cores. What
+they do not do is our extra work: fetch one object per batch, verify an Ed25519 signature,
+unwrap a data key, AES-GCM decrypt, check hash, schema and ranges, and commit a ledger, the
+devices table and a catalog transaction. Ours is the best of two decode settings (0 and 2
+threads, one run each); the baselines are the best of three runs, which favours them.
+
+A third, informational row (no target) reads the issue's "pandas merge of the same rows"
+end to end: pandas given the same encrypted objects, decoded and verified with our decoder
+(``read_batch``, one thread), then ``sort_values`` + ``drop_duplicates`` + ``to_parquet``.
+It shows how much of the gap to (b) is the decoding both would have to do.
 """
 
 from __future__ import annotations
@@ -27,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.harness import Result, reference_telemetry
-from edge_sync.batch import write_batch
+from edge_sync.batch import read_batch, write_batch
 from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry
 from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
@@ -43,8 +59,15 @@ def _encode(root: str, items: list[tuple[str, str, bytes, pa.Table]]) -> list[tu
     out = []
     for tenant, device, pem, table in items:
         ident = DeviceIdentity(tenant, device, _load(pem))
-        enc = write_batch(table, tenant_id=tenant, device_id=device, stream="telemetry", key_service=keys,
-                          identity=ident, created_ms=0)
+        enc = write_batch(
+            table,
+            tenant_id=tenant,
+            device_id=device,
+            stream="telemetry",
+            key_service=keys,
+            identity=ident,
+            created_ms=0,
+        )
         out.append((enc.key, enc.data))
     return out
 
@@ -53,6 +76,12 @@ def _load(pem: bytes):
     from cryptography.hazmat.primitives import serialization
 
     return serialization.load_pem_private_key(pem, password=None)
+
+
+def _compact(table: pa.Table) -> pa.Table:
+    """A copy of a slice that owns only its rows: a pickled slice carries its parent's whole buffers
+    (54 MB per 3,600-row batch of the quick set), which made building take minutes."""
+    return table.take(pa.array(np.arange(table.num_rows)))
 
 
 def build(root: Path, rows: int) -> tuple[list[str], pa.Table, int]:
@@ -66,7 +95,10 @@ def build(root: Path, rows: int) -> tuple[list[str], pa.Table, int]:
     table = reference_telemetry(devices=devices, hours=hours, tenants=3, seed=1).slice(0, rows)
     table = table.sort_by([("tenant_id", "ascending"), ("device_id", "ascending"), ("seq", "ascending")])
     keys_dir, registry = root / "keys", LocalDeviceRegistry(root / "devices")
-    LocalKeyring(keys_dir).generate_data_key  # noqa: B018  (keyring files are created on first use)
+    for tenant in sorted(
+        set(table.column("tenant_id").to_pylist())
+    ):  # before the encoders race to create them
+        LocalKeyring(keys_dir).generate_data_key(tenant)
     items, delivered = [], []
     tenants = table.column("tenant_id").to_numpy(zero_copy_only=False)
     device_ids = table.column("device_id").to_numpy(zero_copy_only=False)
@@ -76,17 +108,18 @@ def build(root: Path, rows: int) -> tuple[list[str], pa.Table, int]:
         tenant, device = str(tenants[lo]), str(device_ids[lo])
         ident = DeviceIdentity.generate(tenant, device)
         registry.register(tenant, device, ident.public_key_bytes())
-        pem = ident._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption())
+        pem = ident._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         dev = table.slice(lo, hi - lo)
         cuts = list(range(0, dev.num_rows, ROWS_PER_BATCH)) + [dev.num_rows]
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-            items.append((tenant, device, pem, dev.slice(a, b - a)))
+            items.append((tenant, device, pem, _compact(dev.slice(a, b - a))))
             delivered.append(dev.slice(a, b - a))
         # ~10% of this device's rows again, in a re-cut batch straddling a cut (or its tail)
         n = max(1, dev.num_rows // 10)
         start = int(rng.integers(0, max(1, dev.num_rows - n)))
-        items.append((tenant, device, pem, dev.slice(start, n)))
+        items.append((tenant, device, pem, _compact(dev.slice(start, n))))
         delivered.append(dev.slice(start, n))
     ctx = multiprocessing.get_context("spawn")
     store = LocalObjectStore(root / "objects", fsync=False)
@@ -111,13 +144,19 @@ def _list_all(store: LocalObjectStore):
 
 def time_ingest(root: Path, keys: list[str], workers: int) -> tuple[float, dict]:
     lake_dir = root / f"lake{workers}"
-    lake = Lakehouse(LakehouseConfig(catalog=f"sqlite:{lake_dir}/catalog.sqlite", data_path=f"{lake_dir}/data/"))
+    lake = Lakehouse(
+        LakehouseConfig(catalog=f"sqlite:{lake_dir}/catalog.sqlite", data_path=f"{lake_dir}/data/")
+    )
     lake_dir.mkdir()
     lake.ensure_schema()
-    env = SyncEnv(lake, LocalObjectStore(root / "objects"), LocalKeyring(root / "keys"),
-                  LocalDeviceRegistry(root / "devices"), settings=SyncSettings(decode_workers=workers,
-                                                                             max_drift_ms=10**15),
-                  decoder=local_decoder(root / "keys", root / "devices"))
+    env = SyncEnv(
+        lake,
+        LocalObjectStore(root / "objects"),
+        LocalKeyring(root / "keys"),
+        LocalDeviceRegistry(root / "devices"),
+        settings=SyncSettings(decode_workers=workers, max_drift_ms=10**15),
+        decoder=local_decoder(root / "keys", root / "devices"),
+    )
     with lake.session() as con:
         t0 = time.perf_counter()
         report = ingest_objects(env, keys, con=con)
@@ -143,7 +182,31 @@ def time_pandas(parquet: Path, out: Path) -> float:
     t0 = time.perf_counter()
     df = pd.read_parquet(parquet)
     df = df.sort_values(["tenant_id", "device_id", "stream", "seq", "hlc"]).drop_duplicates(
-        ["tenant_id", "device_id", "stream", "seq"], keep="first")
+        ["tenant_id", "device_id", "stream", "seq"], keep="first"
+    )
+    df.to_parquet(out)
+    return time.perf_counter() - t0
+
+
+def time_pandas_decoded(root: Path, keys: list[str], out: Path) -> float:
+    """pandas given the encrypted objects: fetch, verify and decode each with our decoder, then dedupe."""
+
+    store, keyring, registry = (
+        LocalObjectStore(root / "objects"),
+        LocalKeyring(root / "keys"),
+        LocalDeviceRegistry(root / "devices"),
+    )
+    t0 = time.perf_counter()
+    tables = []
+    for key in keys:
+        decoded = read_batch(
+            store.get(key), key_service=keyring, public_keys=registry.public_keys, expected_key=key
+        )
+        tables.append(decoded.table)
+    df = pa.concat_tables(tables).to_pandas()
+    df = df.sort_values(["tenant_id", "device_id", "stream", "seq", "hlc"]).drop_duplicates(
+        ["tenant_id", "device_id", "stream", "seq"], keep="first"
+    )
     df.to_parquet(out)
     return time.perf_counter() - t0
 
@@ -161,7 +224,11 @@ def run(quick: bool) -> list[Result]:
         # shared machine must not flatter the ratio
         t_duck = min(time_duckdb(parquet, root / "duck.parquet") for _ in range(3))
         t_pandas = min(time_pandas(parquet, root / "pandas.parquet") for _ in range(3))
-        print(f"duckdb {t_duck:.2f} s, pandas {t_pandas:.2f} s", flush=True)
+        t_pandas_dec = time_pandas_decoded(root, keys, root / "pandas-decoded.parquet")
+        print(
+            f"duckdb {t_duck:.2f} s, pandas {t_pandas:.2f} s, pandas from the objects {t_pandas_dec:.2f} s",
+            flush=True,
+        )
         timings = {}
         for workers in (0, 2):
             timings[workers] = time_ingest(root, keys, workers)
@@ -170,13 +237,39 @@ def run(quick: bool) -> list[Result]:
         t_ours, report = timings[best]
         assert report["rows_new"] == unique, report  # exactly once, or the figure means nothing
         n = delivered.num_rows
-        note = (f"{n:,} rows delivered ({n - unique:,} re-delivered) in {len(keys)} objects; "
-                f"decode threads {best} (0: {timings[0][0]:.1f} s, 2: {timings[2][0]:.1f} s)")
+        note = (
+            f"{n:,} rows delivered ({n - unique:,} re-delivered) in {len(keys)} objects; "
+            f"decode threads {best} (0: {timings[0][0]:.1f} s, 2: {timings[2][0]:.1f} s)"
+        )
         return [
-            Result("ingest_vs_duckdb_qualify", n / t_ours, "rows/s", "DuckDB QUALIFY dedupe of plaintext Parquet",
-                   n / t_duck, 0.5, note=note),
-            Result("ingest_vs_pandas_drop_duplicates", n / t_ours, "rows/s",
-                   "pandas sort_values + drop_duplicates of plaintext Parquet", n / t_pandas, 2.0, note=note),
+            Result(
+                "ingest_vs_duckdb_qualify",
+                n / t_ours,
+                "rows/s",
+                "DuckDB QUALIFY dedupe of plaintext Parquet",
+                n / t_duck,
+                0.5,
+                note=note,
+            ),
+            Result(
+                "ingest_vs_pandas_drop_duplicates",
+                n / t_ours,
+                "rows/s",
+                "pandas sort_values + drop_duplicates of plaintext Parquet",
+                n / t_pandas,
+                2.0,
+                note=note,
+            ),
+            Result(
+                "ingest_vs_pandas_decoding_the_objects",
+                n / t_ours,
+                "rows/s",
+                "informational: pandas fed the same encrypted objects through our decoder (1 thread), "
+                "then sort_values + drop_duplicates",
+                n / t_pandas_dec,
+                None,
+                note=note,
+            ),
         ]
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -106,11 +106,12 @@ def _build(root: Path, devices: int, rows: int) -> tuple[Controller, datetime, f
         con.execute(
             f"""INSERT INTO health (tenant_id, device_id, stream, seq, hlc, node_id, ts, version, slot,
                                     desired_revision, error_rate, requests, errors, crash_count, cpu_pct, mem_mb,
-                                    heartbeat, queue_depth)
+                                    heartbeat, queue_depth, day)
                 SELECT g.tenant_id, g.device_id, 'health', g.m, g.m, g.device_id, g.ts,
                        CASE WHEN g.ts >= ? AND c.version IS NOT NULL THEN c.version ELSE '1.0.0' END,
                        'a', 1, g.errors / 60.0, 60, g.errors, (random() < 0.0003)::BIGINT,
-                       20 + 10 * random(), 300 + 20 * random(), 1, (random() * 4)::BIGINT
+                       20 + 10 * random(), 300 + 20 * random(), 1, (random() * 4)::BIGINT,
+                       CAST(timezone('UTC', g.ts) AS DATE)
                 FROM (SELECT 'tenant-' || (r % {TENANTS}) AS tenant_id, 'dev-' || lpad((r % {devices})::VARCHAR, 7, '0')
                              AS device_id, r // {devices} AS m,
                              ?::TIMESTAMPTZ + to_minutes((r // {devices})::BIGINT) AS ts,

@@ -51,7 +51,9 @@ def run(quick: bool) -> list[Result]:
         plans = []
 
         def tick() -> None:
-            plans.append(plan_arrivals(store, ArrivalCursor(), max_keys=MAX_KEYS_PER_TICK, keys_per_run=KEYS_PER_RUN))
+            plans.append(
+                plan_arrivals(store, ArrivalCursor(), max_keys=MAX_KEYS_PER_TICK, keys_per_run=KEYS_PER_RUN)
+            )
 
         t_tick = best_of(tick, repeat=3)
         t_full = best_of(lambda: full_listing(store), repeat=2)
@@ -61,11 +63,21 @@ def run(quick: bool) -> list[Result]:
         # a tick deep into the backlog costs about the same as the first one
         mid = ArrivalCursor(plan.cursor.after)
         t_mid = best_of(lambda: plan_arrivals(store, mid, max_keys=MAX_KEYS_PER_TICK), repeat=2)
-        note = (f"backlog {n:,} objects; a tick lists {plan.listed:,} keys into {len(plan.runs)} runs; "
-                f"first tick {t_tick:.2f} s, a later tick {t_mid:.2f} s, full listing {t_full:.2f} s")
+        note = (
+            f"backlog {n:,} objects; a tick lists {plan.listed:,} keys into {len(plan.runs)} runs; "
+            f"first tick {t_tick:.2f} s, a later tick {t_mid:.2f} s, full listing {t_full:.2f} s"
+        )
         return [
-            Result("sensor_tick_vs_full_listing", t_tick, "s", f"full list of the {n:,}-object backlog", t_full,
-                   0.5, higher_is_better=False, note=note),
+            Result(
+                "sensor_tick_vs_full_listing",
+                t_tick,
+                "s",
+                f"full list of the {n:,}-object backlog",
+                t_full,
+                0.5,
+                higher_is_better=False,
+                note=note,
+            ),
         ]
     finally:
         shutil.rmtree(root, ignore_errors=True)

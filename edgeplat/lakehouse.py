@@ -170,14 +170,17 @@ class Lakehouse:
 
         def unit(con: duckdb.DuckDBPyConnection) -> list[str]:
             existing = {
-                r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]).fetchall()
+                r[0]
+                for r in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]
+                ).fetchall()
             }
             created = []
             for table in TABLES.values():
                 if table.name not in existing:
                     con.execute(table.create_sql())
                     if table.partitioned_by:
-                        con.execute(f'ALTER TABLE "{table.name}" SET PARTITIONED BY ({", ".join(table.partitioned_by)})')
+                        con.execute(table.partition_sql())
                     created.append(table.name)
                     continue
                 have = {
@@ -187,9 +190,14 @@ class Lakehouse:
                         [LAKE, table.name],
                     ).fetchall()
                 }
-                for name, type_ in table.columns:
-                    if name not in have:
-                        con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{name}" {type_}')
+                added = [(name, type_) for name, type_ in table.columns if name not in have]
+                for name, type_ in added:
+                    con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{name}" {type_}')
+                # A new partition key column (``day`` replacing the ICU transforms of ts) means the
+                # table has the old layout: switch it, in the same transaction. DuckLake keeps the
+                # files written before under their old keys; only new files follow the new ones.
+                if {name for name, _ in added} & set(table.partitioned_by):
+                    con.execute(table.partition_sql())
             return created
 
         return self.write(unit, what="schema")
@@ -228,8 +236,14 @@ class Lakehouse:
         return re.sub(r"(password=)\S+", r"\1***", self.config.catalog)
 
 
-def retried(con: duckdb.DuckDBPyConnection, unit: Callable[[duckdb.DuckDBPyConnection], T], *,
-            what: str, max_retries: int = 20, transaction: bool = True) -> T:
+def retried(
+    con: duckdb.DuckDBPyConnection,
+    unit: Callable[[duckdb.DuckDBPyConnection], T],
+    *,
+    what: str,
+    max_retries: int = 20,
+    transaction: bool = True,
+) -> T:
     """Run ``unit(con)`` in one transaction (unless it manages its own), retried whole with
     jittered backoff when a concurrent commit collides; other errors propagate at once."""
     for attempt in range(1, max_retries + 1):

@@ -4,11 +4,27 @@ Every table carries ``tenant_id``; rows about a device carry ``device_id``; rows
 from a device stream carry ``stream``, ``seq``, ``hlc``, ``node_id`` and ``ts`` (device
 wall time). Later features add columns by appending to a table's list here: the schema
 step adds missing columns to existing tables (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``).
+
+Partitioning by day: the stream tables carry ``day DATE``, the UTC date of ``ts``, filled by
+the ingest (:func:`utc_day`), and are partitioned by ``(tenant_id, day)`` (identity keys).
+They used to be partitioned by ``year(ts), month(ts), day(ts)``: DuckLake computes those
+transforms of a TIMESTAMPTZ with ICU calendar functions on every insert, which cost about
+half of the ingest's insert time (1 µs a row); a date computed in numpy costs nothing.
+(A lone ``day(ts)`` is not a day key: DuckLake partitions it by day of the month.)
+Existing lakehouses: when the schema step adds ``day`` to a table of the old layout it also
+sets the new partitioning. DuckLake keeps files written before under the keys they were
+written with, so old files stay as they are, readable, and their rows have ``day`` NULL, as
+do rows of writers that do not fill it (they land in the tenant's ``day=NULL`` partition).
+Queries therefore select days by ``ts`` (every view does); ``day`` is a partition key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pyarrow is imported when utc_day runs: the schema itself needs none
+    import pyarrow as pa
 
 STREAM_ENVELOPE = [
     ("tenant_id", "VARCHAR"),
@@ -20,7 +36,30 @@ STREAM_ENVELOPE = [
     ("ts", "TIMESTAMPTZ"),
 ]
 INGEST_COLUMNS = [("batch_key", "VARCHAR"), ("ingested_at", "TIMESTAMPTZ")]
-BY_TENANT_AND_DAY = ("tenant_id", "year(ts)", "month(ts)", "day(ts)")
+DAY_COLUMN = ("day", "DATE")  # UTC date of ts; last, where ADD COLUMN puts it in an existing table
+BY_TENANT_AND_DAY = ("tenant_id", "day")
+_UNITS_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+
+
+def utc_day(ts: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    """The UTC date of each timestamp (the ``day`` partition key), computed in numpy.
+
+    A timestamp's stored value is UTC whatever its time zone, so integer division by the
+    day's length is the UTC date (floor division: 1969-12-31 23:59 stays on the 31st).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    if not pa.types.is_timestamp(ts.type):
+        raise TypeError(f"utc_day needs a timestamp column, got {ts.type}; pass the table's ts column")
+    per_day = _UNITS_PER_DAY[ts.type.unit]
+    out = []
+    for chunk in ts.chunks if isinstance(ts, pa.ChunkedArray) else [ts]:
+        ints = chunk.view(pa.int64())
+        days = (ints.fill_null(0).to_numpy() // per_day).astype(np.int32)
+        mask = chunk.is_null().to_numpy(zero_copy_only=False) if chunk.null_count else None
+        out.append(pa.array(days, pa.date32(), mask=mask))
+    return pa.chunked_array(out, pa.date32())
 
 
 @dataclass(frozen=True)
@@ -35,6 +74,10 @@ class Table:
     def create_sql(self) -> str:
         cols = ", ".join(f'"{n}" {t}' for n, t in self.columns)
         return f'CREATE TABLE IF NOT EXISTS "{self.name}" ({cols})'
+
+    def partition_sql(self) -> str:
+        """``ALTER TABLE ... SET PARTITIONED BY`` for this table's keys (only new data files follow it)."""
+        return f'ALTER TABLE "{self.name}" SET PARTITIONED BY ({", ".join(self.partitioned_by)})'
 
 
 TABLES: dict[str, Table] = {
@@ -59,19 +102,22 @@ TABLES: dict[str, Table] = {
         ),
         Table(
             "telemetry",
-            STREAM_ENVELOPE + [("metric", "VARCHAR"), ("value", "DOUBLE")] + INGEST_COLUMNS,
+            STREAM_ENVELOPE + [("metric", "VARCHAR"), ("value", "DOUBLE")] + INGEST_COLUMNS + [DAY_COLUMN],
             BY_TENANT_AND_DAY,
             "Telemetry samples, one row per metric sample, exactly once per (tenant, device, seq).",
         ),
         Table(
             "alerts",
-            STREAM_ENVELOPE + [("severity", "VARCHAR"), ("code", "VARCHAR"), ("message", "VARCHAR")] + INGEST_COLUMNS,
+            STREAM_ENVELOPE
+            + [("severity", "VARCHAR"), ("code", "VARCHAR"), ("message", "VARCHAR")]
+            + INGEST_COLUMNS
+            + [DAY_COLUMN],
             BY_TENANT_AND_DAY,
             "Alerts raised on devices.",
         ),
         Table(
             "logs",
-            STREAM_ENVELOPE + [("level", "VARCHAR"), ("message", "VARCHAR")] + INGEST_COLUMNS,
+            STREAM_ENVELOPE + [("level", "VARCHAR"), ("message", "VARCHAR")] + INGEST_COLUMNS + [DAY_COLUMN],
             BY_TENANT_AND_DAY,
             "Device log lines.",
         ),
@@ -91,7 +137,8 @@ TABLES: dict[str, Table] = {
                 ("heartbeat", "BIGINT"),
                 ("queue_depth", "BIGINT"),
             ]
-            + INGEST_COLUMNS,
+            + INGEST_COLUMNS
+            + [DAY_COLUMN],
             BY_TENANT_AND_DAY,
             "Raw health reports from the devices' health stream.",
         ),
@@ -181,7 +228,8 @@ TABLES: dict[str, Table] = {
                 ("value", "VARCHAR"),
                 ("origin", "VARCHAR"),
             ]
-            + INGEST_COLUMNS,
+            + INGEST_COLUMNS
+            + [DAY_COLUMN],
             BY_TENANT_AND_DAY,
             "Raw state edits from the devices' state stream, exactly once per (tenant, device, seq).",
         ),

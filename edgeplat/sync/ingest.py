@@ -11,7 +11,9 @@ Exactly once, keyed by (tenant, device, stream, seq), whatever the order, overla
 repetition of batches, in one lakehouse transaction per chunk of objects (rows, ledger,
 evictions, quarantine and devices together; ``Lakehouse.write`` retries it whole):
 
-1. Every accepted batch's rows are staged as one Arrow table per stream.
+1. Every accepted batch's rows are staged as one Arrow table per stream, with the ``day``
+   partition key computed from ``ts`` in numpy (see ``lakehouse_schema``: cheaper than
+   letting DuckLake derive year/month/day of a TIMESTAMPTZ with ICU on insert).
 2. Batches whose seq range overlaps no other staged batch and no ledger range cannot hold a
    stored or staged duplicate: their rows are inserted as they are (the common case).
 3. Overlapping batches' rows are fingerprinted (hash of hlc, node, ts and payload) and
@@ -65,7 +67,7 @@ from edge_sync.merge import StateMerger
 from edge_sync.objectstore import ObjectNotFound
 from edge_sync.streams import STREAMS
 from edgeplat.lakehouse import retried
-from edgeplat.lakehouse_schema import TABLES
+from edgeplat.lakehouse_schema import DAY_COLUMN, TABLES, utc_day
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ledger import DEFERRED_REASON, PENDING_SQL, settled_keys
 
@@ -81,6 +83,7 @@ STREAM_TABLES: dict[str, str] = {
 REPLAY_REASON = "replay_conflict"
 BATCH_SUFFIX = ".batch"
 KEY4 = ("tenant_id", "device_id", "stream", "seq")
+DAY = DAY_COLUMN[0]
 _ids = itertools.count()
 
 
@@ -101,13 +104,31 @@ class Rejected:
     def row(self, now: datetime) -> dict:
         try:
             k = parse_object_key(self.object_key)
-            where = {"tenant_id": k.tenant_id, "device_id": k.device_id, "stream": k.stream,
-                     "first_seq": k.first_seq, "last_seq": k.last_seq}
+            where = {
+                "tenant_id": k.tenant_id,
+                "device_id": k.device_id,
+                "stream": k.stream,
+                "first_seq": k.first_seq,
+                "last_seq": k.last_seq,
+            }
         except ValueError:
-            where = {"tenant_id": None, "device_id": None, "stream": None, "first_seq": None, "last_seq": None}
-        return {**where, "object_key": self.object_key, "object_size": self.size, "reason": self.reason,
-                "detail": self.detail[:2000], "quarantined_at": now, "deferred": self.deferred,
-                "resolved_at": None}
+            where = {
+                "tenant_id": None,
+                "device_id": None,
+                "stream": None,
+                "first_seq": None,
+                "last_seq": None,
+            }
+        return {
+            **where,
+            "object_key": self.object_key,
+            "object_size": self.size,
+            "reason": self.reason,
+            "detail": self.detail[:2000],
+            "quarantined_at": now,
+            "deferred": self.deferred,
+            "resolved_at": None,
+        }
 
 
 @dataclass(frozen=True)
@@ -137,8 +158,18 @@ class IngestReport:
     conflicts: Counter = field(default_factory=Counter)  # rule -> conflict rows added
 
     def add(self, other: IngestReport) -> IngestReport:
-        for name in ("objects", "skipped_settled", "missing", "accepted", "rows_in", "rows_new",
-                     "duplicates_dropped", "evictions", "deferred_admitted", "state_edits_merged"):
+        for name in (
+            "objects",
+            "skipped_settled",
+            "missing",
+            "accepted",
+            "rows_in",
+            "rows_new",
+            "duplicates_dropped",
+            "evictions",
+            "deferred_admitted",
+            "state_edits_merged",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.quarantined.update(other.quarantined)
         self.conflicts.update(other.conflicts)
@@ -155,12 +186,14 @@ class IngestReport:
 
 # ----------------------------------------------------------------------------- decoding
 def decode_object(
-    key: str, data: bytes, key_service: KeyService, registry: DeviceRegistry, retries: int = 3
+    key: str, data: bytes, key_service: KeyService, registry: DeviceRegistry | _RunRegistry, retries: int = 3
 ) -> Accepted | Rejected:
     """Verify and decode one object; a bad batch is a :class:`Rejected`, infrastructure errors raise."""
     for attempt in range(retries + 1):
         try:
-            batch = read_batch(data, key_service=key_service, public_keys=registry.public_keys, expected_key=key)
+            batch = read_batch(
+                data, key_service=key_service, public_keys=registry.public_keys, expected_key=key
+            )
             return Accepted(key, len(data), batch)
         except BatchError as exc:
             detail = str(exc) + (f" (key service: {exc.detail})" if exc.detail else "")
@@ -175,6 +208,26 @@ def decode_object(
                 ) from exc
             time.sleep(min(2.0, 0.1 * 2**attempt))
     raise AssertionError("unreachable")
+
+
+class _RunRegistry:
+    """The registry, with each device's public keys looked up once per ingest run.
+
+    The local registry re-reads and parses its tenant's whole file on every lookup, so
+    verifying a batch cost O(devices of the tenant); a run holds many batches of each device.
+    A key revoked while a run is under way still verifies that run's batches (the run lasts
+    seconds); the next run sees the revocation. Failed lookups are not remembered.
+    """
+
+    def __init__(self, registry: DeviceRegistry) -> None:
+        self._registry = registry
+        self._keys: dict[tuple[str, str], list] = {}
+
+    def public_keys(self, tenant_id: str, device_id: str) -> list:
+        k = (tenant_id, device_id)
+        if k not in self._keys:
+            self._keys[k] = self._registry.public_keys(tenant_id, device_id)
+        return self._keys[k]
 
 
 def _fetch(env: SyncEnv, keys: Sequence[str], report: IngestReport) -> Iterator[tuple[str, bytes]]:
@@ -198,7 +251,8 @@ def _decoded(env: SyncEnv, keys: Sequence[str], report: IngestReport) -> Iterato
         def decode(key: str, data: bytes) -> Accepted | Rejected:
             pair = getattr(local, "pair", None)
             if pair is None:
-                pair = local.pair = decoder()
+                key_service, registry = decoder()
+                pair = local.pair = (key_service, _RunRegistry(registry))
             return decode_object(key, data, *pair, retries=retries)
 
         with cf.ThreadPoolExecutor(workers, thread_name_prefix="ingest-decode") as pool:
@@ -210,8 +264,9 @@ def _decoded(env: SyncEnv, keys: Sequence[str], report: IngestReport) -> Iterato
             while pending:
                 yield pending.popleft().result()
         return
+    registry = _RunRegistry(env.registry)
     for key, data in _fetch(env, keys, report):
-        yield decode_object(key, data, env.key_service, env.registry, retries)
+        yield decode_object(key, data, env.key_service, registry, retries)
 
 
 def _drift_check(item: Accepted | Rejected, now_ms: int, max_drift_ms: int) -> Accepted | Rejected:
@@ -220,7 +275,9 @@ def _drift_check(item: Accepted | Rejected, now_ms: int, max_drift_ms: int) -> A
     ahead = physical_ms(item.batch.manifest.hlc_max) - now_ms
     if ahead > max_drift_ms:
         return Rejected(
-            item.object_key, item.size, DEFERRED_REASON,
+            item.object_key,
+            item.size,
+            DEFERRED_REASON,
             f"hlc_max is {ahead / 1000:.0f} s ahead of central time (bound {max_drift_ms / 1000:.0f} s): "
             "deferred; reconciliation admits it once central time is within the bound",
             deferred=True,
@@ -230,7 +287,10 @@ def _drift_check(item: Accepted | Rejected, now_ms: int, max_drift_ms: int) -> A
 
 # ----------------------------------------------------------------------------- entry point
 def ingest_objects(
-    env: SyncEnv, keys: Iterable[str], *, reevaluate_deferred: bool = False,
+    env: SyncEnv,
+    keys: Iterable[str],
+    *,
+    reevaluate_deferred: bool = False,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> IngestReport:
     """Ingest the batch objects at ``keys`` exactly once; safe to repeat with any keys, in any order.
@@ -248,8 +308,13 @@ def ingest_objects(
     return _ingest(env, con, wanted, reevaluate_deferred, report)
 
 
-def _ingest(env: SyncEnv, con: duckdb.DuckDBPyConnection, wanted: list[str], reevaluate_deferred: bool,
-            report: IngestReport) -> IngestReport:
+def _ingest(
+    env: SyncEnv,
+    con: duckdb.DuckDBPyConnection,
+    wanted: list[str],
+    reevaluate_deferred: bool,
+    report: IngestReport,
+) -> IngestReport:
     settled = settled_keys(con, wanted, pending_too=not reevaluate_deferred)  # the ledger included
     todo = [k for k in wanted if k not in settled]
     report.skipped_settled = len(wanted) - len(todo)
@@ -268,8 +333,9 @@ def _ingest(env: SyncEnv, con: duckdb.DuckDBPyConnection, wanted: list[str], ree
     return report
 
 
-def _ledgered_and_settled(con: duckdb.DuckDBPyConnection, keys: Sequence[str],
-                          pending_too: bool) -> tuple[set[str], set[str]]:
+def _ledgered_and_settled(
+    con: duckdb.DuckDBPyConnection, keys: Sequence[str], pending_too: bool
+) -> tuple[set[str], set[str]]:
     """Those of ``keys`` in the ledger, and those settled (ledger or quarantine), in one query."""
     view = f"_lk{next(_ids)}"
     con.register(view, pa.table({"object_key": pa.array(sorted(set(keys)), pa.string())}))
@@ -316,14 +382,19 @@ def _stages(accepted: Sequence[Accepted]) -> dict[str, _Stage]:
         rows = rows.append_column("_bidx", idx).append_column(
             "batch_key", pa.DictionaryArray.from_arrays(idx, pa.array(keys, pa.string()))
         )
+        if DAY in TABLES[STREAM_TABLES[stream]].partitioned_by:  # computed here, not by DuckLake (ICU)
+            rows = rows.append_column(DAY, utc_day(rows.column("ts")))
         m = [a.batch.manifest for a in items]
-        ranges = pa.table({
-            "_bidx": pa.array(range(len(items)), pa.int32()),
-            "tenant_id": [x.tenant_id for x in m], "device_id": [x.device_id for x in m],
-            "stream": [x.stream for x in m],
-            "first_seq": pa.array([x.first_seq for x in m], pa.int64()),
-            "last_seq": pa.array([x.last_seq for x in m], pa.int64()),
-        })
+        ranges = pa.table(
+            {
+                "_bidx": pa.array(range(len(items)), pa.int32()),
+                "tenant_id": [x.tenant_id for x in m],
+                "device_id": [x.device_id for x in m],
+                "stream": [x.stream for x in m],
+                "first_seq": pa.array([x.first_seq for x in m], pa.int64()),
+                "last_seq": pa.array([x.last_seq for x in m], pa.int64()),
+            }
+        )
         out[stream] = _Stage(stream, rows, ranges, keys)
     return out
 
@@ -373,8 +444,9 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
         counts = np.bincount(st.rows.column("_bidx").to_numpy(), minlength=len(st.keys))
         if contested.num_rows == 0:
             if ingested_at is not None:
-                con.execute(insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), ? FROM {stg}",
-                            [ingested_at])
+                con.execute(
+                    insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), ? FROM {stg}", [ingested_at]
+                )
             res.new_by_bidx = {i: int(n) for i, n in enumerate(counts)}
             return res
 
@@ -393,7 +465,9 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
         con.register(slow_in, st.rows.filter(pa.array(mask)))
         views += [fast, slow_in]
         fp_cols = ", ".join(["hlc", "node_id", "epoch_ms(ts)", *(f'"{c}"' for c in spec.payload_names)])
-        fp_stored = ", ".join(["t.hlc", "t.node_id", "epoch_ms(t.ts)", *(f't."{c}"' for c in spec.payload_names)])
+        fp_stored = ", ".join(
+            ["t.hlc", "t.node_id", "epoch_ms(t.ts)", *(f't."{c}"' for c in spec.payload_names)]
+        )
         slow, ex, kept = f"{tag}_slow", f"{tag}_ex", f"{tag}_keep"
         slow_rows = con.execute(f"SELECT s.*, hash({fp_cols}) AS _fp FROM {slow_in} s").to_arrow_table()
         con.register(slow, slow_rows)
@@ -411,8 +485,18 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
                 """
             ).to_arrow_table()
         else:
-            existing = pa.table({c: pa.array([], t) for c, t in (("tenant_id", pa.string()), ("device_id", pa.string()),
-                                ("stream", pa.string()), ("seq", pa.int64()), ("fp", pa.uint64()))})
+            existing = pa.table(
+                {
+                    c: pa.array([], t)
+                    for c, t in (
+                        ("tenant_id", pa.string()),
+                        ("device_id", pa.string()),
+                        ("stream", pa.string()),
+                        ("seq", pa.int64()),
+                        ("fp", pa.uint64()),
+                    )
+                }
+            )
         con.register(ex, existing)
         views.append(ex)
         for bidx, seq in con.execute(
@@ -432,22 +516,33 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
         bad = ", ".join(map(str, res.bad)) or "-1"
         # What is left of a key is identical in every copy: keep one (the first batch's, for batch_key).
         payload = ", ".join(f'any_value("{c}") AS "{c}"' for c in cols if c not in KEY4)
-        con.register(kept, con.execute(
-            f"""
+        con.register(
+            kept,
+            con.execute(
+                f"""
             SELECT tenant_id, device_id, stream, seq, {payload}, min(_bidx) AS _bidx FROM {slow} s
             WHERE _bidx NOT IN ({bad}) AND NOT EXISTS (SELECT 1 FROM {ex} e WHERE {on4})
             GROUP BY tenant_id, device_id, stream, seq
             """
-        ).to_arrow_table())
+            ).to_arrow_table(),
+        )
         views.append(kept)
         if ingested_at is not None:
             keys_view = f"{tag}_keys"
-            con.register(keys_view, pa.table({"_bidx": pa.array(range(len(st.keys)), pa.int32()),
-                                              "batch_key": pa.array(st.keys, pa.string())}))
+            con.register(
+                keys_view,
+                pa.table(
+                    {
+                        "_bidx": pa.array(range(len(st.keys)), pa.int32()),
+                        "batch_key": pa.array(st.keys, pa.string()),
+                    }
+                ),
+            )
             views.append(keys_view)
             # one statement for uncontested and deduplicated rows: one set of data files per commit
             con.execute(
-                insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), $at FROM {fast} WHERE _bidx NOT IN ({bad}) "
+                insert_head
+                + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), $at FROM {fast} WHERE _bidx NOT IN ({bad}) "
                 f"UNION ALL SELECT {col_sql}, k.batch_key, $at FROM {kept} JOIN {keys_view} k USING (_bidx)",
                 {"at": ingested_at},
             )
@@ -479,8 +574,13 @@ def merge_state_edits(env: SyncEnv, con: duckdb.DuckDBPyConnection, edits: pa.Ta
     n = edits.num_rows
     for name, value in (("origin", pa.array(["device"] * n)), ("node_id", edits.column("device_id"))):
         edits = edits.set_column(edits.schema.get_field_index(name), name, value)
-    merger = StateMerger(con, env.rules, state_table="device_state", conflicts_table="state_conflicts",
-                         contributions_table="state_contributions")
+    merger = StateMerger(
+        con,
+        env.rules,
+        state_table="device_state",
+        conflicts_table="state_conflicts",
+        contributions_table="state_contributions",
+    )
     stats = merger.merge(edits, own_transaction=False)
     return stats.edits_in, Counter(stats.conflicts_by_rule)
 
@@ -495,7 +595,10 @@ def _accepted_rows(stage: _Stage, bad: Iterable[str]) -> pa.Table:
 
 
 def _commit_chunk(
-    env: SyncEnv, con: duckdb.DuckDBPyConnection, items: list[Accepted | Rejected], now_ms: int,
+    env: SyncEnv,
+    con: duckdb.DuckDBPyConnection,
+    items: list[Accepted | Rejected],
+    now_ms: int,
     reevaluate_deferred: bool,
 ) -> IngestReport:
     accepted = [i for i in items if isinstance(i, Accepted)]
@@ -523,10 +626,15 @@ def _commit_chunk(
                 ledger_rows.append((stage.keys[bidx], n))
         new_by_key = dict(ledger_rows)
         if "state" in st:  # merged in this transaction: state, rows and ledger commit together
-            r.state_edits_merged, r.conflicts = merge_state_edits(env, con, _accepted_rows(st["state"], bad_keys))
+            r.state_edits_merged, r.conflicts = merge_state_edits(
+                env, con, _accepted_rows(st["state"], bad_keys)
+            )
         good = [a for a in acc if a.object_key not in bad_keys]
-        rej += [Rejected(a.object_key, a.size, REPLAY_REASON, bad_keys[a.object_key]) for a in acc
-                if a.object_key in bad_keys]
+        rej += [
+            Rejected(a.object_key, a.size, REPLAY_REASON, bad_keys[a.object_key])
+            for a in acc
+            if a.object_key in bad_keys
+        ]
         _write_ledger(con, good, new_by_key, now)
         r.evictions = _write_evictions(con, good, now)
         _write_quarantine(con, rej, now)
@@ -575,18 +683,32 @@ def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> 
         con.unregister(view)
 
 
-def _write_ledger(con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], new_by_key: dict[str, int],
-                  now: datetime) -> None:
+def _write_ledger(
+    con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], new_by_key: dict[str, int], now: datetime
+) -> None:
     rows = []
     for a in good:
         m = a.batch.manifest
         new = new_by_key.get(a.object_key, 0)
-        rows.append({
-            "tenant_id": m.tenant_id, "device_id": m.device_id, "stream": m.stream, "first_seq": m.first_seq,
-            "last_seq": m.last_seq, "row_count": m.row_count, "hlc_min": m.hlc_min, "hlc_max": m.hlc_max,
-            "object_key": a.object_key, "object_size": a.size, "plaintext_sha256": m.plaintext_sha256,
-            "key_id": m.key_id, "rows_new": new, "rows_duplicate": m.row_count - new, "ingested_at": now,
-        })
+        rows.append(
+            {
+                "tenant_id": m.tenant_id,
+                "device_id": m.device_id,
+                "stream": m.stream,
+                "first_seq": m.first_seq,
+                "last_seq": m.last_seq,
+                "row_count": m.row_count,
+                "hlc_min": m.hlc_min,
+                "hlc_max": m.hlc_max,
+                "object_key": a.object_key,
+                "object_size": a.size,
+                "plaintext_sha256": m.plaintext_sha256,
+                "key_id": m.key_id,
+                "rows_new": new,
+                "rows_duplicate": m.row_count - new,
+                "ingested_at": now,
+            }
+        )
     if rows:
         _insert_rows(con, "batches", pa.Table.from_pylist(rows))
 
@@ -597,9 +719,20 @@ def _write_evictions(con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], n
         m = a.batch.manifest
         for e in m.evictions:
             k = (m.tenant_id, m.device_id, m.stream, e.first_seq, e.last_seq)
-            rows.setdefault(k, {"tenant_id": m.tenant_id, "device_id": m.device_id, "stream": m.stream,
-                                "first_seq": e.first_seq, "last_seq": e.last_seq, "count": e.count,
-                                "reason": e.reason, "batch_key": a.object_key, "ingested_at": now})
+            rows.setdefault(
+                k,
+                {
+                    "tenant_id": m.tenant_id,
+                    "device_id": m.device_id,
+                    "stream": m.stream,
+                    "first_seq": e.first_seq,
+                    "last_seq": e.last_seq,
+                    "count": e.count,
+                    "reason": e.reason,
+                    "batch_key": a.object_key,
+                    "ingested_at": now,
+                },
+            )
     if not rows:
         return 0
     view = f"_ev{next(_ids)}"
@@ -620,23 +753,39 @@ def _write_evictions(con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], n
 def _write_quarantine(con: duckdb.DuckDBPyConnection, rej: Sequence[Rejected], now: datetime) -> None:
     if rej:
         rows = [x.row(now) for x in {x.object_key: x for x in rej}.values()]
-        schema = pa.schema([(n, pa.string()) for n in ("tenant_id", "device_id", "stream", "object_key", "reason",
-                                                        "detail")]
-                           + [("object_size", pa.int64()), ("first_seq", pa.int64()), ("last_seq", pa.int64()),
-                              ("quarantined_at", pa.timestamp("us", tz="UTC")), ("deferred", pa.bool_()),
-                              ("resolved_at", pa.timestamp("us", tz="UTC"))])
+        schema = pa.schema(
+            [(n, pa.string()) for n in ("tenant_id", "device_id", "stream", "object_key", "reason", "detail")]
+            + [
+                ("object_size", pa.int64()),
+                ("first_seq", pa.int64()),
+                ("last_seq", pa.int64()),
+                ("quarantined_at", pa.timestamp("us", tz="UTC")),
+                ("deferred", pa.bool_()),
+                ("resolved_at", pa.timestamp("us", tz="UTC")),
+            ]
+        )
         _insert_rows(con, "quarantine", pa.Table.from_pylist(rows, schema=schema))
 
 
-def _update_devices(con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], health: _Stage | None,
-                    now: datetime, env: SyncEnv) -> None:
+def _update_devices(
+    con: duckdb.DuckDBPyConnection,
+    good: Sequence[Accepted],
+    health: _Stage | None,
+    now: datetime,
+    env: SyncEnv,
+) -> None:
     """``devices``: last_batch_at, online, and the latest reported version/slot (by HLC) from health rows."""
     devs = sorted({(a.batch.manifest.tenant_id, a.batch.manifest.device_id) for a in good})
     if not devs:
         return
     good_keys = {a.object_key for a in good}
-    inc = pa.table({"tenant_id": [d[0] for d in devs], "device_id": [d[1] for d in devs],
-                    "platform": [_platform(env, *d) for d in devs]})
+    inc = pa.table(
+        {
+            "tenant_id": [d[0] for d in devs],
+            "device_id": [d[1] for d in devs],
+            "platform": [_platform(env, *d) for d in devs],
+        }
+    )
     h = f"_hv{next(_ids)}"
     hv = f"_inc{next(_ids)}"
     con.register(hv, inc)
@@ -645,9 +794,15 @@ def _update_devices(con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], he
         rows = health.rows.filter(pa.array(np.isin(health.rows.column("_bidx").to_numpy(), good_bidx)))
         rows = rows.select(["tenant_id", "device_id", "hlc", "version", "slot"])
     else:
-        rows = pa.table({"tenant_id": pa.array([], pa.string()), "device_id": pa.array([], pa.string()),
-                         "hlc": pa.array([], pa.int64()), "version": pa.array([], pa.string()),
-                         "slot": pa.array([], pa.string())})
+        rows = pa.table(
+            {
+                "tenant_id": pa.array([], pa.string()),
+                "device_id": pa.array([], pa.string()),
+                "hlc": pa.array([], pa.int64()),
+                "version": pa.array([], pa.string()),
+                "slot": pa.array([], pa.string()),
+            }
+        )
     con.register(h, rows)
     try:
         merged = con.execute(

@@ -62,13 +62,14 @@ def test_stream_tables_are_partitioned_by_tenant_and_day(lake: Lakehouse, tmp_pa
     # Enough rows that DuckLake writes Parquet files instead of inlining them in the catalog.
     lake.write(
         lambda con: con.execute(
-            "INSERT INTO telemetry (tenant_id, device_id, stream, seq, hlc, node_id, ts, metric, value) "
-            "SELECT 't1', 'd1', 'telemetry', i, i, 'd1', TIMESTAMPTZ '2026-01-02 03:04:05+00', 'cpu', 1.0 "
-            "FROM range(5000) r(i)"
+            "INSERT INTO telemetry (tenant_id, device_id, stream, seq, hlc, node_id, ts, metric, value, day) "
+            "SELECT 't1', 'd1', 'telemetry', i, i, 'd1', TIMESTAMPTZ '2026-01-02 03:04:05+00', 'cpu', 1.0, "
+            "DATE '2026-01-02' FROM range(5000) r(i)"
         )
     )
     files = [p.relative_to(tmp_path / "data").as_posix() for p in (tmp_path / "data").rglob("*.parquet")]
-    assert any("tenant_id=t1" in f and "day=2" in f for f in files), files
+    # (tenant_id, day): `day` is the UTC date of ts, filled by the writer (see lakehouse_schema)
+    assert any("tenant_id=t1/day=2026-01-02/" in f for f in files), files
 
 
 def test_read_only_connection_refuses_writes(lake: Lakehouse) -> None:
