@@ -7,10 +7,13 @@ runs of at most ``keys_per_run`` keys. A run's key is a hash of its sorted objec
 a tick that is retried (same cursor, same listing) asks for the same runs and Dagster
 deduplicates them.
 
-Listing is lexicographic and strictly after the cursor: an object written later that sorts
-before the cursor (a device that was offline uploads old seq ranges, a slow S3 listing)
-is not seen here. Nothing is skipped for good: the reconciliation schedule re-lists the
-whole store against the ledger and ingests what it lacks.
+Listing is lexicographic and strictly after the cursor, and keys sort by tenant, device,
+stream and seq, so a device's next batch usually sorts *before* a caught-up cursor (every
+device but the last one listed). When a tick reaches the end of the store the cursor
+therefore starts over: the next pass re-lists from the beginning and the ledger filter
+drops what is already ingested, so new objects anywhere are seen within one pass
+(``stored objects / max_keys`` ticks) and nothing is ingested twice. The reconciliation
+schedule still re-lists the whole store against the ledger as the backstop.
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def plan_arrivals(
         runs += [PlannedRun("_unparsed", tuple(stray[i : i + keys_per_run])) for i in range(0, len(stray), keys_per_run)]
     return ArrivalPlan(
         runs=runs,
-        cursor=ArrivalCursor(after),
+        cursor=ArrivalCursor(None if caught_up else after),
         listed=len(listed),
         settled=len(known),
         ignored=len(listed) - len(batch_keys),
