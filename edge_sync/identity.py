@@ -21,7 +21,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -186,20 +186,38 @@ class LocalDeviceRegistry:
                 os.close(fd)
 
     def register(self, tenant_id: str, device_id: str, public_key: bytes) -> str:
-        validate_id("device", device_id)
-        key_id = key_fingerprint(bytes(public_key))
-        with self._lock(tenant_id):
-            doc = self._load(tenant_id)
-            keys = doc["devices"].setdefault(device_id, {})
-            entry = keys.get(key_id)
-            if entry is None or entry.get("revoked_ms") is not None:
-                keys[key_id] = {
-                    "public_key": base64.b64encode(bytes(public_key)).decode("ascii"),
-                    "registered_ms": time.time_ns() // 1_000_000,
-                    "revoked_ms": None,
-                }
-                self._store(tenant_id, doc)
-        return key_id
+        return self.register_many([(tenant_id, device_id, public_key)])[0]
+
+    def register_many(self, keys: Iterable[tuple[str, str, bytes]]) -> list[str]:
+        """Register (tenant, device, raw public key) triples; one locked write per tenant. Idempotent.
+
+        ``register`` one by one rewrites the tenant's file per key: enrolling a fleet at once
+        goes through here.
+        """
+        by_tenant: dict[str, list[tuple[str, str, bytes]]] = {}
+        key_ids = []
+        for tenant_id, device_id, public_key in keys:
+            validate_id("device", device_id)
+            key_ids.append(key_fingerprint(bytes(public_key)))
+            by_tenant.setdefault(tenant_id, []).append((device_id, key_ids[-1], bytes(public_key)))
+        now_ms = time.time_ns() // 1_000_000
+        for tenant_id, entries in sorted(by_tenant.items()):
+            with self._lock(tenant_id):
+                doc = self._load(tenant_id)
+                changed = False
+                for device_id, key_id, public_key in entries:
+                    held = doc["devices"].setdefault(device_id, {})
+                    entry = held.get(key_id)
+                    if entry is None or entry.get("revoked_ms") is not None:
+                        held[key_id] = {
+                            "public_key": base64.b64encode(public_key).decode("ascii"),
+                            "registered_ms": now_ms,
+                            "revoked_ms": None,
+                        }
+                        changed = True
+                if changed:
+                    self._store(tenant_id, doc)
+        return key_ids
 
     def revoke(self, tenant_id: str, device_id: str, key_id: str) -> None:
         validate_id("device", device_id)

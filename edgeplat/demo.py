@@ -4,8 +4,10 @@
    outages, clock skew, crashes mid-upload and state edits on both sides, uploading into
    the embedded object store.
 2. Run the main job (``sync_fleet``): ingest exactly once, merge state, reconcile.
-3. Run two rollouts on a simulated fleet: a bad release caught and rolled back in its first
-   phase, and a good one taken to 100% with a manual approval before 50%.
+3. Run two rollouts on a fleet of 2,000 simulated devices that report through the same path
+   (identities, signed encrypted health batches, object store, ingest): a bad release caught
+   and rolled back in its first phase, and a good one taken to 100% with a manual approval
+   before 50% (see edgeplat.rollouts.demo_fleet for what is real and what is simulated).
 4. Summarise: rows per stream generated vs stored, duplicates dropped, quarantined,
    conflicts by rule, sync lag, and per rollout its outcome, blast radius and decisions.
 
@@ -35,7 +37,13 @@ FLEET = {
     "device_edit_rate_per_hour": 3.0,
     "central_edit_rate_per_hour": 2.0,
 }
-STREAM_TABLES = {"alerts": "alerts", "health": "health", "telemetry": "telemetry", "logs": "logs", "state": "state_edits"}
+STREAM_TABLES = {
+    "alerts": "alerts",
+    "health": "health",
+    "telemetry": "telemetry",
+    "logs": "logs",
+    "state": "state_edits",
+}
 
 
 def simulate_fleet(lake: Lakehouse, say: Callable[[str], None]) -> dict[str, Any]:
@@ -52,8 +60,10 @@ def simulate_fleet(lake: Lakehouse, say: Callable[[str], None]) -> dict[str, Any
     # End the simulated window now, so lags and freshness read as they would in the field.
     start_ms = int(time.time() * 1000 - hours * 3_600_000 - 60_000)
     config = SimulationConfig(**FLEET, start_ms=start_ms)
-    say(f"simulating {config.devices} devices of {config.tenants} tenants for {hours:g} h "
-        f"(outages, clock skew up to {config.clock_skew_s:g} s, crashes mid-upload)")
+    say(
+        f"simulating {config.devices} devices of {config.tenants} tenants for {hours:g} h "
+        f"(outages, clock skew up to {config.clock_skew_s:g} s, crashes mid-upload)"
+    )
     result = simulate(config, central_edit_sink=lambda edits: record_stamped_edits(lake, edits))
     write_truth(marker.with_name("truth.json"), result.truth)
     saved = {"summary": result.summary, "truth": result.truth}
@@ -65,35 +75,47 @@ def stored_rows(lake: Lakehouse, tenants: set[str]) -> dict[str, int]:
     tenant_list = sorted(tenants)
     with lake.session(read_only=True) as con:
         return {
-            stream: con.execute(f'SELECT count(*) FROM "{table}" WHERE list_contains(?, tenant_id)',
-                                [tenant_list]).fetchone()[0]
+            stream: con.execute(
+                f'SELECT count(*) FROM "{table}" WHERE list_contains(?, tenant_id)', [tenant_list]
+            ).fetchone()[0]
             for stream, table in STREAM_TABLES.items()
             if _has_table(con, table)
         }
 
 
 def _has_table(con, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = ?",
-                            [name]).fetchone()[0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = ?", [name]
+        ).fetchone()[0]
+    )
 
 
 def central_picture(lake: Lakehouse, tenants: set[str]) -> dict[str, Any]:
     tenant_list = sorted(tenants)
     with lake.session(read_only=True) as con:
-        quarantined = dict(con.execute(
-            "SELECT reason, count(*) FROM quarantine WHERE list_contains(?, tenant_id) GROUP BY 1 ORDER BY 1",
-            [tenant_list]).fetchall())
-        conflicts = dict(con.execute(
-            "SELECT rule, count(*) FROM state_conflicts WHERE list_contains(?, tenant_id) GROUP BY 1 ORDER BY 1",
-            [tenant_list]).fetchall())
+        quarantined = dict(
+            con.execute(
+                "SELECT reason, count(*) FROM quarantine WHERE list_contains(?, tenant_id) GROUP BY 1 ORDER BY 1",
+                [tenant_list],
+            ).fetchall()
+        )
+        conflicts = dict(
+            con.execute(
+                "SELECT rule, count(*) FROM state_conflicts WHERE list_contains(?, tenant_id) GROUP BY 1 ORDER BY 1",
+                [tenant_list],
+            ).fetchall()
+        )
         lag = con.execute(
             "SELECT max(lag_seconds), median(lag_seconds) FROM sync_lag WHERE list_contains(?, tenant_id)",
-            [tenant_list]).fetchone()
+            [tenant_list],
+        ).fetchone()
         evicted = con.execute(
             "SELECT coalesce(sum(count), 0) FROM evictions WHERE list_contains(?, tenant_id)", [tenant_list]
         ).fetchone()[0]
         states = con.execute(
-            "SELECT count(*) FROM device_state WHERE list_contains(?, tenant_id)", [tenant_list]).fetchone()[0]
+            "SELECT count(*) FROM device_state WHERE list_contains(?, tenant_id)", [tenant_list]
+        ).fetchone()[0]
     return {
         "quarantined": quarantined,
         "conflicts_by_rule": conflicts,
@@ -127,7 +149,10 @@ def run_rollouts(say: Callable[[str], None]) -> list[dict[str, Any]]:
     if marker.exists():
         say(f"rollouts already ran in this state directory ({marker}); showing their outcome")
         return json.loads(marker.read_text())
-    say("rolling out a bad release (3x error rate) and a good one on a simulated fleet of 2,000 devices")
+    say(
+        "rolling out a bad release (3x error rate) and a good one on 2,000 simulated devices "
+        "reporting through signed batches and the ingest"
+    )
     out = run_demo_in_home(devices=2000, via_cli=True, on_tick=None)["rollouts"]
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(out, default=str))

@@ -1,14 +1,13 @@
 """The rollout demo: a bad release caught in its first phase and a good one taken to 100%.
 
-``run_rollout_demo(lake, backend_parts, ...)`` is what ``edgeplat demo`` calls. Both
-rollouts run on a fleet whose devices pull the signed desired-state documents the
-``edge_agent`` backend writes and report health from per-version release profiles. Time is
-simulated (minutes per step), so bakes of an hour take a fraction of a second.
-
-The fleet is ``StubFleet``: a compact stand-in that writes the devices' health rows and
-reported versions straight into the lakehouse (what the central sync would ingest). It
-verifies and applies the real documents, so deploys, rollbacks and offline devices behave
-as in the field; it is also what the rollout tests drive.
+``run_rollout_demo(lake, backend, sync_env=...)`` is what ``edgeplat demo`` calls (through
+``run_demo_in_home``). Both rollouts run on a :class:`~edgeplat.rollouts.demo_fleet.DemoFleet`
+of 2,000 simulated devices that pull and verify the signed desired-state documents the
+``edge_agent`` backend writes, and report health through the platform's data path: device
+identities in the registry, signed and encrypted ``health`` batches in the object store,
+and the central ingest (:class:`~edgeplat.rollouts.demo_uplink.BatchUplink`). What is
+simulated is the device process and its metrics (see ``demo_fleet``); time is simulated too
+(minutes per step), so bakes of an hour take seconds.
 
 The good rollout's manual approval goes through ``approve`` (the CLI's code path: a
 Dagster ``approve_phase`` run when ``approve`` is given by the caller, else the same
@@ -17,227 +16,39 @@ Controller command the job runs).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
-from edge_sync.desired import DesiredStateError, decode, desired_key
-from edge_sync.objectstore import ObjectNotFound
 from edgeplat.backends.edge_agent import EdgeAgentBackend
-from edgeplat.lakehouse import Lakehouse, retried
-from edgeplat.lakehouse_schema import TABLES
+from edgeplat.lakehouse import Lakehouse
 from edgeplat.rollouts.controller import Controller
+from edgeplat.rollouts.demo_fleet import DEMO_START, OLD_VERSION, DemoFleet  # noqa: F401  (re-exported)
 from edgeplat.rollouts.machine import TERMINAL, Kind, Status
 from edgeplat.rollouts.spec import RolloutSpec, load_spec
 from edgeplat.rollouts.store import RolloutStore
+from edgeplat.sync.env import SyncEnv
 
-DEMO_START = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
-OLD_VERSION = "2.0.0"
-
-
-@dataclass
-class StubDevice:
-    """One device of the stub fleet: identity, installed version, and whether it is online."""
-
-    tenant_id: str
-    device_id: str
-    platform: str
-    tags: dict[str, str]
-    version: str = OLD_VERSION
-    slot: str = "a"
-    applied_revision: int = 0
-    online: bool = True
-    factor: float = 1.0
-    ran: set[str] = field(default_factory=set)
-
-
-class StubFleet:
-    """Devices that pull desired state from ``backend`` and write health into ``lake`` (see module doc).
-
-    ``set_release_profile(version, error_rate=..., crash_rate=...)`` sets how a version
-    behaves; unknown versions are healthy (1% errors).
-    """
-
-    def __init__(
-        self,
-        lake: Lakehouse,
-        backend: EdgeAgentBackend,
-        *,
-        devices: int = 2000,
-        tenants: tuple[str, ...] = ("acme", "globex"),
-        platforms: tuple[str, ...] = ("greengrass", "iot_edge"),
-        tags: dict[str, tuple[str, ...]] | None = None,
-        seed: int = 7,
-        start: datetime = DEMO_START,
-        requests_per_min: float = 60.0,
-    ) -> None:
-        self.lake, self.backend = lake, backend
-        self.rng = np.random.default_rng(seed)
-        self.now = start
-        self.requests_per_min = requests_per_min
-        self.profiles: dict[str, dict[str, float]] = {}
-        tags = tags if tags is not None else {"channel": ("stable", "beta")}
-        self.devices = [
-            StubDevice(
-                tenants[i % len(tenants)],
-                f"dev-{i:05d}",
-                platforms[(i // len(tenants)) % len(platforms)],
-                {k: v[i % len(v)] for k, v in sorted(tags.items())},
-                factor=float(self.rng.gamma(20.0, 1 / 20.0)),
-            )
-            for i in range(devices)
-        ]
-        for d in self.devices:
-            d.ran.add(d.version)
-        self._seq: dict[str, int] = {}
-        self._con = lake.connect()  # one connection for the fleet's life: attaching is the slow part
-        self._write_devices(self.devices)
-
-    def close(self) -> None:
-        self._con.close()
-
-    def _txn(self, unit: Callable[[Any], None]) -> None:
-        retried(self._con, unit, what="stub fleet health")
-
-    def set_release_profile(self, version: str, **profile: float) -> None:
-        self.profiles[version] = {**self.profiles.get(version, {}), **profile}
-
-    def set_online(self, device_ids: set[str], online: bool) -> None:
-        for d in self.devices:
-            if d.device_id in device_ids:
-                d.online = online
-
-    def ran(self, version: str) -> list[str]:
-        """Devices (tenant/device) that have ever run ``version``."""
-        return [f"{d.tenant_id}/{d.device_id}" for d in self.devices if version in d.ran]
-
-    def running(self, version: str) -> int:
-        return sum(d.version == version for d in self.devices)
-
-    # ------------------------------------------------------------------ stepping
-
-    def advance(self, minutes: int) -> None:
-        """Pull desired state once, then report ``minutes`` one-minute health rows per online device."""
-        changed = [d for d in self.devices if d.online and self._pull(d)]
-        rows = self._health(minutes)
-        self.now += timedelta(minutes=minutes)
-        self._write(rows, changed)
-
-    def _pull(self, d: StubDevice) -> bool:
-        store, signer = self.backend.store, self.backend.publisher.signer
-        try:
-            data = store.get(desired_key(d.tenant_id, d.device_id))
-        except ObjectNotFound:
-            return False
-        try:
-            doc = decode(
-                data, platform_keys=[signer.public_key_bytes()], tenant_id=d.tenant_id,
-                device_id=d.device_id, applied_revision=d.applied_revision,
-            )
-        except DesiredStateError:
-            return False  # stale or tampered: keep running what we run
-        d.applied_revision = doc.revision
-        version = doc.release.version if doc.release else OLD_VERSION
-        if doc.release is not None:
-            d.slot = doc.release.slot
-        if version == d.version:
-            return False
-        d.version = version
-        d.ran.add(version)
-        return True
-
-    def _health(self, minutes: int) -> pa.Table:
-        online = [d for d in self.devices if d.online]
-        n = len(online) * minutes
-        if not n:
-            return pa.table({})
-        err = np.repeat(
-            [min(1.0, self.profiles.get(d.version, {}).get("error_rate", 0.01) * d.factor) for d in online], minutes
-        )
-        crash = np.repeat(
-            [self.profiles.get(d.version, {}).get("crash_rate", 0.02) * d.factor / 60 for d in online], minutes
-        )
-        cpu = np.repeat([self.profiles.get(d.version, {}).get("cpu_pct", 25.0) * d.factor for d in online], minutes)
-        requests = self.rng.poisson(self.requests_per_min, n)
-        errors = self.rng.binomial(requests, err)
-        ts = [self.now + timedelta(minutes=m) for m in range(minutes)]
-        seqs = []
-        for d in online:
-            s0 = self._seq.get(d.device_id, 0)
-            seqs.extend(range(s0, s0 + minutes))
-            self._seq[d.device_id] = s0 + minutes
-        return pa.table(
-            {
-                "tenant_id": np.repeat([d.tenant_id for d in online], minutes),
-                "device_id": np.repeat([d.device_id for d in online], minutes),
-                "stream": pa.array(["health"] * n),
-                "seq": pa.array(seqs, pa.int64()),
-                "hlc": pa.array(seqs, pa.int64()),
-                "node_id": np.repeat([d.device_id for d in online], minutes),
-                "ts": pa.array(ts * len(online), pa.timestamp("us", tz="UTC")),
-                "version": np.repeat([d.version for d in online], minutes),
-                "slot": np.repeat([d.slot for d in online], minutes),
-                "desired_revision": pa.array(np.repeat([d.applied_revision for d in online], minutes), pa.int64()),
-                "error_rate": np.where(requests > 0, errors / np.maximum(requests, 1), 0.0),
-                "requests": pa.array(requests, pa.int64()),
-                "errors": pa.array(errors, pa.int64()),
-                "crash_count": pa.array(self.rng.poisson(crash), pa.int64()),
-                "cpu_pct": np.clip(self.rng.normal(cpu, 3.0), 0, 100),
-                "mem_mb": self.rng.normal(300.0, 5.0, n),
-                "heartbeat": pa.array(np.ones(n, dtype=np.int64)),
-                "queue_depth": pa.array(self.rng.poisson(2.0, n), pa.int64()),
-            }
-        )
-
-    def _write(self, health: pa.Table, changed: list[StubDevice]) -> None:
-        cols = [c for c, _ in TABLES["health"].columns if c in health.column_names]
-
-        def unit(con) -> None:
-            if health.num_rows:
-                con.register("_h", health)
-                con.execute(f'INSERT INTO health ({", ".join(cols)}) SELECT {", ".join(cols)} FROM _h')
-                con.unregister("_h")
-            if changed:
-                self._upsert_devices(con, changed)
-
-        self._txn(unit)
-
-    def _write_devices(self, devices: list[StubDevice]) -> None:
-        self._txn(lambda con: self._upsert_devices(con, devices))
-
-    def _upsert_devices(self, con, devices: list[StubDevice]) -> None:
-        tbl = pa.table(
-            {
-                "tenant_id": [d.tenant_id for d in devices],
-                "device_id": [d.device_id for d in devices],
-                "platform": [d.platform for d in devices],
-                "tags": [json.dumps(d.tags, sort_keys=True) for d in devices],
-                "registered_at": pa.array([DEMO_START] * len(devices), pa.timestamp("us", tz="UTC")),
-                "last_batch_at": pa.array([self.now] * len(devices), pa.timestamp("us", tz="UTC")),
-                "status": ["online" if d.online else "offline" for d in devices],
-                "reported_version": [d.version for d in devices],
-                "reported_slot": [d.slot for d in devices],
-                "updated_at": pa.array([self.now] * len(devices), pa.timestamp("us", tz="UTC")),
-            }
-        )
-        con.register("_d", tbl)
-        con.execute("DELETE FROM devices WHERE (tenant_id, device_id) IN (SELECT (tenant_id, device_id) FROM _d)")
-        con.execute(f'INSERT INTO devices ({", ".join(tbl.column_names)}) SELECT * FROM _d')
-        con.unregister("_d")
+# Demo devices upload every UPLOAD_EVERY simulated minutes (a cellular fleet's cadence) and
+# right after applying a new desired state. Each upload is one signed batch to write, verify
+# and ingest (~10 ms of CPU together), and the demo compresses ~8 hours of 2,000 devices into
+# a minute or two: a 30-minute cadence would mean ~30,000 batches, 120 minutes ~10,000.
+UPLOAD_EVERY = 120
 
 
 # ---------------------------------------------------------------------- the demo
 
 
 def demo_spec(
-    name: str, version: str, *, manual_at: int | None = None, percents: tuple[float, ...] = (1, 10, 50, 100),
-    min_devices: int = 15, bake: str = "1h",
+    name: str,
+    version: str,
+    *,
+    manual_at: int | None = None,
+    percents: tuple[float, ...] = (1, 10, 50, 100),
+    min_devices: int = 15,
+    bake: str = "1h",
 ) -> RolloutSpec:
     """A canary spec for the demo fleet (tenants acme and globex, both platforms)."""
     phases = []
@@ -314,6 +125,7 @@ def run_rollout_demo(
     lake: Lakehouse,
     backend: EdgeAgentBackend,
     *,
+    sync_env: SyncEnv | None = None,
     devices: int = 2000,
     approve: Approver | None = None,
     on_tick: Callable[[str], None] | None = None,
@@ -321,24 +133,58 @@ def run_rollout_demo(
     step_minutes: int = 5,
     max_steps: int = 400,
     on_launch: Callable[[str], None] | None = None,
+    upload_every: int | None = UPLOAD_EVERY,
+    batch_workers: int = 0,
 ) -> dict[str, Any]:
-    """Run the bad and the good rollout on a stub fleet; returns ``{"fleet": ..., "rollouts": [...]}``.
+    """Run the bad and the good rollout on a demo fleet; returns ``{"fleet": ..., "rollouts": [...]}``.
 
+    ``sync_env``: the devices report through batches and this env's ingest (the demo); without
+    it their rows go straight into the lakehouse (the tests' fast path, see ``DirectUplink``).
     ``on_launch(rollout_id)`` runs right after each launch (e.g. to register the Dagster partition)."""
     lake.ensure_schema()
     store = RolloutStore(lake)
     ctl = Controller(store, backend)
-    fleet = StubFleet(lake, backend, devices=devices)
-    fleet.set_release_profile("2.2.0", error_rate=0.03)  # 3x the baseline's 1%
-    fleet.set_release_profile("2.1.0", error_rate=0.01)
-    fleet.advance(60)  # an hour of baseline health before anything ships
-    out = []
-    with store.session():  # one lakehouse connection for every tick of the demo
-        for spec, manual in _DEMO_ROLLOUTS:
-            out.append(_run_one(ctl, store, fleet, spec, manual, approve, on_tick, plots_dir, step_minutes,
-                                max_steps, on_launch))
-    fleet.close()
-    return {"fleet": {"devices": devices, "simulator": "edgeplat.rollouts.demo.StubFleet"}, "rollouts": out}
+    uplink = None
+    if sync_env is not None:
+        from edgeplat.rollouts.demo_uplink import BatchUplink
+
+        uplink = BatchUplink(sync_env, workers=batch_workers)
+    fleet = DemoFleet(lake, backend, uplink, devices=devices, upload_every=upload_every)
+    try:
+        fleet.set_release_profile("2.2.0", error_rate=0.03)  # 3x the baseline's 1%
+        fleet.set_release_profile("2.1.0", error_rate=0.01)
+        fleet.advance(60)  # an hour of baseline health before anything ships
+        out = []
+        with store.session():  # one lakehouse connection for every tick of the demo
+            for spec, manual in _DEMO_ROLLOUTS:
+                out.append(
+                    _run_one(
+                        ctl,
+                        store,
+                        fleet,
+                        spec,
+                        manual,
+                        approve,
+                        on_tick,
+                        plots_dir,
+                        step_minutes,
+                        max_steps,
+                        on_launch,
+                    )
+                )
+    finally:
+        fleet.close()
+    info: dict[str, Any] = {
+        "devices": devices,
+        "simulator": "edgeplat.rollouts.demo_fleet.DemoFleet",
+        "data_path": "batches + ingest" if sync_env is not None else "direct inserts",
+        "upload_every_minutes": upload_every,
+        "uploads": fleet.uploads,
+        "simulated_minutes": int((fleet.now - fleet.start).total_seconds() // 60),
+    }
+    if sync_env is not None:
+        info.update(uplink.summary())
+    return {"fleet": info, "rollouts": out}
 
 
 _DEMO_ROLLOUTS = (
@@ -348,9 +194,17 @@ _DEMO_ROLLOUTS = (
 
 
 def _run_one(
-    ctl: Controller, store: RolloutStore, fleet: StubFleet, spec: RolloutSpec, manual: bool,
-    approve: Approver | None, on_tick: Callable[[str], None] | None, plots_dir: Path | None,
-    step_minutes: int, max_steps: int, on_launch: Callable[[str], None] | None,
+    ctl: Controller,
+    store: RolloutStore,
+    fleet: DemoFleet,
+    spec: RolloutSpec,
+    manual: bool,
+    approve: Approver | None,
+    on_tick: Callable[[str], None] | None,
+    plots_dir: Path | None,
+    step_minutes: int,
+    max_steps: int,
+    on_launch: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     rid = ctl.launch(spec, actor="demo", reason="edgeplat demo", now=fleet.now, source={"kind": "demo"})
     if on_launch:
@@ -382,7 +236,10 @@ def _run_one(
         from edgeplat.rollouts.plots import plot_rollout
 
         plots = [str(p) for p in plot_rollout(store.lake, rid, plots_dir)]
-    bad = spec.release.version in fleet.profiles and fleet.profiles[spec.release.version].get("error_rate", 0) > 0.01
+    bad = (
+        spec.release.version in fleet.profiles
+        and fleet.profiles[spec.release.version].get("error_rate", 0) > 0.01
+    )
     return DemoRollout(
         spec.name,
         rid,
@@ -410,12 +267,18 @@ def run_demo_in_home(
     ``via_cli``: the manual approval runs the ``approve_phase`` job through the CLI's code path
     (so it shows in the UI as a run with who and why).
     """
+    from assets.sync.common import sync_env
     from edgeplat.cli.common import lakehouse
     from edgeplat.settings import paths
     from pipelines.resources import resources_for
 
     lake = lakehouse()
-    backend = resources_for()["fleet_backend"].get()
+    res = resources_for()
+    backend = res["fleet_backend"].get()
+    # the SyncEnv the sync job builds from the same resources: store, key service, device registry
+    env = sync_env(
+        res["lakehouse"], res["object_store"], res["key_service"], res["device_registry"], decode_workers=2
+    )
     approve: Approver | None = None
     if via_cli:
         from edgeplat.cli.rollout import approve as cli_approve
@@ -428,7 +291,14 @@ def run_demo_in_home(
 
     inst, defs = instance(), _definitions()
     out = run_rollout_demo(
-        lake, backend, devices=devices, approve=approve, on_tick=on_tick, plots_dir=paths().plots,
+        lake,
+        backend,
+        sync_env=env,
+        devices=devices,
+        approve=approve,
+        on_tick=on_tick,
+        plots_dir=paths().plots,
+        batch_workers=2,
         on_launch=lambda rid: inst.add_dynamic_partitions("rollouts", [rid]),
     )
     for r in out["rollouts"]:  # materialize each rollout's assets and gate checks so the UI shows them
@@ -436,5 +306,7 @@ def run_demo_in_home(
             instance=inst, partition_key=r["rollout_id"], run_config=QUIET_LOGS, raise_on_error=False
         )
         r["refresh_run_id"] = res.run_id
-    out["fleet"]["approval_path"] = "edgeplat rollout approve (approve_phase job)" if via_cli else "controller"
+    out["fleet"]["approval_path"] = (
+        "edgeplat rollout approve (approve_phase job)" if via_cli else "controller"
+    )
     return out

@@ -67,6 +67,15 @@ def test_demo_json_summary(tmp_path: Path) -> None:
     assert bad["outcome"] == "rolled_back" and bad["last_phase"] == 0 and 0 < bad["blast_radius"] <= 60
     assert good["outcome"] == "completed" and good["devices_updated_at_peak"] == 2000
     assert any(e["kind"] == "approve" for e in good["decision_log"])
+    # the rollouts' fleet reports through the real data path: every health row the gates read came
+    # in a ledgered batch of the device that signed it, and every acknowledgement through the ingest
+    health = json.loads(cli("sql", "SELECT count(*) AS n, count(b.object_key) AS ledgered FROM health h "
+                            "LEFT JOIN batches b ON b.object_key = h.batch_key AND b.device_id = h.device_id",
+                            "--format", "json", home=tmp_path).stdout)[0]
+    assert health["n"] > 0 and health["ledgered"] == health["n"], health
+    updated = json.loads(cli("sql", "SELECT count(*) AS n FROM devices WHERE reported_version = '2.1.0'",
+                             "--format", "json", home=tmp_path).stdout)
+    assert updated == [{"n": 2000}]
     # the runs are in the shared instance that `make dev` serves
     from dagster import DagsterInstance
 

@@ -1,4 +1,9 @@
-"""Fixtures for the rollout wiring tests: a temporary lakehouse, the edge_agent backend, a stub fleet."""
+"""Fixtures for the rollout wiring tests: a temporary lakehouse, the edge_agent backend, a demo fleet.
+
+``make_fleet(batches=True, ...)`` reports through device identities, signed batches and the
+central ingest (``BatchUplink``); by default the fleet takes the fast direct path and every
+device reports every step, for tests that tick rollouts many times.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from edge_sync.identity import PlatformSigner
+from edge_sync.identity import LocalDeviceRegistry, PlatformSigner
+from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.desired_publisher import DesiredStatePublisher
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
-from edgeplat.rollouts.demo import StubFleet
+from edgeplat.rollouts.demo_fleet import DemoFleet
+from edgeplat.rollouts.demo_uplink import BatchUplink
+from edgeplat.sync.env import SyncEnv
 
 
 def make_lake(root: Path) -> Lakehouse:
@@ -34,11 +42,22 @@ def backend(tmp_path: Path) -> EdgeAgentBackend:
 
 
 @pytest.fixture
-def make_fleet(lake: Lakehouse, backend: EdgeAgentBackend) -> Callable[..., StubFleet]:
-    fleets: list[StubFleet] = []
+def sync_env(tmp_path: Path, lake: Lakehouse, backend: EdgeAgentBackend) -> SyncEnv:
+    """The central side of the batch path: the backend's object store, a keyring and a device registry."""
+    return SyncEnv(
+        lake, backend.store, LocalKeyring(tmp_path / "keys"), LocalDeviceRegistry(tmp_path / "registry")
+    )
 
-    def make(**kw) -> StubFleet:
-        fleet = StubFleet(lake, backend, **kw)
+
+@pytest.fixture
+def make_fleet(lake: Lakehouse, backend: EdgeAgentBackend, sync_env: SyncEnv) -> Callable[..., DemoFleet]:
+    fleets: list[DemoFleet] = []
+
+    def make(*, batches: bool = False, **kw) -> DemoFleet:
+        if batches:
+            fleet = DemoFleet(lake, backend, BatchUplink(sync_env), **kw)
+        else:
+            fleet = DemoFleet(lake, backend, **{"upload_every": None, **kw})
         fleets.append(fleet)
         return fleet
 

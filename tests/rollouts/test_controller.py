@@ -1,4 +1,8 @@
-"""Controller ticks on a stub fleet: promotion, rollback, restarts at every point, timeouts, windows."""
+"""Controller ticks on a demo fleet: promotion, rollback, restarts at every point, timeouts, windows.
+
+The rollback tests run the fleet on the real data path (device batches and the central
+ingest); the rest take the fleet's direct path, which is faster for many ticks.
+"""
 
 from __future__ import annotations
 
@@ -76,9 +80,18 @@ def test_good_release_goes_to_100_percent_deploying_each_device_once(lake, backe
     assert 10 <= deploys[0].inputs["devices_sent"] <= 35  # ~10% of 200
 
 
+def assert_health_came_in_ledgered_batches(lake) -> None:
+    with lake.session(read_only=True) as con:
+        rows, keyed, ledgered = con.execute(
+            "SELECT count(*), count(h.batch_key), count(b.object_key) FROM health h "
+            "LEFT JOIN batches b ON b.object_key = h.batch_key"
+        ).fetchone()
+    assert rows > 0 and keyed == rows and ledgered == rows
+
+
 @pytest.mark.slow
 def test_bad_release_is_rolled_back_in_phase_0_and_reaches_no_one_else(lake, backend, make_fleet) -> None:
-    fleet = make_fleet(devices=200)
+    fleet = make_fleet(devices=200, batches=True, upload_every=15)
     fleet.set_release_profile("3.0.0", error_rate=0.03)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
@@ -91,6 +104,7 @@ def test_bad_release_is_rolled_back_in_phase_0_and_reaches_no_one_else(lake, bac
     assert set(fleet.ran("3.0.0")) <= phase0 and len(phase0) < 40
     fleet.advance(5)
     assert fleet.running("3.0.0") == 0
+    assert_health_came_in_ledgered_batches(lake)
 
 
 @pytest.mark.slow
@@ -150,7 +164,7 @@ def test_restart_at_every_point_of_a_promotion_and_a_rollback(lake, backend, mak
 
 @pytest.mark.slow
 def test_unreachable_devices_do_not_block_and_get_the_rollback_when_back(lake, backend, make_fleet) -> None:
-    fleet = make_fleet(devices=200)
+    fleet = make_fleet(devices=200, batches=True, upload_every=15)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
     rid = ctl.launch(small_spec(), actor="alice", now=fleet.now)
@@ -169,6 +183,21 @@ def test_unreachable_devices_do_not_block_and_get_the_rollback_when_back(lake, b
     fleet.set_online(offline, True)  # they come back: the durable desired state holds the rollback
     fleet.advance(5)
     assert fleet.running("3.0.0") == 0
+    # ...and upload what they recorded while away: late, complete, acknowledged through the ingest
+    assert_health_came_in_ledgered_batches(lake)
+    with lake.session(read_only=True) as con:
+        back = con.execute(
+            "SELECT device_id, count(*), max(seq), max(ts) FROM health "
+            "WHERE device_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1",
+            [sorted(offline)],
+        ).fetchall()
+        reported = dict(con.execute(
+            "SELECT device_id, reported_version FROM devices WHERE device_id IN (SELECT unnest(?::VARCHAR[]))",
+            [sorted(offline)],
+        ).fetchall())
+    minutes = int((fleet.now - fleet.start).total_seconds() // 60)
+    assert len(back) == 3 and all(n == hi + 1 == minutes for _, n, hi, _ in back)  # no gap, nothing held back
+    assert set(reported.values()) == {"2.0.0"}
 
 
 @pytest.mark.slow
@@ -186,7 +215,7 @@ def test_progress_deadline_fails_per_policy(lake, backend, make_fleet) -> None:
 
 
 def test_nothing_deploys_outside_the_maintenance_window(lake, backend, make_fleet) -> None:
-    fleet = make_fleet(devices=100)  # the stub fleet starts at 22:00 UTC
+    fleet = make_fleet(devices=100)  # the demo fleet starts at 22:00 UTC
     ctl = Controller(RolloutStore(lake), backend)
     spec = small_spec(maintenance_window={"cron": "0 23 * * *", "duration": "2h", "timezone": "UTC"})
     rid = ctl.launch(spec, actor="alice", now=fleet.now)

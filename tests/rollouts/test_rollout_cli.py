@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from edgeplat.cli import main
-from edgeplat.rollouts.demo import StubFleet
+from edgeplat.rollouts.demo_fleet import DemoFleet
 from tests.rollouts.test_controller import small_spec
 
 
@@ -33,7 +33,7 @@ def test_rollout_commands_go_through_jobs_on_the_shared_instance(home, tmp_path,
     from edgeplat.cli.common import lakehouse
     from pipelines.resources import resources_for
 
-    StubFleet(lakehouse(), resources_for()["fleet_backend"].get(), devices=40).close()
+    DemoFleet(lakehouse(), resources_for()["fleet_backend"].get(), devices=40, upload_every=None).close()
     spec = small_spec(strategy={"type": "canary", "phases": [{"percent": 50, "approval": "manual"},
                                                              {"percent": 100}]})
     path = tmp_path / "r1.yaml"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.demo import StubFleet
+from edgeplat.rollouts.demo_fleet import DemoFleet
 from edgeplat.rollouts.machine import Kind, Status
 from edgeplat.rollouts.store import RolloutStore
 from pipelines.rollout_defs import ROLLOUT_ASSETS, ROLLOUT_JOBS, ROLLOUT_SENSORS
@@ -51,7 +51,7 @@ def spec_yaml(**over) -> str:
 
 @pytest.mark.slow
 def test_launch_approve_pause_resume_fail_through_jobs(defs, resources, lake) -> None:
-    fleet = StubFleet(lake, resources["fleet_backend"].get(), devices=60, start=datetime.now(UTC))
+    fleet = DemoFleet(lake, resources["fleet_backend"].get(), devices=60, start=datetime.now(UTC), upload_every=None)
     fleet.close()
     store = RolloutStore(lake)
     manual = {"type": "canary", "phases": [{"percent": 50, "approval": "manual"}, {"percent": 100}]}
@@ -90,7 +90,7 @@ def test_launch_approve_pause_resume_fail_through_jobs(defs, resources, lake) ->
 def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EDGEPLAT_HOME", str(tmp_path / "home"))
     backend = resources["fleet_backend"].get()
-    fleet = StubFleet(lake, backend, devices=200, start=datetime.now(UTC) - timedelta(hours=6))
+    fleet = DemoFleet(lake, backend, devices=200, start=datetime.now(UTC) - timedelta(hours=6), upload_every=None)
     fleet.set_release_profile("3.0.0", error_rate=0.04)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
@@ -127,7 +127,7 @@ def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_pat
 def test_promotion_sensor_ticks_and_requests_refreshes_once(defs, resources, lake) -> None:
     from pipelines.sensors_rollouts import rollout_promotion_sensor
 
-    StubFleet(lake, resources["fleet_backend"].get(), devices=40, start=datetime.now(UTC)).close()
+    DemoFleet(lake, resources["fleet_backend"].get(), devices=40, start=datetime.now(UTC), upload_every=None).close()
     store = RolloutStore(lake)
     with dg.instance_for_test() as instance:
         rid = Controller(store, resources["fleet_backend"].get()).launch(small_spec(), actor="alice")
