@@ -35,10 +35,13 @@ the queued run coordinator dequeues every 5 s (Dagster's default
 Reported: the mean over the arrival's objects and the worst case. Baseline: the sensor
 interval itself; ratio = latency / interval (no target: it is a measurement).
 
-What it shows (the listing is lexicographic, strictly after the cursor, and keys are
-``tenant=/device=/stream=/<seq range>``): after a tick has caught up, the cursor sits on
-the last device's key, so a device's next batch sorts *before* it for every device but
-the last; the sensor sees only those, and the rest wait for reconciliation.
+What it showed first (the listing is lexicographic, strictly after the cursor, and keys are
+``tenant=/device=/stream=/<seq range>``): after a tick had caught up, the cursor sat on
+the last device's key, so a device's next batch sorted *before* it for every device but
+the last; the sensor saw only those and the rest waited for reconciliation (mean 463 s,
+15x the interval). The planner now starts a new pass when it reaches the end of the store
+(``edgeplat.sync.arrivals``), so the next tick sees every new object while the store holds
+fewer than ``MAX_KEYS_PER_TICK`` keys, and within ``keys / MAX_KEYS_PER_TICK`` ticks beyond.
 """
 
 import os
