@@ -70,7 +70,7 @@ from edge_sync.batch_errors import (  # noqa: F401  (re-exported: callers import
 from edge_sync.identity import SIGNATURE_BYTES, DeviceIdentity, canonical_json, verify_signature
 from edge_sync.ids import is_valid_id, validate_id
 from edge_sync.keys import KeyService, KeyServiceError
-from edge_sync.streams import STREAMS, StreamSpec, get_stream, stream_for_fingerprint
+from edge_sync.streams import STREAMS, StreamSpec, get_stream
 
 MAGIC = b"EDGB"
 FORMAT_VERSION = 1
@@ -80,6 +80,30 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _SEQ_DIGITS = 20
 _MAX_SEQ = 10**_SEQ_DIGITS - 1
+
+
+# ----------------------------------------------------------------------------- schema fingerprints
+# ``StreamSpec.fingerprint`` rebuilds the schema and hashes it on every access, and finding the
+# spec of a fingerprint did that for every stream on every batch read. Cached per spec object
+# (the entry holds the spec, so a replaced spec is hashed afresh, never served a stale value).
+_FINGERPRINTS: dict[int, tuple[StreamSpec, str]] = {}
+
+
+def _fingerprint(spec: StreamSpec) -> str:
+    hit = _FINGERPRINTS.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    fingerprint = spec.fingerprint
+    _FINGERPRINTS[id(spec)] = (spec, fingerprint)  # a benign race between decode threads: same value
+    return fingerprint
+
+
+def _stream_for_fingerprint(fingerprint: str) -> StreamSpec | None:
+    """``streams.stream_for_fingerprint`` over the cached fingerprints."""
+    for spec in STREAMS.values():
+        if _fingerprint(spec) == fingerprint:
+            return spec
+    return None
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -319,7 +343,7 @@ def write_batch(
         tenant_id=tenant_id,
         device_id=device_id,
         stream=stream,
-        schema_fingerprint=spec.fingerprint,
+        schema_fingerprint=_fingerprint(spec),
         first_seq=min(bounds),
         last_seq=max(bounds),
         row_count=table.num_rows,
@@ -355,6 +379,7 @@ def read_manifest(data: bytes, *, key: str | None = None) -> Manifest:
 
 @dataclass(frozen=True)
 class _Parts:
+    signed: bytes  # everything before the signature
     head: bytes  # header + manifest: the AEAD associated data
     manifest_bytes: bytes
     ciphertext: bytes
@@ -399,6 +424,7 @@ def _split(data: bytes, key: str | None) -> _Parts:
             key=key,
         )
     return _Parts(
+        signed=data[:-SIGNATURE_BYTES],
         head=data[:end],
         manifest_bytes=data[_HEADER.size : end],
         ciphertext=data[end:-SIGNATURE_BYTES],
@@ -467,9 +493,7 @@ def read_batch(
     """
     key = expected_key
     parts = _split(data, key)
-    _verify(
-        parts.head + parts.ciphertext, parts.signature, parts.tenant_id, parts.device_id, public_keys, key
-    )
+    _verify(parts.signed, parts.signature, parts.tenant_id, parts.device_id, public_keys, key)
     manifest = _parse_manifest(parts.manifest_bytes, key)
     if manifest.format_version != FORMAT_VERSION:
         raise UnsupportedVersion(
@@ -489,11 +513,11 @@ def read_batch(
                 "under another tenant, device, stream or range; quarantine it",
                 key=key,
             )
-    spec = stream_for_fingerprint(manifest.schema_fingerprint)
+    spec = _stream_for_fingerprint(manifest.schema_fingerprint)
     if spec is None or spec.name != manifest.stream:
         raise UnknownSchema(
             f"schema fingerprint {manifest.schema_fingerprint!r} is not the current schema of stream "
-            f"{manifest.stream!r} (known: {', '.join(f'{n}={s.fingerprint}' for n, s in STREAMS.items())}); "
+            f"{manifest.stream!r} (known: {', '.join(f'{n}={_fingerprint(s)}' for n, s in STREAMS.items())}); "
             "upgrade the reader or migrate the device",
             key=key,
         )
@@ -549,8 +573,8 @@ def _check_ranges(manifest: Manifest, table: pa.Table, key: str | None) -> None:
             f"seq range {manifest.first_seq}..{manifest.last_seq} disagrees with rows and evictions"
         )
     if seq.size:
-        hlc = table.column("hlc")
-        if (pc.min(hlc).as_py(), pc.max(hlc).as_py()) != (manifest.hlc_min, manifest.hlc_max):
+        hlc = table.column("hlc").to_numpy()
+        if (int(hlc.min()), int(hlc.max())) != (manifest.hlc_min, manifest.hlc_max):
             problems.append(f"HLC range {manifest.hlc_min}..{manifest.hlc_max} disagrees with the rows")
     if _evictions_overlapping(seq, manifest.evictions) is not None:
         problems.append("an eviction range overlaps rows")
