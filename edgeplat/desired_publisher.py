@@ -27,6 +27,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
+from typing import Any
 
 from edge_sync.desired import (
     MAX_DOCUMENT_BYTES,
@@ -58,6 +59,9 @@ class _Keep:
 
 
 KEEP = _Keep()
+
+# The parts of a document a change to one of them carries over: (field, value without a document).
+_CARRIED = (("release", None), ("previous", None), ("staged", None), ("rollback_of", None), ("state_edits", []))
 
 
 class DesiredStatePublishError(RuntimeError):
@@ -114,17 +118,9 @@ class DesiredStatePublisher:
             new = (release, previous, staged, rollback_of)
             if old is not None and (old.release, old.previous, old.staged, old.rollback_of) == new:
                 return old
-            edits = old.state_edits if old is not None else []
             return self._write(
-                tenant_id,
-                device_id,
-                old,
-                floor,
-                release=release,
-                previous=previous,
-                staged=staged,
-                rollback_of=rollback_of,
-                edits=edits,
+                tenant_id, device_id, old, floor,
+                release=release, previous=previous, staged=staged, rollback_of=rollback_of,
             )
 
     def set_staged(self, tenant_id: str, device_id: str, staged: Release | None) -> DesiredState | None:
@@ -137,17 +133,7 @@ class DesiredStatePublisher:
             old, floor = self._read(tenant_id, device_id)
             if (old.staged if old is not None else None) == staged:
                 return old
-            return self._write(
-                tenant_id,
-                device_id,
-                old,
-                floor,
-                release=old.release if old else None,
-                previous=old.previous if old else None,
-                staged=staged,
-                rollback_of=old.rollback_of if old else None,
-                edits=old.state_edits if old else [],
-            )
+            return self._write(tenant_id, device_id, old, floor, staged=staged)
 
     def add_state_edits(
         self, tenant_id: str, device_id: str, edits: Iterable[StateEdit | dict]
@@ -167,20 +153,7 @@ class DesiredStatePublisher:
             merged = self._bound(_dedupe([*existing, *new]))
             if old is not None and merged == existing:
                 return old
-            release = old.release if old is not None else None
-            previous = old.previous if old is not None else None
-            staged = old.staged if old is not None else None
-            return self._write(
-                tenant_id,
-                device_id,
-                old,
-                floor,
-                release=release,
-                previous=previous,
-                staged=staged,
-                rollback_of=old.rollback_of if old is not None else None,
-                edits=merged,
-            )
+            return self._write(tenant_id, device_id, old, floor, state_edits=merged)
 
     # ------------------------------------------------------------------ internals
 
@@ -218,29 +191,22 @@ class DesiredStatePublisher:
         device_id: str,
         old: DesiredState | None,
         floor: int,
-        *,
-        release: Release | None,
-        previous: Release | None,
-        staged: Release | None,
-        rollback_of: RollbackOf | None,
-        edits: list[StateEdit],
+        **changes: Any,
     ) -> DesiredState:
+        """Sign and store the next revision: ``old``'s fields with ``changes`` (field names) replacing them."""
+        kept = {name: getattr(old, name) if old is not None else default for name, default in _CARRIED}
         doc = DesiredState(
             tenant_id=tenant_id,
             device_id=device_id,
             revision=max(floor, old.revision if old else 0) + 1,
             issued_hlc=self.clock.now(),
-            release=release,
-            previous=previous,
-            staged=staged,
-            rollback_of=rollback_of,
-            state_edits=edits,
+            **{**kept, **changes},
         )
         data = encode(doc, self.signer)
         if len(data) > MAX_DOCUMENT_BYTES:
             raise DesiredStatePublishError(
                 f"desired-state document for {tenant_id}/{device_id} would be {len(data)} bytes, over the "
-                f"{MAX_DOCUMENT_BYTES} devices accept: {len(edits)} state edits are pending; shorten "
+                f"{MAX_DOCUMENT_BYTES} devices accept: {len(doc.state_edits)} state edits are pending; shorten "
                 "edit_horizon or stop editing this device's state centrally until it syncs"
             )
         self.store.put(desired_key(tenant_id, device_id), data)
