@@ -138,15 +138,7 @@ class EdgeAgentBackend(FleetBackend):
             entries[_dkey(d)] = _entry(phase, out.revision, version=spec.version)
             changed.append(d.key)
         self._update_index(rollout_id, entries)
-        return DeployResult(
-            backend=self.name,
-            action="deploy",
-            rollout_id=rollout_id,
-            phase=phase,
-            targeted=tuple(d.key for d in devices),
-            changed=tuple(changed),
-            deployments=tuple(f"{d[0]}/{d[1]}" for d in changed),
-        )
+        return self._result("deploy", rollout_id, phase, devices, changed)
 
     def stage(self, devices: list[DeviceRef], release: ReleaseSpec, *, rollout_id: str) -> DeployResult:
         check_deploy_args(devices, rollout_id, 0, "inactive")
@@ -180,16 +172,7 @@ class EdgeAgentBackend(FleetBackend):
             entries[_dkey(d)] = _entry(None, out.revision, version=spec.version, staged=True)
             changed.append(d.key)
         self._update_index(rollout_id, entries)
-        return DeployResult(
-            backend=self.name,
-            action="stage",
-            rollout_id=rollout_id,
-            phase=None,
-            targeted=tuple(d.key for d in devices),
-            changed=tuple(changed),
-            deployments=tuple(f"{d[0]}/{d[1]}" for d in changed),
-            skipped=skipped,
-        )
+        return self._result("stage", rollout_id, None, devices, changed, skipped=skipped)
 
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
         if not isinstance(rollout_id, str) or not rollout_id:
@@ -236,15 +219,7 @@ class EdgeAgentBackend(FleetBackend):
             entries[_dkey(d)] = entry
             changed.append(d.key)
         self._update_index(rollout_id, entries)
-        return DeployResult(
-            backend=self.name,
-            action="rollback",
-            rollout_id=rollout_id,
-            phase=None,
-            targeted=tuple(d.key for d in devices),
-            changed=tuple(changed),
-            deployments=tuple(f"{d[0]}/{d[1]}" for d in changed),
-        )
+        return self._result("rollback", rollout_id, None, devices, changed)
 
     def status(self, rollout_id: str | None = None) -> BackendStatus:
         rollouts = [rollout_id] if rollout_id is not None else self._rollout_ids()
@@ -287,6 +262,17 @@ class EdgeAgentBackend(FleetBackend):
 
     def _index_key(self, rollout_id: str) -> str:
         return f"{self.index_prefix}/rollout={rollout_id}/devices.json"
+
+    def _result(
+        self, action: str, rollout_id: str, phase: int | None, devices: list[DeviceRef],
+        changed: list[tuple[str, str]], skipped: dict[tuple[str, str], str] | None = None,
+    ) -> DeployResult:
+        """What a deploy, stage or rollback did: one document per changed device is its deployment."""
+        return DeployResult(
+            backend=self.name, action=action, rollout_id=rollout_id, phase=phase,
+            targeted=tuple(d.key for d in devices), changed=tuple(changed),
+            deployments=tuple(f"{t}/{d}" for t, d in changed), skipped=skipped or {},
+        )
 
     def _load_index(self, rollout_id: str) -> dict[str, Any]:
         try:
