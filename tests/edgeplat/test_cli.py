@@ -47,8 +47,9 @@ def test_every_command_has_help(capsys) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the whole demo (its rollouts' 2,000 devices send ~9,000 real batches), twice
 def test_demo_json_summary(tmp_path: Path) -> None:
-    out = cli("demo", "--json", home=tmp_path, timeout=900)
+    out = cli("demo", "--json", home=tmp_path, timeout=1800)
     summary = json.loads(out.stdout)
     assert summary["job"] == "sync_fleet"
     assert set(summary["assets_materialized"]) >= {"lakehouse_tables", "sync_reconciliation", "fleet_status"}
