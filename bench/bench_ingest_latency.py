@@ -64,6 +64,7 @@ from edge_sync.batch import write_batch
 from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry
 from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
+from edgeplat.cli.common import QUIET_LOGS
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from pipelines import sensors_sync
 from pipelines.sync_defs import SYNC_ASSET_CHECKS, SYNC_ASSETS, SYNC_JOBS, SYNC_SCHEDULES, SYNC_SENSORS
@@ -162,7 +163,9 @@ def tick_and_run(
     job = defs.resolve_job_def("ingest_batches")
     done, t1 = {}, time.perf_counter()
     for request in result.run_requests or []:
-        run = job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
+        run = job.execute_in_process(
+            run_config={**request.run_config, **QUIET_LOGS}, instance=instance, tags=request.tags
+        )
         if not run.success:
             raise RuntimeError(f"ingest run for {request.run_key} failed")
         at = time.perf_counter() - t1
@@ -172,7 +175,7 @@ def tick_and_run(
 
 def reconcile_run(defs: dg.Definitions, instance: dg.DagsterInstance) -> float:
     t0 = time.perf_counter()
-    if not defs.resolve_job_def("reconcile_sync").execute_in_process(instance=instance).success:
+    if not defs.resolve_job_def("reconcile_sync").execute_in_process(run_config=QUIET_LOGS, instance=instance).success:
         raise RuntimeError("the reconciliation run failed")
     return time.perf_counter() - t0
 
