@@ -127,7 +127,8 @@ def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_pat
 def test_promotion_sensor_ticks_and_requests_refreshes_once(defs, resources, lake) -> None:
     from pipelines.sensors_rollouts import rollout_promotion_sensor
 
-    DemoFleet(lake, resources["fleet_backend"].get(), devices=40, start=datetime.now(UTC), upload_every=None).close()
+    # 200 devices: the salt is per rollout (random id), and 10% of 40 was empty once in ~70 launches
+    DemoFleet(lake, resources["fleet_backend"].get(), devices=200, start=datetime.now(UTC), upload_every=None).close()
     store = RolloutStore(lake)
     with dg.instance_for_test() as instance:
         rid = Controller(store, resources["fleet_backend"].get()).launch(small_spec(), actor="alice")
