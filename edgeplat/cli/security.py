@@ -107,42 +107,39 @@ def _refused(exc: Exception) -> CliError:
     return CliError(str(exc))
 
 
-def provision(args: argparse.Namespace) -> int:
+def _granted(args: argparse.Namespace, act: str, describe) -> int:
+    """Run ``TenantStorageAdmin.<act>`` for the tenant and print the grant (``--json`` or ``describe``)."""
     from edgeplat.security.storage_policy import StoragePolicyError
 
     admin = storage_admin(args)
     try:
-        grant = admin.provision(args.tenant)
+        grant = getattr(admin, act)(args.tenant)
     except (StoragePolicyError, ValueError) as exc:
         raise _refused(exc) from None
-    if args.json:
-        print(dumps(grant.as_dict()))
-    else:
+    print(dumps(grant.as_dict()) if args.json else describe(grant))
+    return 0
+
+
+def provision(args: argparse.Namespace) -> int:
+    def describe(grant) -> str:
         what = "issued new key" if grant.issued else "kept the key already in Vault"
-        print(
+        return (
             f"tenant {grant.tenant_id}: IAM user {grant.iam_user}, {what} {grant.access_key_id}, "
             f"Vault secret tenants/{grant.tenant_id}/shared/objectstore version {grant.kv_version}"
         )
-    return 0
+
+    return _granted(args, "provision", describe)
 
 
 def rotate(args: argparse.Namespace) -> int:
-    from edgeplat.security.storage_policy import StoragePolicyError
-
-    admin = storage_admin(args)
-    try:
-        grant = admin.rotate(args.tenant)
-    except (StoragePolicyError, ValueError) as exc:
-        raise _refused(exc) from None
-    if args.json:
-        print(dumps(grant.as_dict()))
-    else:
+    def describe(grant) -> str:
         old = ", ".join(grant.deleted_keys) or "none"
-        print(
+        return (
             f"tenant {grant.tenant_id}: new key {grant.access_key_id} in Vault (version {grant.kv_version}); "
             f"deleted: {old}. Devices use it after their next secret render."
         )
-    return 0
+
+    return _granted(args, "rotate", describe)
 
 
 def check(args: argparse.Namespace) -> int:
