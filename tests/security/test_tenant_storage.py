@@ -314,7 +314,10 @@ def test_an_incomplete_rendered_credential_is_refused_with_the_fix(tmp_path: Pat
         StorageCredentials.load(tmp_path / "missing.json")
 
 
-def test_cli_provisions_checks_and_rotates(moto_iam, openbao, bucket, unique_id, monkeypatch, capsys) -> None:
+def test_cli_provisions_checks_and_rotates(
+    moto_iam, openbao, vault_admin, bucket, unique_id, monkeypatch, capsys
+) -> None:
+    # vault_admin: the platform's engines enabled, as an operator's Vault has them
     monkeypatch.setenv("VAULT_ADDR", openbao[0])
     monkeypatch.setenv("VAULT_TOKEN", openbao[1])
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_iam.admin_key_id)
