@@ -2,13 +2,13 @@
 
 The merge's second level, the winner of each field among its nodes' heads, runs here
 instead of in a DuckDB GROUP BY + join: the heads are few (about one per node and field),
-already in Arrow, and sorting small integer codes is several times cheaper than hashing
-the five key strings again and comparing structs.
+already in Arrow, and per-key maxima over small integer codes are several times cheaper
+than hashing the five key strings again and comparing structs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -16,19 +16,27 @@ import pyarrow.compute as pc
 
 
 def key_codes(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
-    """A dense int64 code per row: equal codes exactly when the ``columns`` values are equal.
+    """An int64 code per row in ``[0, 4 * rows]``: equal codes exactly when the ``columns``
+    values are equal.
 
-    Each column is dictionary-encoded and folded into the running code, which is made dense
-    again after each step so that the product of two codes never overflows.
+    Each column is dictionary-encoded and folded into the running code as a mixed-radix
+    digit; the code is only made dense (a sort) when the next digit could overflow int64,
+    and once at the end if it is too sparse for ``best_per_key``'s per-code arrays.
     """
-    codes = np.zeros(table.num_rows, np.int64)
-    for i, name in enumerate(columns):
+    n = table.num_rows
+    codes = np.zeros(n, np.int64)
+    size = 1
+    for name in columns:
         encoded = pc.dictionary_encode(table[name].combine_chunks())
         column = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        if i == 0:
-            codes = column
-            continue
-        _, codes = np.unique(codes * len(encoded.dictionary) + column, return_inverse=True)
+        radix = max(len(encoded.dictionary), 1)
+        if size * radix >= 2**62:
+            _, codes = np.unique(codes, return_inverse=True)
+            size = n
+        codes = codes * radix + column
+        size *= radix
+    if size > 4 * n:
+        _, codes = np.unique(codes, return_inverse=True)
     return codes.reshape(-1)
 
 
@@ -62,17 +70,42 @@ def distinct_edits(table: pa.Table, key: Sequence[str]) -> tuple[int, bool]:
     return n - shared.num_rows + by_id, by_id == by_edit
 
 
-def best_per_key(keys: np.ndarray, order: Sequence[np.ndarray]) -> np.ndarray:
+def best_per_key(
+    keys: np.ndarray, order: Sequence[np.ndarray | Callable[[np.ndarray], np.ndarray]]
+) -> np.ndarray:
     """For every row, the index of the greatest row sharing its key.
 
-    ``order`` lists the comparison columns, most significant first; the caller makes them
-    a total order inside each key (here the last is the node, unique among a field's heads).
+    ``keys`` are small non-negative codes (``key_codes``). ``order`` lists the comparison
+    columns, most significant first; the caller makes them a total order inside each key
+    (here the last is the node, unique among a field's heads). Floats order like DuckDB's
+    DOUBLE (NaN greatest). Each column only narrows the rows still tied for their key's
+    best, so later columns usually touch a handful of rows and nothing is sorted. A column
+    may be a callable given the indices of the rows still tied, returning numbers in the
+    same order as theirs: a costly column is then computed for those rows alone.
     """
     if len(keys) == 0:
         return np.empty(0, np.int64)
-    idx = np.lexsort([*reversed(order), keys])
-    sorted_keys = keys[idx]
-    last = np.append(sorted_keys[1:] != sorted_keys[:-1], True)
-    best = np.empty(int(keys.max()) + 1, np.int64)
-    best[sorted_keys[last]] = idx[last]
+    size = int(keys.max()) + 1
+    groups = int(np.count_nonzero(np.bincount(keys, minlength=size)))
+    tied = np.arange(len(keys))
+    for column in order:
+        if len(tied) == groups:
+            break
+        values = _sortable(column(tied) if callable(column) else column[tied])
+        key = keys[tied]
+        top = np.full(size, np.iinfo(np.int64).min)
+        np.maximum.at(top, key, values)
+        tied = tied[values == top[key]]
+    best = np.empty(size, np.int64)
+    best[keys[tied]] = tied
     return best[keys]
+
+
+def _sortable(values: np.ndarray) -> np.ndarray:
+    """``values`` as int64 in the same order; a float's bits are flipped so they compare as
+    signed integers (-0.0 counts as 0.0, every NaN above +inf)."""
+    if values.dtype.kind != "f":
+        return values.astype(np.int64, copy=False)
+    floats = np.where(np.isnan(values), np.nan, values.astype(np.float64) + 0.0)
+    bits = floats.view(np.int64)
+    return bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))

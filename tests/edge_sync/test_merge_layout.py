@@ -174,6 +174,36 @@ def test_best_per_key_and_byte_order_ranks() -> None:
     assert best.tolist() == [0, 0, 3, 3, 0]  # hlc 5 tie: node "b" beats "a"
 
 
+def test_key_codes_stay_exact_when_the_digits_would_overflow() -> None:
+    rng = np.random.default_rng(3)
+    # Five columns of ~1000 distinct values: the radix product passes 2**62 and is made dense.
+    cols = {c: [f"{c}{i}" for i in rng.integers(0, 1000, 3000)] for c in "abcde"}
+    table = pa.table(cols)
+    codes = key_codes(table, list(cols))
+    rows = list(zip(*cols.values(), strict=True))
+    assert len(set(codes.tolist())) == len(set(rows))
+    first = {}
+    for row, code in zip(rows, codes.tolist(), strict=True):
+        assert first.setdefault(row, code) == code
+    assert codes.min() >= 0 and codes.max() < 4 * len(rows)
+
+
+def test_best_per_key_orders_floats_like_duckdb_and_ranks_ties_lazily() -> None:
+    keys = np.array([0, 0, 0, 1, 1, 2, 2])
+    n = np.array([-0.0, 0.0, -1.5, np.nan, np.inf, -np.inf, -5.0])
+    hlc = np.array([1, 2, 9, 1, 2, 3, 3])
+    seen = []
+
+    def node(rows: np.ndarray) -> np.ndarray:
+        seen.append(rows.tolist())
+        return -rows  # the lower row wins a full tie
+
+    assert best_per_key(keys, [n, hlc, node]).tolist() == [1, 1, 1, 3, 3, 6, 6]
+    assert seen == []  # no tie left after the HLC: the node column is never computed
+    assert best_per_key(keys, [np.zeros(7), np.ones(7), node]).tolist() == [0, 0, 0, 3, 3, 5, 5]
+    assert seen == [[0, 1, 2, 3, 4, 5, 6]]
+
+
 def test_distinct_edits_counts_copies_and_flags_different_edits_with_one_id() -> None:
     e = edit("note", '"a"', 1, "d1")
     assert distinct_edits(pa.Table.from_pylist([e, e, edit("note", '"a"', 1, "d2")]), ["node_id"]) == (

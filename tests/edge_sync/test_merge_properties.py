@@ -65,6 +65,9 @@ RULES_NO_NUMERIC = parse_rules(
     }
 )
 
+# Plain lww (the default rule set of most fleets): a node's edits order by HLC alone.
+RULES_LWW = parse_rules({"version": 6, "default": "lww"})
+
 _number = st.one_of(st.integers(-3, 3), st.sampled_from([1.0, 1.5, -0.5, 2.25])).map(json.dumps)
 _text = st.sampled_from(["a", "b", "cc", "ddd"]).map(json.dumps)
 VALUES = {
@@ -155,7 +158,9 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rules", [RULES, RULES_NO_NUMERIC], ids=["all-rules", "no-numeric"])
+@pytest.mark.parametrize(
+    "rules", [RULES, RULES_NO_NUMERIC, RULES_LWW], ids=["all-rules", "no-numeric", "lww-only"]
+)
 @SETTINGS
 @given(data=st.data())
 def test_any_order_and_batching_gives_the_oracles_state_and_conflicts(rules, data) -> None:
