@@ -171,6 +171,9 @@ class LocalDeviceRegistry:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self._thread_lock = threading.Lock()
+        # tenant -> (file identity, active keys per device): an ingest looks up every device of
+        # a tenant, and parsing the whole file per lookup made that quadratic in the fleet size.
+        self._active: dict[str, tuple[tuple[int, int, int], dict[str, list[tuple[str, bytes]]]]] = {}
 
     @contextlib.contextmanager
     def _lock(self, tenant_id: str) -> Iterator[None]:
@@ -231,12 +234,33 @@ class LocalDeviceRegistry:
 
     def public_keys(self, tenant_id: str, device_id: str) -> list[tuple[str, bytes]]:
         validate_id("device", device_id)
-        keys = self._load(tenant_id)["devices"].get(device_id, {})
-        return [
-            (kid, base64.b64decode(e["public_key"]))
-            for kid, e in sorted(keys.items())
-            if e.get("revoked_ms") is None
-        ]
+        return list(self._active_keys(tenant_id).get(device_id, []))
+
+    def _active_keys(self, tenant_id: str) -> dict[str, list[tuple[str, bytes]]]:
+        """Every device's active keys, parsed once per version of the tenant's file.
+
+        Every change is a rename of a new file (``_store``), so (inode, mtime, size) changes
+        with it: a revocation is seen by the next lookup, in this process or another.
+        """
+        path = self._path(tenant_id)
+        try:
+            st = path.stat()
+            version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            version = (0, 0, 0)
+        hit = self._active.get(tenant_id)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        active = {
+            device: [
+                (kid, base64.b64decode(e["public_key"]))
+                for kid, e in sorted(keys.items())
+                if e.get("revoked_ms") is None
+            ]
+            for device, keys in self._load(tenant_id)["devices"].items()
+        }
+        self._active[tenant_id] = (version, active)
+        return active
 
     def _path(self, tenant_id: str) -> Path:
         return self.directory / f"{validate_id('tenant', tenant_id)}.json"

@@ -111,6 +111,7 @@ class LocalKeyring:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self._lock = threading.Lock()
+        self._read_cache: dict[str, tuple[tuple[int, int, int], dict | None]] = {}
 
     # -- KeyService ----------------------------------------------------------------------
     def generate_data_key(self, tenant_id: str) -> DataKey:
@@ -142,7 +143,7 @@ class LocalKeyring:
                 "a batch of one tenant cannot be opened with another tenant's key"
             )
         version = int(m["version"])
-        ring = self._load(tenant_id)
+        ring = self._load_for_read(tenant_id)
         if ring is None or str(version) not in ring["keys"]:
             raise KeyUnavailable(
                 f"no master key version {version} for tenant {tenant_id!r} in {self.directory}; "
@@ -220,6 +221,24 @@ class LocalKeyring:
                 yield
             finally:
                 os.close(fd)
+
+    def _load_for_read(self, tenant_id: str) -> dict | None:
+        """``_load``, parsed once per version of the file (an ingest unwraps a key per batch).
+
+        Every change is an atomic rename of a new file (``_store``), so (inode, mtime, size)
+        changes with it and a rotation is seen by the next unwrap. Callers must not modify it.
+        """
+        try:
+            st = self._path(tenant_id).stat()
+        except FileNotFoundError:
+            return None
+        version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self._read_cache.get(tenant_id)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        ring = self._load(tenant_id)
+        self._read_cache[tenant_id] = (version, ring)
+        return ring
 
     def _load(self, tenant_id: str) -> dict | None:
         try:
