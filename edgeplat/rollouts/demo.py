@@ -276,9 +276,7 @@ def run_demo_in_home(
     res = resources_for()
     backend = res["fleet_backend"].get()
     # the SyncEnv the sync job builds from the same resources: store, key service, device registry
-    env = sync_env(
-        res["lakehouse"], res["object_store"], res["key_service"], res["device_registry"], decode_workers=2
-    )
+    env = sync_env(res["lakehouse"], res["object_store"], res["key_service"], res["device_registry"])
     approve: Approver | None = None
     if via_cli:
         from edgeplat.cli.rollout import approve as cli_approve

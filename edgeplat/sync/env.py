@@ -2,8 +2,8 @@
 
 ``SyncEnv.now_ms`` is injectable so tests can move "now" (the HLC drift bound, offline
 marking). ``decoder`` is an optional picklable factory of ``(key_service, registry)``: each
-decode worker thread makes its own pair with it (the local keyring and registry hold locks and cannot
-be pickled themselves).
+decode worker process makes its own pair with it (the local keyring and registry hold locks
+and cannot be pickled themselves).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class SyncSettings:
 
     max_drift_ms: int = DEFAULT_MAX_DRIFT_MS  # hlc_max beyond now + this: deferred (hlc_too_far_ahead)
     offline_after_s: int = DEFAULT_OFFLINE_AFTER_S  # no batch for this long: device offline
-    decode_workers: int = 0  # >1: decode in that many threads (needs SyncEnv.decoder)
-    rows_per_commit: int = 4_000_000  # decoded rows held in memory before one lakehouse commit
+    decode_workers: int = 0  # >1: decode big runs in that many processes (needs SyncEnv.decoder; for >2 cores)
+    rows_per_commit: int = 1_000_000  # decoded rows per lakehouse commit (two chunks are in memory at once)
     key_service_retries: int = 3  # infrastructure errors (not KeyServiceError) before the run fails
 
     def __post_init__(self) -> None:

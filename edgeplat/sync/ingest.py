@@ -1,27 +1,29 @@
-"""Exactly-once ingest of batch objects: verify, quarantine, dedupe and append, set-based in DuckDB.
+"""Exactly-once ingest of batch objects: verify, quarantine, dedupe and append.
 
-Per object: skip it if the ledger or quarantine already holds it; else fetch it, verify it
-with :func:`edge_sync.batch.read_batch` (device key, AEAD, hash, schema, ranges, object key)
-and check the HLC drift bound. Rejects go to ``quarantine`` with ``BatchError.reason``;
-``hlc_too_far_ahead`` rejects are *deferred* (see below). Errors of the key service's
-infrastructure (anything but a ``KeyServiceError``) are retried and then fail the run: the
-object stays unsettled and the next run or the reconciliation picks it up.
+Per object: skip it if the ledger or quarantine already holds it; else fetch, verify and
+decode it (:mod:`edgeplat.sync.decoding`) and check the HLC drift bound. Rejects go to
+``quarantine`` with ``BatchError.reason``; ``hlc_too_far_ahead`` rejects are *deferred*
+(see below). Errors of the key service's infrastructure fail the run: the object stays
+unsettled and the next run or the reconciliation picks it up.
 
 Exactly once, keyed by (tenant, device, stream, seq), whatever the order, overlap or
 repetition of batches, in one lakehouse transaction per chunk of objects (rows, ledger,
-evictions, quarantine and devices together; ``Lakehouse.write`` retries it whole):
+evictions, quarantine and devices together; ``retried`` repeats it whole). Chunks commit
+in a second thread while the next chunk decodes; commits stay in order, one at a time.
 
 1. Every accepted batch's rows are staged as one Arrow table per stream, with the ``day``
    partition key computed from ``ts`` in numpy (see ``lakehouse_schema``: cheaper than
    letting DuckLake derive year/month/day of a TIMESTAMPTZ with ICU on insert).
 2. Batches whose seq range overlaps no other staged batch and no ledger range cannot hold a
-   stored or staged duplicate: their rows are inserted as they are (the common case).
-3. Overlapping batches' rows are fingerprinted (hash of hlc, node, ts and payload) and
-   compared with the stored rows of the same devices and seq ranges: a batch with a row that
-   differs from a stored one is a ``replay_conflict`` (quarantined); among staged batches the
-   first claimant by object key wins and the others that differ are quarantined. Identical
-   re-deliveries (re-cut batches after a device crash) are dropped as duplicates. What is left
-   is deduplicated, anti-joined against the stored keys and inserted.
+   stored or staged duplicate: their rows are appended as they are (the common case).
+3. Overlapping batches' rows are *contested*: fingerprinted (DuckDB ``hash`` of hlc, node,
+   ts and payload) and settled by :mod:`edgeplat.sync.contested`: a batch with a row that
+   differs from a stored one is a ``replay_conflict`` (quarantined); among staged batches
+   the first claimant by object key wins and the others that differ are quarantined.
+   Identical re-deliveries (re-cut batches after a device crash) are dropped as duplicates;
+   one copy of the rest is appended.
+4. Rows are appended as Parquet files written by pyarrow and registered in the transaction
+   (:mod:`edgeplat.lake_files`), not through DuckDB's ``INSERT``.
 
 Clock drift: a batch whose ``hlc_max`` is more than ``max_drift_ms`` ahead of central now
 is deferred (quarantine reason ``hlc_too_far_ahead``, ``deferred = true``). Its rows and
@@ -44,14 +46,11 @@ removes exact duplicates if any slipped in.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
 import itertools
 import logging
-import threading
-import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -59,17 +58,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from edge_sync.batch import BatchError, DecodedBatch, parse_object_key, read_batch
-from edge_sync.hlc import physical_ms
-from edge_sync.identity import DeviceRegistry
-from edge_sync.keys import KeyService
 from edge_sync.merge import StateMerger
-from edge_sync.objectstore import ObjectNotFound
 from edge_sync.streams import STREAMS
+from edgeplat.lake_files import append_rows, conform
 from edgeplat.lakehouse import retried
 from edgeplat.lakehouse_schema import DAY_COLUMN, TABLES, utc_day
+from edgeplat.sync.contested import settle
+from edgeplat.sync.decoding import Accepted, Rejected, decoded, drift_check
 from edgeplat.sync.env import SyncEnv
-from edgeplat.sync.ledger import DEFERRED_REASON, PENDING_SQL, settled_keys
+from edgeplat.sync.ledger import PENDING_SQL, settled_keys
 
 log = logging.getLogger(__name__)
 
@@ -82,62 +79,8 @@ STREAM_TABLES: dict[str, str] = {
 }
 REPLAY_REASON = "replay_conflict"
 BATCH_SUFFIX = ".batch"
-KEY4 = ("tenant_id", "device_id", "stream", "seq")
 DAY = DAY_COLUMN[0]
 _ids = itertools.count()
-
-
-class KeyServiceUnavailable(RuntimeError):
-    """The key service (or registry) kept failing for infrastructure reasons; the run must be retried."""
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A batch object that goes to quarantine."""
-
-    object_key: str
-    size: int
-    reason: str
-    detail: str
-    deferred: bool = False
-
-    def row(self, now: datetime) -> dict:
-        try:
-            k = parse_object_key(self.object_key)
-            where = {
-                "tenant_id": k.tenant_id,
-                "device_id": k.device_id,
-                "stream": k.stream,
-                "first_seq": k.first_seq,
-                "last_seq": k.last_seq,
-            }
-        except ValueError:
-            where = {
-                "tenant_id": None,
-                "device_id": None,
-                "stream": None,
-                "first_seq": None,
-                "last_seq": None,
-            }
-        return {
-            **where,
-            "object_key": self.object_key,
-            "object_size": self.size,
-            "reason": self.reason,
-            "detail": self.detail[:2000],
-            "quarantined_at": now,
-            "deferred": self.deferred,
-            "resolved_at": None,
-        }
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """A verified, decoded batch object ready to append."""
-
-    object_key: str
-    size: int
-    batch: DecodedBatch
 
 
 @dataclass
@@ -184,107 +127,6 @@ class IngestReport:
         return d
 
 
-# ----------------------------------------------------------------------------- decoding
-def decode_object(
-    key: str, data: bytes, key_service: KeyService, registry: DeviceRegistry | _RunRegistry, retries: int = 3
-) -> Accepted | Rejected:
-    """Verify and decode one object; a bad batch is a :class:`Rejected`, infrastructure errors raise."""
-    for attempt in range(retries + 1):
-        try:
-            batch = read_batch(
-                data, key_service=key_service, public_keys=registry.public_keys, expected_key=key
-            )
-            return Accepted(key, len(data), batch)
-        except BatchError as exc:
-            detail = str(exc) + (f" (key service: {exc.detail})" if exc.detail else "")
-            return Rejected(key, len(data), exc.reason, detail)
-        except ValueError as exc:  # ids in the manifest the registry refuses: not a batch we can trust
-            return Rejected(key, len(data), "bad_manifest", str(exc))
-        except Exception as exc:  # the key service or registry is unreachable: never quarantine for that
-            if attempt == retries:
-                raise KeyServiceUnavailable(
-                    f"decoding {key} failed {retries + 1} times for an infrastructure reason ({exc!r}); "
-                    "check the key service / device registry and re-run (the object stays unsettled)"
-                ) from exc
-            time.sleep(min(2.0, 0.1 * 2**attempt))
-    raise AssertionError("unreachable")
-
-
-class _RunRegistry:
-    """The registry, with each device's public keys looked up once per ingest run.
-
-    The local registry re-reads and parses its tenant's whole file on every lookup, so
-    verifying a batch cost O(devices of the tenant); a run holds many batches of each device.
-    A key revoked while a run is under way still verifies that run's batches (the run lasts
-    seconds); the next run sees the revocation. Failed lookups are not remembered.
-    """
-
-    def __init__(self, registry: DeviceRegistry) -> None:
-        self._registry = registry
-        self._keys: dict[tuple[str, str], list] = {}
-
-    def public_keys(self, tenant_id: str, device_id: str) -> list:
-        k = (tenant_id, device_id)
-        if k not in self._keys:
-            self._keys[k] = self._registry.public_keys(tenant_id, device_id)
-        return self._keys[k]
-
-
-def _fetch(env: SyncEnv, keys: Sequence[str], report: IngestReport) -> Iterator[tuple[str, bytes]]:
-    for key in keys:
-        try:
-            yield key, env.store.get(key)
-        except ObjectNotFound:
-            report.missing += 1
-
-
-def _decoded(env: SyncEnv, keys: Sequence[str], report: IngestReport) -> Iterator[Accepted | Rejected]:
-    retries = env.settings.key_service_retries
-    workers = env.settings.decode_workers
-    decoder = env.decoder
-    if workers > 1 and decoder is not None and len(keys) > workers:
-        # Threads, not processes: decoding is mostly Parquet, zstd and AEAD work that releases the
-        # GIL, while a process pool pays for spawning and for pickling every decoded table back.
-        # Each thread makes its own (key service, registry) pair: those need not be thread-safe.
-        local = threading.local()
-
-        def decode(key: str, data: bytes) -> Accepted | Rejected:
-            pair = getattr(local, "pair", None)
-            if pair is None:
-                key_service, registry = decoder()
-                pair = local.pair = (key_service, _RunRegistry(registry))
-            return decode_object(key, data, *pair, retries=retries)
-
-        with cf.ThreadPoolExecutor(workers, thread_name_prefix="ingest-decode") as pool:
-            pending: collections.deque[cf.Future] = collections.deque()
-            for key, data in _fetch(env, keys, report):
-                pending.append(pool.submit(decode, key, data))
-                if len(pending) >= 4 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        return
-    registry = _RunRegistry(env.registry)
-    for key, data in _fetch(env, keys, report):
-        yield decode_object(key, data, env.key_service, registry, retries)
-
-
-def _drift_check(item: Accepted | Rejected, now_ms: int, max_drift_ms: int) -> Accepted | Rejected:
-    if isinstance(item, Rejected) or item.batch.manifest.hlc_max is None:
-        return item
-    ahead = physical_ms(item.batch.manifest.hlc_max) - now_ms
-    if ahead > max_drift_ms:
-        return Rejected(
-            item.object_key,
-            item.size,
-            DEFERRED_REASON,
-            f"hlc_max is {ahead / 1000:.0f} s ahead of central time (bound {max_drift_ms / 1000:.0f} s): "
-            "deferred; reconciliation admits it once central time is within the bound",
-            deferred=True,
-        )
-    return item
-
-
 # ----------------------------------------------------------------------------- entry point
 def ingest_objects(
     env: SyncEnv,
@@ -319,17 +161,37 @@ def _ingest(
     todo = [k for k in wanted if k not in settled]
     report.skipped_settled = len(wanted) - len(todo)
     now_ms = env.now_ms()
-    chunk: list[Accepted | Rejected] = []
-    rows = 0
-    for item in _decoded(env, todo, report):
-        item = _drift_check(item, now_ms, env.settings.max_drift_ms)
-        chunk.append(item)
-        rows += item.batch.table.num_rows if isinstance(item, Accepted) else 0
-        if rows >= env.settings.rows_per_commit:
-            report.add(_commit_chunk(env, con, chunk, now_ms, reevaluate_deferred))
-            chunk, rows = [], 0
-    if chunk:
-        report.add(_commit_chunk(env, con, chunk, now_ms, reevaluate_deferred))
+
+    def on_missing() -> None:
+        report.missing += 1
+
+    # Chunk k commits in a second thread while chunk k+1 decodes: decoding holds the GIL most of
+    # the time and DuckDB's insert releases it, so the two overlap on two cores. Commits stay
+    # strictly in order, one at a time (each waits for the previous), so every commit's ledger
+    # check sees the chunks before it.
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="ingest-commit") as committer:
+        pending: cf.Future | None = None
+
+        def commit(chunk: list[Accepted | Rejected]) -> None:
+            nonlocal pending
+            stages = _stages([i for i in chunk if isinstance(i, Accepted)])  # here: the commit is the slower side
+            if pending is not None:
+                report.add(pending.result())
+            pending = committer.submit(_commit_chunk, env, con, chunk, stages, now_ms, reevaluate_deferred)
+
+        chunk: list[Accepted | Rejected] = []
+        rows = 0
+        for item in decoded(env, todo, on_missing):
+            item = drift_check(item, now_ms, env.settings.max_drift_ms)
+            chunk.append(item)
+            rows += item.batch.table.num_rows if isinstance(item, Accepted) else 0
+            if rows >= env.settings.rows_per_commit:
+                commit(chunk)
+                chunk, rows = [], 0
+        if chunk:
+            commit(chunk)
+        if pending is not None:
+            report.add(pending.result())
     return report
 
 
@@ -409,8 +271,10 @@ class _StreamResult:
     new_by_bidx: dict[int, int] = field(default_factory=dict)
 
 
-def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: datetime | None) -> _StreamResult:
-    """Replay check, dedupe and (if ``ingested_at``) insert of one stream's staged rows.
+def _stream_step(
+    con: duckdb.DuckDBPyConnection, st: _Stage, append: Callable[[str, list[pa.Table]], None]
+) -> _StreamResult:
+    """Replay check, dedupe and append (``append(table, parts)``) of one stream's staged rows.
 
     Only *contested* rows (seqs inside the overlap of two staged batches' ranges, or of a
     staged batch and a ledger range) can be duplicates or replays: they take the
@@ -438,15 +302,9 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
             FROM {rng} a JOIN (SELECT * FROM batches WHERE tenant_id IN ({tenants})) b ON {same3} AND {overlap}
             """
         ).to_arrow_table()
-        cols = [n for n, _ in TABLES[table].columns if n not in ("batch_key", "ingested_at")]
-        col_sql = ", ".join(f'"{c}"' for c in cols)
-        insert_head = f'INSERT INTO "{table}" ({col_sql}, batch_key, ingested_at) '
         counts = np.bincount(st.rows.column("_bidx").to_numpy(), minlength=len(st.keys))
         if contested.num_rows == 0:
-            if ingested_at is not None:
-                con.execute(
-                    insert_head + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), ? FROM {stg}", [ingested_at]
-                )
+            append(table, [st.rows])
             res.new_by_bidx = {i: int(n) for i, n in enumerate(counts)}
             return res
 
@@ -460,101 +318,88 @@ def _stream_step(con: duckdb.DuckDBPyConnection, st: _Stage, ingested_at: dateti
         for b, lo, hi in zip(*(contested.column(c).to_numpy() for c in ("_bidx", "lo", "hi")), strict=True):
             part = slice(offsets[b], offsets[b + 1])
             mask[part] |= (seqs[part] >= lo) & (seqs[part] <= hi)
-        fast, slow_in = f"{tag}_fast", f"{tag}_sin"
-        con.register(fast, st.rows.filter(pa.array(~mask)))
-        con.register(slow_in, st.rows.filter(pa.array(mask)))
-        views += [fast, slow_in]
+        uncontested, contested_rows = _split_runs(st.rows, mask)
+        slow_in = f"{tag}_sin"
+        con.register(slow_in, contested_rows.combine_chunks())  # one chunk: DuckDB scans it faster
+        views.append(slow_in)
         fp_cols = ", ".join(["hlc", "node_id", "epoch_ms(ts)", *(f'"{c}"' for c in spec.payload_names)])
         fp_stored = ", ".join(
             ["t.hlc", "t.node_id", "epoch_ms(t.ts)", *(f't."{c}"' for c in spec.payload_names)]
         )
-        slow, ex, kept = f"{tag}_slow", f"{tag}_ex", f"{tag}_keep"
-        slow_rows = con.execute(f"SELECT s.*, hash({fp_cols}) AS _fp FROM {slow_in} s").to_arrow_table()
-        con.register(slow, slow_rows)
-        views.append(slow)
-        on4 = " AND ".join(f"s.{c} = e.{c}" for c in KEY4)
-        if any(contested.column("stored").to_pylist()):
-            existing = con.execute(
-                f"""
-                SELECT t.tenant_id, t.device_id, t.stream, t.seq, hash({fp_stored}) AS fp
-                FROM "{table}" t JOIN (SELECT tenant_id, device_id, stream, min(lo) AS lo, max(hi) AS hi
-                                       FROM {ct} WHERE stored GROUP BY ALL) r
-                  ON t.tenant_id = r.tenant_id AND t.device_id = r.device_id AND t.stream = r.stream
-                 AND t.seq BETWEEN r.lo AND r.hi
-                WHERE t.tenant_id IN ({tenants})
-                """
-            ).to_arrow_table()
-        else:
-            existing = pa.table(
-                {
-                    c: pa.array([], t)
-                    for c, t in (
-                        ("tenant_id", pa.string()),
-                        ("device_id", pa.string()),
-                        ("stream", pa.string()),
-                        ("seq", pa.int64()),
-                        ("fp", pa.uint64()),
-                    )
-                }
-            )
-        con.register(ex, existing)
-        views.append(ex)
-        for bidx, seq in con.execute(
-            f"SELECT s._bidx, min(s.seq) FROM {slow} s JOIN {ex} e ON {on4} WHERE s._fp <> e.fp GROUP BY 1"
-        ).fetchall():
-            res.bad[bidx] = f"seq {seq} differs from the stored row of the same (tenant, device, stream, seq)"
-        bad1 = ", ".join(map(str, res.bad)) or "-1"
-        for bidx, seq in con.execute(
-            f"""
-            WITH w AS (SELECT tenant_id, device_id, stream, seq, arg_min(_fp, _bidx) AS fp0 FROM {slow}
-                       WHERE _bidx NOT IN ({bad1}) GROUP BY ALL HAVING min(_fp) <> max(_fp))
-            SELECT s._bidx, min(s.seq) FROM {slow} s JOIN w e ON {on4}
-            WHERE s._fp <> e.fp0 AND s._bidx NOT IN ({bad1}) GROUP BY 1
-            """
-        ).fetchall():
-            res.bad[bidx] = f"seq {seq} differs from another batch of this run claiming the same seq"
-        bad = ", ".join(map(str, res.bad)) or "-1"
-        # What is left of a key is identical in every copy: keep one (the first batch's, for batch_key).
-        payload = ", ".join(f'any_value("{c}") AS "{c}"' for c in cols if c not in KEY4)
-        con.register(
-            kept,
-            con.execute(
-                f"""
-            SELECT tenant_id, device_id, stream, seq, {payload}, min(_bidx) AS _bidx FROM {slow} s
-            WHERE _bidx NOT IN ({bad}) AND NOT EXISTS (SELECT 1 FROM {ex} e WHERE {on4})
-            GROUP BY tenant_id, device_id, stream, seq
-            """
-            ).to_arrow_table(),
-        )
-        views.append(kept)
-        if ingested_at is not None:
-            keys_view = f"{tag}_keys"
-            con.register(
-                keys_view,
-                pa.table(
-                    {
-                        "_bidx": pa.array(range(len(st.keys)), pa.int32()),
-                        "batch_key": pa.array(st.keys, pa.string()),
-                    }
-                ),
-            )
-            views.append(keys_view)
-            # one statement for uncontested and deduplicated rows: one set of data files per commit
-            con.execute(
-                insert_head
-                + f"SELECT {col_sql}, CAST(batch_key AS VARCHAR), $at FROM {fast} WHERE _bidx NOT IN ({bad}) "
-                f"UNION ALL SELECT {col_sql}, k.batch_key, $at FROM {kept} JOIN {keys_view} k USING (_bidx)",
-                {"at": ingested_at},
-            )
-        slow_counts = np.bincount(st.rows.column("_bidx").to_numpy()[mask], minlength=len(st.keys))
-        new = dict(con.execute(f"SELECT _bidx, count(*) FROM {kept} GROUP BY 1").fetchall())
+        fps = con.execute(f"SELECT hash({fp_cols}) AS fp FROM {slow_in}").to_arrow_table().column(0).to_numpy()
+        # (tenant, device, stream) of each batch as a small integer: the contested rows' keys
+        names = list(zip(*(st.ranges.column(c).to_pylist() for c in ("tenant_id", "device_id", "stream")), strict=True))
+        dev_ids = {name: i for i, name in enumerate(dict.fromkeys(names))}
+        dev_of_batch = np.array([dev_ids[name] for name in names], dtype=np.int64)
+        stored = _stored_fingerprints(con, table, fp_stored, ct, tenants, dev_ids) if any(
+            contested.column("stored").to_pylist()
+        ) else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+        bidx = contested_rows.column("_bidx").to_numpy()
+        settled = settle(bidx, dev_of_batch[bidx], contested_rows.column("seq").to_numpy(), fps, *stored)
+        res.bad = settled.bad
+        kept_rows = contested_rows.take(pa.array(settled.keep))
+        # one append for uncontested and deduplicated rows: one set of data files per commit
+        append(table, [_without_batches(uncontested, res.bad), kept_rows])
+        slow_counts = np.bincount(bidx, minlength=len(st.keys))
+        new = np.bincount(bidx[settled.keep], minlength=len(st.keys))
         for i in range(len(st.keys)):
             if i not in res.bad:
-                res.new_by_bidx[i] = int(counts[i] - slow_counts[i]) + int(new.get(i, 0))
+                res.new_by_bidx[i] = int(counts[i] - slow_counts[i] + new[i])
         return res
     finally:
         for v in views:
             con.unregister(v)
+
+
+def _stored_fingerprints(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    fp_stored: str,
+    contested_view: str,
+    tenants: str,
+    dev_ids: dict[tuple[str, str, str], int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dev, seq, fingerprint) of the stored rows in the contested ranges of stored batches."""
+    rows = con.execute(
+        f"""
+        SELECT t.tenant_id, t.device_id, t.stream, t.seq, hash({fp_stored}) AS fp
+        FROM "{table}" t JOIN (SELECT tenant_id, device_id, stream, min(lo) AS lo, max(hi) AS hi
+                               FROM {contested_view} WHERE stored GROUP BY ALL) r
+          ON t.tenant_id = r.tenant_id AND t.device_id = r.device_id AND t.stream = r.stream
+         AND t.seq BETWEEN r.lo AND r.hi
+        WHERE t.tenant_id IN ({tenants})
+        """
+    ).to_arrow_table()
+    # rows come grouped by device: map each distinct (tenant, device, stream) once
+    names = zip(*(rows.column(c).to_pylist() for c in ("tenant_id", "device_id", "stream")), strict=True)
+    dev = np.fromiter((dev_ids[name] for name in names), dtype=np.int64, count=rows.num_rows)
+    return dev, rows.column("seq").to_numpy(), rows.column("fp").to_numpy()
+
+
+def _split_runs(table: pa.Table, mask: np.ndarray) -> tuple[pa.Table, pa.Table]:
+    """(rows where ``mask`` is false, rows where it is true), as zero-copy slices.
+
+    Contested rows come in runs (a seq range of a batch, and batches are in seq order), so
+    slicing costs a few slices per contested batch, where ``Table.filter`` copied every column
+    of the whole stage (a thousand small chunks).
+    """
+    edges = np.flatnonzero(np.diff(mask.view(np.int8))) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [len(mask)]])
+    parts: tuple[list[pa.Table], list[pa.Table]] = ([], [])
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        if b > a:
+            parts[int(mask[a])].append(table.slice(a, b - a))
+    empty = table.schema.empty_table()
+    return tuple(pa.concat_tables(p) if p else empty for p in parts)  # type: ignore[return-value]
+
+
+def _without_batches(rows: pa.Table, bad: Iterable[int]) -> pa.Table:
+    bad = list(bad)
+    if not bad:
+        return rows
+    keep = ~np.isin(rows.column("_bidx").to_numpy(), np.array(bad, dtype=np.int32))
+    return rows.filter(pa.array(keep))
 
 
 # ----------------------------------------------------------------------------- commit
@@ -598,16 +443,29 @@ def _commit_chunk(
     env: SyncEnv,
     con: duckdb.DuckDBPyConnection,
     items: list[Accepted | Rejected],
+    stages: dict[str, _Stage],
     now_ms: int,
     reevaluate_deferred: bool,
 ) -> IngestReport:
+    """Commit one chunk: ``stages`` are :func:`_stages` of its accepted items."""
     accepted = [i for i in items if isinstance(i, Accepted)]
     rejected = [i for i in items if isinstance(i, Rejected)]
-    stages = _stages(accepted)
     now = _ts(now_ms)
+    stamp = pa.scalar(now, pa.timestamp("us", tz="UTC"))
 
     def unit(con: duckdb.DuckDBPyConnection) -> IngestReport:
         r = IngestReport()
+
+        def append(table: str, parts: list[pa.Table]) -> None:
+            spec = TABLES[table]
+            rows = [
+                conform(p.append_column("ingested_at", pa.repeat(stamp, p.num_rows)), spec)
+                for p in parts
+                if p.num_rows
+            ]
+            if rows:
+                append_rows(con, env.lakehouse.config, spec, pa.concat_tables(rows))
+
         # Another run may have settled some of these objects since we looked: re-check in this transaction.
         keys = [i.object_key for i in items]
         ledgered, settled = _ledgered_and_settled(con, keys, pending_too=not reevaluate_deferred)
@@ -619,7 +477,7 @@ def _commit_chunk(
             rej = [x for x in rej if not (x.deferred and x.object_key in pending)]
         ledger_rows, bad_keys = [], {}
         for stage in st.values():
-            result = _stream_step(con, stage, now)
+            result = _stream_step(con, stage, append)
             for bidx, detail in result.bad.items():
                 bad_keys[stage.keys[bidx]] = detail
             for bidx, n in result.new_by_bidx.items():

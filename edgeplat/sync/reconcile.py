@@ -9,7 +9,7 @@
   nor quarantined, from the ledger's and the evictions' ranges (no row scans).
 - :func:`mark_offline`: devices whose last batch is older than the threshold.
 - :func:`compact`: DuckLake maintenance (flush inlined data, merge small files, expire
-  old snapshots, delete files no snapshot needs).
+  old snapshots, delete files no snapshot needs, and orphans of rolled-back ingests).
 
 Every step is idempotent: running it twice gives the same tables.
 """
@@ -193,11 +193,15 @@ def mark_offline(con: duckdb.DuckDBPyConnection, *, now_ms: int, offline_after_s
 def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timedelta(days=7)) -> dict[str, int]:
     """DuckLake maintenance; returns how many rows each call reported (files/snapshots touched)."""
     older = (datetime.now(UTC) - keep_snapshots).strftime("%Y-%m-%d %H:%M:%S+00")
+    orphans = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S+00")
     calls = {
         "flush_inlined_data": f"CALL ducklake_flush_inlined_data('{LAKE}')",
         "merge_adjacent_files": f"CALL ducklake_merge_adjacent_files('{LAKE}')",
         "expire_snapshots": f"CALL ducklake_expire_snapshots('{LAKE}', older_than => TIMESTAMPTZ '{older}')",
         "cleanup_old_files": f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => TIMESTAMPTZ '{older}')",
+        # files of ingest transactions that rolled back (see edgeplat.lake_files); a day's grace
+        # leaves a running ingest's not yet committed files alone
+        "delete_orphaned_files": f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => TIMESTAMPTZ '{orphans}')",
     }
     out = {}
     for name, sql in calls.items():

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from edgeplat.sync import decoding
 from edgeplat.sync.ingest import ingest_objects
 from tests.sync.conftest import Fleet
 
@@ -22,30 +23,35 @@ class CountingRegistry:
         return self.registry.public_keys(tenant_id, device_id)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_public_keys_are_looked_up_once_per_device_per_run(fleet: Fleet, workers: int) -> None:
+def _upload_seven(fleet: Fleet) -> list[str]:
     keys = [
         fleet.upload(fleet.batch("t1", "d1", "telemetry", range(i * 10 + 1, i * 10 + 11))) for i in range(6)
     ]
     keys.append(fleet.upload(fleet.batch("t1", "d2", "telemetry", range(1, 11))))
-    env = fleet.env(decode_workers=workers)
+    return keys
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_public_keys_are_looked_up_once_per_device_per_run(fleet: Fleet, workers: int) -> None:
+    keys = _upload_seven(fleet)
+    env = fleet.env(decode_workers=workers)  # 7 objects: decoded in the ingest's thread either way
     counting = CountingRegistry(fleet.registry)
     env.registry = counting
-    if workers:  # each decode thread makes its own registry with the decoder: count those too
-        made = []
-
-        def decoder():
-            keys_service, registry = fleet.keys, CountingRegistry(fleet.registry)
-            made.append(registry)
-            return keys_service, registry
-
-        env.decoder = decoder
     rep = ingest_objects(env, keys)
     assert rep.accepted == 7 and not rep.quarantined
-    calls = counting.calls if not workers else sum((r.calls for r in made), Counter())
-    # once per device per decoding registry (a thread has its own): never once per batch
-    assert set(calls) == {("t1", "d1"), ("t1", "d2")}
-    assert all(n <= max(1, workers) for n in calls.values()), calls
+    assert counting.calls == Counter({("t1", "d1"): 1, ("t1", "d2"): 1})  # never once per batch
+
+
+def test_decode_worker_processes_give_the_same_result(fleet: Fleet, monkeypatch) -> None:
+    monkeypatch.setattr(decoding, "POOL_MIN_OBJECTS", 2)  # a pool for a handful of objects
+    monkeypatch.setattr(decoding, "_GROUP_OBJECTS", 3)  # several tasks, the last one short
+    keys = _upload_seven(fleet)
+    forged = fleet.upload(fleet.batch("t1", "d3", "telemetry", range(1, 5)))  # d3 is not registered
+    fleet.registry.revoke("t1", "d3", fleet.device("t1", "d3").key_id)
+    rep = ingest_objects(fleet.env(decode_workers=2), [*keys, forged, "t1/gone.batch"])
+    assert (rep.accepted, rep.rows_new, rep.missing) == (7, 70, 1)
+    assert rep.quarantined == Counter({"unknown_device": 1})
+    assert fleet.count("SELECT count(DISTINCT device_id), count(*) FROM telemetry") == [(2, 70)]
 
 
 def test_a_key_revoked_between_runs_is_refused_by_the_next_run(fleet: Fleet) -> None:

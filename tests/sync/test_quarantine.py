@@ -77,7 +77,7 @@ def test_each_reason_is_quarantined_and_good_batches_beside_it_are_ingested(flee
 def test_key_service_outage_is_retried_then_fails_the_run_without_quarantine(fleet: Fleet) -> None:
     import pytest
 
-    from edgeplat.sync.ingest import KeyServiceUnavailable
+    from edgeplat.sync.decoding import KeyServiceUnavailable
 
     key = fleet.upload(fleet.batch("t1", "d1", "telemetry", range(1, 5)))
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from edgeplat.sync.ingest import ingest_objects
@@ -58,6 +64,14 @@ def test_gaps_duplicates_offline_rollup_views_and_compaction(fleet: Fleet) -> No
         assert fleet.count("SELECT count(*) FROM quarantine_summary")[0][0] == 0
         assert fleet.count("SELECT count(*) FROM conflicts_recent")[0][0] == 0
         snap = fleet.snapshot()
+        # files of a rolled-back ingest: a day old they go, fresh ones may be a running ingest's
+        folder = Path(fleet.lake.config.data_path) / "main" / "telemetry" / "tenant_id=t1" / "day=2026-09-20"
+        folder.mkdir(parents=True, exist_ok=True)
+        stale, fresh = folder / "ingest-stale.parquet", folder / "ingest-fresh.parquet"
+        for orphan in (stale, fresh):
+            pq.write_table(pa.table({"seq": [1]}), orphan)
+        os.utime(stale, (time.time() - 2 * 86_400, time.time() - 2 * 86_400))
         assert set(compact(con)) == {"flush_inlined_data", "merge_adjacent_files", "expire_snapshots",
-                                     "cleanup_old_files"}
+                                     "cleanup_old_files", "delete_orphaned_files"}
         assert fleet.snapshot() == snap
+        assert not stale.exists() and fresh.exists()

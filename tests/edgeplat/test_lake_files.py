@@ -1,0 +1,79 @@
+"""The ingest's own Parquet files: partitioning, column conformance and registration in DuckLake."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from edgeplat import lake_files
+from edgeplat.lake_files import append_rows, conform, partitions
+from edgeplat.lakehouse import Lakehouse, LakehouseConfig
+from edgeplat.lakehouse_schema import TABLES
+
+DAY = dt.date(2026, 3, 4)
+
+
+def rows(tenants: list[str], days: list[dt.date]) -> pa.Table:
+    n = len(tenants)
+    ts = pa.array([dt.datetime.combine(d, dt.time(12), dt.UTC) for d in days], pa.timestamp("ms", tz="UTC"))
+    return pa.table(
+        {
+            "tenant_id": tenants, "device_id": ["d1"] * n, "stream": ["telemetry"] * n,
+            "seq": pa.array(range(n), pa.int64()), "hlc": pa.array(range(n), pa.int64()), "node_id": ["d1"] * n,
+            "ts": ts, "metric": ["cpu"] * n, "value": pa.array([float(i) for i in range(n)]),
+            "batch_key": pa.array(["k"] * n).dictionary_encode(),
+            "ingested_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")), "day": pa.array(days, pa.date32()),
+        }
+    )
+
+
+def test_partitions_group_runs_by_value_and_keep_every_row() -> None:
+    d2 = DAY + dt.timedelta(days=1)
+    table = rows(["a", "a", "b", "b", "a", "a"], [DAY, d2, DAY, DAY, DAY, d2])
+    parts = {values: part["seq"].to_pylist() for values, part in partitions(table, ("tenant_id", "day"))}
+    assert parts == {
+        ("a", "2026-03-04"): [0, 4], ("a", "2026-03-05"): [1, 5], ("b", "2026-03-04"): [2, 3],
+    }
+
+
+def test_partitions_sort_once_when_values_alternate(monkeypatch) -> None:
+    monkeypatch.setattr(lake_files, "_MAX_RUNS", 4)
+    table = rows(["a", "b"] * 10, [DAY] * 20)
+    parts = dict(partitions(table, ("tenant_id", "day")))
+    assert {k: v.num_rows for k, v in parts.items()} == {("a", "2026-03-04"): 10, ("b", "2026-03-04"): 10}
+    assert parts[("b", "2026-03-04")]["seq"].to_pylist() == list(range(1, 20, 2))
+
+
+def test_bad_partition_values_and_missing_columns_are_refused() -> None:
+    with pytest.raises(ValueError, match="cannot be a path segment"):
+        list(partitions(rows(["a/b"], [DAY]), ("tenant_id",)))
+    nulls = rows(["a"], [DAY]).set_column(11, "day", pa.array([None], pa.date32()))
+    with pytest.raises(ValueError, match="'day' has nulls"):
+        list(partitions(nulls, ("tenant_id", "day")))
+    with pytest.raises(ValueError, match=r"lack columns \['value'\]"):
+        conform(rows(["a"], [DAY]).drop_columns(["value"]), TABLES["telemetry"])
+
+
+def test_appended_files_are_read_back_with_the_tables_types(tmp_path) -> None:
+    config = LakehouseConfig(catalog=f"sqlite:{tmp_path}/catalog.sqlite", data_path=f"{tmp_path}/data/")
+    lake = Lakehouse(config)
+    lake.ensure_schema()
+    table = rows(["a", "b", "b"], [DAY, DAY, DAY + dt.timedelta(days=1)])
+    assert lake.write(lambda con: append_rows(con, config, TABLES["telemetry"], table)) == 3
+    with lake.session(read_only=True) as con:
+        got = con.execute(
+            "SELECT tenant_id, seq, ts, batch_key, day, value FROM telemetry ORDER BY seq"
+        ).fetchall()
+        types = con.execute("SELECT typeof(ts), typeof(day), typeof(batch_key) FROM telemetry LIMIT 1").fetchone()
+    assert [(r[0], r[1], r[3], r[4].isoformat(), r[5]) for r in got] == [
+        ("a", 0, "k", "2026-03-04", 0.0), ("b", 1, "k", "2026-03-04", 1.0), ("b", 2, "k", "2026-03-05", 2.0)
+    ]
+    assert got[0][2] == dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
+    assert types == ("TIMESTAMP WITH TIME ZONE", "DATE", "VARCHAR")
+    files = sorted(p.relative_to(tmp_path / "data").parent.as_posix() for p in (tmp_path / "data").rglob("*.parquet"))
+    assert files == [
+        "main/telemetry/tenant_id=a/day=2026-03-04", "main/telemetry/tenant_id=b/day=2026-03-04",
+        "main/telemetry/tenant_id=b/day=2026-03-05",
+    ]
