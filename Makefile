@@ -8,10 +8,12 @@ export EDGEPLAT_HOME ?= $(CURDIR)/.edgeplat
 
 .PHONY: demo test test-fast dev bench bench-quick lint fmt lock validate clean
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on this CI image), every process would
+# otherwise recompile dagster, pandas & co. from source: about 3 s for each of the many processes the tests and the demo start.
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 

@@ -67,7 +67,7 @@ def append_rows(con: duckdb.DuckDBPyConnection, config: LakehouseConfig, table: 
     names = {name for name, _ in table.columns}
     if not set(table.partitioned_by) <= names:
         # Partition transforms (``year(ts)``: an old layout) are DuckLake's to compute.
-        _insert(con, table, rows)
+        insert_rows(con, table.name, rows)
         return 0
     fs, root = _filesystem(config)
     jobs = []
@@ -102,12 +102,15 @@ def _write(fs: pafs.FileSystem, folder: str, path: str, part: pa.Table) -> str:
     return path
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: Table, rows: pa.Table) -> None:
-    view = f"_append_{uuid.uuid4().hex}"
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """``INSERT`` ``rows`` (columns by name) through DuckDB: small tables and partition transforms."""
+    if rows.num_rows == 0:
+        return
+    view = f"_insert_{uuid.uuid4().hex}"
     con.register(view, rows)
     try:
         cols = ", ".join(f'"{c}"' for c in rows.column_names)
-        con.execute(f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM {view}')
+        con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM {view}')
     finally:
         con.unregister(view)
 

@@ -60,7 +60,7 @@ import pyarrow as pa
 
 from edge_sync.merge import StateMerger
 from edge_sync.streams import STREAMS
-from edgeplat.lake_files import append_rows, conform
+from edgeplat.lake_files import append_rows, conform, insert_rows
 from edgeplat.lakehouse import retried
 from edgeplat.lakehouse_schema import DAY_COLUMN, TABLES, utc_day
 from edgeplat.sync.contested import settle
@@ -328,12 +328,14 @@ def _stream_step(
         )
         fps = con.execute(f"SELECT hash({fp_cols}) AS fp FROM {slow_in}").to_arrow_table().column(0).to_numpy()
         # (tenant, device, stream) of each batch as a small integer: the contested rows' keys
-        names = list(zip(*(st.ranges.column(c).to_pylist() for c in ("tenant_id", "device_id", "stream")), strict=True))
+        names = list(
+            zip(*(st.ranges.column(c).to_pylist() for c in ("tenant_id", "device_id", "stream")), strict=True)
+        )
         dev_ids = {name: i for i, name in enumerate(dict.fromkeys(names))}
         dev_of_batch = np.array([dev_ids[name] for name in names], dtype=np.int64)
-        stored = _stored_fingerprints(con, table, fp_stored, ct, tenants, dev_ids) if any(
-            contested.column("stored").to_pylist()
-        ) else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+        stored = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64))  # (dev, seq, fp)
+        if any(contested.column("stored").to_pylist()):
+            stored = _stored_fingerprints(con, table, fp_stored, ct, tenants, dev_ids)
         bidx = contested_rows.column("_bidx").to_numpy()
         settled = settle(bidx, dev_of_batch[bidx], contested_rows.column("seq").to_numpy(), fps, *stored)
         res.bad = settled.bad
@@ -529,18 +531,6 @@ def _resolve_deferred(con: duckdb.DuckDBPyConnection, keys: Sequence[str], now: 
     return len(pending)
 
 
-def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
-    if rows.num_rows == 0:
-        return
-    view = f"_ins{next(_ids)}"
-    con.register(view, rows)
-    try:
-        cols = ", ".join(f'"{c}"' for c in rows.column_names)
-        con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM {view}')
-    finally:
-        con.unregister(view)
-
-
 def _write_ledger(
     con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], new_by_key: dict[str, int], now: datetime
 ) -> None:
@@ -568,7 +558,7 @@ def _write_ledger(
             }
         )
     if rows:
-        _insert_rows(con, "batches", pa.Table.from_pylist(rows))
+        insert_rows(con, "batches", pa.Table.from_pylist(rows))
 
 
 def _write_evictions(con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], now: datetime) -> int:
@@ -604,7 +594,7 @@ def _write_evictions(con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], n
         ).to_arrow_table()
     finally:
         con.unregister(view)
-    _insert_rows(con, "evictions", fresh)
+    insert_rows(con, "evictions", fresh)
     return int(sum(fresh.column("count").to_pylist()))
 
 
@@ -622,7 +612,7 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, rej: Sequence[Rejected], n
                 ("resolved_at", pa.timestamp("us", tz="UTC")),
             ]
         )
-        _insert_rows(con, "quarantine", pa.Table.from_pylist(rows, schema=schema))
+        insert_rows(con, "quarantine", pa.Table.from_pylist(rows, schema=schema))
 
 
 def _update_devices(
@@ -689,7 +679,7 @@ def _update_devices(
     finally:
         con.unregister(h)
         con.unregister(hv)
-    _insert_rows(con, "devices", merged)
+    insert_rows(con, "devices", merged)
 
 
 def _platform(env: SyncEnv, tenant_id: str, device_id: str) -> str | None:
