@@ -174,10 +174,9 @@ def _ingest(
 
         def commit(chunk: list[Accepted | Rejected]) -> None:
             nonlocal pending
-            stages = _stages([i for i in chunk if isinstance(i, Accepted)])  # here: the commit is the slower side
             if pending is not None:
                 report.add(pending.result())
-            pending = committer.submit(_commit_chunk, env, con, chunk, stages, now_ms, reevaluate_deferred)
+            pending = committer.submit(_commit_chunk, env, con, chunk, now_ms, reevaluate_deferred)
 
         chunk: list[Accepted | Rejected] = []
         rows = 0
@@ -445,13 +444,12 @@ def _commit_chunk(
     env: SyncEnv,
     con: duckdb.DuckDBPyConnection,
     items: list[Accepted | Rejected],
-    stages: dict[str, _Stage],
     now_ms: int,
     reevaluate_deferred: bool,
 ) -> IngestReport:
-    """Commit one chunk: ``stages`` are :func:`_stages` of its accepted items."""
     accepted = [i for i in items if isinstance(i, Accepted)]
     rejected = [i for i in items if isinstance(i, Rejected)]
+    stages = _stages(accepted)
     now = _ts(now_ms)
     stamp = pa.scalar(now, pa.timestamp("us", tz="UTC"))
 
