@@ -112,10 +112,10 @@ def decode_object(
 class RunRegistry:
     """The registry, with each device's public keys looked up once per ingest run.
 
-    The local registry re-reads and parses its tenant's whole file on every lookup, so
-    verifying a batch cost O(devices of the tenant); a run holds many batches of each device.
-    A key revoked while a run is under way still verifies that run's batches (the run lasts
-    seconds); the next run sees the revocation. Failed lookups are not remembered.
+    A run holds many batches of each device, and a registry that is not a local file costs a round
+    trip per lookup. A key revoked while a run is under way still verifies that run's batches
+    (the run lasts seconds); the next run sees the revocation. Failed lookups are not
+    remembered.
     """
 
     def __init__(self, registry: DeviceRegistry) -> None:
