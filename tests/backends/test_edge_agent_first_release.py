@@ -10,14 +10,13 @@ import pytest
 
 from edge_sync.cache import DeviceCache
 from edge_sync.desired import Release, RollbackOf, StateEdit, desired_key
-from edge_sync.downlink import Downlink, active_release, installed_slots
+from edge_sync.downlink import active_release, installed_slots
 from edge_sync.objectstore import StoreUnavailable
-from edge_sync.rules import default_rules
 from edgeplat.backends.base import ReleaseSpec
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.desired_publisher import DesiredStatePublisher
 from tests.backends.test_edge_agent_backend import V2, devs, signer, store  # noqa: F401  (fixtures)
-from tests.edge_sync.test_downlink_staging import RecordingInstaller
+from tests.edge_sync.test_downlink_staging import recording_downlink
 
 V3 = ReleaseSpec("app", "3.0.0")
 FACTORY = "1.0.0"
@@ -34,13 +33,8 @@ class Agent:
             key=bytes(32),
             wall_ms=lambda: 1_800_000_000_000,
         )
-        self.installer = RecordingInstaller(self.cache)
-        self.downlink = Downlink(
-            self.cache,
-            backend.store,
-            platform_keys=backend.publisher.signer.public_key_bytes(),
-            rules=default_rules(),
-            installer=self.installer,
+        self.downlink, self.installer = recording_downlink(
+            self.cache, backend.store, backend.publisher.signer.public_key_bytes()
         )
         self.installer.install(FACTORY, "a")
         self.installer.switch("a")

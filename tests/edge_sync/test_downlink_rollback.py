@@ -10,9 +10,8 @@ from edge_sync import desired
 from edge_sync.desired import DesiredState, Release, RollbackOf
 from edge_sync.downlink import Downlink, active_release, before_rollout, installed_slots
 from edge_sync.hlc import pack
-from edge_sync.rules import default_rules
 from tests.edge_sync.test_downlink import PLATFORM, alerts, publish
-from tests.edge_sync.test_downlink_staging import RecordingInstaller
+from tests.edge_sync.test_downlink_staging import RecordingInstaller, recording_downlink
 from tests.edge_sync.test_uploader import DEVICE, NOW, TENANT, env  # noqa: F401  (fixture)
 
 BAD = Release(version="2.0.0", slot="a", rollout_id="r1", phase=0)
@@ -21,14 +20,7 @@ UNDO = RollbackOf(rollout_id="r1", version="2.0.0")
 
 def factory_device(env, version: str | None = "1.0.0") -> tuple[Downlink, RecordingInstaller]:  # noqa: F811
     """A device running its factory image on slot a, with no desired-state document so far."""
-    installer = RecordingInstaller(env.cache)
-    dl = Downlink(
-        env.cache,
-        env.store,
-        platform_keys=PLATFORM.public_key_bytes(),
-        rules=default_rules(),
-        installer=installer,
-    )
+    dl, installer = recording_downlink(env.cache, env.store, PLATFORM.public_key_bytes())
     if version is not None:
         installer.install(version, "a")
         installer.switch("a")

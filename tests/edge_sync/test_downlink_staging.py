@@ -32,15 +32,15 @@ class RecordingInstaller(CacheInstaller):
         super().switch(slot)
 
 
+def recording_downlink(cache, store, platform_keys: bytes) -> tuple[Downlink, RecordingInstaller]:
+    """The real downlink on ``cache``, installing through an installer that records its calls."""
+    installer = RecordingInstaller(cache)
+    downlink = Downlink(cache, store, platform_keys=platform_keys, rules=default_rules(), installer=installer)
+    return downlink, installer
+
+
 def setup(env):  # noqa: F811
-    installer = RecordingInstaller(env.cache)
-    dl = Downlink(
-        env.cache,
-        env.store,
-        platform_keys=PLATFORM.public_key_bytes(),
-        rules=default_rules(),
-        installer=installer,
-    )
+    dl, installer = recording_downlink(env.cache, env.store, PLATFORM.public_key_bytes())
     publish(env.store, 1, release=OLD)
     assert dl.pull().status == "applied"
     installer.calls.clear()

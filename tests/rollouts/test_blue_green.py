@@ -11,13 +11,12 @@ import pytest
 
 from edge_sync.cache import DeviceCache
 from edge_sync.desired import Release
-from edge_sync.downlink import Downlink, active_release, installed_slots, staged_release
-from edge_sync.rules import default_rules
+from edge_sync.downlink import active_release, installed_slots, staged_release
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.rollouts.controller import Controller, assignments
 from edgeplat.rollouts.machine import TERMINAL, Decision, Kind, Status
 from edgeplat.rollouts.store import RolloutStore
-from tests.edge_sync.test_downlink_staging import RecordingInstaller
+from tests.edge_sync.test_downlink_staging import recording_downlink
 from tests.rollouts.test_controller import Crash, small_spec
 
 OLD = Release(version="2.0.0", slot="a")
@@ -40,13 +39,8 @@ class Agent:
             key=bytes(32),
             wall_ms=lambda: 1_800_000_000_000,
         )
-        self.installer = RecordingInstaller(self.cache)
-        self.downlink = Downlink(
-            self.cache,
-            backend.store,
-            platform_keys=backend.publisher.signer.public_key_bytes(),
-            rules=default_rules(),
-            installer=self.installer,
+        self.downlink, self.installer = recording_downlink(
+            self.cache, backend.store, backend.publisher.signer.public_key_bytes()
         )
 
     def pull(self) -> None:
