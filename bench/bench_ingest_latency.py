@@ -253,25 +253,16 @@ def run(quick: bool) -> list[Result]:
         )
         return [
             Result(
-                "ingest_latency_mean",
-                mean,
+                f"ingest_latency_{kind}",
+                value,
                 "s",
                 f"sensor interval ({interval:.0f} s)",
                 interval,
                 None,
                 higher_is_better=False,
                 note=note,
-            ),
-            Result(
-                "ingest_latency_worst",
-                worst,
-                "s",
-                f"sensor interval ({interval:.0f} s)",
-                interval,
-                None,
-                higher_is_better=False,
-                note=note,
-            ),
+            )
+            for kind, value in (("mean", mean), ("worst", worst))
         ]
     finally:
         shutil.rmtree(root, ignore_errors=True)
