@@ -23,6 +23,9 @@ differs from header + manifest ``payload_bytes`` + signature), ``unknown_device`
 ``unknown_schema``, ``tenant_mismatch``, ``decryption_failure``, ``hash_mismatch``,
 ``corrupt_payload``, ``bad_range``. Nothing from the manifest is trusted before the
 signature verifies, except the signer's ids and the length used to find the signature.
+The central ingest runs the same checks in two steps: :func:`open_batch` for each object
+(everything up to the payload's hash), then :func:`decode_batches` for many opened batches
+of one stream at once (payload and ranges), which is where per-object work used to dominate.
 
 Size: 1.63 B/row on the reference telemetry (one device-hour, ~3,600 rows per batch), against
 10.7 B/row for zstd JSON lines and 8.5 for default Parquet+zstd; see batch_encoding for the
@@ -49,7 +52,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge_sync.batch_encoding import PayloadDecodeError, decode_table, encode_table
+from edge_sync.batch_encoding import (
+    PayloadDecodeError,
+    decode_table,
+    decode_tables,
+    dictionary_schema,
+    encode_table,
+)
 from edge_sync.batch_errors import (  # noqa: F401  (re-exported: callers import errors from here)
     BadMagic,
     BadManifest,
@@ -477,6 +486,15 @@ def _verify(
         )
 
 
+@dataclass(frozen=True)
+class OpenedBatch:
+    """A batch whose signature, manifest, key, AEAD and hash are verified; its payload not yet decoded."""
+
+    manifest: Manifest
+    spec: StreamSpec
+    payload: bytes  # the compact Parquet plaintext (batch_encoding)
+
+
 def read_batch(
     data: bytes,
     *,
@@ -491,6 +509,24 @@ def read_batch(
     ``DeviceRegistry.public_keys``) or such a list directly. ``expected_key`` is the object
     key the batch was read from; the manifest must agree with it.
     """
+    opened = open_batch(data, key_service=key_service, public_keys=public_keys, expected_key=expected_key)
+    manifest = opened.manifest
+    try:
+        table = decode_table(opened.payload, opened.spec, manifest.tenant_id, manifest.device_id)
+    except PayloadDecodeError as exc:
+        raise _corrupt(exc, expected_key) from None
+    _check_ranges(manifest, table.column("seq").to_numpy(), table.column("hlc").to_numpy(), expected_key)
+    return DecodedBatch(manifest=manifest, table=table)
+
+
+def open_batch(
+    data: bytes,
+    *,
+    key_service: KeyService,
+    public_keys: PublicKeys,
+    expected_key: str | None = None,
+) -> OpenedBatch:
+    """Every check of :func:`read_batch` up to the decrypted payload's hash; the payload stays encoded."""
     key = expected_key
     parts = _split(data, key)
     _verify(parts.signed, parts.signature, parts.tenant_id, parts.device_id, public_keys, key)
@@ -524,12 +560,75 @@ def read_batch(
     plaintext = _decrypt(manifest, parts.head, parts.ciphertext, key_service, key)
     if hashlib.sha256(plaintext).hexdigest() != manifest.plaintext_sha256:
         raise HashMismatch("decrypted payload does not match the manifest's plaintext_sha256", key=key)
+    return OpenedBatch(manifest=manifest, spec=spec, payload=plaintext)
+
+
+@dataclass(frozen=True)
+class DecodedBatches:
+    """Opened batches of one stream decoded together (:func:`decode_batches`).
+
+    ``table`` holds the rows of the batches that decoded, batch after batch in the order
+    given, each in seq order, string columns dictionary-encoded; ``counts[i]`` is batch
+    ``i``'s number of rows there (0 for a failed one); ``errors`` maps the index of each
+    batch that failed to its error.
+    """
+
+    table: pa.Table
+    counts: np.ndarray
+    errors: dict[int, BatchError]
+
+
+def decode_batches(opened: Sequence[OpenedBatch], keys: Sequence[str | None]) -> DecodedBatches:
+    """Decode and range-check many opened batches of one stream in one pass (the central ingest).
+
+    The same checks and errors as :func:`read_batch`, batch by batch: a bad payload or range
+    fails that batch only.
+    """
+    if not opened:
+        raise ValueError("decode_batches needs at least one batch")
+    spec = opened[0].spec
+    if any(o.spec is not spec for o in opened):
+        raise ValueError("decode_batches takes the batches of one stream; group them by stream first")
+    errors: dict[int, BatchError] = {}
     try:
-        table = decode_table(plaintext, spec, manifest.tenant_id, manifest.device_id)
-    except PayloadDecodeError as exc:
-        raise CorruptPayload(f"{exc}; the writer is broken or of another format revision", key=key) from None
-    _check_ranges(manifest, table, key)
-    return DecodedBatch(manifest=manifest, table=table)
+        table, counts = _decode_payloads(opened)
+    except PayloadDecodeError:  # which one? each alone says
+        parts, counts = [], np.zeros(len(opened), dtype=np.int64)
+        for i, o in enumerate(opened):
+            try:
+                part, _ = _decode_payloads([o])
+            except PayloadDecodeError as exc:
+                errors[i] = _corrupt(exc, keys[i])
+                continue
+            parts.append(part)
+            counts[i] = part.num_rows
+        table = pa.concat_tables(parts) if parts else dictionary_schema(spec).empty_table()
+    seq, hlc = (table.column(c).to_numpy() for c in ("seq", "hlc"))
+    ends = np.cumsum(counts)
+    for i, o in enumerate(opened):
+        if i in errors:
+            continue
+        rows = slice(int(ends[i] - counts[i]), int(ends[i]))
+        try:
+            _check_ranges(o.manifest, seq[rows], hlc[rows], keys[i])
+        except BadRange as exc:
+            errors[i] = exc
+    if any(counts[i] for i in errors):
+        keep = np.repeat([i not in errors for i in range(len(opened))], counts)
+        table = table.filter(pa.array(keep))
+        counts = np.where([i in errors for i in range(len(opened))], 0, counts)
+    return DecodedBatches(table=table, counts=counts, errors=errors)
+
+
+def _decode_payloads(opened: Sequence[OpenedBatch]) -> tuple[pa.Table, np.ndarray]:
+    m = [o.manifest for o in opened]
+    return decode_tables(
+        [o.payload for o in opened], opened[0].spec, [x.tenant_id for x in m], [x.device_id for x in m]
+    )
+
+
+def _corrupt(exc: PayloadDecodeError, key: str | None) -> CorruptPayload:
+    return CorruptPayload(f"{exc}; the writer is broken or of another format revision", key=key)
 
 
 def _decrypt(
@@ -559,11 +658,11 @@ def _decrypt(
         ) from None
 
 
-def _check_ranges(manifest: Manifest, table: pa.Table, key: str | None) -> None:
-    seq = table.column("seq").to_numpy()
+def _check_ranges(manifest: Manifest, seq: np.ndarray, hlc: np.ndarray, key: str | None) -> None:
+    """The rows' ``seq`` and ``hlc`` (seq order) against the manifest's counts and ranges."""
     problems = []
-    if table.num_rows != manifest.row_count:
-        problems.append(f"row_count {manifest.row_count} but {table.num_rows} rows")
+    if seq.size != manifest.row_count:
+        problems.append(f"row_count {manifest.row_count} but {seq.size} rows")
     if seq.size > 1 and not np.all(np.diff(seq) > 0):
         problems.append("duplicate seqs")
     bounds = [int(seq[0]), int(seq[-1])] if seq.size else []
@@ -572,10 +671,8 @@ def _check_ranges(manifest: Manifest, table: pa.Table, key: str | None) -> None:
         problems.append(
             f"seq range {manifest.first_seq}..{manifest.last_seq} disagrees with rows and evictions"
         )
-    if seq.size:
-        hlc = table.column("hlc").to_numpy()
-        if (int(hlc.min()), int(hlc.max())) != (manifest.hlc_min, manifest.hlc_max):
-            problems.append(f"HLC range {manifest.hlc_min}..{manifest.hlc_max} disagrees with the rows")
+    if seq.size and (int(hlc.min()), int(hlc.max())) != (manifest.hlc_min, manifest.hlc_max):
+        problems.append(f"HLC range {manifest.hlc_min}..{manifest.hlc_max} disagrees with the rows")
     if _evictions_overlapping(seq, manifest.evictions) is not None:
         problems.append("an eviction range overlaps rows")
     if problems:

@@ -1,19 +1,21 @@
 """Exactly-once ingest of batch objects: verify, quarantine, dedupe and append.
 
-Per object: skip it if the ledger or quarantine already holds it; else fetch, verify and
-decode it (:mod:`edgeplat.sync.decoding`) and check the HLC drift bound. Rejects go to
-``quarantine`` with ``BatchError.reason``; ``hlc_too_far_ahead`` rejects are *deferred*
-(see below). Errors of the key service's infrastructure fail the run: the object stays
-unsettled and the next run or the reconciliation picks it up.
+Per object: skip it if the ledger or quarantine already holds it; else fetch and verify it,
+check the HLC drift bound, and decode it together with the other objects of its chunk
+(:mod:`edgeplat.sync.decoding`). Rejects go to ``quarantine`` with ``BatchError.reason``;
+``hlc_too_far_ahead`` rejects are *deferred* (see below). Errors of the key service's
+infrastructure fail the run: the object stays unsettled and the next run or the
+reconciliation picks it up.
 
 Exactly once, keyed by (tenant, device, stream, seq), whatever the order, overlap or
 repetition of batches, in one lakehouse transaction per chunk of objects (rows, ledger,
 evictions, quarantine and devices together; ``retried`` repeats it whole). Chunks commit
 in a second thread while the next chunk decodes; commits stay in order, one at a time.
 
-1. Every accepted batch's rows are staged as one Arrow table per stream, with the ``day``
-   partition key computed from ``ts`` in numpy (see ``lakehouse_schema``: cheaper than
-   letting DuckLake derive year/month/day of a TIMESTAMPTZ with ICU on insert).
+1. Every accepted batch's rows are staged as one Arrow table per stream (strings stay
+   dictionary-encoded, as the batches store them), with the ``day`` partition key computed
+   from ``ts`` in numpy (see ``lakehouse_schema``: cheaper than letting DuckLake derive
+   year/month/day of a TIMESTAMPTZ with ICU on insert).
 2. Batches whose seq range overlaps no other staged batch and no ledger range cannot hold a
    stored or staged duplicate: their rows are appended as they are (the common case).
 3. Overlapping batches' rows are *contested*: fingerprinted (DuckDB ``hash`` of hlc, node,
@@ -64,7 +66,7 @@ from edgeplat.lake_files import append_rows, conform, insert_rows
 from edgeplat.lakehouse import retried
 from edgeplat.lakehouse_schema import DAY_COLUMN, TABLES, utc_day
 from edgeplat.sync.contested import settle
-from edgeplat.sync.decoding import Accepted, Rejected, decoded, drift_check
+from edgeplat.sync.decoding import Accepted, DecodedGroup, Rejected, decoded
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ledger import PENDING_SQL, settled_keys
 
@@ -172,18 +174,17 @@ def _ingest(
     with cf.ThreadPoolExecutor(1, thread_name_prefix="ingest-commit") as committer:
         pending: cf.Future | None = None
 
-        def commit(chunk: list[Accepted | Rejected]) -> None:
+        def commit(chunk: list[DecodedGroup]) -> None:
             nonlocal pending
             if pending is not None:
                 report.add(pending.result())
             pending = committer.submit(_commit_chunk, env, con, chunk, now_ms, reevaluate_deferred)
 
-        chunk: list[Accepted | Rejected] = []
+        chunk: list[DecodedGroup] = []
         rows = 0
-        for item in decoded(env, todo, on_missing):
-            item = drift_check(item, now_ms, env.settings.max_drift_ms)
-            chunk.append(item)
-            rows += item.batch.table.num_rows if isinstance(item, Accepted) else 0
+        for group in decoded(env, todo, on_missing, now_ms):
+            chunk.append(group)
+            rows += group.rows
             if rows >= env.settings.rows_per_commit:
                 commit(chunk)
                 chunk, rows = [], 0
@@ -226,29 +227,31 @@ class _Stage:
     keys: list[str]  # _bidx -> object key
 
 
-def _stages(accepted: Sequence[Accepted]) -> dict[str, _Stage]:
-    by_stream: dict[str, list[Accepted]] = {}
-    for a in sorted(accepted, key=lambda a: a.object_key):
-        by_stream.setdefault(a.batch.manifest.stream, []).append(a)
+def _stages(groups: Sequence[DecodedGroup], accepted: Sequence[Accepted]) -> dict[str, _Stage]:
+    """The ``accepted`` objects' rows, one stage per stream, objects in key order (groups come in key order)."""
+    wanted = {a.object_key: a.manifest for a in accepted}
     out = {}
-    for stream, items in by_stream.items():
-        keys = [a.object_key for a in items]
-        tables, bidx = [], []
-        for i, a in enumerate(items):
-            t = a.batch.table
-            tables.append(t)
-            bidx.append(np.full(t.num_rows, i, dtype=np.int32))
-        rows = pa.concat_tables(tables) if tables else STREAMS[stream].schema.empty_table()
-        idx = pa.array(np.concatenate(bidx) if bidx else np.zeros(0, np.int32), pa.int32())
+    for stream in sorted({s for g in groups for s in g.streams}):
+        parts = [g.streams[stream] for g in groups if stream in g.streams]
+        keys = [k for p in parts for k in p.keys]
+        counts = np.concatenate([p.counts for p in parts])
+        rows = pa.concat_tables([p.table for p in parts])
+        kept = np.array([k in wanted for k in keys], dtype=bool)
+        if not kept.all():  # settled by another run since they were decoded
+            rows = rows.filter(pa.array(np.repeat(kept, counts)))
+            keys, counts = [k for k, keep in zip(keys, kept, strict=True) if keep], counts[kept]
+        if not keys:
+            continue
+        idx = pa.array(np.repeat(np.arange(len(keys), dtype=np.int32), counts), pa.int32())
         rows = rows.append_column("_bidx", idx).append_column(
             "batch_key", pa.DictionaryArray.from_arrays(idx, pa.array(keys, pa.string()))
         )
         if DAY in TABLES[STREAM_TABLES[stream]].partitioned_by:  # computed here, not by DuckLake (ICU)
             rows = rows.append_column(DAY, utc_day(rows.column("ts")))
-        m = [a.batch.manifest for a in items]
+        m = [wanted[k] for k in keys]
         ranges = pa.table(
             {
-                "_bidx": pa.array(range(len(items)), pa.int32()),
+                "_bidx": pa.array(range(len(keys)), pa.int32()),
                 "tenant_id": [x.tenant_id for x in m],
                 "device_id": [x.device_id for x in m],
                 "stream": [x.stream for x in m],
@@ -417,6 +420,7 @@ def merge_state_edits(env: SyncEnv, con: duckdb.DuckDBPyConnection, edits: pa.Ta
     """
     if edits.num_rows == 0:
         return 0, Counter()
+    edits = _plain_strings(edits, STREAMS["state"].schema.names)
     n = edits.num_rows
     for name, value in (("origin", pa.array(["device"] * n)), ("node_id", edits.column("device_id"))):
         edits = edits.set_column(edits.schema.get_field_index(name), name, value)
@@ -431,6 +435,15 @@ def merge_state_edits(env: SyncEnv, con: duckdb.DuckDBPyConnection, edits: pa.Ta
     return stats.edits_in, Counter(stats.conflicts_by_rule)
 
 
+def _plain_strings(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """``table`` with its dictionary-encoded columns among ``names`` decoded (the merge takes plain strings)."""
+    for name in names:
+        i = table.schema.get_field_index(name)
+        if i >= 0 and pa.types.is_dictionary(table.schema.field(i).type):
+            table = table.set_column(i, name, table.column(i).cast(table.schema.field(i).type.value_type))
+    return table
+
+
 def _accepted_rows(stage: _Stage, bad: Iterable[str]) -> pa.Table:
     bad = set(bad)
     bad_idx = [i for i, k in enumerate(stage.keys) if k in bad]
@@ -443,13 +456,14 @@ def _accepted_rows(stage: _Stage, bad: Iterable[str]) -> pa.Table:
 def _commit_chunk(
     env: SyncEnv,
     con: duckdb.DuckDBPyConnection,
-    items: list[Accepted | Rejected],
+    groups: list[DecodedGroup],
     now_ms: int,
     reevaluate_deferred: bool,
 ) -> IngestReport:
+    items = [i for g in groups for i in g.items]
     accepted = [i for i in items if isinstance(i, Accepted)]
     rejected = [i for i in items if isinstance(i, Rejected)]
-    stages = _stages(accepted)
+    stages = _stages(groups, accepted)
     now = _ts(now_ms)
     stamp = pa.scalar(now, pa.timestamp("us", tz="UTC"))
 
@@ -470,7 +484,7 @@ def _commit_chunk(
         keys = [i.object_key for i in items]
         ledgered, settled = _ledgered_and_settled(con, keys, pending_too=not reevaluate_deferred)
         acc = [a for a in accepted if a.object_key not in ledgered]
-        st = stages if len(acc) == len(accepted) else _stages(acc)
+        st = stages if len(acc) == len(accepted) else _stages(groups, acc)
         rej = [x for x in rejected if x.object_key not in settled]
         if reevaluate_deferred:  # still too far ahead: it keeps its one pending quarantine row
             pending = _pending(con, [x.object_key for x in rej if x.deferred])
@@ -501,7 +515,7 @@ def _commit_chunk(
             r.deferred_admitted = admitted
         _update_devices(con, good, st.get("health"), now, env)
         r.accepted = len(good)
-        r.rows_in = sum(a.batch.table.num_rows for a in good)
+        r.rows_in = sum(a.rows for a in good)
         r.rows_new = sum(new_by_key.get(a.object_key, 0) for a in good)
         r.duplicates_dropped = r.rows_in - r.rows_new
         r.quarantined = Counter(x.reason for x in rej)
@@ -534,7 +548,7 @@ def _write_ledger(
 ) -> None:
     rows = []
     for a in good:
-        m = a.batch.manifest
+        m = a.manifest
         new = new_by_key.get(a.object_key, 0)
         rows.append(
             {
@@ -562,7 +576,7 @@ def _write_ledger(
 def _write_evictions(con: duckdb.DuckDBPyConnection, good: Sequence[Accepted], now: datetime) -> int:
     rows = {}
     for a in good:
-        m = a.batch.manifest
+        m = a.manifest
         for e in m.evictions:
             k = (m.tenant_id, m.device_id, m.stream, e.first_seq, e.last_seq)
             rows.setdefault(
@@ -621,7 +635,7 @@ def _update_devices(
     env: SyncEnv,
 ) -> None:
     """``devices``: last_batch_at, online, and the latest reported version/slot (by HLC) from health rows."""
-    devs = sorted({(a.batch.manifest.tenant_id, a.batch.manifest.device_id) for a in good})
+    devs = sorted({(a.manifest.tenant_id, a.manifest.device_id) for a in good})
     if not devs:
         return
     good_keys = {a.object_key for a in good}
