@@ -52,6 +52,7 @@ from edge_sync.batch import read_batch, write_batch
 from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry
 from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
+from edgeplat.arrow_memory import prefer_jemalloc
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.sync.env import SyncEnv, SyncSettings, local_decoder
 from edgeplat.sync.ingest import ingest_objects
@@ -219,6 +220,7 @@ def time_pandas_decoded(root: Path, keys: list[str], out: Path) -> float:
 
 
 def run(quick: bool) -> list[Result]:
+    prefer_jemalloc()  # the pool the ingest uses, for every contender
     rows = 500_000 if quick else 10_000_000
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:

@@ -150,8 +150,7 @@ def partitions(rows: pa.Table, keys: tuple[str, ...]) -> Iterator[tuple[tuple[st
         distinct = pc.unique(column)
         if pa.types.is_dictionary(distinct.type):
             distinct = distinct.dictionary_decode()
-        index = pc.index_in(column, value_set=distinct)
-        codes = codes * len(distinct) + np.asarray(index, dtype=np.int64)
+        codes = codes * len(distinct) + _positions(column, distinct)
         uniques.append(distinct.to_pylist())
     edges = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     if len(edges) >= _MAX_RUNS:
@@ -169,6 +168,20 @@ def partitions(rows: pa.Table, keys: tuple[str, ...]) -> Iterator[tuple[tuple[st
             code, i = divmod(code, len(distinct))
             values.append(_hive_value(distinct[i]))
         yield tuple(reversed(values)), pa.concat_tables(parts)
+
+
+def _positions(column: pa.ChunkedArray, distinct: pa.Array) -> np.ndarray:
+    """The index in ``distinct`` of each value of ``column`` (which has no nulls)."""
+    if not pa.types.is_dictionary(column.type):
+        return np.asarray(pc.index_in(column, value_set=distinct), dtype=np.int64)
+    # look up each chunk's few dictionary values, not every row's string
+    parts = [
+        np.asarray(pc.index_in(chunk.dictionary, value_set=distinct), dtype=np.int64)[
+            chunk.indices.to_numpy(zero_copy_only=False)
+        ]
+        for chunk in column.chunks
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _is_text(type_: pa.DataType) -> bool:

@@ -62,6 +62,7 @@ import pyarrow as pa
 
 from edge_sync.merge import StateMerger
 from edge_sync.streams import STREAMS
+from edgeplat.arrow_memory import prefer_jemalloc
 from edgeplat.lake_files import append_rows, conform, insert_rows
 from edgeplat.lakehouse import retried
 from edgeplat.lakehouse_schema import DAY_COLUMN, TABLES, utc_day
@@ -146,6 +147,7 @@ def ingest_objects(
     report = IngestReport(objects=len(wanted))
     if not wanted:
         return report
+    prefer_jemalloc()
     if con is None:
         with env.lakehouse.session() as own:
             return _ingest(env, own, wanted, reevaluate_deferred, report)

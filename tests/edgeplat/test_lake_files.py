@@ -38,6 +38,19 @@ def test_partitions_group_runs_by_value_and_keep_every_row() -> None:
     }
 
 
+def test_dictionary_partition_columns_with_a_dictionary_per_chunk() -> None:
+    # the ingest's tenant column: dictionary chunks, each decoded group with its own dictionary
+    d2 = DAY + dt.timedelta(days=1)
+    plain = rows(["a", "a", "b", "b", "a", "c"], [DAY, d2, DAY, DAY, DAY, d2])
+    tenant = pa.chunked_array(
+        [pa.array(["a", "a", "b"]).dictionary_encode(), pa.array(["b", "a", "c"]).dictionary_encode()]
+    )
+    coded = plain.set_column(0, "tenant_id", tenant)
+    got = {values: part["seq"].to_pylist() for values, part in partitions(coded, ("tenant_id", "day"))}
+    assert got == {values: part["seq"].to_pylist() for values, part in partitions(plain, ("tenant_id", "day"))}
+    assert got[("c", "2026-03-05")] == [5]
+
+
 def test_partitions_sort_once_when_values_alternate(monkeypatch) -> None:
     monkeypatch.setattr(lake_files, "_MAX_RUNS", 4)
     table = rows(["a", "b"] * 10, [DAY] * 20)
