@@ -39,16 +39,6 @@ T, D = "tenant-a", "dev-1"
 TS0 = 1_767_225_600_000
 
 
-@pytest.fixture
-def keyring(tmp_path):
-    return LocalKeyring(tmp_path / "keys")
-
-
-@pytest.fixture
-def ident():
-    return DeviceIdentity.generate(T, D)
-
-
 def sample_values(dtype: pa.DataType, n: int) -> pa.Array:
     if pa.types.is_string(dtype):
         pool = ["", "héllo wörld ✓", None, "a", "日本語", "x" * 50, "line\nbreak"]

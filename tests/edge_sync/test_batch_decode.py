@@ -14,8 +14,6 @@ import pytest
 
 from edge_sync import batch_encoding as enc
 from edge_sync.batch_encoding import PayloadDecodeError, decode_table, encode_table
-from edge_sync.identity import DeviceIdentity
-from edge_sync.keys import LocalKeyring
 from edge_sync.streams import STREAMS, StreamSpec, get_stream
 from tests.edge_sync.test_batch import D, T, assert_identical, forge, make_table, read, reason_of, write
 
@@ -56,16 +54,6 @@ OLD_TELEMETRY_PAYLOAD = base64.b64decode(
     "DBZQFt4DFogCJrYJSRwVABUSFQIAPCkGGSYcNAAAABbKEhZQJggWtgsAKCBwYXJxdWV0LWNwcC1hcnJvdyB2ZXJzaW9uIDI2"
     "LjAuMRmMHAAAHAAAHAAAHAAAHAAAHAAAHAAAHAAAAJgCAABQQVIx"
 )
-
-
-@pytest.fixture
-def keyring(tmp_path):
-    return LocalKeyring(tmp_path / "keys")
-
-
-@pytest.fixture
-def ident():
-    return DeviceIdentity.generate(T, D)
 
 
 def _old_telemetry_table() -> pa.Table:

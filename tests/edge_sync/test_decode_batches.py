@@ -11,20 +11,8 @@ import pyarrow as pa
 import pytest
 
 from edge_sync.batch import decode_batches, open_batch
-from edge_sync.identity import DeviceIdentity
-from edge_sync.keys import LocalKeyring
 from edge_sync.streams import STREAMS, get_stream
-from tests.edge_sync.test_batch import D, T, assert_identical, forge, make_table, read, write
-
-
-@pytest.fixture
-def keyring(tmp_path):
-    return LocalKeyring(tmp_path / "keys")
-
-
-@pytest.fixture
-def ident():
-    return DeviceIdentity.generate(T, D)
+from tests.edge_sync.test_batch import D, assert_identical, forge, make_table, read, write
 
 
 def _open(data, keyring, ident, key=None):
