@@ -211,15 +211,18 @@ class _Layout:
     """What decoding needs to know about one stream, worked out once per :class:`StreamSpec`."""
 
     schema: pa.Schema
+    dictionary_schema: pa.Schema  # ``schema`` with every string column dictionary-encoded
     needed: frozenset[str]  # stored columns the writer always writes
     allowed: frozenset[str]  # ... plus the optional ones
     floats: frozenset[str]  # payload columns stored as scaled ints (<col>.i/.s/.f)
+    strings: tuple[str, ...]  # payload columns of strings (read as Parquet's dictionary codes)
 
 
 # Keyed by id(spec) and holding the spec, so a replaced spec (tests, a reload) is never served a
 # stale layout; ``spec.schema`` builds a new schema on every access, which showed in profiles.
 _LAYOUTS: dict[int, tuple[StreamSpec, _Layout]] = {}
 _TS_TYPE = pa.timestamp("ms", tz="UTC")
+_DICTIONARY_STRING = pa.dictionary(pa.int32(), pa.string())
 
 
 def _layout(spec: StreamSpec) -> _Layout:
@@ -230,7 +233,12 @@ def _layout(spec: StreamSpec) -> _Layout:
     needed = {"seq", "ts.d", "hlc.lo"}
     for field in spec.payload:
         needed |= {f"{field.name}.{s}" for s in "isf"} if field.name in floats else {field.name}
-    layout = _Layout(spec.schema, frozenset(needed), frozenset(needed | {"node_id"}), floats)
+    schema = spec.schema
+    coded = pa.schema(
+        [pa.field(f.name, _DICTIONARY_STRING, f.nullable) if pa.types.is_string(f.type) else f for f in schema]
+    )
+    strings = tuple(f.name for f in spec.payload if pa.types.is_string(f.type))
+    layout = _Layout(schema, coded, frozenset(needed), frozenset(needed | {"node_id"}), floats, strings)
     _LAYOUTS[id(spec)] = (spec, layout)  # a benign race between decode threads: same value
     return layout
 
@@ -257,21 +265,7 @@ def _numpy(column: pa.ChunkedArray, type_: pa.DataType) -> tuple[np.ndarray, np.
 
 def dictionary_schema(spec: StreamSpec) -> pa.Schema:
     """``spec.schema`` with every string column dictionary-encoded (``decode_tables``' output)."""
-    hit = _DICTIONARY_SCHEMAS.get(id(spec))
-    if hit is not None and hit[0] is spec:
-        return hit[1]
-    schema = pa.schema(
-        [
-            pa.field(f.name, _DICTIONARY_STRING, f.nullable) if pa.types.is_string(f.type) else f
-            for f in _layout(spec).schema
-        ]
-    )
-    _DICTIONARY_SCHEMAS[id(spec)] = (spec, schema)
-    return schema
-
-
-_DICTIONARY_STRING = pa.dictionary(pa.int32(), pa.string())
-_DICTIONARY_SCHEMAS: dict[int, tuple[StreamSpec, pa.Schema]] = {}
+    return _layout(spec).dictionary_schema
 
 
 def _constant(values: Sequence[str], counts: np.ndarray) -> pa.DictionaryArray:
@@ -296,10 +290,9 @@ def decode_tables(
     any payload is bad, without saying which: decode a single payload to find out.
     """
     layout = _layout(spec)
-    strings = [f.name for f in spec.payload if pa.types.is_string(f.type)]
     stored_tables, node_ids = [], []
     for data in payloads:
-        t = _read_stored(data, strings)
+        t = _read_stored(data, layout.strings)
         names = set(t.column_names)
         missing = layout.needed - names
         if missing:
@@ -340,7 +333,7 @@ def decode_tables(
         "node_id": device if all(n is None for n in node_ids) else _node_ids(node_ids, device_ids, counts, take),
         "ts": _arrow(ts, pa.int64()).view(_TS_TYPE),
     }
-    schema = dictionary_schema(spec)
+    schema = layout.dictionary_schema
     try:
         for field in spec.payload:
             if field.name in layout.floats:
@@ -374,7 +367,7 @@ def _seq_order(seq: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.lexsort((seq, owner))
 
 
-def _read_stored(data: bytes, strings: list[str]) -> pa.Table:
+def _read_stored(data: bytes, strings: Sequence[str]) -> pa.Table:
     """The payload's stored columns, its ``strings`` as dictionary arrays (the codes Parquet stores).
 
     ParquetFile.read, single-threaded: read_table goes through the dataset layer, and a
@@ -382,7 +375,7 @@ def _read_stored(data: bytes, strings: list[str]) -> pa.Table:
     """
     try:
         try:
-            reader = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings)
+            reader = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(strings))
         except KeyError:  # a string column missing or not a plain column: the checks after say which
             reader = pq.ParquetFile(pa.BufferReader(data))
         return reader.read(use_threads=False)
