@@ -8,7 +8,9 @@ download stays off.
 
 Writers that commit at the same moment can collide in the catalog ("database is locked"
 on SQLite, serialization failures on PostgreSQL); ``write`` retries the whole unit of
-work with jittered backoff, so callers write idempotent units.
+work with jittered backoff, so callers write idempotent units. A SQLite catalog is put in
+WAL mode by the first writer that attaches it, so readers never wait for a writer's
+commit, and every attach waits on a busy catalog instead of failing at once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ _MAX_ROOTS = 8
 _SCHEMA_CHECKED: set[tuple] = set()
 # Catalog errors that mean "another writer committed first: try the unit again".
 _RETRYABLE = ("database is locked", "conflict", "could not serialize", "deadlock", "database is busy")
+# How long one SQLite catalog statement waits for another process's lock before failing.
+_SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
 class LakehouseError(RuntimeError):
@@ -123,7 +127,8 @@ class Lakehouse:
                 while len(_ROOTS) > _MAX_ROOTS:
                     _ROOTS.pop(next(iter(_ROOTS)))
         cursor = root.cursor()
-        cursor.execute(f"USE {LAKE}")
+        # USE reads the catalog's latest snapshot, which can meet a lock SQLite will not wait on
+        retried(cursor, lambda c: c.execute(f"USE {LAKE}"), what="open a session", transaction=False)
         return cursor
 
     def _attach(self, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -135,9 +140,14 @@ class Lakehouse:
             options = [f"DATA_PATH {_sql_str(cfg.data_path)}"]
             if cfg.metadata_schema:
                 options.append(f"METADATA_SCHEMA {_sql_str(cfg.metadata_schema)}")
+            if cfg.catalog.startswith("sqlite:"):
+                options.append(f"META_BUSY_TIMEOUT {_SQLITE_BUSY_TIMEOUT_MS}")
+                if not read_only:  # switching to WAL writes the file; the mode then persists
+                    options.append("META_JOURNAL_MODE 'WAL'")
             if read_only:
                 options.append("READ_ONLY")
-            con.execute(f"ATTACH {_sql_str('ducklake:' + cfg.catalog)} AS {LAKE} ({', '.join(options)})")
+            attach = f"ATTACH {_sql_str('ducklake:' + cfg.catalog)} AS {LAKE} ({', '.join(options)})"
+            retried(con, lambda c: c.execute(attach), what="attach", transaction=False)
             con.execute(f"USE {LAKE}")
         except duckdb.Error as exc:
             con.close()
