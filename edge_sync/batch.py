@@ -1,4 +1,4 @@
-"""Batch format v1: the one reader and writer of uploaded batches, for device and central code.
+"""Batch format v2: the one reader and writer of uploaded batches, for device and central code.
 
 A batch is one device's rows of one stream over a seq range, stored at a deterministic
 object key ``tenant=<T>/device=<D>/stream=<S>/<first:020d>-<last:020d>.batch``::
@@ -14,6 +14,12 @@ object key ``tenant=<T>/device=<D>/stream=<S>/<first:020d>-<last:020d>.batch``::
   is the header plus the manifest bytes, so no manifest field can be swapped.
 * signature: Ed25519 by the device identity over everything before it.
 
+Versions: the writer writes 2; the reader reads 1 and 2, which differ only in how the
+payload is compressed (v1: zstd inside each Parquet page; v2: one zstd frame around the
+whole Parquet file, see batch_encoding), so batches an older agent queued before its upgrade
+still ingest. Crypto and checks are the same for both, and the version byte is covered by
+the signature and the AEAD, so it cannot be changed in transit. Any other version is refused.
+
 :func:`read_batch` checks in this order and raises a :class:`BatchError` whose ``reason``
 says what failed: ``truncated`` (shorter than the header), ``bad_magic``,
 ``unsupported_version`` (also a downgraded version byte), ``oversized_manifest`` (before
@@ -27,7 +33,8 @@ The central ingest runs the same checks in two steps: :func:`open_batch` for eac
 (everything up to the payload's hash), then :func:`decode_batches` for many opened batches
 of one stream at once (payload and ranges): one pass over their columns, not one per batch.
 
-Size: 1.63 B/row on the reference telemetry (one device-hour, ~3,600 rows per batch), against
+Size: 1.51 B/row on the reference telemetry (one device-hour, ~3,600 rows per batch; format 1:
+1.63), against
 10.7 B/row for zstd JSON lines and 8.5 for default Parquet+zstd; see batch_encoding for the
 decisions and bench/bench_batch_size.py for the current figures.
 """
@@ -82,7 +89,8 @@ from edge_sync.keys import KeyService, KeyServiceError
 from edge_sync.streams import STREAMS, StreamSpec, get_stream
 
 MAGIC = b"EDGB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written
+READ_VERSIONS = (1, 2)  # read (module docstring)
 MAX_MANIFEST_BYTES = 64 * 1024
 _HEADER = struct.Struct(">4sBI")  # magic, version, manifest length
 _NONCE_BYTES = 12
@@ -395,6 +403,7 @@ class _Parts:
     signature: bytes
     tenant_id: str  # as claimed by the (not yet verified) manifest
     device_id: str
+    version: int  # the header's format version
 
 
 def _split(data: bytes, key: str | None) -> _Parts:
@@ -407,10 +416,10 @@ def _split(data: bytes, key: str | None) -> _Parts:
     magic, version, length = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BadMagic(f"starts with {magic!r}, not {MAGIC!r}: not an edge-sync batch", key=key)
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise UnsupportedVersion(
-            f"format version {version}; this reader reads version {FORMAT_VERSION} only "
-            "(older versions are refused to prevent downgrades; upgrade the reader for newer ones)",
+            f"format version {version}; this reader reads versions {', '.join(map(str, READ_VERSIONS))} "
+            "(upgrade the reader for newer ones)",
             key=key,
         )
     if length > MAX_MANIFEST_BYTES:
@@ -440,6 +449,7 @@ def _split(data: bytes, key: str | None) -> _Parts:
         signature=data[-SIGNATURE_BYTES:],
         tenant_id=claimed["tenant_id"],
         device_id=claimed["device_id"],
+        version=version,
     )
 
 
@@ -448,7 +458,7 @@ def _parse_manifest(manifest_bytes: bytes, key: str | None) -> Manifest:
         return Manifest.model_validate_json(manifest_bytes)
     except ValidationError as exc:
         raise BadManifest(
-            f"manifest is not a valid v1 manifest ({exc.error_count()} errors: {exc.errors()[:2]})", key=key
+            f"manifest is not a valid manifest ({exc.error_count()} errors: {exc.errors()[:2]})", key=key
         ) from None
 
 
@@ -531,9 +541,9 @@ def open_batch(
     parts = _split(data, key)
     _verify(parts.signed, parts.signature, parts.tenant_id, parts.device_id, public_keys, key)
     manifest = _parse_manifest(parts.manifest_bytes, key)
-    if manifest.format_version != FORMAT_VERSION:
+    if manifest.format_version != parts.version:
         raise UnsupportedVersion(
-            f"manifest says format version {manifest.format_version}, header says 1", key=key
+            f"manifest says format version {manifest.format_version}, header says {parts.version}", key=key
         )
     if expected_key is not None:
         try:

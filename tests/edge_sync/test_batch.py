@@ -100,8 +100,10 @@ def reason_of(data, keyring, ident, **kw) -> str:
     return info.value.reason
 
 
-def forge(ident, keyring, stream="telemetry", table=None, payload=None, changes=None, data_key=None):
-    """A batch built by hand (correctly encrypted and signed) with chosen manifest fields."""
+def forge(
+    ident, keyring, stream="telemetry", table=None, payload=None, changes=None, data_key=None, version=FORMAT_VERSION
+):
+    """A batch built by hand (correctly encrypted and signed) with chosen manifest fields and format version."""
     spec = get_stream(stream)
     table = table if table is not None else make_table(stream)
     good = write(table, keyring, ident, stream=stream)
@@ -115,10 +117,11 @@ def forge(ident, keyring, stream="telemetry", table=None, payload=None, changes=
         nonce=base64.b64encode(nonce).decode(),
         payload_bytes=len(payload) + 16,
         plaintext_sha256=hashlib.sha256(payload).hexdigest(),
+        format_version=version,
     )
     m.update(changes or {})
     mb = canonical_json(m)
-    head = struct.pack(">4sBI", MAGIC, FORMAT_VERSION, len(mb)) + mb
+    head = struct.pack(">4sBI", MAGIC, version, len(mb)) + mb
     body = head + AESGCM(dk.plaintext).encrypt(nonce, payload, head)
     return body + ident.sign(body)
 
@@ -191,7 +194,7 @@ def test_eviction_only_batch(keyring, ident):
 def test_read_manifest_without_keys(keyring, ident):
     enc = write(make_table("alerts"), keyring, ident, stream="alerts")
     assert read_manifest(enc.data) == enc.manifest
-    assert enc.data[:5] == MAGIC + bytes([1])
+    assert enc.data[:5] == MAGIC + bytes([FORMAT_VERSION])
 
 
 @st.composite
@@ -304,7 +307,7 @@ def test_bad_magic(good, keyring, ident):
     assert reason_of(b"PAR1" + good.data[4:], keyring, ident) == "bad_magic"
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 3, 255])
 def test_downgraded_or_unknown_format_version(good, keyring, ident, version):
     data = good.data[:4] + bytes([version]) + good.data[5:]
     assert reason_of(data, keyring, ident) == "unsupported_version"
@@ -434,7 +437,7 @@ def test_payload_that_is_not_parquet(keyring, ident):
 
 def test_signed_but_invalid_manifest(keyring, ident):
     assert (
-        reason_of(forge(ident, keyring, changes={"format_version": 2}), keyring, ident)
+        reason_of(forge(ident, keyring, changes={"format_version": 1}), keyring, ident)
         == "unsupported_version"
     )
     assert reason_of(forge(ident, keyring, changes={"extra_field": 1}), keyring, ident) == "bad_manifest"
@@ -532,4 +535,4 @@ def test_manifest_is_canonical_json(good):
     assert b" " not in raw
     assert Manifest.model_validate_json(raw) == good.manifest
     assert raw == canonical_json(good.manifest.model_dump(mode="json"))
-    assert batch_mod.FORMAT_VERSION == good.manifest.format_version == 1
+    assert batch_mod.FORMAT_VERSION == good.manifest.format_version == 2

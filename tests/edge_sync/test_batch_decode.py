@@ -11,27 +11,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 
 from edge_sync import batch_encoding as enc
 from edge_sync.batch_encoding import PayloadDecodeError, decode_table, encode_table
 from edge_sync.streams import STREAMS, StreamSpec, get_stream
 from tests.edge_sync.test_batch import D, T, assert_identical, forge, make_table, read, reason_of, write
 
-# sha256 of encode_table(make_table(stream, n=40)) as written before decoding was reworked
-# (pyarrow 26.0.1): the writer's output must not change. Another pyarrow (Parquet writer, zstd)
-# may legitimately write other bytes, so the pin only holds for the version that made it.
+# sha256 of encode_table(make_table(stream, n=40)) as format 2 writes it (pyarrow 26.0.1,
+# zstandard 0.25): the writer's output must not change. Another pyarrow (Parquet writer) or
+# zstd may legitimately write other bytes, so the pin only holds for the versions that made it.
 PINNED_PYARROW = "26.0.1"
+PINNED_ZSTANDARD = "0.25.0"
 ENCODED_SHA256 = {
-    "alerts": "a133fa1aa1a3c8206cbb4325fb3dc564919e2ddd077a52fd4bc40f0567a8a0a2",
-    "health": "548deb1f9711e414ee43cbdf427bd2c91a7a1a7d7500fa6a0ee8b7eea53f8551",
-    "logs": "064a36c517c8e99d94bbd4b19d430c99d0da976bb8efc2e7b43df344627ec796",
-    "state": "b33158558d835c7c73db890fa3a4ffcca1f02e747126be830f66bccf3c15fb19",
-    "telemetry": "ddc16e0bbfb1a9561e8470ef517304e41633b3f3f668031fb23c2d40e524cc6e",
+    "alerts": "52e6a7295f67ec110ce036304cd85df080b8eab915d234c92c27fa55e86dd17b",
+    "health": "fe6643c72f9c5ee40f37c4265c56fbdb413c2dcd6622491454d3261d7db34037",
+    "logs": "16b4d53bbdb5dd432c6d0126d700e99a846b47ee516027c2805430291b962984",
+    "state": "fcbfc0f38cad33b2568183c8af5e223557fcb07be72f04b728615e394825120d",
+    "telemetry": "966bed1c47256da50050f2ddfda70465cfa694ddbb9e9ee509d1c4ef6b2003d8",
 }
 
-# encode_table of the 40-row telemetry table of make_table with node_id "gw-9" on every fifth row,
-# written by the encoder before decoding was reworked (exercises the metric sort, NaN, -0.0,
-# inf, nulls, unscaled floats and a stored node_id column).
+# A format-1 payload (zstd inside the Parquet pages): encode_table of the 40-row telemetry table
+# of make_table with node_id "gw-9" on every fifth row, as written before decoding was reworked
+# (exercises the metric sort, NaN, -0.0, inf, nulls, unscaled floats and a stored node_id column).
 OLD_TELEMETRY_PAYLOAD = base64.b64decode(
     "UEFSMRUAFZQBFYYBLBVQFQoVBhUGHAAAACi1L/0gStUBAGKDDBTQ5yAWnmU2KS4yvEQVMli4CBKZAr9txivbTpi6SDMKZdsI"
     "U9kxjKn/xalrIwB05T8IAQBGAygVABWMBRVKLBVQFQAVBhUGHAAAACi1L/1gRgDdAACgAgAAAFABAKjadpsBAADlAwAAAAAB"
@@ -68,9 +70,14 @@ def _parquet(columns: dict[str, pa.Array]) -> bytes:
     return out.getvalue()
 
 
+def _unframed(payload: bytes) -> bytes:
+    """The Parquet file inside a format-2 payload."""
+    return zstandard.ZstdDecompressor().decompress(payload)
+
+
 def _stored(table: pa.Table, spec: StreamSpec = STREAMS["telemetry"]) -> dict[str, pa.Array]:
     """The stored columns the encoder writes for ``table``, to tamper with one by one."""
-    stored = pq.read_table(pa.BufferReader(encode_table(table, spec, D)))
+    stored = pq.read_table(pa.BufferReader(_unframed(encode_table(table, spec, D))))
     return {name: stored.column(name).combine_chunks() for name in stored.column_names}
 
 
@@ -80,16 +87,54 @@ def test_payload_written_before_decodes_bit_for_bit():
     assert_identical(got, _old_telemetry_table())
 
 
-@pytest.mark.skipif(pa.__version__ != PINNED_PYARROW, reason=f"pinned bytes are pyarrow {PINNED_PYARROW}'s")
+def test_format_1_batch_still_reads(keyring, ident):
+    # queued by an agent before its upgrade: header and manifest say 1, payload compressed per page
+    data = forge(ident, keyring, table=_old_telemetry_table(), payload=OLD_TELEMETRY_PAYLOAD, version=1)
+    decoded = read(data, keyring, ident)
+    assert decoded.manifest.format_version == 1
+    assert_identical(decoded.table, _old_telemetry_table())
+
+
+@pytest.mark.skipif(
+    (pa.__version__, zstandard.__version__) != (PINNED_PYARROW, PINNED_ZSTANDARD),
+    reason=f"pinned bytes are pyarrow {PINNED_PYARROW}'s and zstandard {PINNED_ZSTANDARD}'s",
+)
 @pytest.mark.parametrize("stream", sorted(STREAMS))
 def test_encoder_output_is_unchanged(stream):
     payload = encode_table(make_table(stream, n=40), get_stream(stream), D)
     assert hashlib.sha256(payload).hexdigest() == ENCODED_SHA256[stream]
 
 
-@pytest.mark.skipif(pa.__version__ != PINNED_PYARROW, reason=f"pinned bytes are pyarrow {PINNED_PYARROW}'s")
-def test_old_payload_is_what_the_encoder_writes_today():
-    assert encode_table(_old_telemetry_table(), get_stream("telemetry"), D) == OLD_TELEMETRY_PAYLOAD
+def test_format_2_payload_is_one_zstd_frame_around_the_format_1_columns():
+    payload = encode_table(_old_telemetry_table(), get_stream("telemetry"), D)
+    assert payload[:4] == b"\x28\xb5\x2f\xfd" and len(payload) < len(OLD_TELEMETRY_PAYLOAD)
+    inner = pq.ParquetFile(pa.BufferReader(_unframed(payload)))
+    assert {inner.metadata.row_group(0).column(i).compression for i in range(inner.metadata.num_columns)} == {
+        "UNCOMPRESSED"
+    }
+    assert_identical(inner.read(), pq.read_table(pa.BufferReader(OLD_TELEMETRY_PAYLOAD)))
+
+
+@pytest.mark.parametrize(
+    "frame, problem",
+    [
+        (zstandard.ZstdCompressor(write_content_size=False).compress(b"PAR1" * 10), "does not declare"),
+        (zstandard.ZstdCompressor().compress(b"PAR1" * 10)[:-3], "does not decompress"),
+        (zstandard.ZstdCompressor().compress(b"PAR1" * 10) + b"tail", "does not decompress"),
+        (b"\x28\xb5\x2f\xfd" + b"\xff" * 3, "header is unreadable"),
+        (zstandard.ZstdCompressor().compress(b"PAR1" * 10), "not readable Parquet"),
+    ],
+)
+def test_bad_zstd_frames_are_decode_errors(frame, problem):
+    with pytest.raises(PayloadDecodeError, match=problem):
+        decode_table(frame, get_stream("telemetry"), T, D)
+
+
+def test_a_frame_announcing_more_than_the_limit_is_refused_before_decompressing(monkeypatch):
+    monkeypatch.setattr(enc, "MAX_PAYLOAD_BYTES", 1000)
+    frame = zstandard.ZstdCompressor().compress(b"\0" * 1001)
+    with pytest.raises(PayloadDecodeError, match="above the 1000-byte limit"):
+        decode_table(frame, get_stream("telemetry"), T, D)
 
 
 @pytest.mark.parametrize("stream", sorted(STREAMS))

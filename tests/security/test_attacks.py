@@ -58,6 +58,7 @@ def forge(
     signer: DeviceIdentity | None = None,
     version: int = FORMAT_VERSION,
     announced_length: int | None = None,
+    payload: bytes | None = None,
 ) -> tuple[str, bytes]:
     """A batch built by hand like ``write_batch`` does, with chosen manifest fields, signer and header.
 
@@ -65,7 +66,7 @@ def forge(
     """
     spec = STREAMS["telemetry"]
     table = rows("telemetry", tenant, device, list(seqs))
-    payload = encode_table(table, spec, device)
+    payload = encode_table(table, spec, device) if payload is None else payload
     dk = fleet.keys.generate_data_key(tenant)
     nonce = secrets.token_bytes(12)
     signer = signer or fleet.device(tenant, device)
@@ -143,6 +144,14 @@ def downgraded_version(f: Fleet, d: str) -> str:
 def downgraded_version_resigned(f: Fleet, d: str) -> str:
     # The device itself (stolen) signs a version-0 header: the signature verifies, the version still does not.
     key, data = forge(f, T, d, range(1, 11), version=0)
+    f.store.put(key, data)
+    return key
+
+
+def decompression_bomb(f: Fleet, d: str) -> str:
+    # The device (stolen) signs a payload whose zstd frame declares 4 GiB: refused before decompressing.
+    frame = b"\x28\xb5\x2f\xfd" + bytes([0xC0, 0x58]) + (4 << 30).to_bytes(8, "little") + bytes([1, 0, 0])
+    key, data = forge(f, T, d, range(1, 11), payload=frame)
     f.store.put(key, data)
     return key
 
@@ -262,6 +271,7 @@ BATCH_ATTACKS = [
     BatchAttack("downgraded format version byte", downgraded_version, "unsupported_version"),
     BatchAttack("downgraded version, re-signed by the device", downgraded_version_resigned, "unsupported_version"),
     BatchAttack("oversized manifest (64 KiB + 1)", oversized_manifest, "oversized_manifest"),
+    BatchAttack("payload zstd frame declaring 4 GiB, signed by the device", decompression_bomb, "corrupt_payload"),
     BatchAttack("oversized manifest announced in the header (4 GiB)", oversized_manifest_announced,
                 "oversized_manifest"),
     BatchAttack("path traversal in manifest tenant id ('../tenant-b')", traversal_in_manifest_tenant, "bad_manifest"),
