@@ -174,14 +174,13 @@ def _positions(column: pa.ChunkedArray, distinct: pa.Array) -> np.ndarray:
     """The index in ``distinct`` of each value of ``column`` (which has no nulls)."""
     if not pa.types.is_dictionary(column.type):
         return np.asarray(pc.index_in(column, value_set=distinct), dtype=np.int64)
-    # look up each chunk's few dictionary values, not every row's string
-    parts = [
-        np.asarray(pc.index_in(chunk.dictionary, value_set=distinct), dtype=np.int64)[
-            chunk.indices.to_numpy(zero_copy_only=False)
-        ]
-        for chunk in column.chunks
-    ]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    # Look up the dictionary's few values, not every row's string: one dictionary for the column
+    # (combining a stage's thousands of slices costs less than a lookup per slice).
+    combined = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if len(combined) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lookup = np.asarray(pc.index_in(combined.dictionary, value_set=distinct), dtype=np.int64)
+    return lookup[combined.indices.to_numpy(zero_copy_only=False)]
 
 
 def _is_text(type_: pa.DataType) -> bool:

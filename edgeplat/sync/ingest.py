@@ -84,6 +84,9 @@ REPLAY_REASON = "replay_conflict"
 BATCH_SUFFIX = ".batch"
 DAY = DAY_COLUMN[0]
 _ids = itertools.count()
+# Decoded groups (``SyncSettings.rows_per_commit`` rows each) one commit takes at most: an ingest
+# holds about twice this many groups in memory (one commit's, and those decoded meanwhile).
+MAX_GROUPS_PER_COMMIT = 6
 
 
 @dataclass
@@ -169,31 +172,28 @@ def _ingest(
     def on_missing() -> None:
         report.missing += 1
 
-    # Chunk k commits in a second thread while chunk k+1 decodes: decoding holds the GIL most of
-    # the time and DuckDB's insert releases it, so the two overlap on two cores. Commits stay
-    # strictly in order, one at a time (each waits for the previous), so every commit's ledger
-    # check sees the chunks before it.
+    # Commits run in a second thread while the next groups decode: decoding holds the GIL most of
+    # the time, and DuckDB and pyarrow's writer release it, so the two overlap on two cores. A
+    # commit takes every group decoded while the one before it ran (at most
+    # MAX_GROUPS_PER_COMMIT): when committing is the slower side, commits grow and their fixed
+    # costs (ledger re-check, devices, catalog) are paid fewer times; when decoding is, each
+    # group commits as soon as it is decoded. Commits stay strictly in order, one at a time, so
+    # every commit's ledger check sees the chunks before it.
     with cf.ThreadPoolExecutor(1, thread_name_prefix="ingest-commit") as committer:
         pending: cf.Future | None = None
-
-        def commit(chunk: list[DecodedGroup]) -> None:
-            nonlocal pending
-            if pending is not None:
-                report.add(pending.result())
-            pending = committer.submit(_commit_chunk, env, con, chunk, now_ms, reevaluate_deferred)
-
-        chunk: list[DecodedGroup] = []
-        rows = 0
+        ready: list[DecodedGroup] = []
         for group in decoded(env, todo, on_missing, now_ms):
-            chunk.append(group)
-            rows += group.rows
-            if rows >= env.settings.rows_per_commit:
-                commit(chunk)
-                chunk, rows = [], 0
-        if chunk:
-            commit(chunk)
+            ready.append(group)
+            if pending is not None and (pending.done() or len(ready) >= MAX_GROUPS_PER_COMMIT):
+                report.add(pending.result())
+                pending = None
+            if pending is None:
+                pending = committer.submit(_commit_chunk, env, con, ready, now_ms, reevaluate_deferred)
+                ready = []
         if pending is not None:
             report.add(pending.result())
+        if ready:
+            report.add(_commit_chunk(env, con, ready, now_ms, reevaluate_deferred))
     return report
 
 
