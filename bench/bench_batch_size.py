@@ -1,4 +1,4 @@
-"""Upload size of batch format v1 per row, against JSON lines (plain, gzip, zstd) and default Parquet.
+"""Upload size of the batch format (v2) per row, against JSON lines (plain, gzip, zstd) and default Parquet.
 
 Each device's hour of reference telemetry (~3,600 rows) becomes one batch, the unit the
 uploader sends; every baseline encodes exactly the same rows in the same per-device units.

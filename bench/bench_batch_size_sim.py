@@ -1,6 +1,6 @@
 """Upload size per row on the simulator's telemetry (issue 3: "run it on the simulator's telemetry too").
 
-Same shape as bench_batch_size: each device-hour of telemetry becomes one batch (format v1:
+Same shape as bench_batch_size: each device-hour of telemetry becomes one batch (format v2:
 header, manifest with wrapped key, AES-GCM, Ed25519 signature), against JSON lines, gzip
 JSON lines and zstd JSON lines of exactly the same rows, in the same per-device units.
 

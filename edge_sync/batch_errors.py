@@ -1,4 +1,4 @@
-"""The errors of batch format v1: one class per ``reason`` a batch is refused for.
+"""The errors of the batch format: one class per ``reason`` a batch is refused for.
 
 The central ingest quarantines a refused batch under ``err.reason`` (machine-readable) and
 keeps ``str(err)``, which names the object and the fix. ``detail`` carries the key
@@ -44,7 +44,7 @@ class OversizedManifest(BatchError):
 
 
 class BadManifest(BatchError):
-    """The manifest is not JSON, names no valid signer, or (signed) is not a valid v1 manifest."""
+    """The manifest is not JSON, names no valid signer, or (signed) is not a valid manifest."""
 
     reason = "bad_manifest"
 
@@ -92,7 +92,7 @@ class HashMismatch(BatchError):
 
 
 class CorruptPayload(BatchError):
-    """The decrypted payload is not the Parquet layout of format v1."""
+    """The decrypted payload is not the Parquet layout the batch format writes."""
 
     reason = "corrupt_payload"
 

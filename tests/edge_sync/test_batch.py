@@ -1,4 +1,4 @@
-"""Batch format v1: round trips, size, and every way a batch must be refused (with its reason)."""
+"""Batch format (v2, and v1 still read): round trips, size, and every way a batch must be refused (with its reason)."""
 
 from __future__ import annotations
 
