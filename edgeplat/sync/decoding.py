@@ -210,7 +210,7 @@ def decoded(
 ) -> Iterator[DecodedGroup]:
     """Fetch and decode ``keys`` in order, in groups; ``on_missing()`` for each object gone from the store.
 
-    A group closes once its batches hold ``rows_per_commit`` rows. With
+    A group closes once its batches hold ``rows_per_group`` rows. With
     ``decode_workers > 1``, a ``decoder`` factory and at least ``POOL_MIN_OBJECTS`` objects,
     decoding runs in that many worker processes, in groups of ``_GROUP_OBJECTS``. Decoding
     is mostly Python (manifest, checks, column assembly) around short native calls, so
@@ -231,7 +231,7 @@ def decoded(
         item = _open_object(key, data, env.key_service, registry, clock, retries)
         opened.append(item)
         rows += item.batch.manifest.row_count if isinstance(item, _Opened) else 0
-        if rows >= env.settings.rows_per_commit:
+        if rows >= env.settings.rows_per_group:
             yield _decode_group(opened)
             opened, rows = [], 0
     if opened:

@@ -43,14 +43,14 @@ class SyncSettings:
     max_drift_ms: int = DEFAULT_MAX_DRIFT_MS  # hlc_max beyond now + this: deferred (hlc_too_far_ahead)
     offline_after_s: int = DEFAULT_OFFLINE_AFTER_S  # no batch for this long: device offline
     decode_workers: int = 0  # >1: decode big runs in that many processes (needs SyncEnv.decoder; for >2 cores)
-    rows_per_commit: int = 500_000  # rows per decoded group (see ingest.MAX_GROUPS_PER_COMMIT)
+    rows_per_group: int = 500_000  # decoded rows per group; a commit takes up to ingest.MAX_GROUPS_PER_COMMIT
     key_service_retries: int = 3  # infrastructure errors (not KeyServiceError) before the run fails
 
     def __post_init__(self) -> None:
-        if self.max_drift_ms < 0 or self.offline_after_s <= 0 or self.rows_per_commit <= 0:
+        if self.max_drift_ms < 0 or self.offline_after_s <= 0 or self.rows_per_group <= 0:
             raise ValueError(
                 f"sync settings out of range: max_drift_ms={self.max_drift_ms} (>= 0), "
-                f"offline_after_s={self.offline_after_s} (> 0), rows_per_commit={self.rows_per_commit} (> 0)"
+                f"offline_after_s={self.offline_after_s} (> 0), rows_per_group={self.rows_per_group} (> 0)"
             )
 
 

@@ -84,7 +84,7 @@ REPLAY_REASON = "replay_conflict"
 BATCH_SUFFIX = ".batch"
 DAY = DAY_COLUMN[0]
 _ids = itertools.count()
-# Decoded groups (``SyncSettings.rows_per_commit`` rows each) one commit takes at most: an ingest
+# Decoded groups (``SyncSettings.rows_per_group`` rows each) one commit takes at most: an ingest
 # holds about twice this many groups in memory (one commit's, and those decoded meanwhile).
 MAX_GROUPS_PER_COMMIT = 6
 

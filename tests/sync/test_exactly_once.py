@@ -7,6 +7,7 @@ example uses its own tenant in one shared lakehouse (creating a lakehouse costs 
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from edge_sync.merge import merge_reference
 from edge_sync.rules import default_rules
+from edgeplat.sync import ingest as ingest_mod
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.sync.reconcile import reconcile
 from tests.sync.conftest import Fleet, rows
@@ -103,6 +105,28 @@ def test_overlapping_recut_batches_across_runs_and_within_a_run(shared: Fleet) -
                         [tenant])[0] == (20, 20, 1, 20)
     ledger = shared.count("SELECT sum(rows_new), sum(rows_duplicate) FROM batches WHERE tenant_id = ?", [tenant])
     assert ledger[0] == (20, 30)
+
+
+def test_a_commit_takes_the_groups_decoded_while_the_one_before_ran(shared: Fleet, monkeypatch) -> None:
+    tenant = f"x{next(_tenants)}"
+    b = shared.batch
+    keys = [shared.upload(b(tenant, "d1", "telemetry", range(a, a + 4))) for a in range(1, 41, 4)]
+    keys.append(shared.upload(b(tenant, "d1", "telemetry", range(1, 41))))  # overlaps every other batch
+    taken = []
+    real = ingest_mod._commit_chunk
+
+    def slow_commit(env, con, groups, *args):
+        taken.append(len(groups))
+        if len(taken) == 1:
+            time.sleep(0.5)  # groups pile up meanwhile
+        return real(env, con, groups, *args)
+
+    monkeypatch.setattr(ingest_mod, "_commit_chunk", slow_commit)
+    report = ingest_objects(shared.env(rows_per_group=4), keys)  # a group per batch
+    assert taken[0] == 1 and 1 < max(taken) <= ingest_mod.MAX_GROUPS_PER_COMMIT and sum(taken) == len(keys)
+    assert (report.accepted, report.rows_new, report.duplicates_dropped) == (11, 40, 40)
+    assert shared.count("SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE tenant_id = ?",
+                        [tenant])[0] == (40, 40)
 
 
 @pytest.mark.slow
