@@ -67,6 +67,10 @@ def demo_spec(
                 "iot_edge": {"module": "inference", "image": f"acr.example.io/acme/inference:{version}"},
             },
             "target": {"tenants": ["acme", "globex"]},
+            # Shares per tenant: phase 0 holds at least ceil(1% of 1,000) = 10 devices of each. Plain hash
+            # thresholds hold Binomial(2,000, 1%) devices (13 in one run), and below the gates'
+            # min_devices (15) one launch in ten was inconclusive until it rolled back.
+            "selection": {"stratify_by": "tenant"},
             "strategy": {"type": "canary", "phases": phases},
             "gates": [
                 {"metric": "error_rate", "max_ratio": 1.5, "min_devices": min_devices, "min_samples": 600},
