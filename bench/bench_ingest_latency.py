@@ -57,7 +57,6 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from assets.fleet.lakehouse import lakehouse_tables
 from assets.sync.reconcile import reconcile_schedule
 from bench.harness import BENCH_DIR, Result, reference_telemetry
 from edge_sync.batch import write_batch
@@ -67,10 +66,8 @@ from edge_sync.objectstore import LocalObjectStore
 from edgeplat.cli.common import QUIET_LOGS
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from pipelines import sensors_sync
-from pipelines.sync_defs import SYNC_ASSET_CHECKS, SYNC_ASSETS, SYNC_JOBS, SYNC_SCHEDULES, SYNC_SENSORS
-from resources.keys import DeviceRegistryResource, KeyServiceResource, PlatformSignerResource
-from resources.lakehouse import LakehouseResource
-from resources.object_store import ObjectStoreResource
+from pipelines.resources import embedded_sync_resources
+from pipelines.sync_defs import sync_definitions
 
 DEQUEUE_INTERVAL_S = 5.0  # QueuedRunCoordinator's default dequeue_interval_seconds
 REPO = BENCH_DIR.parent
@@ -131,25 +128,15 @@ class Fleet:
             self.store.put(key, data)
 
 
-def definitions(root: Path, lake: Lakehouse) -> dg.Definitions:
-    return dg.Definitions(
-        assets=[lakehouse_tables, *SYNC_ASSETS],
-        asset_checks=SYNC_ASSET_CHECKS,
-        jobs=SYNC_JOBS,
-        sensors=SYNC_SENSORS,
-        schedules=SYNC_SCHEDULES,
-        resources=resources(root, lake),
-    )
-
-
 def resources(root: Path, lake: Lakehouse) -> dict:
-    return {
-        "lakehouse": LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
-        "object_store": ObjectStoreResource(url=str(root / "objects")),
-        "key_service": KeyServiceResource(keyring_dir=str(root / "keys")),
-        "device_registry": DeviceRegistryResource(registry_dir=str(root / "devices")),
-        "platform_signer": PlatformSignerResource(path=str(root / "platform.pem"), create_if_missing=True),
-    }
+    return embedded_sync_resources(
+        catalog=lake.config.catalog,
+        data_path=lake.config.data_path,
+        objects=str(root / "objects"),
+        keys=str(root / "keys"),
+        registry=str(root / "devices"),
+        platform_key=str(root / "platform.pem"),
+    )
 
 
 def tick_and_run(
@@ -203,7 +190,8 @@ def run(quick: bool) -> list[Result]:
         print(f"fleet of {devices} devices and its batches in {time.perf_counter() - t0:.1f} s", flush=True)
         lake = Lakehouse(LakehouseConfig(catalog=f"sqlite:{root}/catalog.sqlite", data_path=f"{root}/lake/"))
         lake.ensure_schema()
-        defs, res = definitions(root, lake), resources(root, lake)
+        res = resources(root, lake)
+        defs = sync_definitions(res)
         (root / "dagster").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
             fleet.upload(warm)

@@ -54,19 +54,35 @@ def _gitops() -> GitOpsRepoResource:
     )
 
 
+def embedded_sync_resources(
+    *, catalog: str, data_path: str, objects: str, keys: str, registry: str, platform_key: str
+) -> dict[str, Any]:
+    """The sync's resources on embedded parts (a local or SQLite catalog, folders, a key file),
+    wherever they are: the local environment's, a benchmark's or a test's."""
+    return {
+        "lakehouse": LakehouseResource(catalog=catalog, data_path=data_path),
+        "object_store": ObjectStoreResource(url=objects),
+        "key_service": KeyServiceResource(keyring_dir=keys),
+        "device_registry": DeviceRegistryResource(registry_dir=registry),
+        "platform_signer": PlatformSignerResource(path=platform_key, create_if_missing=True),
+    }
+
+
 def local_resources() -> dict[str, Any]:
     p = paths()
-    object_store = ObjectStoreResource(url=str(p.objects))
-    signer = PlatformSignerResource(path=str(p.platform_key), create_if_missing=True)
-    return {
-        "lakehouse": LakehouseResource(catalog=f"sqlite:{p.catalog}", data_path=f"{p.lake_data}/"),
-        "object_store": object_store,
-        "key_service": KeyServiceResource(keyring_dir=str(p.keys)),
-        "device_registry": DeviceRegistryResource(registry_dir=str(p.registry)),
-        "platform_signer": signer,
-        "fleet_backend": FleetBackendResource(kind="edge_agent", object_store=object_store, platform_signer=signer),
-        "gitops_repo": _gitops(),
-    }
+    res = embedded_sync_resources(
+        catalog=f"sqlite:{p.catalog}",
+        data_path=f"{p.lake_data}/",
+        objects=str(p.objects),
+        keys=str(p.keys),
+        registry=str(p.registry),
+        platform_key=str(p.platform_key),
+    )
+    res["fleet_backend"] = FleetBackendResource(
+        kind="edge_agent", object_store=res["object_store"], platform_signer=res["platform_signer"]
+    )
+    res["gitops_repo"] = _gitops()
+    return res
 
 
 def production_resources() -> dict[str, Any]:

@@ -5,38 +5,24 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from assets.fleet.lakehouse import lakehouse_tables
 from edge_sync.desired import decode, desired_key
 from edge_sync.identity import PlatformSigner
-from pipelines.resources import resources_for
-from pipelines.sync_defs import (
-    SYNC_ASSET_CHECKS,
-    SYNC_ASSETS,
-    SYNC_JOBS,
-    SYNC_SCHEDULES,
-    SYNC_SENSORS,
-)
-from resources.keys import DeviceRegistryResource, KeyServiceResource, PlatformSignerResource
-from resources.lakehouse import LakehouseResource
-from resources.object_store import ObjectStoreResource
+from pipelines.resources import embedded_sync_resources, resources_for
+from pipelines.sync_defs import SYNC_ASSETS, SYNC_SCHEDULES, sync_definitions
 from tests.sync.conftest import Fleet
 
 
 def definitions(fleet: Fleet) -> dg.Definitions:
     root = fleet.root
-    return dg.Definitions(
-        assets=[lakehouse_tables, *SYNC_ASSETS],
-        asset_checks=SYNC_ASSET_CHECKS,
-        jobs=SYNC_JOBS,
-        sensors=SYNC_SENSORS,
-        schedules=SYNC_SCHEDULES,
-        resources={
-            "lakehouse": LakehouseResource(catalog=fleet.lake.config.catalog, data_path=fleet.lake.config.data_path),
-            "object_store": ObjectStoreResource(url=str(fleet.store.root)),
-            "key_service": KeyServiceResource(keyring_dir=str(root / "keys")),
-            "device_registry": DeviceRegistryResource(registry_dir=str(root / "devices")),
-            "platform_signer": PlatformSignerResource(path=str(root / "platform.pem"), create_if_missing=True),
-        },
+    return sync_definitions(
+        embedded_sync_resources(
+            catalog=fleet.lake.config.catalog,
+            data_path=fleet.lake.config.data_path,
+            objects=str(fleet.store.root),
+            keys=str(root / "keys"),
+            registry=str(root / "devices"),
+            platform_key=str(root / "platform.pem"),
+        )
     )
 
 
