@@ -8,9 +8,10 @@ download stays off.
 
 Writers that commit at the same moment can collide in the catalog ("database is locked"
 on SQLite, serialization failures on PostgreSQL); ``write`` retries the whole unit of
-work with jittered backoff, so callers write idempotent units. A SQLite catalog is put in
-WAL mode by the first writer that attaches it, so readers never wait for a writer's
-commit, and every attach waits on a busy catalog instead of failing at once.
+work with jittered backoff, so callers write idempotent units. On a SQLite catalog every
+statement waits for a busy catalog (``META_BUSY_TIMEOUT``), and attaching and opening a
+session retry the locks SQLite refuses without waiting, so readers do not fail while
+writers commit.
 """
 
 from __future__ import annotations
@@ -114,9 +115,11 @@ class Lakehouse:
         second), so by default this is a cursor on one attached connection per process and
         mode: cheap, independent transactions, and it sees other processes' commits.
         ``fresh=True`` gives a connection of its own (its in-memory catalog is private).
+        A read-only connection retries a statement that meets a locked catalog (see ReadRetrying).
         """
         if fresh:
-            return self._attach(read_only)
+            con = self._attach(read_only)
+            return ReadRetrying(con) if read_only else con
         key = (self.config, read_only, os.getpid())
         with _ROOTS_LOCK:
             root = _ROOTS.get(key)
@@ -129,7 +132,7 @@ class Lakehouse:
         cursor = root.cursor()
         # USE reads the catalog's latest snapshot, which can meet a lock SQLite will not wait on
         retried(cursor, lambda c: c.execute(f"USE {LAKE}"), what="open a session", transaction=False)
-        return cursor
+        return ReadRetrying(cursor) if read_only else cursor
 
     def _attach(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         cfg = self.config
@@ -141,9 +144,9 @@ class Lakehouse:
             if cfg.metadata_schema:
                 options.append(f"METADATA_SCHEMA {_sql_str(cfg.metadata_schema)}")
             if cfg.catalog.startswith("sqlite:"):
+                # Not WAL mode: with writers in several processes, DuckDB's SQLite scanner crashed
+                # (SIGSEGV) in 5 of 20 runs of tests/sync/test_concurrency.py; never without it.
                 options.append(f"META_BUSY_TIMEOUT {_SQLITE_BUSY_TIMEOUT_MS}")
-                if not read_only:  # switching to WAL writes the file; the mode then persists
-                    options.append("META_JOURNAL_MODE 'WAL'")
             if read_only:
                 options.append("READ_ONLY")
             attach = f"ATTACH {_sql_str('ducklake:' + cfg.catalog)} AS {LAKE} ({', '.join(options)})"
@@ -244,6 +247,35 @@ class Lakehouse:
         import re
 
         return re.sub(r"(password=)\S+", r"\1***", self.config.catalog)
+
+
+class ReadRetrying:
+    """A read-only connection whose ``execute`` is retried when the catalog is locked.
+
+    Every statement on a DuckLake catalog first reads the latest snapshot. On a SQLite catalog
+    that read can meet a lock that SQLite's busy timeout does not cover while another process
+    commits ("database is locked": one reader in ten failed under three writers). A failed
+    read-only statement had no effect, so running it again is safe. Everything else is the
+    wrapped connection's.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def execute(self, query: str, parameters: object = None) -> duckdb.DuckDBPyConnection:
+        def run(c: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+            return c.execute(query) if parameters is None else c.execute(query, parameters)
+
+        return retried(self._con, run, what="read", transaction=False)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._con, name)
+
+    def __enter__(self) -> ReadRetrying:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._con.close()
 
 
 def retried(
