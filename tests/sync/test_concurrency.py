@@ -43,7 +43,7 @@ def test_reader_queries_while_two_ingest_processes_write_the_same_tenant(fleet: 
     finally:
         reader.close()
     outs = [w.communicate() for w in writers]
-    assert all(w.returncode == 0 for w in writers), [(w.returncode, o[1][-2000:]) for w, o in zip(writers, outs)]
+    assert all(w.returncode == 0 for w in writers), [(w.returncode, o[1][-2000:]) for w, o in zip(writers, outs, strict=True)]
     assert not errors
     assert len(reads) >= 3 and reads == sorted(reads)  # readers see committed snapshots only, growing
     assert sum(json.loads(o[0])["rows_new"] for o in outs) >= 3 * 400
