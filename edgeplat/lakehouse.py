@@ -9,9 +9,9 @@ download stays off.
 Writers that commit at the same moment can collide in the catalog ("database is locked"
 on SQLite, serialization failures on PostgreSQL); ``write`` retries the whole unit of
 work with jittered backoff, so callers write idempotent units. On a SQLite catalog every
-statement waits for a busy catalog (``META_BUSY_TIMEOUT``), and attaching and opening a
-session retry the locks SQLite refuses without waiting, so readers do not fail while
-writers commit.
+statement waits for a busy catalog (``META_BUSY_TIMEOUT``); attaching, opening a session
+and every statement of a read-only connection (:class:`ReadRetrying`) retry the locks
+SQLite refuses without waiting, so readers do not fail while writers commit.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Lakehouse:
                 options.append(f"METADATA_SCHEMA {_sql_str(cfg.metadata_schema)}")
             if cfg.catalog.startswith("sqlite:"):
                 # Not WAL mode: with writers in several processes, DuckDB's SQLite scanner crashed
-                # (SIGSEGV) in 5 of 20 runs of tests/sync/test_concurrency.py; never without it.
+                # (SIGSEGV) in 9 of 32 runs of tests/sync/test_concurrency.py; never without it.
                 options.append(f"META_BUSY_TIMEOUT {_SQLITE_BUSY_TIMEOUT_MS}")
             if read_only:
                 options.append("READ_ONLY")
