@@ -22,9 +22,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgeplat demo
 
+# --max-worker-restart=0: a crashed worker ends the run with a report naming the test. With restarts,
+# pytest-xdist 3.8's loadgroup scheduler can hang for good (pytest-xdist#1323, #1378).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --max-worker-restart=0 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow and not services" $(PYTEST_ARGS)

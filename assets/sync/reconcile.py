@@ -6,11 +6,11 @@ import dagster as dg
 
 from assets.sync.common import sync_env
 from assets.sync.ingest import report_metadata
+from edgeplat.sync.compaction import compact_isolated
 from edgeplat.sync.env import wall_ms
 from edgeplat.sync.ledger import pending_deferred
 from edgeplat.sync.reconcile import (
     admit_deferred,
-    compact,
     find_gaps,
     ingest_missed,
     mark_offline,
@@ -134,8 +134,7 @@ def sync_views(lakehouse: LakehouseResource) -> dg.MaterializeResult:
 @dg.asset(group_name="sync", deps=[sync_reconciliation, devices, device_health],
           description="DuckLake maintenance: flush inlined rows, merge small files, expire snapshots, clean files.")
 def lakehouse_compaction(lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    with lakehouse.get().session() as con:
-        out = compact(con)
+    out = compact_isolated(lakehouse.get().config)
     return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in out.items()})
 
 

@@ -9,7 +9,8 @@
   nor quarantined, from the ledger's and the evictions' ranges (no row scans).
 - :func:`mark_offline`: devices whose last batch is older than the threshold.
 - :func:`compact`: DuckLake maintenance (flush inlined data, merge small files, expire
-  old snapshots, delete files no snapshot needs, and orphans of rolled-back ingests).
+  old snapshots, delete files no snapshot needs, and orphans of rolled-back ingests); run it
+  through :func:`edgeplat.sync.compaction.compact_isolated`, which survives DuckLake's crashes.
 
 Every step is idempotent: running it twice gives the same tables.
 """
@@ -24,6 +25,7 @@ import duckdb
 
 from edgeplat.lakehouse import LAKE, retried
 from edgeplat.sync.arrivals import is_batch_key
+from edgeplat.sync.compaction import compact_isolated
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import STREAM_TABLES, IngestReport, ingest_objects
 from edgeplat.sync.ledger import PENDING_SQL, all_settled_keys, pending_deferred
@@ -232,7 +234,7 @@ class ReconcileReport:
 
 
 def reconcile(env: SyncEnv, *, compaction: bool = True) -> ReconcileReport:
-    """Run every reconciliation step once, in order, on one lakehouse connection."""
+    """Run every reconciliation step once, in order, on one lakehouse connection (compaction in a child)."""
     with env.lakehouse.session() as con:
         rep = ReconcileReport()
         rep.missed, rep.listed = ingest_missed(env, con)
@@ -241,9 +243,9 @@ def reconcile(env: SyncEnv, *, compaction: bool = True) -> ReconcileReport:
         rep.duplicates_removed = remove_duplicates(env, con)
         rep.gaps = find_gaps(con)
         rep.marked_offline = mark_offline(con, now_ms=env.now_ms(), offline_after_s=env.settings.offline_after_s)
-        if compaction:
-            rep.compaction = compact(con)
-        return rep
+    if compaction:
+        rep.compaction = compact_isolated(env.lakehouse.config)
+    return rep
 
 
 __all__ = [

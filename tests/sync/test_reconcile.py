@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from edgeplat.sync.compaction import compact_isolated
 from edgeplat.sync.ingest import ingest_objects
-from edgeplat.sync.reconcile import Gap, compact, find_gaps, mark_offline, remove_duplicates
+from edgeplat.sync.reconcile import Gap, find_gaps, mark_offline, remove_duplicates
 from edgeplat.sync.rollups import roll_up_health
 from edgeplat.sync.views import VIEWS, create_views
 from tests.sync.conftest import T0_MS, Fleet
@@ -71,7 +72,8 @@ def test_gaps_duplicates_offline_rollup_views_and_compaction(fleet: Fleet) -> No
         for orphan in (stale, fresh):
             pq.write_table(pa.table({"seq": [1]}), orphan)
         os.utime(stale, (time.time() - 2 * 86_400, time.time() - 2 * 86_400))
-        assert set(compact(con)) == {"flush_inlined_data", "merge_adjacent_files", "expire_snapshots",
-                                     "cleanup_old_files", "delete_orphaned_files"}
+        assert set(compact_isolated(fleet.lake.config)) == {
+            "flush_inlined_data", "merge_adjacent_files", "expire_snapshots", "cleanup_old_files",
+            "delete_orphaned_files"}
         assert fleet.snapshot() == snap
         assert not stale.exists() and fresh.exists()

@@ -1,0 +1,98 @@
+"""DuckLake maintenance (:func:`edgeplat.sync.reconcile.compact`) in a child process of its own.
+
+DuckLake 1.5.5's maintenance calls corrupt the heap now and then: in a stress run of
+ingest commits followed by maintenance on a SQLite catalog, about one maintenance pass in
+fifty died with SIGABRT ("double free or corruption", in ``ducklake_merge_adjacent_files``'
+file listing) or SIGSEGV (in the commit of ``ducklake_flush_inlined_data``), with or
+without our own Parquet files in the lake. A native crash takes the whole process with
+it: a Dagster run worker, or a test worker.
+
+So :func:`compact_isolated` runs the maintenance in a spawned child, and a crash fails
+that attempt only; the next attempt starts a fresh child. Retrying is safe: each
+maintenance call commits in one catalog transaction, so a crashed attempt committed either
+nothing or all of that call; files it wrote and never registered are orphans that a later
+pass's ``ducklake_delete_orphaned_files`` removes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from collections.abc import Callable
+from datetime import timedelta
+from multiprocessing.connection import Connection
+
+from edgeplat.lakehouse import Lakehouse, LakehouseConfig, LakehouseError
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3
+
+
+class CompactionCrashed(LakehouseError):
+    """Every attempt's child process died from a signal; the message names it and what to do."""
+
+
+def compact_isolated(
+    config: LakehouseConfig, *, keep_snapshots: timedelta = timedelta(days=7), attempts: int = ATTEMPTS,
+    target: Callable[[LakehouseConfig, timedelta], dict[str, int]] | None = None,
+) -> dict[str, int]:
+    """Run :func:`compact` on ``config``'s lakehouse in a child process, retrying a child that crashed.
+
+    Returns what :func:`compact` returns. An error the maintenance raises (not a crash) is
+    raised here as a :class:`LakehouseError` with the child's message, without a retry.
+    ``target`` replaces the maintenance (tests use it to crash a child on purpose).
+    """
+    ctx = multiprocessing.get_context("spawn")  # not fork: the parent holds DuckDB's threads
+    deaths = []
+    for attempt in range(1, attempts + 1):
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child, args=(send, target or _compact, config, keep_snapshots),
+                            name="ducklake-maintenance", daemon=True)
+        child.start()
+        send.close()  # so that recv() sees EOF when the child dies
+        try:
+            outcome = receive.recv()
+        except EOFError:
+            outcome = None
+        finally:
+            receive.close()
+            child.join()
+        if outcome is not None:
+            status, value = outcome
+            if status == "ok":
+                return value
+            raise LakehouseError(f"DuckLake maintenance failed: {value}")
+        deaths.append(_describe(child.exitcode))
+        log.warning("DuckLake maintenance child died (%s), attempt %d of %d", deaths[-1], attempt, attempts)
+    raise CompactionCrashed(
+        f"DuckLake maintenance crashed in {attempts} child processes in a row ({', '.join(deaths)}). "
+        "A crashed attempt leaves the lakehouse as it was; run reconcile_sync again, and if it keeps "
+        "crashing, report it to DuckLake with the DuckDB and ducklake extension versions."
+    )
+
+
+def _compact(config: LakehouseConfig, keep_snapshots: timedelta) -> dict[str, int]:
+    from edgeplat.sync.reconcile import compact
+
+    with Lakehouse(config).session() as con:
+        return compact(con, keep_snapshots=keep_snapshots)
+
+
+def _child(send: Connection, target: Callable, config: LakehouseConfig, keep_snapshots: timedelta) -> None:
+    try:
+        outcome = ("ok", target(config, keep_snapshots))
+    except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it
+        outcome = ("error", f"{type(exc).__name__}: {exc}")
+    send.send(outcome)
+    send.close()
+
+
+def _describe(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"

@@ -1,0 +1,84 @@
+"""DuckLake maintenance in a child process: a crashed child is retried, errors are not."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from edgeplat.lakehouse import LakehouseConfig, LakehouseError
+from edgeplat.sync.compaction import CompactionCrashed, compact_isolated
+from edgeplat.sync.ingest import ingest_objects
+from tests.sync.conftest import Fleet
+
+# The targets run in a spawned child: they count their attempts in files under the data path.
+
+
+def _attempt(config: LakehouseConfig) -> int:
+    marks = Path(config.data_path) / "attempts"
+    marks.mkdir(parents=True, exist_ok=True)
+    n = len(list(marks.iterdir())) + 1
+    (marks / str(n)).touch()
+    return n
+
+
+def crash_first(config: LakehouseConfig, keep: timedelta) -> dict[str, int]:
+    if _attempt(config) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # what a native crash looks like from outside
+    return {"merge_adjacent_files": int(keep.days)}
+
+
+def crash_always(config: LakehouseConfig, keep: timedelta) -> dict[str, int]:
+    _attempt(config)
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
+
+
+def fail(config: LakehouseConfig, keep: timedelta) -> dict[str, int]:
+    _attempt(config)
+    raise ValueError("the catalog is read-only")
+
+
+def attempts(config: LakehouseConfig) -> int:
+    return len(list((Path(config.data_path) / "attempts").iterdir()))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> LakehouseConfig:
+    return LakehouseConfig(catalog=f"sqlite:{tmp_path}/catalog.sqlite", data_path=f"{tmp_path}/lake/")
+
+
+def test_a_crashed_child_is_replaced_and_the_next_one_finishes(config, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="edgeplat.sync.compaction"):
+        assert compact_isolated(config, keep_snapshots=timedelta(days=3), target=crash_first) == {
+            "merge_adjacent_files": 3}
+    assert attempts(config) == 2
+    assert "child died (signal SIGKILL), attempt 1 of 3" in caplog.text
+
+
+def test_children_that_keep_crashing_give_up_with_the_signals_and_what_to_do(config) -> None:
+    with pytest.raises(CompactionCrashed, match=r"crashed in 2 child processes in a row "
+                       r"\(signal SIGKILL, signal SIGKILL\).*run reconcile_sync again"):
+        compact_isolated(config, attempts=2, target=crash_always)
+    assert attempts(config) == 2
+
+
+def test_an_error_in_the_maintenance_is_raised_once_not_retried(config) -> None:
+    with pytest.raises(LakehouseError, match="DuckLake maintenance failed: ValueError: the catalog is read-only"):
+        compact_isolated(config, target=fail)
+    assert attempts(config) == 1
+
+
+def test_the_real_maintenance_runs_in_the_child_and_its_commits_are_seen(fleet: Fleet) -> None:
+    keys = [fleet.upload(fleet.batch("t1", "d1", "telemetry", range(1 + 10 * k, 11 + 10 * k))) for k in range(3)]
+    for key in keys:  # three commits: three inlined inserts for the flush to write out
+        ingest_objects(fleet.env(), [key])
+    before = fleet.snapshot()
+    out = compact_isolated(fleet.lake.config)
+    assert out["flush_inlined_data"] >= 1
+    assert fleet.snapshot() == before
+    assert fleet.count("SELECT count(*) FROM telemetry")[0][0] == 30
