@@ -402,13 +402,14 @@ def _read_stored(data: bytes, strings: Sequence[str]) -> pa.Table:
     """The payload's stored columns, its ``strings`` as dictionary arrays (the codes Parquet stores).
 
     ParquetFile.read, single-threaded: read_table goes through the dataset layer, and a
-    payload is one small row group, where thread hand-offs cost more than they save.
+    payload is one small row group, where thread hand-offs cost more than they save. No
+    pre-buffering: the payload is in memory already (0.31 -> 0.29 ms a payload).
     """
     try:
         try:
-            reader = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(strings))
+            reader = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(strings), pre_buffer=False)
         except KeyError:  # a string column missing or not a plain column: the checks after say which
-            reader = pq.ParquetFile(pa.BufferReader(data))
+            reader = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
         return reader.read(use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         raise PayloadDecodeError(f"payload is not readable Parquet ({exc})") from None

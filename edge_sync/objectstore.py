@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -38,6 +39,7 @@ LIST_PAGE_MAX = 1000  # S3's ListObjectsV2 page size
 # Local temp files live beside their target (same filesystem, so link/replace are atomic);
 # keys may not use this prefix, so a temp file is never mistaken for an object.
 TMP_PREFIX = ".objstore-tmp-"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # one regex search, not a Python loop over every character
 
 
 class ObjectStoreError(RuntimeError):
@@ -113,7 +115,7 @@ def _key_problem(key: str, *, allow_partial: bool) -> str | None:
         return "it starts with '/'; keys are relative, like 'tenant=t1/device=d1/x.batch'"
     if "\\" in key:
         return "it contains a backslash; use '/' to separate segments"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if _CONTROL.search(key):
         return "it contains a control character"
     if len(key.encode()) > MAX_KEY_BYTES:
         return f"it is longer than {MAX_KEY_BYTES} bytes (UTF-8)"
