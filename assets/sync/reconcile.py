@@ -132,7 +132,8 @@ def sync_views(lakehouse: LakehouseResource) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="sync", deps=[sync_reconciliation, devices, device_health],
-          description="DuckLake maintenance: flush inlined rows, merge small files, expire snapshots, clean files.")
+          description="DuckLake maintenance: flush inlined rows, merge small files, expire snapshots, clean "
+          "files; run in a child process, replaced if DuckLake crashes it.")
 def lakehouse_compaction(lakehouse: LakehouseResource) -> dg.MaterializeResult:
     out = compact_isolated(lakehouse.get().config)
     return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in out.items()})
