@@ -7,7 +7,7 @@ Plain Python on top of the lakehouse (no Dagster here; assets/sync and pipelines
 - :mod:`edgeplat.sync.ingest`: verify, decode, quarantine and append batches exactly once.
 - :mod:`edgeplat.sync.ledger`: what the ``batches`` ledger and ``quarantine`` already hold.
 - :mod:`edgeplat.sync.reconcile`: missed and deferred objects, duplicates, gaps, offline, compaction.
-- :mod:`edgeplat.sync.compaction`: DuckLake maintenance in a child process that may crash.
+- :mod:`edgeplat.sync.compaction`: DuckLake maintenance, run in a child process that DuckLake may crash.
 - :mod:`edgeplat.sync.rollups`: ``devices`` and ``device_health`` from the ingested rows.
 - :mod:`edgeplat.sync.central_edits`: central state edits (merge + desired-state downlink).
 - :mod:`edgeplat.sync.views`: the analysts' SQL views.

@@ -1,4 +1,7 @@
-"""DuckLake maintenance (:func:`edgeplat.sync.reconcile.compact`) in a child process of its own.
+"""DuckLake maintenance: :func:`compact`, and :func:`compact_isolated` to run it in a child process.
+
+:func:`compact` flushes inlined data, merges small files, expires old snapshots, deletes files
+no snapshot needs, and orphans of rolled-back ingests.
 
 DuckLake 1.5.5's maintenance calls corrupt the heap now and then. In stress runs (a fresh
 SQLite-catalog lake, 8 ingest commits, one maintenance pass, four such processes on two
@@ -21,14 +24,35 @@ import logging
 import multiprocessing
 import signal
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 
-from edgeplat.lakehouse import Lakehouse, LakehouseConfig, LakehouseError
+import duckdb
+
+from edgeplat.lakehouse import LAKE, Lakehouse, LakehouseConfig, LakehouseError, retried
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
+
+
+def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timedelta(days=7)) -> dict[str, int]:
+    """DuckLake maintenance; returns how many rows each call reported (files/snapshots touched)."""
+    older = (datetime.now(UTC) - keep_snapshots).strftime("%Y-%m-%d %H:%M:%S+00")
+    orphans = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S+00")
+    calls = {
+        "flush_inlined_data": f"CALL ducklake_flush_inlined_data('{LAKE}')",
+        "merge_adjacent_files": f"CALL ducklake_merge_adjacent_files('{LAKE}')",
+        "expire_snapshots": f"CALL ducklake_expire_snapshots('{LAKE}', older_than => TIMESTAMPTZ '{older}')",
+        "cleanup_old_files": f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => TIMESTAMPTZ '{older}')",
+        # files of ingest transactions that rolled back (see edgeplat.lake_files); a day's grace
+        # leaves a running ingest's not yet committed files alone
+        "delete_orphaned_files": f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => TIMESTAMPTZ '{orphans}')",
+    }
+    out = {}
+    for name, sql in calls.items():
+        out[name] = retried(con, lambda c, s=sql: len(c.execute(s).fetchall()), what=name, transaction=False)
+    return out
 
 
 class CompactionCrashed(LakehouseError):
@@ -75,8 +99,6 @@ def compact_isolated(
 
 
 def _compact(config: LakehouseConfig, keep_snapshots: timedelta) -> dict[str, int]:
-    from edgeplat.sync.reconcile import compact
-
     with Lakehouse(config).session() as con:
         return compact(con, keep_snapshots=keep_snapshots)
 

@@ -8,9 +8,8 @@
 - :func:`find_gaps`: seq ranges per device and stream neither uploaded, evicted, deferred
   nor quarantined, from the ledger's and the evictions' ranges (no row scans).
 - :func:`mark_offline`: devices whose last batch is older than the threshold.
-- :func:`compact`: DuckLake maintenance (flush inlined data, merge small files, expire
-  old snapshots, delete files no snapshot needs, and orphans of rolled-back ingests); run it
-  through :func:`edgeplat.sync.compaction.compact_isolated`, which survives DuckLake's crashes.
+- compaction: DuckLake maintenance, in :mod:`edgeplat.sync.compaction` (run in a child
+  process, which survives DuckLake's crashes).
 
 Every step is idempotent: running it twice gives the same tables.
 """
@@ -23,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from edgeplat.lakehouse import LAKE, retried
+from edgeplat.lakehouse import retried
 from edgeplat.sync.arrivals import is_batch_key
-from edgeplat.sync.compaction import compact_isolated
+from edgeplat.sync.compaction import compact, compact_isolated
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import STREAM_TABLES, IngestReport, ingest_objects
 from edgeplat.sync.ledger import PENDING_SQL, all_settled_keys, pending_deferred
@@ -190,25 +189,6 @@ def mark_offline(con: duckdb.DuckDBPyConnection, *, now_ms: int, offline_after_s
         return int(n)
 
     return retried(con, unit, what="mark offline")
-
-
-def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timedelta(days=7)) -> dict[str, int]:
-    """DuckLake maintenance; returns how many rows each call reported (files/snapshots touched)."""
-    older = (datetime.now(UTC) - keep_snapshots).strftime("%Y-%m-%d %H:%M:%S+00")
-    orphans = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S+00")
-    calls = {
-        "flush_inlined_data": f"CALL ducklake_flush_inlined_data('{LAKE}')",
-        "merge_adjacent_files": f"CALL ducklake_merge_adjacent_files('{LAKE}')",
-        "expire_snapshots": f"CALL ducklake_expire_snapshots('{LAKE}', older_than => TIMESTAMPTZ '{older}')",
-        "cleanup_old_files": f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => TIMESTAMPTZ '{older}')",
-        # files of ingest transactions that rolled back (see edgeplat.lake_files); a day's grace
-        # leaves a running ingest's not yet committed files alone
-        "delete_orphaned_files": f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => TIMESTAMPTZ '{orphans}')",
-    }
-    out = {}
-    for name, sql in calls.items():
-        out[name] = retried(con, lambda c, s=sql: len(c.execute(s).fetchall()), what=name, transaction=False)
-    return out
 
 
 @dataclass
