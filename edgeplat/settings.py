@@ -31,6 +31,14 @@ run_queue:
       value:
         applyLimitPerUniqueValue: true
       limit: 1
+# The platform's own warnings (a DuckLake maintenance child that crashed and was replaced, a
+# lakehouse commit retried after a collision) go into the run's event log, where operators look.
+# Never add botocore here: its DEBUG records name the AWS access key id (docs/security.md).
+python_logs:
+  python_log_level: INFO
+  managed_python_loggers:
+    - edgeplat
+    - edge_sync
 """
 
 

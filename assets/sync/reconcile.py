@@ -3,9 +3,11 @@
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from assets.sync.common import sync_env
 from assets.sync.ingest import report_metadata
+from edgeplat.sync.compaction import TIMEOUT as COMPACTION_TIMEOUT
 from edgeplat.sync.compaction import compact_isolated
 from edgeplat.sync.env import wall_ms
 from edgeplat.sync.ledger import pending_deferred
@@ -33,6 +35,13 @@ class ReconcileConfig(dg.Config):
 
 class DevicesConfig(dg.Config):
     offline_after_s: int = 30 * 60
+
+
+class CompactionConfig(dg.Config):
+    timeout_minutes: int = Field(
+        default=int(COMPACTION_TIMEOUT.total_seconds() // 60), gt=0,
+        description="the maintenance child is killed after this long (the run fails and says so)",
+    )
 
 
 @dg.asset(
@@ -133,9 +142,9 @@ def sync_views(lakehouse: LakehouseResource) -> dg.MaterializeResult:
 
 @dg.asset(group_name="sync", deps=[sync_reconciliation, devices, device_health],
           description="DuckLake maintenance: flush inlined rows, merge small files, expire snapshots, clean "
-          "files; run in a child process, replaced if DuckLake crashes it.")
-def lakehouse_compaction(lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    out = compact_isolated(lakehouse.get().config)
+          "files; run in a child process, replaced if DuckLake crashes it, killed past its timeout.")
+def lakehouse_compaction(config: CompactionConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+    out = compact_isolated(lakehouse.get().config, timeout=timedelta(minutes=config.timeout_minutes))
     return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in out.items()})
 
 

@@ -16,6 +16,9 @@ that attempt only; the next attempt starts a fresh child. Retrying is safe: each
 maintenance call commits in one catalog transaction, so a crashed attempt committed either
 nothing or all of that call; files it wrote and never registered are orphans that a later
 pass's ``ducklake_delete_orphaned_files`` removes.
+
+A child that runs past its timeout is killed and not retried (:class:`CompactionTimedOut`):
+what hangs once would likely hang again, and the next scheduled pass tries anew.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from edgeplat.lakehouse import LAKE, Lakehouse, LakehouseConfig, LakehouseError,
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
+# Longer than a pass over a big backlog of small files should take; the schedule runs every 15 minutes.
+TIMEOUT = timedelta(hours=1)
 
 
 def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timedelta(days=7)) -> dict[str, int]:
@@ -59,16 +64,23 @@ class CompactionCrashed(LakehouseError):
     """Every attempt's child process died from a signal; the message names it and what to do."""
 
 
+class CompactionTimedOut(LakehouseError):
+    """The maintenance child ran past its timeout and was killed."""
+
+
 def compact_isolated(
     config: LakehouseConfig, *, keep_snapshots: timedelta = timedelta(days=7), attempts: int = ATTEMPTS,
-    target: Callable[[LakehouseConfig, timedelta], dict[str, int]] | None = None,
+    timeout: timedelta = TIMEOUT, target: Callable[[LakehouseConfig, timedelta], dict[str, int]] | None = None,
 ) -> dict[str, int]:
     """Run :func:`compact` on ``config``'s lakehouse in a child process, retrying a child that crashed.
 
     Returns what :func:`compact` returns. An error the maintenance raises (not a crash) is
-    raised here as a :class:`LakehouseError` with the child's message, without a retry.
-    ``target`` replaces the maintenance (tests use it to crash a child on purpose).
+    raised here as a :class:`LakehouseError` with the child's message, without a retry; a
+    child still running after ``timeout`` is killed and :class:`CompactionTimedOut` raised.
+    ``target`` replaces the maintenance (tests use it to crash or hang a child on purpose).
     """
+    if timeout <= timedelta(0):
+        raise ValueError(f"compaction timeout must be positive, got {timeout}")
     ctx = multiprocessing.get_context("spawn")  # not fork: the parent holds DuckDB's threads
     deaths = []
     for attempt in range(1, attempts + 1):
@@ -78,6 +90,14 @@ def compact_isolated(
         child.start()
         send.close()  # so that recv() sees EOF when the child dies
         try:
+            if not receive.poll(timeout.total_seconds()):
+                child.kill()
+                raise CompactionTimedOut(
+                    f"DuckLake maintenance ran past its timeout ({timeout}) and its child process was killed. "
+                    "Each maintenance call commits whole, so the lakehouse is as the last finished call left it. "
+                    "A big backlog of small files can take that long: give it a longer timeout "
+                    "(lakehouse_compaction's timeout_minutes), or run it while ingest is quiet."
+                )
             outcome = receive.recv()
         except EOFError:
             outcome = None

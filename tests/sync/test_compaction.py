@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from edgeplat.lakehouse import LakehouseConfig, LakehouseError
-from edgeplat.sync.compaction import CompactionCrashed, compact_isolated
+from edgeplat.sync.compaction import CompactionCrashed, CompactionTimedOut, compact_isolated
 from edgeplat.sync.ingest import ingest_objects
 from tests.sync.conftest import Fleet
 
@@ -82,3 +83,23 @@ def test_the_real_maintenance_runs_in_the_child_and_its_commits_are_seen(fleet: 
     assert out["flush_inlined_data"] >= 1
     assert fleet.snapshot() == before
     assert fleet.count("SELECT count(*) FROM telemetry")[0][0] == 30
+
+
+def hang(config: LakehouseConfig, keep: timedelta) -> dict[str, int]:
+    _attempt(config)
+    (Path(config.data_path) / "child.pid").write_text(str(os.getpid()))
+    time.sleep(600)
+    raise AssertionError("unreachable")
+
+
+def test_a_child_past_its_timeout_is_killed_and_not_retried(config) -> None:
+    started = time.monotonic()
+    with pytest.raises(CompactionTimedOut, match=r"ran past its timeout \(0:00:03\).*timeout_minutes"):
+        compact_isolated(config, timeout=timedelta(seconds=3), target=hang)
+    assert time.monotonic() - started < 60
+    assert attempts(config) == 1
+    pid = int((Path(config.data_path) / "child.pid").read_text())
+    with pytest.raises(ProcessLookupError):  # killed and reaped: nothing left behind
+        os.kill(pid, 0)
+    with pytest.raises(ValueError, match="timeout must be positive"):
+        compact_isolated(config, timeout=timedelta(0), target=hang)
