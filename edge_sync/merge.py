@@ -68,6 +68,7 @@ that field (heads chosen under the old rule stay until beaten).
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import itertools
 import json
 import math
@@ -127,6 +128,8 @@ CONFLICTS_DDL = (
 
 JSON_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 JSON_INTEGER = r"-?(0|[1-9][0-9]{0,17})"  # fits int64 so sums stay exact
+# Batches of at least this many edits count their distinct edits in a second thread.
+_BACKGROUND_ROWS = 50_000
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
 
 
@@ -193,6 +196,7 @@ class _Order:
     def __init__(self, used: set[str]) -> None:
         self.prefer = bool(used & {"prefer_device", "prefer_central"})
         self.numeric = bool(used & {"max", "min"})
+        self.scalar = not self.numeric  # ``arg`` can be a scalar when HLCs are unique
 
     def arg(self, rule: str, *, unique_hlcs: bool) -> str:
         """The key a node's best edit maximizes. When no two different edits of a node share
@@ -368,7 +372,8 @@ class StateMerger:
         # million rows (a whole upload, or a query result) would be scanned on one core.
         table = pa.Table.from_batches(table.to_batches(max_chunksize=_SCAN_BATCH), table.schema)
         self.con.register(view, table)
-        self._views.append(view)
+        if view not in self._views:  # a pass redone (``_heads``) registers its view again
+            self._views.append(view)
         self._tables[view] = table
         return view
 
@@ -422,7 +427,9 @@ class StateMerger:
     def _merge(self, table: pa.Table, version: int) -> MergeStats:
         used = rules_used(self.rules)
         self._order = _Order(used)
-        distinct, self._unique_hlcs = distinct_edits(table, (*KEY_COLUMNS, "node_id"))
+        # Counted beside the heads pass, which assumes the usual case (no HLC shared by two
+        # different edits of a node) and is redone if that was wrong (see _heads).
+        counting = _count_distinct(table, (*KEY_COLUMNS, "node_id"))
         # A row number lets the heads pass return which edit won rather than copy its columns.
         inp = self._register("in", table.append_column("_row", pa.array(np.arange(table.num_rows))))
         ruled = f"(SELECT *, {rule_sql(self.rules)} AS rule FROM {inp})"
@@ -435,7 +442,8 @@ class StateMerger:
             t for t, full in zip(tables, self.con.execute(f"SELECT {probe}").fetchone(), strict=True) if full
         }
         # Everything is read and checked before the first write: a rejected batch writes nothing.
-        h = self._stage_heads(table, inp, used) if used - {"counter"} else None
+        h = self._heads(table, inp, used, counting) if used - {"counter"} else None
+        distinct, _ = counting.result()
         ci = self._stage_increments(ruled, checks.get("counter")) if "counter" in used else None
         for view, path in ((h, "heads"), (ci, "counter")):
             if view and path in checks and pc.sum(self._tables[view]["bad"]).as_py():
@@ -520,7 +528,15 @@ class StateMerger:
             "Fix the sender or change the field's rule in the rules file"
         )
 
-    def _stage_heads(self, table: pa.Table, inp: str, used: set[str]) -> str:
+    def _heads(self, table: pa.Table, inp: str, used: set[str], counting: cf.Future) -> str:
+        """:meth:`_stage_heads`, run while ``counting`` (:func:`distinct_edits`) tells whether
+        the scalar HLC key is exact; in the rare batch where it is not, run again with the full key."""
+        h = self._stage_heads(table, inp, used, unique_hlcs=True)
+        if counting.result()[1] or not self._order.scalar:
+            return h
+        return self._stage_heads(table, inp, used, unique_hlcs=False)
+
+    def _stage_heads(self, table: pa.Table, inp: str, used: set[str], *, unique_hlcs: bool) -> str:
         """Every rule but counter: each node's best edit in the batch (validated in the same pass).
 
         Grouped by key and node only: the rule is a function of the key, so it is computed
@@ -528,7 +544,7 @@ class StateMerger:
         number of each head and its edit is taken from the batch in Arrow: much cheaper
         than carrying the strings through DuckDB's aggregate states and back."""
         rule = rule_sql(self.rules)
-        arg = self._order.arg(rule, unique_hlcs=self._unique_hlcs)
+        arg = self._order.arg(rule, unique_hlcs=unique_hlcs)
         check = _checks(used, rule).get("heads")
         extra = [f"max({sql}) AS {name}" for name, sql in self._order.parts(rule)]
         extra += [f"count_if({check[0]}) AS bad"] if check else []
@@ -693,6 +709,21 @@ class StateMerger:
             f"{latest}.node_id AS node_id, {latest}.origin AS origin, 'counter' AS rule FROM {c} c WHERE c.kind = 'increment' "
             f"AND EXISTS (SELECT 1 FROM {ci} x WHERE {_on('x', 'c')}) GROUP BY ALL"
         )
+
+
+def _count_distinct(table: pa.Table, key: tuple[str, ...]) -> cf.Future:
+    """:func:`distinct_edits` of a batch, for big batches in a thread of its own: numpy's sort and
+    DuckDB's heads pass both release the GIL, so they overlap. Small batches count here: a
+    thread would cost more than it saves."""
+    if table.num_rows < _BACKGROUND_ROWS:
+        done: cf.Future = cf.Future()
+        done.set_result(distinct_edits(table, key))
+        return done
+    pool = cf.ThreadPoolExecutor(1, thread_name_prefix="merge-count")
+    try:
+        return pool.submit(distinct_edits, table, key)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one task
 
 
 # -- the reference: small, obviously correct, used by the tests as the oracle ------------
