@@ -7,8 +7,8 @@ key over the same edits already materialized in a DuckDB table, written to a tab
 
 Each merge goes into three new empty tables (created by the merger, inside the timing, and
 dropped after it) on a connection opened once, like the baseline's: neither side pays for
-opening a database. The two sides are timed alternately, best of ``repeat`` each, so load from other
-processes on a shared machine falls on both rather than on whichever ran second.
+opening a database. The two sides are timed alternately, best of ``repeat`` each, so load
+from other processes on a shared machine falls on both rather than on whichever ran second.
 """
 
 from __future__ import annotations
