@@ -20,6 +20,7 @@ import concurrent.futures as cf
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import date, timedelta
 from urllib.parse import urlparse
 
 import duckdb
@@ -56,6 +57,9 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
 }
 
+_EPOCH = date(1970, 1, 1)
+# Days a stage's rows may span before their day codes are hashed rather than offset from the first.
+_MAX_DAY_SPAN = 4_096
 _FILESYSTEMS: dict[LakehouseConfig, tuple[pafs.FileSystem, str]] = {}
 _FS_LOCK = threading.Lock()
 
@@ -146,17 +150,17 @@ def partitions(rows: pa.Table, keys: tuple[str, ...]) -> Iterator[tuple[tuple[st
     if not keys:
         yield (), rows
         return
+    if rows.num_rows == 0:
+        return
     codes = np.zeros(rows.num_rows, dtype=np.int64)
     uniques = []
     for key in keys:
         column = rows.column(key)
         if column.null_count:
             raise ValueError(f"partition column {key!r} has nulls; every row needs a value to be stored")
-        distinct = pc.unique(column)
-        if pa.types.is_dictionary(distinct.type):
-            distinct = distinct.dictionary_decode()
-        codes = codes * len(distinct) + _positions(column, distinct)
-        uniques.append(distinct.to_pylist())
+        positions, distinct = _codes(column)
+        codes = codes * max(len(distinct), 1) + positions
+        uniques.append(distinct)
     edges = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     if len(edges) >= _MAX_RUNS:
         order = np.argsort(codes, kind="stable")
@@ -175,17 +179,26 @@ def partitions(rows: pa.Table, keys: tuple[str, ...]) -> Iterator[tuple[tuple[st
         yield tuple(reversed(values)), pa.concat_tables(parts)
 
 
-def _positions(column: pa.ChunkedArray, distinct: pa.Array) -> np.ndarray:
-    """The index in ``distinct`` of each value of ``column`` (which has no nulls)."""
-    if not pa.types.is_dictionary(column.type):
-        return np.asarray(pc.index_in(column, value_set=distinct), dtype=np.int64)
-    # Look up the dictionary's few values, not every row's string: one dictionary for the column
-    # (combining a stage's thousands of slices costs less than a lookup per slice).
-    combined = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if len(combined) == 0:
-        return np.zeros(0, dtype=np.int64)
-    lookup = np.asarray(pc.index_in(combined.dictionary, value_set=distinct), dtype=np.int64)
-    return lookup[combined.indices.to_numpy(zero_copy_only=False)]
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
+    """A code per row of a partition column (which has no nulls), and the values the codes index.
+
+    The values may include some no row has (a dictionary can hold more than its rows use):
+    only codes that occur become partitions.
+    """
+    if pa.types.is_dictionary(column.type):
+        # Look up the dictionary's few values, not every row's string: one dictionary for the
+        # column (combining a stage's thousands of slices costs less than a lookup per slice).
+        combined = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        distinct = pc.unique(combined.dictionary)
+        lookup = np.asarray(pc.index_in(combined.dictionary, value_set=distinct), dtype=np.int64)
+        return lookup[combined.indices.to_numpy(zero_copy_only=False)], distinct.to_pylist()
+    if pa.types.is_date32(column.type) and len(column):  # the day: offsets from the first, no hashing
+        days = column.cast(pa.int32()).to_numpy().astype(np.int64)
+        first, span = int(days.min()), int(days.max() - days.min()) + 1
+        if span <= _MAX_DAY_SPAN:  # else a clock far off: hashed below, so only days present are listed
+            return days - first, [_EPOCH + timedelta(days=first + i) for i in range(span)]
+    distinct = pc.unique(column)
+    return np.asarray(pc.index_in(column, value_set=distinct), dtype=np.int64), distinct.to_pylist()
 
 
 def _is_delta(field: pa.Field) -> bool:

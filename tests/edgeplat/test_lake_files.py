@@ -52,6 +52,18 @@ def test_dictionary_partition_columns_with_a_dictionary_per_chunk() -> None:
     assert got[("c", "2026-03-05")] == [5]
 
 
+@pytest.mark.parametrize("last", [DAY + dt.timedelta(days=5), dt.date(9999, 12, 31)], ids=["near", "clock-far-off"])
+def test_days_partition_whether_close_together_or_far_apart(last: dt.date) -> None:
+    # close days are coded as offsets from the first; a clock far off (no code for every day
+    # in between) falls back to hashing the values
+    table = rows(["a", "a", "a", "b"], [DAY + dt.timedelta(days=2), DAY, last, DAY])
+    got = {values: part["seq"].to_pylist() for values, part in partitions(table, ("tenant_id", "day"))}
+    assert got == {
+        ("a", "2026-03-04"): [1], ("a", "2026-03-06"): [0], ("a", last.isoformat()): [2], ("b", "2026-03-04"): [3]
+    }
+    assert list(partitions(table.slice(0, 0), ("tenant_id", "day"))) == []
+
+
 def test_partitions_sort_once_when_values_alternate(monkeypatch) -> None:
     monkeypatch.setattr(lake_files, "_MAX_RUNS", 4)
     table = rows(["a", "b"] * 10, [DAY] * 20)
