@@ -196,7 +196,6 @@ class _Order:
     def __init__(self, used: set[str]) -> None:
         self.prefer = bool(used & {"prefer_device", "prefer_central"})
         self.numeric = bool(used & {"max", "min"})
-        self.scalar = not self.numeric  # ``arg`` can be a scalar when HLCs are unique
 
     def arg(self, rule: str, *, unique_hlcs: bool) -> str:
         """The key a node's best edit maximizes. When no two different edits of a node share
@@ -532,7 +531,7 @@ class StateMerger:
         """:meth:`_stage_heads`, run while ``counting`` (:func:`distinct_edits`) tells whether
         the scalar HLC key is exact; in the rare batch where it is not, run again with the full key."""
         h = self._stage_heads(table, inp, used, unique_hlcs=True)
-        if counting.result()[1] or not self._order.scalar:
+        if counting.result()[1] or self._order.numeric:  # numeric: the first pass used the full key
             return h
         return self._stage_heads(table, inp, used, unique_hlcs=False)
 

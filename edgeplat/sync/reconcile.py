@@ -24,7 +24,7 @@ import duckdb
 
 from edgeplat.lakehouse import retried
 from edgeplat.sync.arrivals import is_batch_key
-from edgeplat.sync.compaction import compact, compact_isolated
+from edgeplat.sync.compaction import compact_isolated
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import STREAM_TABLES, IngestReport, ingest_objects
 from edgeplat.sync.ledger import PENDING_SQL, all_settled_keys, pending_deferred
@@ -229,6 +229,6 @@ def reconcile(env: SyncEnv, *, compaction: bool = True) -> ReconcileReport:
 
 
 __all__ = [
-    "Gap", "ReconcileReport", "admit_deferred", "compact", "find_gaps", "ingest_missed", "is_batch_key",
+    "Gap", "ReconcileReport", "admit_deferred", "find_gaps", "ingest_missed", "is_batch_key",
     "list_batch_keys", "mark_offline", "reconcile", "remove_duplicates",
 ]
