@@ -13,7 +13,7 @@ from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.machine import Kind, Status
 from edgeplat.rollouts.store import RolloutStore
 from tests.rollouts.test_blue_green import Agent, phases_of
-from tests.rollouts.test_controller import small_spec
+from tests.rollouts.test_controller import GATED_ID, small_spec
 
 FACTORY = "2.0.0"  # what the demo fleet's devices run before any rollout
 BAD = "3.0.0"
@@ -28,7 +28,7 @@ def test_bad_release_on_factory_devices_is_rolled_back_to_the_factory_release(
     fleet.advance(30)
     assert all(backend.publisher.current(d.tenant_id, d.device_id) is None for d in fleet.devices)
     store = RolloutStore(lake)
-    rid = Controller(store, backend).launch(small_spec(), actor="alice", now=fleet.now)
+    rid = Controller(store, backend).launch(small_spec(), actor="alice", now=fleet.now, rollout_id=GATED_ID)
     online_key, offline_key = sorted(k for k, p in phases_of(lake, store, rid).items() if p == 0)[:2]
     online, offline = Agent(tmp_path, backend, *online_key), Agent(tmp_path, backend, *offline_key)
     for a in (online, offline):  # the factory image on slot a, recorded by the agent itself
