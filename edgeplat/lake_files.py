@@ -159,7 +159,7 @@ def partitions(rows: pa.Table, keys: tuple[str, ...]) -> Iterator[tuple[tuple[st
         if column.null_count:
             raise ValueError(f"partition column {key!r} has nulls; every row needs a value to be stored")
         positions, distinct = _codes(column)
-        codes = codes * max(len(distinct), 1) + positions
+        codes = codes * len(distinct) + positions
         uniques.append(distinct)
     edges = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     if len(edges) >= _MAX_RUNS:
@@ -180,7 +180,7 @@ def partitions(rows: pa.Table, keys: tuple[str, ...]) -> Iterator[tuple[tuple[st
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
-    """A code per row of a partition column (which has no nulls), and the values the codes index.
+    """A code per row of a non-empty partition column (which has no nulls), and the values the codes index.
 
     The values may include some no row has (a dictionary can hold more than its rows use):
     only codes that occur become partitions.
@@ -192,7 +192,7 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
         distinct = pc.unique(combined.dictionary)
         lookup = np.asarray(pc.index_in(combined.dictionary, value_set=distinct), dtype=np.int64)
         return lookup[combined.indices.to_numpy(zero_copy_only=False)], distinct.to_pylist()
-    if pa.types.is_date32(column.type) and len(column):  # the day: offsets from the first, no hashing
+    if pa.types.is_date32(column.type):  # the day: offsets from the first, no hashing
         days = column.cast(pa.int32()).to_numpy().astype(np.int64)
         first, span = int(days.min()), int(days.max() - days.min()) + 1
         if span <= _MAX_DAY_SPAN:  # else a clock far off: hashed below, so only days present are listed
