@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all), e.g. record batch_size")
     parser.add_argument("--quick", action="store_true", help="small sizes: the whole set in minutes")
     args = parser.parse_args(argv)
-    available = sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    available = sorted(
+        m.name[len("bench_") :] for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")
+    )
     unknown = set(args.names) - set(available)
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; available: {', '.join(available)}")

@@ -55,7 +55,9 @@ def status_mb(field):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 """
 
-_RECORD = _PRELUDE + """
+_RECORD = (
+    _PRELUDE
+    + """
 import numpy as np, pyarrow as pa
 from edge_sync.cache import DeviceCache
 root, n = sys.argv[1], int(sys.argv[2])
@@ -70,8 +72,11 @@ for start in range(0, n, chunk):
                                               "value": pa.array(np.sin(i / 100.0) * 50 + 50)}))
 cache.close()
 """
+)
 
-_SYNC = _PRELUDE + """
+_SYNC = (
+    _PRELUDE
+    + """
 from pathlib import Path
 root = Path(sys.argv[1])
 from edge_sync.agent import DeviceAgent
@@ -108,11 +113,17 @@ agent.close()
 print(json.dumps({"idle_mb": idle, "peak_mb": peak, "hwm_reset": reset, "backlog": depth, "rows": rows,
                   "batches": batches, "bytes": nbytes, "seconds": seconds, "left": left}))
 """
+)
 
 
 def _child(script: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], cwd=REPO,
-                         capture_output=True, text=True, timeout=3600)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"benchmark child failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
     return out.stdout
@@ -131,9 +142,11 @@ def run(quick: bool) -> list[Result]:
     n = 200_000 if quick else 1_000_000
     got = measure(n)
     label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
-    print(f"  {got['rows']:,} rows in {got['batches']} batches, {got['bytes'] / 1e6:.1f} MB uploaded, "
-          f"{got['rows'] / got['seconds']:,.0f} rows/s; idle {got['idle_mb']:.1f} MB, peak {got['peak_mb']:.1f} MB",
-          flush=True)
+    print(
+        f"  {got['rows']:,} rows in {got['batches']} batches, {got['bytes'] / 1e6:.1f} MB uploaded, "
+        f"{got['rows'] / got['seconds']:,.0f} rows/s; idle {got['idle_mb']:.1f} MB, peak {got['peak_mb']:.1f} MB",
+        flush=True,
+    )
     return [
         Result(
             name=f"agent_peak_rss_sync_{label}_telemetry",
@@ -143,8 +156,10 @@ def run(quick: bool) -> list[Result]:
             baseline_value=round(got["idle_mb"], 1),
             target=round(LIMIT_MB / got["idle_mb"], 3),
             higher_is_better=False,
-            note=(f"target: < {LIMIT_MB:.0f} MB absolute (ratio target = 200 MB / idle RSS); "
-                  f"{got['batches']} batches, {got['rows'] / got['seconds']:,.0f} rows/s"
-                  + ("" if got["hwm_reset"] else "; VmHWM not reset: peak includes the open")),
+            note=(
+                f"target: < {LIMIT_MB:.0f} MB absolute (ratio target = 200 MB / idle RSS); "
+                f"{got['batches']} batches, {got['rows'] / got['seconds']:,.0f} rows/s"
+                + ("" if got["hwm_reset"] else "; VmHWM not reset: peak includes the open")
+            ),
         )
     ]

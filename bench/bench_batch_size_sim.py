@@ -49,11 +49,24 @@ class _Totals:
 
     def results(self, prefix: str, note: str, *, targets: bool = True) -> list[Result]:
         per_row = {k: v / self.rows for k, v in self.bytes.items()}
-        specs = (("jsonl", "JSON lines", 0.025 if targets else None), ("gzip", "gzip JSON lines", None),
-                 ("zstd", "zstd JSON lines", 0.4 if targets else None))
-        return [Result(name=f"{prefix}_vs_{key}", value=per_row["ours"], unit="B/row", baseline=label,
-                       baseline_value=per_row[key], target=target, higher_is_better=False, note=note)
-                for key, label, target in specs]
+        specs = (
+            ("jsonl", "JSON lines", 0.025 if targets else None),
+            ("gzip", "gzip JSON lines", None),
+            ("zstd", "zstd JSON lines", 0.4 if targets else None),
+        )
+        return [
+            Result(
+                name=f"{prefix}_vs_{key}",
+                value=per_row["ours"],
+                unit="B/row",
+                baseline=label,
+                baseline_value=per_row[key],
+                target=target,
+                higher_is_better=False,
+                note=note,
+            )
+            for key, label, target in specs
+        ]
 
 
 def _vectorised(devices: int) -> list[Result]:
@@ -63,29 +76,38 @@ def _vectorised(devices: int) -> list[Result]:
         keyring = LocalKeyring(tmp)
         for vb in device_hour_batches(config, keyring, streams=("telemetry",)):
             totals.add(vb.table, len(vb.batch.data))
-    note = (f"simulator telemetry (vectorised), {devices} devices x 1 h, {config.metrics_per_sample} metrics per "
-            f"{config.telemetry_interval_s:g} s sample, {totals.rows:,} rows, one batch per device-hour")
+    note = (
+        f"simulator telemetry (vectorised), {devices} devices x 1 h, {config.metrics_per_sample} metrics per "
+        f"{config.telemetry_interval_s:g} s sample, {totals.rows:,} rows, one batch per device-hour"
+    )
     return totals.results("batch_size_sim", note)
 
 
 def _agents(devices: int) -> list[Result]:
-    config = SimulationConfig(devices=devices, tenants=1, hours=1, seed=12, offline_fraction=0.0,
-                              sync_interval_min=60)
+    config = SimulationConfig(
+        devices=devices, tenants=1, hours=1, seed=12, offline_fraction=0.0, sync_interval_min=60
+    )
     totals = _Totals()
     with tempfile.TemporaryDirectory() as home:
         simulate(config, home=home)
         parts = default_parts(home)
         page = parts.store.list("")
-        keys = [o.key for o in page.objects if o.key.endswith(".batch")
-                and parse_object_key(o.key).stream == "telemetry"]
+        keys = [
+            o.key
+            for o in page.objects
+            if o.key.endswith(".batch") and parse_object_key(o.key).stream == "telemetry"
+        ]
         for key in keys:
             data = parts.store.get(key)
-            table = read_batch(data, key_service=parts.keyring, public_keys=parts.registry.public_keys,
-                               expected_key=key).table
+            table = read_batch(
+                data, key_service=parts.keyring, public_keys=parts.registry.public_keys, expected_key=key
+            ).table
             totals.add(table, len(data))
-    note = (f"real agents: {devices} devices x 1 h, sync once an hour, {len(keys)} uploaded telemetry batches of "
-            f"{totals.rows / max(1, len(keys)):,.0f} rows on average (the uploader cuts at syncs and hour spans, so "
-            "batches are smaller than a device-hour; no target: the issue's unit is the device-hour batch)")
+    note = (
+        f"real agents: {devices} devices x 1 h, sync once an hour, {len(keys)} uploaded telemetry batches of "
+        f"{totals.rows / max(1, len(keys)):,.0f} rows on average (the uploader cuts at syncs and hour spans, so "
+        "batches are smaller than a device-hour; no target: the issue's unit is the device-hour batch)"
+    )
     return totals.results("batch_size_sim_agents", note, targets=False)
 
 

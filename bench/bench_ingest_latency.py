@@ -162,7 +162,11 @@ def tick_and_run(
 
 def reconcile_run(defs: dg.Definitions, instance: dg.DagsterInstance) -> float:
     t0 = time.perf_counter()
-    if not defs.resolve_job_def("reconcile_sync").execute_in_process(run_config=QUIET_LOGS, instance=instance).success:
+    if (
+        not defs.resolve_job_def("reconcile_sync")
+        .execute_in_process(run_config=QUIET_LOGS, instance=instance)
+        .success
+    ):
         raise RuntimeError("the reconciliation run failed")
     return time.perf_counter() - t0
 

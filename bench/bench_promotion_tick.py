@@ -53,22 +53,33 @@ class CountingBackend(FleetBackend):
 
 
 def _spec(i: int):
-    return load_spec({
-        "name": f"app-{i}",
-        "release": {"name": f"app-{i}", "version": f"2.{i}.0",
-                    "greengrass": {"component": f"com.acme.App{i}", "version": f"2.{i}.0"},
-                    "iot_edge": {"module": f"app{i}", "image": f"acr.example.io/app{i}:2.{i}.0"}},
-        "target": {"tenants": [f"tenant-{t}" for t in range(TENANTS)]},
-        "strategy": {"type": "canary", "phases": [{"percent": 1, "bake": "1h"}, {"percent": 10, "bake": "1h"},
-                                                  {"percent": 100, "bake": "1h"}]},
-        "gates": [
-            {"metric": "error_rate", "max_ratio": 1.5, "min_devices": 10, "min_samples": 300},
-            {"metric": "crash_count", "max": 1.0, "min_devices": 10, "min_samples": 300},
-            {"metric": "cpu_pct", "max_increase": 15, "min_devices": 10, "min_samples": 300},
-        ],
-        "progress_deadline": "6h",
-        "selection": {"salt": "per_rollout", "stratify_by": "tenant"} if i % 2 else {},
-    })
+    return load_spec(
+        {
+            "name": f"app-{i}",
+            "release": {
+                "name": f"app-{i}",
+                "version": f"2.{i}.0",
+                "greengrass": {"component": f"com.acme.App{i}", "version": f"2.{i}.0"},
+                "iot_edge": {"module": f"app{i}", "image": f"acr.example.io/app{i}:2.{i}.0"},
+            },
+            "target": {"tenants": [f"tenant-{t}" for t in range(TENANTS)]},
+            "strategy": {
+                "type": "canary",
+                "phases": [
+                    {"percent": 1, "bake": "1h"},
+                    {"percent": 10, "bake": "1h"},
+                    {"percent": 100, "bake": "1h"},
+                ],
+            },
+            "gates": [
+                {"metric": "error_rate", "max_ratio": 1.5, "min_devices": 10, "min_samples": 300},
+                {"metric": "crash_count", "max": 1.0, "min_devices": 10, "min_samples": 300},
+                {"metric": "cpu_pct", "max_increase": 15, "min_devices": 10, "min_samples": 300},
+            ],
+            "progress_deadline": "6h",
+            "selection": {"salt": "per_rollout", "stratify_by": "tenant"} if i % 2 else {},
+        }
+    )
 
 
 def _build(root: Path, devices: int, rows: int) -> tuple[Controller, datetime, float]:
@@ -88,7 +99,10 @@ def _build(root: Path, devices: int, rows: int) -> tuple[Controller, datetime, f
         )
     store = RolloutStore(lake)
     ctl = Controller(store, CountingBackend())
-    ids = [ctl.launch(_spec(i), actor="bench", rollout_id=f"app-{i}-bench", now=deploy_at) for i in range(ROLLOUTS)]
+    ids = [
+        ctl.launch(_spec(i), actor="bench", rollout_id=f"app-{i}-bench", now=deploy_at)
+        for i in range(ROLLOUTS)
+    ]
     ctl.tick_all(deploy_at)  # deploys phase 0 of every rollout
     t_gen = time.perf_counter()
     with lake.session() as con:
@@ -101,8 +115,10 @@ def _build(root: Path, devices: int, rows: int) -> tuple[Controller, datetime, f
                 WHERE d.rollout_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL""",
             [ids],
         )
-        con.execute("UPDATE devices SET reported_version = c.version FROM canary c "
-                    "WHERE devices.tenant_id = c.tenant_id AND devices.device_id = c.device_id")
+        con.execute(
+            "UPDATE devices SET reported_version = c.version FROM canary c "
+            "WHERE devices.tenant_id = c.tenant_id AND devices.device_id = c.device_id"
+        )
         con.execute(
             f"""INSERT INTO health (tenant_id, device_id, stream, seq, hlc, node_id, ts, version, slot,
                                     desired_revision, error_rate, requests, errors, crash_count, cpu_pct, mem_mb,
@@ -132,8 +148,12 @@ def run(quick: bool) -> list[Result]:
         lake = ctl.store.lake
         with lake.session(read_only=True) as con:
             n = con.execute("SELECT count(*) FROM health").fetchone()[0]
-            baseline = best_of(lambda: con.execute(
-                "SELECT device_id, avg(error_rate) FROM health GROUP BY 1").fetch_arrow_table(), 2)
+            baseline = best_of(
+                lambda: con.execute(
+                    "SELECT device_id, avg(error_rate) FROM health GROUP BY 1"
+                ).fetch_arrow_table(),
+                2,
+            )
         baking = deploy_at + timedelta(minutes=50)
         results = []
         tick = best_of(lambda: ctl.tick_all(baking), 2)
@@ -142,17 +162,30 @@ def run(quick: bool) -> list[Result]:
         promoted = ctl.tick_all(deploy_at + timedelta(minutes=115))  # every bake is over
         promote_s = time.perf_counter() - t0
         kinds = [e.kind for r in promoted for e in r.appended]
-        results.append(Result(
-            "promotion tick, 10 rollouts baking (gates evaluated)", tick, "s",
-            "DuckDB scan avg(error_rate) GROUP BY device over the same health rows", baseline, None,
-            higher_is_better=False,
-            note=f"{devices} devices, {n} health rows; tick {tick:.2f}s vs the 60 s sensor timeout; "
-                 f"statuses {sorted(statuses)}; health generated in {gen_s:.0f}s",
-        ))
-        results.append(Result(
-            "promotion tick that promotes 10 rollouts", promote_s, "s",
-            "same DuckDB scan", baseline, None, higher_is_better=False,
-            note=f"{kinds.count(Kind.PROMOTE)} promotions, {ctl.backend.deployed} devices sent in total; "
-                 f"{promote_s:.2f}s vs the 60 s sensor timeout",
-        ))
+        results.append(
+            Result(
+                "promotion tick, 10 rollouts baking (gates evaluated)",
+                tick,
+                "s",
+                "DuckDB scan avg(error_rate) GROUP BY device over the same health rows",
+                baseline,
+                None,
+                higher_is_better=False,
+                note=f"{devices} devices, {n} health rows; tick {tick:.2f}s vs the 60 s sensor timeout; "
+                f"statuses {sorted(statuses)}; health generated in {gen_s:.0f}s",
+            )
+        )
+        results.append(
+            Result(
+                "promotion tick that promotes 10 rollouts",
+                promote_s,
+                "s",
+                "same DuckDB scan",
+                baseline,
+                None,
+                higher_is_better=False,
+                note=f"{kinds.count(Kind.PROMOTE)} promotions, {ctl.backend.deployed} devices sent in total; "
+                f"{promote_s:.2f}s vs the 60 s sensor timeout",
+            )
+        )
         return results

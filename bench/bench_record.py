@@ -48,12 +48,19 @@ def bench_single(cache: DeviceCache, n_cache: int, n_base: int) -> Result:
 
     def autocommit() -> None:
         for i in range(n_base):
-            con.execute(f"INSERT INTO {target} VALUES (?, ?, ?, ?, ?, ?)", [i, now << 16 | i, now, 48, f"m{i % 10}", float(i)])
+            con.execute(
+                f"INSERT INTO {target} VALUES (?, ?, ?, ?, ?, ?)",
+                [i, now << 16 | i, now, 48, f"m{i % 10}", float(i)],
+            )
 
     base_rps = n_base / best_of(autocommit, repeat=3)
     return Result(
-        "cache_record_single_row", cache_rps, "rows/s",
-        "DuckDB autocommit single-row INSERT (same schema, same encrypted file)", base_rps, target=100.0,
+        "cache_record_single_row",
+        cache_rps,
+        "rows/s",
+        "DuckDB autocommit single-row INSERT (same schema, same encrypted file)",
+        base_rps,
+        target=100.0,
         note=f"{n_cache:,} record() calls incl. flush; baseline {n_base:,} INSERTs",
     )
 
@@ -74,13 +81,23 @@ def bench_batch(cache: DeviceCache, devices: int, repeat: int = 5) -> Result:
     cache_s = base_s = float("inf")
     for _ in range(repeat):  # interleaved, so load from other processes hits both alike
         cache_s = min(cache_s, timed(lambda: cache.record_batch("telemetry", table)))
-        base_s = min(base_s, timed(lambda: con.execute(
-            f"INSERT INTO {target} (ts, metric, value) SELECT epoch_ms(ts), metric, value FROM bench_input")))
+        base_s = min(
+            base_s,
+            timed(
+                lambda: con.execute(
+                    f"INSERT INTO {target} (ts, metric, value) SELECT epoch_ms(ts), metric, value FROM bench_input"
+                )
+            ),
+        )
     con.unregister("bench_input")
     return Result(
-        "cache_record_batch", n / cache_s, "rows/s",
-        "DuckDB Arrow INSERT of the same table (same stream-table schema, same encrypted file)", n / base_s,
-        target=0.5, note=f"{n:,} rows of reference telemetry per call, best of {repeat} interleaved",
+        "cache_record_batch",
+        n / cache_s,
+        "rows/s",
+        "DuckDB Arrow INSERT of the same table (same stream-table schema, same encrypted file)",
+        n / base_s,
+        target=0.5,
+        note=f"{n:,} rows of reference telemetry per call, best of {repeat} interleaved",
     )
 
 

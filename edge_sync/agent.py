@@ -89,13 +89,18 @@ def pin_malloc_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
 class DeviceAgent:
     """One device's agent: cache, uploader and downlink, plus the run loop and local socket."""
 
-    def __init__(self, config: AgentConfig, *, installer: Installer | None = None, hook: StepHook | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, *, installer: Installer | None = None, hook: StepHook | None = None
+    ) -> None:
         vault = vault_session(config) if config.vault is not None else None
         key = cache_key(config, vault)
         identity = device_identity(config)
         config.cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache = DeviceCache.open(
-            config.cache_path, tenant_id=config.tenant_id, device_id=config.device_id, key=key,
+            config.cache_path,
+            tenant_id=config.tenant_id,
+            device_id=config.device_id,
+            key=key,
             max_bytes=config.max_cache_bytes,
             durability=Durability(config.durability.max_rows, config.durability.max_ms),
         )
@@ -117,10 +122,13 @@ class DeviceAgent:
                 rules=state_rules(config.rules_path),
                 installer=installer,
                 budget=BandwidthBudget(
-                    config.bandwidth.bytes_per_second or None, config.bandwidth.burst_bytes or None,
+                    config.bandwidth.bytes_per_second or None,
+                    config.bandwidth.burst_bytes or None,
                     config.bandwidth.bytes_per_sync or None,
                 ),
-                policy=UploadPolicy(max_rows=config.upload.max_rows_per_batch, max_span_ms=config.upload.max_span_s * 1000),
+                policy=UploadPolicy(
+                    max_rows=config.upload.max_rows_per_batch, max_span_ms=config.upload.max_span_s * 1000
+                ),
                 sync_interval_s=config.sync_interval_s,
                 max_backoff_s=config.max_backoff_s,
                 socket_path=config.socket_path,
@@ -157,10 +165,22 @@ class DeviceAgent:
         """An agent over ready parts (no config file, no threads started): for tests and the simulator."""
         agent = cls.__new__(cls)
         agent._setup(
-            cache=cache, store=store, key_service=key_service, identity=identity, platform_keys=platform_keys,
-            rules=rules or state_rules(None), installer=installer, budget=budget, policy=policy, wall_ms=wall_ms,
-            clock=clock, sleep=sleep, sync_interval_s=sync_interval_s, max_backoff_s=max_backoff_s,
-            socket_path=socket_path, hook=hook,
+            cache=cache,
+            store=store,
+            key_service=key_service,
+            identity=identity,
+            platform_keys=platform_keys,
+            rules=rules or state_rules(None),
+            installer=installer,
+            budget=budget,
+            policy=policy,
+            wall_ms=wall_ms,
+            clock=clock,
+            sleep=sleep,
+            sync_interval_s=sync_interval_s,
+            max_backoff_s=max_backoff_s,
+            socket_path=socket_path,
+            hook=hook,
         )
         agent.config = None
         return agent
@@ -180,8 +200,15 @@ class DeviceAgent:
     ) -> DeviceAgent:
         """Open (or create) the device's cache at ``cache_path`` and build the agent with ``from_parts``."""
         kw: dict[str, Any] = {"max_bytes": max_cache_bytes} if max_cache_bytes else {}
-        cache = DeviceCache.open(cache_path, tenant_id=tenant_id, device_id=device_id, key=cache_key,
-                                 durability=durability, wall_ms=wall_ms, **kw)
+        cache = DeviceCache.open(
+            cache_path,
+            tenant_id=tenant_id,
+            device_id=device_id,
+            key=cache_key,
+            durability=durability,
+            wall_ms=wall_ms,
+            **kw,
+        )
         try:
             return cls.from_parts(cache=cache, wall_ms=wall_ms, **parts)
         except BaseException:
@@ -213,8 +240,16 @@ class DeviceAgent:
         self.tenant_id, self.device_id = cache.tenant_id, cache.device_id
         self._wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
         self.uploader = Uploader(
-            cache, store, key_service=key_service, identity=identity, budget=budget, policy=policy,
-            wall_ms=self._wall_ms, clock=clock, sleep=sleep, hook=hook,
+            cache,
+            store,
+            key_service=key_service,
+            identity=identity,
+            budget=budget,
+            policy=policy,
+            wall_ms=self._wall_ms,
+            clock=clock,
+            sleep=sleep,
+            hook=hook,
         )
         self.downlink = Downlink(cache, store, platform_keys=platform_keys, rules=rules, installer=installer)
         self.sync_interval_s = sync_interval_s
@@ -277,7 +312,9 @@ class DeviceAgent:
         try:
             fresh = self._store_source.refresh()
         except Exception as exc:  # Vault down or our token lapsed: the credential we hold still works
-            log.warning("object-store credential not refreshed (%s); syncing with the one rendered earlier", exc)
+            log.warning(
+                "object-store credential not refreshed (%s); syncing with the one rendered earlier", exc
+            )
             return
         if fresh is None:
             return
@@ -288,9 +325,13 @@ class DeviceAgent:
 
     def _remember(self, report: SyncReport) -> None:
         """Keep a summary of the last sync in local state, for ``edge-sync status`` after a restart."""
-        summary = {("sync", "last_ms"): report.finished_ms, ("sync", "ok"): report.ok,
-                   ("sync", "offline"): report.offline, ("sync", "rows_sent"): report.rows_sent,
-                   ("sync", "errors"): report.errors[:5]}
+        summary = {
+            ("sync", "last_ms"): report.finished_ms,
+            ("sync", "ok"): report.ok,
+            ("sync", "offline"): report.offline,
+            ("sync", "rows_sent"): report.rows_sent,
+            ("sync", "errors"): report.errors[:5],
+        }
         if report.ok:
             summary[("sync", "last_ok_ms")] = report.finished_ms
         try:
@@ -308,7 +349,9 @@ class DeviceAgent:
             while not self._stop.is_set():
                 report = self.sync_once()
                 if report.offline:
-                    delay = max(min(1.0, self.sync_interval_s), self.backoff.next_delay())  # never a busy loop
+                    delay = max(
+                        min(1.0, self.sync_interval_s), self.backoff.next_delay()
+                    )  # never a busy loop
                     log.info("offline (%s); next sync in %.1fs", "; ".join(report.errors)[:200], delay)
                 else:
                     self.backoff.reset()
@@ -341,7 +384,10 @@ class DeviceAgent:
             "device_id": self.device_id,
             "online": self.online,
             "streams": {
-                s: {k: stats["streams"][s][k] for k in ("queue_depth", "watermark", "last_seq", "bytes", "evicted")}
+                s: {
+                    k: stats["streams"][s][k]
+                    for k in ("queue_depth", "watermark", "last_seq", "bytes", "evicted")
+                }
                 for s in STREAMS
             },
             "cache": {k: stats[k] for k in ("size_bytes", "max_bytes", "file_bytes")},
@@ -426,7 +472,9 @@ class _Handler(socketserver.StreamRequestHandler):
             self.wfile.flush()
 
 
-def socket_request(path: str | os.PathLike[str], request: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
+def socket_request(
+    path: str | os.PathLike[str], request: dict[str, Any], timeout: float = 300.0
+) -> dict[str, Any]:
     """Send one request to a running agent's socket and return its reply."""
     import socket
 

@@ -105,7 +105,9 @@ class SyncAllowance:
 class Backoff:
     """Exponential backoff with full jitter, capped; ``reset()`` after a success."""
 
-    def __init__(self, base_s: float = 1.0, cap_s: float = 300.0, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, base_s: float = 1.0, cap_s: float = 300.0, *, rng: random.Random | None = None
+    ) -> None:
         if base_s <= 0 or cap_s < base_s:
             raise ValueError(f"Backoff needs 0 < base_s <= cap_s, got base_s={base_s}, cap_s={cap_s}")
         self.base_s, self.cap_s = base_s, cap_s

@@ -265,7 +265,10 @@ def _layout(spec: StreamSpec) -> _Layout:
         needed |= {f"{field.name}.{s}" for s in "isf"} if field.name in floats else {field.name}
     schema = spec.schema
     coded = pa.schema(
-        [pa.field(f.name, _DICTIONARY_STRING, f.nullable) if pa.types.is_string(f.type) else f for f in schema]
+        [
+            pa.field(f.name, _DICTIONARY_STRING, f.nullable) if pa.types.is_string(f.type) else f
+            for f in schema
+        ]
     )
     strings = tuple(f.name for f in spec.payload if pa.types.is_string(f.type))
     layout = _Layout(schema, coded, frozenset(needed), frozenset(needed | {"node_id"}), floats, strings)
@@ -330,9 +333,13 @@ def decode_tables(
             raise PayloadDecodeError(f"payload lacks columns {sorted(missing)} for stream {spec.name!r}")
         extra = names - layout.allowed
         if extra:
-            raise PayloadDecodeError(f"payload has unexpected columns {sorted(extra)} for stream {spec.name!r}")
+            raise PayloadDecodeError(
+                f"payload has unexpected columns {sorted(extra)} for stream {spec.name!r}"
+            )
         if "node_id" in names and t.schema.field("node_id").type != pa.string():
-            raise PayloadDecodeError(f"payload column 'node_id' is {t.schema.field('node_id').type}, not string")
+            raise PayloadDecodeError(
+                f"payload column 'node_id' is {t.schema.field('node_id').type}, not string"
+            )
         node_ids.append(t.column("node_id") if "node_id" in names else None)
         stored_tables.append(t.select(sorted(layout.needed)))
     counts = np.fromiter((t.num_rows for t in stored_tables), dtype=np.int64, count=len(stored_tables))
@@ -361,7 +368,9 @@ def decode_tables(
         "stream": _constant([spec.name] * len(payloads), counts),
         "seq": _arrow(seq, pa.int64()),
         "hlc": _arrow(hlc, pa.int64()),
-        "node_id": device if all(n is None for n in node_ids) else _node_ids(node_ids, device_ids, counts, take),
+        "node_id": device
+        if all(n is None for n in node_ids)
+        else _node_ids(node_ids, device_ids, counts, take),
         "ts": _arrow(ts, pa.int64()).view(_TS_TYPE),
     }
     schema = layout.dictionary_schema
@@ -371,12 +380,16 @@ def decode_tables(
                 arrays[field.name] = _unscale(stored, field.name, order)
             else:
                 column = stored.column(field.name)
-                arrays[field.name] = (column.chunk(0) if column.num_chunks else pa.array([], column.type)).take(take)
+                arrays[field.name] = (
+                    column.chunk(0) if column.num_chunks else pa.array([], column.type)
+                ).take(take)
         return pa.table([arrays[name] for name in schema.names], schema=schema), counts
     except PayloadDecodeError:
         raise
     except (pa.ArrowException, TypeError, ValueError, IndexError) as exc:
-        raise PayloadDecodeError(f"payload columns do not match stream {spec.name!r} schema ({exc})") from None
+        raise PayloadDecodeError(
+            f"payload columns do not match stream {spec.name!r} schema ({exc})"
+        ) from None
 
 
 def _seq_order(seq: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -150,8 +150,16 @@ class DeviceCache:
         wall_ms: Callable[[], int] | None = None,
     ) -> DeviceCache:
         """Open (or create) the cache file at ``path``; raises ``CacheKeyError`` on a wrong key."""
-        return cls(path, tenant_id=tenant_id, device_id=device_id, key=key, max_bytes=max_bytes,
-                   durability=durability, ttl_overrides=ttl_overrides, wall_ms=wall_ms)
+        return cls(
+            path,
+            tenant_id=tenant_id,
+            device_id=device_id,
+            key=key,
+            max_bytes=max_bytes,
+            durability=durability,
+            ttl_overrides=ttl_overrides,
+            wall_ms=wall_ms,
+        )
 
     @staticmethod
     def _resolve_ttls(overrides: dict[str, int | None]) -> dict[str, int | None]:
@@ -198,7 +206,9 @@ class DeviceCache:
             if buf is None:
                 get_stream(stream)  # raises the unknown-stream error
             if stream == "state":
-                raise ValueError("state rows are recorded with put(namespace, key, fields), not record('state', ...)")
+                raise ValueError(
+                    "state rows are recorded with put(namespace, key, fields), not record('state', ...)"
+                )
             buf.check(row)
             ts = row.get("ts")
             ts = self._wall_ms() if ts is None else ts_to_ms(ts)
@@ -339,7 +349,11 @@ class DeviceCache:
             if not tables:
                 self._enforce_bound()
                 return
-            state = pa.Table.from_pylist(cache_state.dedupe_edits(self._state_rows), schema=STATE_SCHEMA) if self._state_rows else None
+            state = (
+                pa.Table.from_pylist(cache_state.dedupe_edits(self._state_rows), schema=STATE_SCHEMA)
+                if self._state_rows
+                else None
+            )
             last_seqs = {s: self._last_seq[s] for s in tables}
             self._write_retrying(tables, last_seqs, state)
             for stream, batches in tables.items():
@@ -353,7 +367,9 @@ class DeviceCache:
             self._last_flush_ms = self._wall_ms()
             self._enforce_bound()
 
-    def _write(self, tables: dict[str, list[pa.Table]], last_seqs: dict[str, int], state: pa.Table | None) -> None:
+    def _write(
+        self, tables: dict[str, list[pa.Table]], last_seqs: dict[str, int], state: pa.Table | None
+    ) -> None:
         """The one place rows reach the file (tests replace it to inject a full disk)."""
         self._store.write(tables, last_seqs, self._clock.last, state)
 
@@ -365,7 +381,9 @@ class DeviceCache:
             except Exception as exc:
                 if not _is_disk_full(exc):
                     raise
-                log.warning("cache %s: disk full on write (attempt %d): evicting and retrying", self.path, attempt + 1)
+                log.warning(
+                    "cache %s: disk full on write (attempt %d): evicting and retrying", self.path, attempt + 1
+                )
                 self._recover_connection()
                 if not self._evict_for_full_disk():
                     raise CacheFullError(
@@ -373,7 +391,9 @@ class DeviceCache:
                         f"cache {self.path}: the disk is full and nothing is left to evict; "
                         "free space on the device or lower max_bytes (the rows stay buffered)",
                     ) from exc
-        raise CacheFullError(errno.ENOSPC, f"cache {self.path}: the disk stayed full after {DISK_FULL_RETRIES} evictions")
+        raise CacheFullError(
+            errno.ENOSPC, f"cache {self.path}: the disk stayed full after {DISK_FULL_RETRIES} evictions"
+        )
 
     def _recover_connection(self) -> None:
         self._store.rollback()
@@ -515,4 +535,3 @@ class DeviceCache:
                 "last_flush_ms": self._last_flush_ms,
                 "last_hlc": self._clock.last,
             }
-

@@ -39,7 +39,9 @@ class Eviction:
     nbytes: int
 
 
-def evict_rows(store: CacheStore, stream: str, where: str, params: list, reason: str, now_ms: int) -> list[Eviction]:
+def evict_rows(
+    store: CacheStore, stream: str, where: str, params: list, reason: str, now_ms: int
+) -> list[Eviction]:
     """Delete the rows of ``stream`` matching ``where`` and record them as evicted ranges."""
     con, t = store.con, table_name(stream)
     con.execute("BEGIN")
@@ -89,7 +91,9 @@ def evict_oldest(store: CacheStore, stream: str, need_bytes: int, now_ms: int) -
     return evict_rows(store, stream, "seq <= ?", [cutoff[0]], "size", now_ms)
 
 
-def evict_to(store: CacheStore, usage_bytes: dict[str, int], target_bytes: int, now_ms: int) -> list[Eviction]:
+def evict_to(
+    store: CacheStore, usage_bytes: dict[str, int], target_bytes: int, now_ms: int
+) -> list[Eviction]:
     """Evict by priority then age until the accounted total is at most ``target_bytes``."""
     out: list[Eviction] = []
     total = sum(usage_bytes.values())

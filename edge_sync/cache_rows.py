@@ -43,8 +43,12 @@ def _kind(t: pa.DataType) -> str:
 
 def storage_schema(spec: StreamSpec) -> pa.Schema:
     """The columns the cache keeps for one stream, in table order."""
-    head = [pa.field("seq", pa.int64()), pa.field("hlc", pa.int64()), pa.field("ts", pa.int64()),
-            pa.field("nbytes", pa.int64())]
+    head = [
+        pa.field("seq", pa.int64()),
+        pa.field("hlc", pa.int64()),
+        pa.field("ts", pa.int64()),
+        pa.field("nbytes", pa.int64()),
+    ]
     return pa.schema(head + [pa.field(f.name, f.type) for f in spec.payload])
 
 
@@ -56,7 +60,9 @@ def ts_to_ms(value: Any, what: str = "ts") -> int:
         return (value - _EPOCH) // _MS
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise ValueError(f"{what} must be an aware datetime or epoch milliseconds (int), not {type(value).__name__}")
+    raise ValueError(
+        f"{what} must be an aware datetime or epoch milliseconds (int), not {type(value).__name__}"
+    )
 
 
 class StreamBuffer:
@@ -172,18 +178,24 @@ def batch_table(spec: StreamSpec, table: pa.Table, first_seq: int, first_hlc: in
         try:
             payload.append(col if col.type == field.type else col.cast(field.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ValueError(f"record_batch({spec.name!r}): column {field.name!r} ({col.type}) "
-                             f"cannot be stored as {field.type}: {exc}") from None
+            raise ValueError(
+                f"record_batch({spec.name!r}): column {field.name!r} ({col.type}) "
+                f"cannot be stored as {field.type}: {exc}"
+            ) from None
     if "ts" in table.column_names:
         ts = table.column("ts")
         if ts.null_count:
-            raise ValueError(f"record_batch({spec.name!r}): 'ts' has nulls; drop the column to use device time")
+            raise ValueError(
+                f"record_batch({spec.name!r}): 'ts' has nulls; drop the column to use device time"
+            )
         if pa.types.is_timestamp(ts.type):
             ts = ts.cast(pa.timestamp("ms", tz=ts.type.tz)).cast(pa.int64())
         elif pa.types.is_integer(ts.type):
             ts = ts.cast(pa.int64())
         else:
-            raise ValueError(f"record_batch({spec.name!r}): 'ts' must be a timestamp or int64 ms, not {ts.type}")
+            raise ValueError(
+                f"record_batch({spec.name!r}): 'ts' must be a timestamp or int64 ms, not {ts.type}"
+            )
     else:
         ts = pa.array(np.full(n, now_ms, dtype=np.int64))
     seq = pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64))

@@ -25,17 +25,23 @@ def encode_fields(namespace: str, key: str, fields: dict[str, Any]) -> dict[str,
     encoded = {}
     for field, value in fields.items():
         if not isinstance(field, str) or not field:
-            raise ValueError(f"put({namespace!r}, {key!r}): field names must be non-empty strings, got {field!r}")
+            raise ValueError(
+                f"put({namespace!r}, {key!r}): field names must be non-empty strings, got {field!r}"
+            )
         try:
             encoded[field] = json.dumps(value, sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"put({namespace!r}, {key!r}): field {field!r} is not JSON-encodable: {exc}") from None
+            raise ValueError(
+                f"put({namespace!r}, {key!r}): field {field!r} is not JSON-encodable: {exc}"
+            ) from None
     return encoded
 
 
 def decode_record(table: pa.Table) -> dict[str, Any]:
     """Fields of one state record from its ``state_current`` rows."""
-    return {f: json.loads(v) for f, v in zip(table["field"].to_pylist(), table["value"].to_pylist(), strict=True)}
+    return {
+        f: json.loads(v) for f, v in zip(table["field"].to_pylist(), table["value"].to_pylist(), strict=True)
+    }
 
 
 def merged_rows(table: pa.Table) -> pa.Table:

@@ -141,7 +141,9 @@ class CacheStore:
             self._create_tables()
         info = con.execute("SELECT tenant_id, device_id, format FROM c.cache_info").fetchall()
         if not info:
-            con.execute("INSERT INTO c.cache_info VALUES (?, ?, ?)", [self.tenant_id, self.device_id, FORMAT_VERSION])
+            con.execute(
+                "INSERT INTO c.cache_info VALUES (?, ?, ?)", [self.tenant_id, self.device_id, FORMAT_VERSION]
+            )
             con.execute("INSERT INTO c.clock VALUES (0)")
         elif info[0][:2] != (self.tenant_id, self.device_id):
             con.execute("ROLLBACK")
@@ -158,8 +160,12 @@ class CacheStore:
 
     def _create_tables(self) -> None:
         con = self.con
-        con.execute("CREATE TABLE IF NOT EXISTS c.cache_info (tenant_id VARCHAR, device_id VARCHAR, format INTEGER)")
-        con.execute("CREATE TABLE IF NOT EXISTS c.stream_counters (stream VARCHAR, last_seq BIGINT, acked_seq BIGINT)")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS c.cache_info (tenant_id VARCHAR, device_id VARCHAR, format INTEGER)"
+        )
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS c.stream_counters (stream VARCHAR, last_seq BIGINT, acked_seq BIGINT)"
+        )
         con.execute("CREATE TABLE IF NOT EXISTS c.clock (last_hlc BIGINT)")
         con.execute(
             "CREATE TABLE IF NOT EXISTS c.evictions (id BIGINT, stream VARCHAR, first_seq BIGINT, last_seq BIGINT, "
@@ -180,7 +186,9 @@ class CacheStore:
 
     def usage(self, stream: str) -> tuple[int, int]:
         """(rows, accounted bytes) stored for a stream."""
-        rows, nbytes = self.con.execute(f"SELECT count(*), coalesce(sum(nbytes), 0) FROM {table_name(stream)}").fetchone()
+        rows, nbytes = self.con.execute(
+            f"SELECT count(*), coalesce(sum(nbytes), 0) FROM {table_name(stream)}"
+        ).fetchone()
         return int(rows), int(nbytes)
 
     def next_eviction_id(self) -> int:
@@ -230,7 +238,8 @@ class CacheStore:
             chunk = values[start : start + _STATE_ROWS_PER_STATEMENT]
             placeholders = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * len(chunk))
             self.con.execute(
-                f"INSERT OR REPLACE INTO c.state_current VALUES {placeholders}", [v for row in chunk for v in row]
+                f"INSERT OR REPLACE INTO c.state_current VALUES {placeholders}",
+                [v for row in chunk for v in row],
             )
 
     def replace_state(self, rows: pa.Table, last_hlc: int) -> None:
@@ -250,7 +259,8 @@ class CacheStore:
         con.execute("BEGIN")
         try:
             rows, nbytes = con.execute(
-                f"SELECT count(*), coalesce(sum(nbytes), 0) FROM {table_name(stream)} WHERE seq <= ?", [upto_seq]
+                f"SELECT count(*), coalesce(sum(nbytes), 0) FROM {table_name(stream)} WHERE seq <= ?",
+                [upto_seq],
             ).fetchone()
             con.execute(f"DELETE FROM {table_name(stream)} WHERE seq <= ?", [upto_seq])
             con.execute("UPDATE c.stream_counters SET acked_seq = ? WHERE stream = ?", [upto_seq, stream])
@@ -279,7 +289,9 @@ class CacheStore:
         self._deleted_since_checkpoint = 0
 
     # -- reads --------------------------------------------------------------------------
-    def pending(self, spec: StreamSpec, after_seq: int, max_rows: int | None, last_seq: int | None = None) -> pa.Table:
+    def pending(
+        self, spec: StreamSpec, after_seq: int, max_rows: int | None, last_seq: int | None = None
+    ) -> pa.Table:
         """Rows past ``after_seq`` in seq order, with the full stream schema of streams.py.
 
         With ``max_rows``, the rows are first read as the seq range ``after_seq + 1 ..

@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edge-sync",
         description="The edge device agent: records into an encrypted offline cache and syncs it with the platform.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log at INFO level (DEBUG with -vv)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log at INFO level (DEBUG with -vv)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -35,10 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         return p
 
-    add("run", "Run the agent: sync every sync_interval_s, serve the local socket; stops on SIGTERM/SIGINT.",
-        json_flag=False)
+    add(
+        "run",
+        "Run the agent: sync every sync_interval_s, serve the local socket; stops on SIGTERM/SIGINT.",
+        json_flag=False,
+    )
     add("status", "Show queue depth, watermark and evictions per stream, release and the last sync.")
-    add("sync-once", "Pull desired state and upload pending rows once, then exit (exit 1 if the sync failed).")
+    add(
+        "sync-once", "Pull desired state and upload pending rows once, then exit (exit 1 if the sync failed)."
+    )
     return parser
 
 
@@ -67,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 def _explain(exc: Exception) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if "lock" in str(exc).lower() and "conflicting" in str(exc).lower():
-        text += ("\n(the cache is open in another process, probably a running agent: set socket_path in "
-                 "device.toml so status and sync-once can ask it)")
+        text += (
+            "\n(the cache is open in another process, probably a running agent: set socket_path in "
+            "device.toml so status and sync-once can ask it)"
+        )
     return text
 
 
@@ -95,9 +104,11 @@ def _ask_running(config: AgentConfig, request: dict[str, Any]) -> dict[str, Any]
 
 def _run(config: AgentConfig, args: argparse.Namespace) -> int:
     agent = _agent(config)
-    print(f"edge-sync: agent for {config.tenant_id}/{config.device_id} running "
-          f"(sync every {config.sync_interval_s:g}s{', socket ' + str(config.socket_path) if config.socket_path else ''})",
-          file=sys.stderr)
+    print(
+        f"edge-sync: agent for {config.tenant_id}/{config.device_id} running "
+        f"(sync every {config.sync_interval_s:g}s{', socket ' + str(config.socket_path) if config.socket_path else ''})",
+        file=sys.stderr,
+    )
     agent.run()
     return EXIT_OK
 
@@ -131,26 +142,37 @@ def _sync_once(config: AgentConfig, args: argparse.Namespace) -> int:
 
 
 def _status_text(s: dict[str, Any]) -> str:
-    lines = [f"device {s['tenant_id']}/{s['device_id']}  online: {s['online']}",
-             f"release {s['release']['version']} slot {s['release']['slot']}  desired revision {s['desired_revision']}",
-             f"cache {s['cache']['size_bytes']:,} / {s['cache']['max_bytes']:,} bytes (file {s['cache']['file_bytes']:,})",
-             f"{'stream':<10} {'queued':>10} {'watermark':>10} {'last seq':>10} {'evicted':>9}"]
+    lines = [
+        f"device {s['tenant_id']}/{s['device_id']}  online: {s['online']}",
+        f"release {s['release']['version']} slot {s['release']['slot']}  desired revision {s['desired_revision']}",
+        f"cache {s['cache']['size_bytes']:,} / {s['cache']['max_bytes']:,} bytes (file {s['cache']['file_bytes']:,})",
+        f"{'stream':<10} {'queued':>10} {'watermark':>10} {'last seq':>10} {'evicted':>9}",
+    ]
     for name, st in s["streams"].items():
-        lines.append(f"{name:<10} {st['queue_depth']:>10,} {st['watermark']:>10,} {st['last_seq']:>10,} "
-                     f"{st['evicted']['total']:>9,}")
+        lines.append(
+            f"{name:<10} {st['queue_depth']:>10,} {st['watermark']:>10,} {st['last_seq']:>10,} "
+            f"{st['evicted']['total']:>9,}"
+        )
     last = s.get("last_sync") or {}
-    lines.append(f"last sync: {last.get('last_ms', 'never')} ok={last.get('ok')} rows={last.get('rows_sent')} "
-                 f"last ok: {last.get('last_ok_ms', 'never')}")
+    lines.append(
+        f"last sync: {last.get('last_ms', 'never')} ok={last.get('ok')} rows={last.get('rows_sent')} "
+        f"last ok: {last.get('last_ok_ms', 'never')}"
+    )
     return "\n".join(lines)
 
 
 def _report_text(r: dict[str, Any]) -> str:
-    lines = [f"sync {'ok' if r['ok'] else 'FAILED'}: {r['rows_sent']:,} rows, {r['bytes_sent']:,} bytes"
-             + (" (offline)" if r["offline"] else "") + (" (budget exhausted)" if r["budget_exhausted"] else ""),
-             f"downlink: {(r.get('downlink') or {}).get('status')}",
-             f"{'stream':<10} {'rows':>10} {'batches':>8} {'bytes':>12} {'deferred':>10}"]
+    lines = [
+        f"sync {'ok' if r['ok'] else 'FAILED'}: {r['rows_sent']:,} rows, {r['bytes_sent']:,} bytes"
+        + (" (offline)" if r["offline"] else "")
+        + (" (budget exhausted)" if r["budget_exhausted"] else ""),
+        f"downlink: {(r.get('downlink') or {}).get('status')}",
+        f"{'stream':<10} {'rows':>10} {'batches':>8} {'bytes':>12} {'deferred':>10}",
+    ]
     for name, st in r["streams"].items():
-        lines.append(f"{name:<10} {st['rows_sent']:>10,} {st['batches']:>8,} {st['bytes']:>12,} {st['deferred_rows']:>10,}")
+        lines.append(
+            f"{name:<10} {st['rows_sent']:>10,} {st['batches']:>8,} {st['bytes']:>12,} {st['deferred_rows']:>10,}"
+        )
     lines += [f"error: {e}" for e in r["errors"]]
     lines += [f"error: {e}" for st in r["streams"].values() for e in st["errors"]]
     return "\n".join(lines)

@@ -101,10 +101,10 @@ class ObjectStoreConfig(_Section):
     @model_validator(mode="after")
     def _source(self) -> ObjectStoreConfig:
         if self.credentials == "config" and not self.url:
-            raise ValueError("needs url = \"s3://bucket/prefix\" or a folder (or credentials = \"vault\")")
+            raise ValueError('needs url = "s3://bucket/prefix" or a folder (or credentials = "vault")')
         if self.credentials == "vault" and self.runtime_dir is None:
             raise ValueError(
-                "credentials = \"vault\" needs runtime_dir = \"/run/edge-sync\" (where the credential is rendered)"
+                'credentials = "vault" needs runtime_dir = "/run/edge-sync" (where the credential is rendered)'
             )
         return self
 
@@ -160,9 +160,15 @@ class AgentConfig(_Section):
 
     @model_validator(mode="after")
     def _vault_needed(self) -> AgentConfig:
-        uses = [name for name, on in (("keys.source", self.keys.source == "vault"),
-                                      ("cache_key.source", self.cache_key.source == "vault"),
-                                      ("object_store.credentials", self.object_store.credentials == "vault")) if on]
+        uses = [
+            name
+            for name, on in (
+                ("keys.source", self.keys.source == "vault"),
+                ("cache_key.source", self.cache_key.source == "vault"),
+                ("object_store.credentials", self.object_store.credentials == "vault"),
+            )
+            if on
+        ]
         if uses and self.vault is None:
             raise ValueError(
                 f"{' and '.join(uses)} = 'vault' needs a [vault] section with addr, role_id_path and "
@@ -208,7 +214,9 @@ def _format(exc: ValidationError, source: str) -> str:
     return f"invalid config {source}:\n  " + "\n  ".join(lines)
 
 
-def parse_config(data: dict[str, Any], *, source: str = "device.toml", base: Path | None = None) -> AgentConfig:
+def parse_config(
+    data: dict[str, Any], *, source: str = "device.toml", base: Path | None = None
+) -> AgentConfig:
     """Validate a parsed config document; relative paths resolve against ``base``."""
     try:
         config = AgentConfig.model_validate(data)
@@ -268,7 +276,9 @@ def load_public_key(path: str | os.PathLike[str]) -> bytes:
         except ValueError as exc:
             raise ConfigError(f"platform_public_key_path: {p} is not a valid PEM public key: {exc}") from None
         if not isinstance(key, Ed25519PublicKey):
-            raise ConfigError(f"platform_public_key_path: {p} holds a {type(key).__name__}, not an Ed25519 key")
+            raise ConfigError(
+                f"platform_public_key_path: {p} holds a {type(key).__name__}, not an Ed25519 key"
+            )
         return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return decode_key_text(raw, f"platform_public_key_path ({p})")
 
@@ -300,7 +310,9 @@ def vault_session(config: AgentConfig) -> Any:
         role_id = v.role_id_path.read_text().strip()
         secret_id = v.secret_id_path.read_text().strip()
     except FileNotFoundError as exc:
-        raise ConfigError(f"vault: {exc.filename} does not exist; write the device's AppRole credentials there") from None
+        raise ConfigError(
+            f"vault: {exc.filename} does not exist; write the device's AppRole credentials there"
+        ) from None
     return VaultSession(v.addr, role_id, secret_id, verify=v.verify, timeout=v.timeout_s)
 
 
@@ -312,7 +324,9 @@ def cache_key(config: AgentConfig, vault: Any) -> bytes:
         try:
             return decode_key_text(ck.path.read_bytes(), f"cache_key.path ({ck.path})")
         except FileNotFoundError:
-            raise ConfigError(f"cache_key.path: {ck.path} does not exist; provision the device's cache key") from None
+            raise ConfigError(
+                f"cache_key.path: {ck.path} does not exist; provision the device's cache key"
+            ) from None
     from edge_sync.vault import VaultUnavailable
 
     try:
@@ -320,10 +334,14 @@ def cache_key(config: AgentConfig, vault: Any) -> bytes:
     except VaultUnavailable:
         if ck.runtime_copy is not None and ck.runtime_copy.exists():
             log.warning("Vault unreachable: opening the cache with the runtime copy of its key")
-            return decode_key_text(ck.runtime_copy.read_bytes(), f"cache_key.runtime_copy ({ck.runtime_copy})")
+            return decode_key_text(
+                ck.runtime_copy.read_bytes(), f"cache_key.runtime_copy ({ck.runtime_copy})"
+            )
         raise
     if ck.field not in secret:
-        raise ConfigError(f"cache_key.field: secret {ck.secret_path!r} has no field {ck.field!r} (has {sorted(secret)})")
+        raise ConfigError(
+            f"cache_key.field: secret {ck.secret_path!r} has no field {ck.field!r} (has {sorted(secret)})"
+        )
     key = decode_key_text(str(secret[ck.field]).encode(), f"cache_key (vault {ck.secret_path}#{ck.field})")
     if ck.runtime_copy is not None:
         ck.runtime_copy.parent.mkdir(parents=True, exist_ok=True)

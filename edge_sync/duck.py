@@ -56,7 +56,9 @@ def load_extensions(con: duckdb.DuckDBPyConnection, *names: str) -> None:
         con.execute(f"LOAD '{extension_path(name)}'")
 
 
-def connect(database: str = ":memory:", *, read_only: bool = False, extensions: tuple[str, ...] = (), **config) -> duckdb.DuckDBPyConnection:
+def connect(
+    database: str = ":memory:", *, read_only: bool = False, extensions: tuple[str, ...] = (), **config
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with automatic extension download off and ``extensions`` loaded."""
     con = duckdb.connect(database, read_only=read_only, config={**BASE_CONFIG, **config})
     load_extensions(con, *extensions)

@@ -238,7 +238,9 @@ class Uploader:
                 return False
             if self._bucket is not None:
                 self._bucket.take(size)
-            fresh = self._retrying(f"put {batch.key}", lambda b=batch: self.store.put_if_absent(b.key, b.data))
+            fresh = self._retrying(
+                f"put {batch.key}", lambda b=batch: self.store.put_if_absent(b.key, b.data)
+            )
             self._step("put", stream)
             allowance.spend(size)
             if rows.num_rows:

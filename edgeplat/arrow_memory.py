@@ -17,7 +17,10 @@ import pyarrow as pa
 
 def prefer_jemalloc() -> str:
     """Make jemalloc pyarrow's default pool if it is built in and no pool was chosen; the pool in use."""
-    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL") and pa.default_memory_pool().backend_name != "jemalloc":
+    if (
+        not os.environ.get("ARROW_DEFAULT_MEMORY_POOL")
+        and pa.default_memory_pool().backend_name != "jemalloc"
+    ):
         with contextlib.suppress(NotImplementedError):  # a pyarrow built without it keeps its default
             pa.set_memory_pool(pa.jemalloc_memory_pool())
     return pa.default_memory_pool().backend_name

@@ -61,7 +61,13 @@ class _Keep:
 KEEP = _Keep()
 
 # The parts of a document a change to one of them carries over: (field, value without a document).
-_CARRIED = (("release", None), ("previous", None), ("staged", None), ("rollback_of", None), ("state_edits", []))
+_CARRIED = (
+    ("release", None),
+    ("previous", None),
+    ("staged", None),
+    ("rollback_of", None),
+    ("state_edits", []),
+)
 
 
 class DesiredStatePublishError(RuntimeError):
@@ -119,8 +125,14 @@ class DesiredStatePublisher:
             if old is not None and (old.release, old.previous, old.staged, old.rollback_of) == new:
                 return old
             return self._write(
-                tenant_id, device_id, old, floor,
-                release=release, previous=previous, staged=staged, rollback_of=rollback_of,
+                tenant_id,
+                device_id,
+                old,
+                floor,
+                release=release,
+                previous=previous,
+                staged=staged,
+                rollback_of=rollback_of,
             )
 
     def set_staged(self, tenant_id: str, device_id: str, staged: Release | None) -> DesiredState | None:

@@ -47,7 +47,8 @@ def fleet_status(con: duckdb.DuckDBPyConnection, tenant_id: str | None = None) -
     )
     status.by_platform = dict(
         con.execute(
-            f"SELECT coalesce(platform, 'unknown'), count(*) FROM devices {where} GROUP BY 1 ORDER BY 1", params
+            f"SELECT coalesce(platform, 'unknown'), count(*) FROM devices {where} GROUP BY 1 ORDER BY 1",
+            params,
         ).fetchall()
     )
     status.versions = dict(

@@ -202,11 +202,15 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
 
 
 def _is_delta(field: pa.Field) -> bool:
-    return field.name in DELTA_COLUMNS and (pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type))
+    return field.name in DELTA_COLUMNS and (
+        pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type)
+    )
 
 
 def _is_text(type_: pa.DataType) -> bool:
-    return pa.types.is_string(type_) or (pa.types.is_dictionary(type_) and pa.types.is_string(type_.value_type))
+    return pa.types.is_string(type_) or (
+        pa.types.is_dictionary(type_) and pa.types.is_string(type_.value_type)
+    )
 
 
 def _hive_value(value: object) -> str:

@@ -26,7 +26,10 @@ from resources.vault import VaultKeyServiceResource, vault_from_env
 
 # Production settings (documented in the README): (secret?, what).
 PRODUCTION_ENV = {
-    "EDGEPLAT_CATALOG": (True, "DuckLake catalog, e.g. 'postgres:dbname=edgeplat host=db' (may hold a password)"),
+    "EDGEPLAT_CATALOG": (
+        True,
+        "DuckLake catalog, e.g. 'postgres:dbname=edgeplat host=db' (may hold a password)",
+    ),
     "EDGEPLAT_LAKE_DATA": (False, "s3://bucket/prefix/ for the lakehouse Parquet files"),
     "EDGEPLAT_OBJECTS_URL": (False, "s3://bucket/prefix for device batches and desired-state documents"),
     "AWS_ACCESS_KEY_ID": (True, "S3 access key"),

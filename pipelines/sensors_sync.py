@@ -37,16 +37,31 @@ def batch_arrival_sensor(
         return dg.SensorResult(skip_reason=str(exc))
     store = object_store.get()
     with lakehouse.get().session(read_only=True) as con:
-        plan = plan_arrivals(store, cursor, max_keys=MAX_KEYS_PER_TICK, keys_per_run=KEYS_PER_RUN,
-                             settled=lambda keys: settled_keys(con, keys))
+        plan = plan_arrivals(
+            store,
+            cursor,
+            max_keys=MAX_KEYS_PER_TICK,
+            keys_per_run=KEYS_PER_RUN,
+            settled=lambda keys: settled_keys(con, keys),
+        )
     requests = [
-        dg.RunRequest(run_key=r.run_key, run_config=run_config(r.tenant_id, r.keys),
-                      tags={TENANT_TAG: r.tenant_id, "edgeplat/objects": str(len(r.keys))})
+        dg.RunRequest(
+            run_key=r.run_key,
+            run_config=run_config(r.tenant_id, r.keys),
+            tags={TENANT_TAG: r.tenant_id, "edgeplat/objects": str(len(r.keys))},
+        )
         for r in plan.runs
     ]
-    context.log.info("listed %d keys (%d settled, %d not batches), %d runs, caught up: %s",
-                     plan.listed, plan.settled, plan.ignored, len(requests), plan.caught_up)
+    context.log.info(
+        "listed %d keys (%d settled, %d not batches), %d runs, caught up: %s",
+        plan.listed,
+        plan.settled,
+        plan.ignored,
+        len(requests),
+        plan.caught_up,
+    )
     if not requests:
-        return dg.SensorResult(skip_reason=f"no new batch objects ({plan.listed} keys listed)",
-                               cursor=plan.cursor.to_json())
+        return dg.SensorResult(
+            skip_reason=f"no new batch objects ({plan.listed} keys listed)", cursor=plan.cursor.to_json()
+        )
     return dg.SensorResult(run_requests=requests, cursor=plan.cursor.to_json())

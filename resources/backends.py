@@ -6,7 +6,6 @@ store, signed with the platform key. ``kind="greengrass"``: boto3 IoT + Greengra
 IoT Hub service connection string, passed as ``dg.EnvVar`` so it never shows in the UI.
 """
 
-
 import dagster as dg
 
 from edgeplat.backends.base import FleetBackend

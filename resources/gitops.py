@@ -1,6 +1,5 @@
 """The GitOps repository the rollout specs live in, as a Dagster resource."""
 
-
 import dagster as dg
 
 from edgeplat.rollouts.gitops import GitOpsWatcher
@@ -25,5 +24,6 @@ class GitOpsRepoResource(dg.ConfigurableResource):
             return None
         if not self.workdir:
             raise ValueError("GitOpsRepoResource needs a workdir for its clone (e.g. $EDGEPLAT_HOME/gitops)")
-        return GitOpsWatcher(self.repo, self.workdir, branch=self.branch, spec_dir=self.spec_dir,
-                             status_file=self.status_file)
+        return GitOpsWatcher(
+            self.repo, self.workdir, branch=self.branch, spec_dir=self.spec_dir, status_file=self.status_file
+        )

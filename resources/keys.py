@@ -44,8 +44,9 @@ class DeviceRegistryResource(dg.ConfigurableResource):
         return LocalDeviceRegistry(self.registry_dir)
 
 
-def decoder_for(keys: KeyServiceResource, registry: DeviceRegistryResource
-                ) -> Callable[[], tuple[KeyService, DeviceRegistry]] | None:
+def decoder_for(
+    keys: KeyServiceResource, registry: DeviceRegistryResource
+) -> Callable[[], tuple[KeyService, DeviceRegistry]] | None:
     """A picklable factory for decode worker processes (local kinds only)."""
     if keys.kind == "local" and keys.keyring_dir:
         return local_decoder(keys.keyring_dir, registry.registry_dir)

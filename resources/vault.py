@@ -30,10 +30,14 @@ class VaultResource(dg.ConfigurableResource):
 
     addr: str = Field(description=f"Vault address, e.g. dg.EnvVar('{ADDR_ENV}')")
     role_id: str = Field(repr=False, description=f"AppRole role id: dg.EnvVar('{ROLE_ID_ENV}')")
-    secret_id: str = Field(repr=False, description=f"AppRole secret id: dg.EnvVar('{SECRET_ID_ENV}'), never a literal")
+    secret_id: str = Field(
+        repr=False, description=f"AppRole secret id: dg.EnvVar('{SECRET_ID_ENV}'), never a literal"
+    )
     renew_fraction: float = Field(default=0.5, description="renew the token at this fraction of its TTL")
     timeout_s: float = Field(default=10.0, description="HTTP timeout per Vault request, seconds")
-    ca_cert: str = Field(default="", description="CA bundle path for Vault's TLS certificate ('' = system CAs)")
+    ca_cert: str = Field(
+        default="", description="CA bundle path for Vault's TLS certificate ('' = system CAs)"
+    )
     transit_mount: str = Field(default="transit", description="mount point of the transit engine")
 
     # One session per resource instance (per run): the token is renewed, not re-minted, per call.
@@ -48,7 +52,9 @@ class VaultResource(dg.ConfigurableResource):
         """The AppRole session (logs in lazily, on first use)."""
         if self._session is None:
             if not self.addr:
-                raise ValueError(f"VaultResource needs addr: set {ADDR_ENV} (e.g. https://vault.example:8200)")
+                raise ValueError(
+                    f"VaultResource needs addr: set {ADDR_ENV} (e.g. https://vault.example:8200)"
+                )
             if not self.role_id or not self.secret_id:
                 raise ValueError(
                     f"VaultResource needs role_id and secret_id: set {ROLE_ID_ENV} and {SECRET_ID_ENV} "
@@ -93,4 +99,6 @@ class VaultKeyServiceResource(KeyServiceResource):
 
 def vault_from_env() -> VaultResource:
     """The production wiring: every Vault setting that is secret or per-site comes from the environment."""
-    return VaultResource(addr=dg.EnvVar(ADDR_ENV), role_id=dg.EnvVar(ROLE_ID_ENV), secret_id=dg.EnvVar(SECRET_ID_ENV))
+    return VaultResource(
+        addr=dg.EnvVar(ADDR_ENV), role_id=dg.EnvVar(ROLE_ID_ENV), secret_id=dg.EnvVar(SECRET_ID_ENV)
+    )

@@ -1,6 +1,5 @@
 """The lakehouse tables as an asset: created idempotently, row counts as metadata."""
 
-
 import dagster as dg
 
 from resources.lakehouse import LakehouseResource

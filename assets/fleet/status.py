@@ -1,6 +1,5 @@
 """``fleet_status``: devices online/offline, version distribution, sync lag and queue depth."""
 
-
 import dagster as dg
 
 from edgeplat.fleet import fleet_status as compute_fleet_status

@@ -20,7 +20,7 @@ from edgeplat.rollouts.store import RolloutNotFound
 from resources.backends import FleetBackendResource
 from resources.lakehouse import LakehouseResource
 
-EXAMPLE_SPEC = (Path(__file__).resolve().parents[2] / "examples" / "rollouts" / "canary-good.yaml")
+EXAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "rollouts" / "canary-good.yaml"
 
 
 def _example() -> str:
@@ -42,7 +42,9 @@ class LaunchRolloutConfig(dg.Config):
     who: str = Field(default="ui", description="who launches (recorded in the rollout's events)")
     why: str = Field(default="launched from the Dagster UI", description="why (recorded in the events)")
     rollout_id: str = Field(default="", description="optional id; default <name>-<run id prefix>")
-    source: dict[str, str] = Field(default_factory=dict, description="where the spec came from (gitops: repo, path, commit)")
+    source: dict[str, str] = Field(
+        default_factory=dict, description="where the spec came from (gitops: repo, path, commit)"
+    )
 
 
 class RolloutCommandConfig(dg.Config):
@@ -51,9 +53,13 @@ class RolloutCommandConfig(dg.Config):
     rollout: str = Field(description="rollout id (or name: the newest rollout of that name)")
     who: str = Field(description="who gives the command (recorded in the rollout's events)")
     why: str = Field(default="", description="why (recorded in the events)")
-    phase: int | None = Field(default=None, description="approve_phase: the phase approved (default: the waiting one)")
+    phase: int | None = Field(
+        default=None, description="approve_phase: the phase approved (default: the waiting one)"
+    )
     request_id: str = Field(default="", description="deduplicates resubmissions (default: the run id)")
-    at: str = Field(default="", description="ISO timestamp to act at (simulations and the demo); default: now")
+    at: str = Field(
+        default="", description="ISO timestamp to act at (simulations and the demo); default: now"
+    )
 
 
 def _emit(context: dg.OpExecutionContext, rid: str, summary: dict) -> None:
@@ -74,8 +80,13 @@ def launch_rollout_op(
         raise dg.Failure(description=str(exc)) from None
     ctl = controller_from(lakehouse, fleet_backend)
     rid = config.rollout_id or new_rollout_id(spec, context.run_id)
-    ctl.launch(spec, actor=config.who, reason=config.why, rollout_id=rid,
-               source={"kind": "dagster", "run_id": context.run_id, **config.source})
+    ctl.launch(
+        spec,
+        actor=config.who,
+        reason=config.why,
+        rollout_id=rid,
+        source={"kind": "dagster", "run_id": context.run_id, **config.source},
+    )
     context.instance.add_dynamic_partitions(ROLLOUTS.name, [rid])
     res = ctl.tick(rid)
     _emit(context, rid, {"rollout_id": rid, "status": res.status, "phase": res.phase, "who": config.who})
@@ -97,16 +108,28 @@ def _command_op(kind: str, description: str) -> dg.OpDefinition:
             if at.tzinfo is None:
                 raise ValueError(f"'at' must carry a time zone, e.g. {config.at}+00:00")
             rid = ctl.store.resolve(config.rollout)
-            ev = ctl.command(rid, kind, actor=config.who, reason=config.why, phase=config.phase,
-                             request_id=config.request_id or context.run_id, inputs={"run_id": context.run_id},
-                             now=at)
+            ev = ctl.command(
+                rid,
+                kind,
+                actor=config.who,
+                reason=config.why,
+                phase=config.phase,
+                request_id=config.request_id or context.run_id,
+                inputs={"run_id": context.run_id},
+                now=at,
+            )
         except (CommandError, RolloutNotFound, ValueError) as exc:
             raise dg.Failure(description=f"{kind} {config.rollout}: {exc}") from None
         res = ctl.tick(rid, at)
         _emit(context, rid, {"command": kind, "who": config.who, "why": config.why, "status": res.status})
         context.add_output_metadata(
-            {"rollout_id": rid, "event": ev.key, "status": res.status, "phase": res.phase,
-             "appended": dg.MetadataValue.json([f"{e.kind}({e.phase})" for e in res.appended])}
+            {
+                "rollout_id": rid,
+                "event": ev.key,
+                "status": res.status,
+                "phase": res.phase,
+                "appended": dg.MetadataValue.json([f"{e.kind}({e.phase})" for e in res.appended]),
+            }
         )
         return rid
 
@@ -123,8 +146,10 @@ def _command_job(kind: str, name: str, description: str) -> dg.JobDefinition:
     return _job
 
 
-@dg.job(description="Launch a progressive rollout from its spec (the launchpad config is the spec).",
-        tags={"edgeplat/rollout-command": "launch"})
+@dg.job(
+    description="Launch a progressive rollout from its spec (the launchpad config is the spec).",
+    tags={"edgeplat/rollout-command": "launch"},
+)
 def launch_rollout() -> None:
     launch_rollout_op()
 
@@ -133,6 +158,8 @@ approve_phase = _command_job("approve", "approve_phase", "Approve a phase that w
 pause = _command_job("pause", "pause", "Pause a rollout: nothing new is deployed until it resumes.")
 resume = _command_job("resume", "resume", "Resume a paused rollout (a phase that failed a gate bakes again).")
 abort = _command_job("abort", "abort", "Abort a rollout: roll every device it updated back now.")
-fail_phase = _command_job("fail_phase", "fail_phase", "Mark the current phase failed by hand (applies the rollback policy).")
+fail_phase = _command_job(
+    "fail_phase", "fail_phase", "Mark the current phase failed by hand (applies the rollback policy)."
+)
 
 COMMAND_JOBS = [launch_rollout, approve_phase, pause, resume, abort, fail_phase]

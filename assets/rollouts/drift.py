@@ -45,7 +45,9 @@ def device_drift(lakehouse: LakehouseResource) -> dg.MaterializeResult:
         metadata={
             "devices": table.num_rows,
             "drifted": dg.MetadataValue.int(int(drifted)),
-            "per_rollout": dg.MetadataValue.md(md_table(["rollout", "devices", "drifted", "rolled back"], per_rollout)),
+            "per_rollout": dg.MetadataValue.md(
+                md_table(["rollout", "devices", "drifted", "rolled back"], per_rollout)
+            ),
             "drifted_sample": dg.MetadataValue.md(
                 md_table(["tenant", "device", "rollout", "desired", "reported", "status"], sample)
             ),

@@ -17,7 +17,9 @@ from resources.lakehouse import LakehouseResource
     description="Each target device's hash bucket and phase, and the release it should run now "
     "(lakehouse table rollout_assignments).",
 )
-def rollout_assignments(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+def rollout_assignments(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource
+) -> dg.MaterializeResult:
     rid = context.partition_key
     store = store_from(lakehouse)
     now = datetime.now(UTC)
@@ -56,7 +58,9 @@ def rollout_assignments(context: dg.AssetExecutionContext, lakehouse: LakehouseR
     deps=[rollout_assignments],
     description="Per phase: targeted, acknowledged, updated, healthy, failed and unreachable devices.",
 )
-def rollout_phase_status(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+def rollout_phase_status(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource
+) -> dg.MaterializeResult:
     rid = context.partition_key
     store = store_from(lakehouse)
     now = datetime.now(UTC)
@@ -65,9 +69,18 @@ def rollout_phase_status(context: dg.AssetExecutionContext, lakehouse: Lakehouse
         assign = con.execute(
             "SELECT tenant_id, device_id, phase FROM rollout_assignments WHERE rollout_id = ?", [rid]
         ).fetch_arrow_table()
-        limit = next((g.max for g in state.spec.gates if g.metric == "error_rate" and g.max is not None), None)
+        limit = next(
+            (g.max for g in state.spec.gates if g.metric == "error_rate" and g.max is not None), None
+        )
         status = cohorts.phase_status(
-            con, rid, state.spec, assign, state.unreachable, state.gate_window_start, now, error_rate_limit=limit
+            con,
+            rid,
+            state.spec,
+            assign,
+            state.unreachable,
+            state.gate_window_start,
+            now,
+            error_rate_limit=limit,
         )
     rows = [tuple(r.values()) for r in status.to_pylist()]
     totals = {c: int(sum(status.column(c).to_pylist())) for c in status.column_names if c != "phase"}

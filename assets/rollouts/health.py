@@ -44,9 +44,17 @@ def _check_result(name: str, report: GateReport | None, state: RolloutState) -> 
     else:
         checks = [c for c in report.checks if c.metric == name]
         if not checks:
-            return dg.AssetCheckResult(check_name=name, passed=True, metadata={"verdict": "no gate on this metric"})
+            return dg.AssetCheckResult(
+                check_name=name, passed=True, metadata={"verdict": "no gate on this metric"}
+            )
         vs = {c.verdict for c in checks}
-        verdict = Verdict.FAIL if Verdict.FAIL in vs else Verdict.INCONCLUSIVE if Verdict.INCONCLUSIVE in vs else Verdict.PASS
+        verdict = (
+            Verdict.FAIL
+            if Verdict.FAIL in vs
+            else Verdict.INCONCLUSIVE
+            if Verdict.INCONCLUSIVE in vs
+            else Verdict.PASS
+        )
     severity = dg.AssetCheckSeverity.ERROR if verdict == Verdict.FAIL else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(
         check_name=name,
@@ -56,8 +64,10 @@ def _check_result(name: str, report: GateReport | None, state: RolloutState) -> 
             "verdict": str(verdict),
             "phase": state.phase,
             "checks": dg.MetadataValue.md(
-                md_table(["metric", "limit", "threshold", "verdict", "reason"],
-                         [(c.metric, c.limit, c.threshold, str(c.verdict), c.reason) for c in checks])
+                md_table(
+                    ["metric", "limit", "threshold", "verdict", "reason"],
+                    [(c.metric, c.limit, c.threshold, str(c.verdict), c.reason) for c in checks],
+                )
             ),
         },
     )
@@ -66,8 +76,10 @@ def _check_result(name: str, report: GateReport | None, state: RolloutState) -> 
 @dg.asset(
     partitions_def=ROLLOUTS,
     group_name=GROUP,
-    check_specs=[dg.AssetCheckSpec(name, asset="rollout_health", description=f"rollout gate: {name}")
-                 for name in CHECKS],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="rollout_health", description=f"rollout gate: {name}")
+        for name in CHECKS
+    ],
     description="Per phase, canary (updated devices) against baseline (comparable devices not yet updated, "
     "same tenant/platform strata, same window); the gates of the latest phase are its asset checks.",
 )
@@ -83,7 +95,11 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
             samples = cohorts.cohort_samples(con, rid, spec, start, end, max_phase=phase)
             gates = spec.gates_for(phase)
             last = spec.phases[phase].percent >= 100
-            rep = evaluate_gates(gates, samples, baseline_required=not last, since=start.isoformat()) if gates else None
+            rep = (
+                evaluate_gates(gates, samples, baseline_required=not last, since=start.isoformat())
+                if gates
+                else None
+            )
             listed = samples.to_pylist()
             canary = [r for r in listed if r["cohort"] == "canary"]
             base = [r for r in listed if r["cohort"] == "baseline"]
@@ -92,9 +108,19 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
                 req = sum(r["requests"] for r in rs)
                 return round(sum(r["errors"] for r in rs) / req, 5) if req else None
 
-            rows.append((phase, f"{spec.phases[phase].percent:g}%", start.isoformat(timespec="minutes"),
-                         len(canary), len(base), rate(canary), rate(base),
-                         sum(r["crash_count"] for r in canary), str(rep.verdict) if rep else "no gates"))
+            rows.append(
+                (
+                    phase,
+                    f"{spec.phases[phase].percent:g}%",
+                    start.isoformat(timespec="minutes"),
+                    len(canary),
+                    len(base),
+                    rate(canary),
+                    rate(base),
+                    sum(r["crash_count"] for r in canary),
+                    str(rep.verdict) if rep else "no gates",
+                )
+            )
             if phase == state.phase:
                 report = rep
     plot_md = ""
@@ -110,8 +136,20 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
         "status": str(state.status),
         "phase": state.phase,
         "per_phase": dg.MetadataValue.md(
-            md_table(["phase", "percent", "since", "canary devices", "baseline devices", "canary error rate",
-                      "baseline error rate", "canary crashes", "verdict"], rows)
+            md_table(
+                [
+                    "phase",
+                    "percent",
+                    "since",
+                    "canary devices",
+                    "baseline devices",
+                    "canary error rate",
+                    "baseline error rate",
+                    "canary crashes",
+                    "verdict",
+                ],
+                rows,
+            )
         ),
     }
     if png is not None:

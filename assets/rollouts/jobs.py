@@ -6,8 +6,9 @@ from assets.rollouts.common import ROLLOUTS
 
 rollout_refresh_job = dg.define_asset_job(
     "rollout_refresh",
-    selection=dg.AssetSelection.assets("rollout_assignments", "rollout_phase_status", "rollout_health",
-                                       "rollout_events"),
+    selection=dg.AssetSelection.assets(
+        "rollout_assignments", "rollout_phase_status", "rollout_health", "rollout_events"
+    ),
     partitions_def=ROLLOUTS,
     description="Refresh one rollout's assets (assignments, phase status, health with gate checks, events).",
 )

@@ -46,9 +46,14 @@ def apply_state_edits(
     publish = _publisher(object_store, platform_signer) if config.publish else None
     result = apply_central_edits(lakehouse.get(), edits, default_rules(), publish=publish)
     context.log.info("central edits: %s", result)
-    context.add_output_metadata({"edits": result.edits, "published_devices": result.published_devices,
-                                 "conflicts": dg.MetadataValue.json(result.conflicts),
-                                 "hlcs": json.dumps(result.hlcs)})
+    context.add_output_metadata(
+        {
+            "edits": result.edits,
+            "published_devices": result.published_devices,
+            "conflicts": dg.MetadataValue.json(result.conflicts),
+            "hlcs": json.dumps(result.hlcs),
+        }
+    )
     return {"edits": result.edits, "hlcs": list(result.hlcs)}
 
 

@@ -13,9 +13,22 @@ from resources.object_store import ObjectStoreResource
 
 # Always reported (0 when absent) so each reason is a continuous series in the UI's plots.
 QUARANTINE_REASONS = (
-    "bad_signature", "unknown_device", "tenant_mismatch", "decryption_failure", "truncated", "hash_mismatch",
-    "unknown_schema", REPLAY_REASON, DEFERRED_REASON, "path_mismatch", "bad_manifest", "bad_magic",
-    "unsupported_version", "oversized_manifest", "corrupt_payload", "bad_range",
+    "bad_signature",
+    "unknown_device",
+    "tenant_mismatch",
+    "decryption_failure",
+    "truncated",
+    "hash_mismatch",
+    "unknown_schema",
+    REPLAY_REASON,
+    DEFERRED_REASON,
+    "path_mismatch",
+    "bad_manifest",
+    "bad_magic",
+    "unsupported_version",
+    "oversized_manifest",
+    "corrupt_payload",
+    "bad_range",
 )
 RULES = ("lww", "max", "min", "counter", "set_union", "prefer_device", "prefer_central")
 TENANT_TAG = "edgeplat/ingest-tenant"
@@ -69,8 +82,14 @@ def ingested_batches(
     keys = list(config.object_keys)
     if config.key_list_file:
         keys += [k.strip() for k in Path(config.key_list_file).read_text().splitlines() if k.strip()]
-    env = sync_env(lakehouse, object_store, key_service, device_registry,
-                   max_drift_ms=config.max_drift_s * 1000, decode_workers=config.decode_workers)
+    env = sync_env(
+        lakehouse,
+        object_store,
+        key_service,
+        device_registry,
+        max_drift_ms=config.max_drift_s * 1000,
+        decode_workers=config.decode_workers,
+    )
     report = ingest_objects(env, keys)
     context.log.info("ingest %s: %s", config.tenant_id or "(all tenants)", report.as_dict())
     return dg.MaterializeResult(metadata=report_metadata(report))

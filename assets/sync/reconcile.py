@@ -39,7 +39,8 @@ class DevicesConfig(dg.Config):
 
 class CompactionConfig(dg.Config):
     timeout_minutes: int = Field(
-        default=int(COMPACTION_TIMEOUT.total_seconds() // 60), gt=0,
+        default=int(COMPACTION_TIMEOUT.total_seconds() // 60),
+        gt=0,
         description="the maintenance child is killed after this long (the run fails and says so)",
     )
 
@@ -58,15 +59,22 @@ def sync_reconciliation(
     key_service: KeyServiceResource,
     device_registry: DeviceRegistryResource,
 ) -> dg.MaterializeResult:
-    env = sync_env(lakehouse, object_store, key_service, device_registry, max_drift_ms=config.max_drift_s * 1000)
+    env = sync_env(
+        lakehouse, object_store, key_service, device_registry, max_drift_ms=config.max_drift_s * 1000
+    )
     with env.lakehouse.session() as con:
         missed, listed = ingest_missed(env, con)
         deferred = admit_deferred(env, con)
         window = timedelta(hours=config.dedupe_window_h) if config.dedupe_window_h else None
         removed = remove_duplicates(env, con, window=window)
         pending = len(pending_deferred(con))
-    context.log.info("reconciliation: listed %d, missed %s, deferred %s, duplicates removed %s",
-                     listed, missed.as_dict(), deferred.as_dict(), removed)
+    context.log.info(
+        "reconciliation: listed %d, missed %s, deferred %s, duplicates removed %s",
+        listed,
+        missed.as_dict(),
+        deferred.as_dict(),
+        removed,
+    )
     return dg.MaterializeResult(
         metadata={
             "objects_listed": listed,
@@ -78,7 +86,9 @@ def sync_reconciliation(
     )
 
 
-@dg.asset_check(asset=sync_reconciliation, description="Seq ranges neither uploaded nor counted as evicted (WARN).")
+@dg.asset_check(
+    asset=sync_reconciliation, description="Seq ranges neither uploaded nor counted as evicted (WARN)."
+)
 def no_sequence_gaps(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     with lakehouse.get().session(read_only=True) as con:
         gaps = find_gaps(con)
@@ -92,7 +102,10 @@ def no_sequence_gaps(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
             "missing_seqs": sum(g.size for g in gaps),
             "devices": dg.MetadataValue.json(devices[:MAX_GAPS_LISTED]),
             "gap_ranges": dg.MetadataValue.json(
-                [f"{g.tenant_id}/{g.device_id}/{g.stream}: {g.first_seq}..{g.last_seq}" for g in gaps[:MAX_GAPS_LISTED]]
+                [
+                    f"{g.tenant_id}/{g.device_id}/{g.stream}: {g.first_seq}..{g.last_seq}"
+                    for g in gaps[:MAX_GAPS_LISTED]
+                ]
             ),
         },
     )
@@ -111,15 +124,23 @@ def ingest_freshness(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset(group_name="fleet", deps=[sync_reconciliation],
-          description="Registered devices: last batch, reported version/slot, online/offline.")
+@dg.asset(
+    group_name="fleet",
+    deps=[sync_reconciliation],
+    description="Registered devices: last batch, reported version/slot, online/offline.",
+)
 def devices(config: DevicesConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
     with lakehouse.get().session() as con:
         changed = mark_offline(con, now_ms=wall_ms(), offline_after_s=config.offline_after_s)
-        by_status = dict(con.execute("SELECT coalesce(status, 'unknown'), count(*) FROM devices GROUP BY 1").fetchall())
+        by_status = dict(
+            con.execute("SELECT coalesce(status, 'unknown'), count(*) FROM devices GROUP BY 1").fetchall()
+        )
     return dg.MaterializeResult(
-        metadata={"marked_offline": changed, **{f"status/{s}": by_status.get(s, 0) for s in ("online", "offline")},
-                  "devices": sum(by_status.values())}
+        metadata={
+            "marked_offline": changed,
+            **{f"status/{s}": by_status.get(s, 0) for s in ("online", "offline")},
+            "devices": sum(by_status.values()),
+        }
     )
 
 
@@ -131,18 +152,24 @@ def device_health(lakehouse: LakehouseResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"hours_rewritten": hours, "rows": total})
 
 
-@dg.asset(group_name="sync", deps=["lakehouse_tables"],
-          description="Named SQL views for analysts: telemetry_hourly, device_last_seen, sync_lag, "
-          "quarantine_summary, conflicts_recent.")
+@dg.asset(
+    group_name="sync",
+    deps=["lakehouse_tables"],
+    description="Named SQL views for analysts: telemetry_hourly, device_last_seen, sync_lag, "
+    "quarantine_summary, conflicts_recent.",
+)
 def sync_views(lakehouse: LakehouseResource) -> dg.MaterializeResult:
     with lakehouse.get().session() as con:
         names = create_views(con)
     return dg.MaterializeResult(metadata={"views": dg.MetadataValue.json(names)})
 
 
-@dg.asset(group_name="sync", deps=[sync_reconciliation, devices, device_health],
-          description="DuckLake maintenance: flush inlined rows, merge small files, expire snapshots, clean "
-          "files; run in a child process, replaced if DuckLake crashes it, killed past its timeout.")
+@dg.asset(
+    group_name="sync",
+    deps=[sync_reconciliation, devices, device_health],
+    description="DuckLake maintenance: flush inlined rows, merge small files, expire snapshots, clean "
+    "files; run in a child process, replaced if DuckLake crashes it, killed past its timeout.",
+)
 def lakehouse_compaction(config: CompactionConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
     out = compact_isolated(lakehouse.get().config, timeout=timedelta(minutes=config.timeout_minutes))
     return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in out.items()})
@@ -153,8 +180,7 @@ RECONCILE_CHECKS = [no_sequence_gaps, ingest_freshness]
 
 reconcile_job = dg.define_asset_job(
     "reconcile_sync",
-    selection=dg.AssetSelection.assets(*RECONCILE_ASSETS)
-    | dg.AssetSelection.checks(*RECONCILE_CHECKS),
+    selection=dg.AssetSelection.assets(*RECONCILE_ASSETS) | dg.AssetSelection.checks(*RECONCILE_CHECKS),
     description="Reconcile the object store with the ledger, admit deferred batches, refresh devices and "
     "health rollups, views and compaction.",
 )

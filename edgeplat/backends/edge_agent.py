@@ -264,14 +264,24 @@ class EdgeAgentBackend(FleetBackend):
         return f"{self.index_prefix}/rollout={rollout_id}/devices.json"
 
     def _result(
-        self, action: str, rollout_id: str, phase: int | None, devices: list[DeviceRef],
-        changed: list[tuple[str, str]], skipped: dict[tuple[str, str], str] | None = None,
+        self,
+        action: str,
+        rollout_id: str,
+        phase: int | None,
+        devices: list[DeviceRef],
+        changed: list[tuple[str, str]],
+        skipped: dict[tuple[str, str], str] | None = None,
     ) -> DeployResult:
         """What a deploy, stage or rollback did: one document per changed device is its deployment."""
         return DeployResult(
-            backend=self.name, action=action, rollout_id=rollout_id, phase=phase,
-            targeted=tuple(d.key for d in devices), changed=tuple(changed),
-            deployments=tuple(f"{t}/{d}" for t, d in changed), skipped=skipped or {},
+            backend=self.name,
+            action=action,
+            rollout_id=rollout_id,
+            phase=phase,
+            targeted=tuple(d.key for d in devices),
+            changed=tuple(changed),
+            deployments=tuple(f"{t}/{d}" for t, d in changed),
+            skipped=skipped or {},
         )
 
     def _load_index(self, rollout_id: str) -> dict[str, Any]:

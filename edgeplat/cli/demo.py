@@ -54,9 +54,20 @@ def run(args: argparse.Namespace) -> int:
         "job": sync["job"],
         "run_id": sync["run_id"],
         "assets_materialized": sorted(sync["assets"]),
-        "fleet": {k: fleet["summary"].get(k) for k in (
-            "devices", "tenants", "platforms", "simulated_minutes", "syncs", "offline_syncs", "upload_crashes",
-            "max_abs_skew_s", "state_edits")},
+        "fleet": {
+            k: fleet["summary"].get(k)
+            for k in (
+                "devices",
+                "tenants",
+                "platforms",
+                "simulated_minutes",
+                "syncs",
+                "offline_syncs",
+                "upload_crashes",
+                "max_abs_skew_s",
+                "state_edits",
+            )
+        },
         "rows_by_stream": demo.rows_by_stream(truth, demo.stored_rows(lake, tenants)),
         "duplicates_dropped": sync["duplicates_dropped"],
         **demo.central_picture(lake, tenants),
@@ -84,9 +95,11 @@ def _print(console, s: dict) -> None:
     from rich.table import Table
 
     f = s["fleet"]
-    console.print(f"Fleet: {f['devices']} devices, {f['tenants']} tenants, {f['simulated_minutes']} simulated minutes, "
-                  f"{f['offline_syncs']} syncs while offline, {f['upload_crashes']} crashes mid-upload, "
-                  f"clock skew up to {f['max_abs_skew_s']:g} s")
+    console.print(
+        f"Fleet: {f['devices']} devices, {f['tenants']} tenants, {f['simulated_minutes']} simulated minutes, "
+        f"{f['offline_syncs']} syncs while offline, {f['upload_crashes']} crashes mid-upload, "
+        f"clock skew up to {f['max_abs_skew_s']:g} s"
+    )
     t = Table(title="Rows per stream: generated on devices vs stored centrally")
     for c in ("stream", "generated", "evicted", "pending", "stored", "missing"):
         t.add_column(c, justify="left" if c == "stream" else "right")
@@ -94,19 +107,28 @@ def _print(console, s: dict) -> None:
         t.add_row(stream, *(f"{r[k]:,}" for k in ("generated", "evicted", "pending", "stored", "missing")))
     console.print(t)
     lag = s["sync_lag_s"]
-    console.print(f"Duplicates dropped: {s['duplicates_dropped']:,}   quarantined: {s['quarantined'] or 'none'}   "
-                  f"conflicts by rule: {s['conflicts_by_rule'] or 'none'}   sync lag: max {lag['max']} s, "
-                  f"median {lag['median']} s")
+    console.print(
+        f"Duplicates dropped: {s['duplicates_dropped']:,}   quarantined: {s['quarantined'] or 'none'}   "
+        f"conflicts by rule: {s['conflicts_by_rule'] or 'none'}   sync lag: max {lag['max']} s, "
+        f"median {lag['median']} s"
+    )
     for r in s["rollouts"]:
-        console.print(f"\n[bold]Rollout {r['name']}[/] (release {r['release']}): [bold]{r['outcome']}[/], "
-                      f"last phase {r['last_phase']}, devices updated at peak {r['devices_updated_at_peak']}, "
-                      f"blast radius {r['blast_radius']}")
+        console.print(
+            f"\n[bold]Rollout {r['name']}[/] (release {r['release']}): [bold]{r['outcome']}[/], "
+            f"last phase {r['last_phase']}, devices updated at peak {r['devices_updated_at_peak']}, "
+            f"blast radius {r['blast_radius']}"
+        )
         log = Table(show_header=True)
         for c in ("at", "kind", "phase", "actor", "reason"):
             log.add_column(c)
         for e in r["decision_log"]:
-            log.add_row(str(e.get("at", ""))[:19], str(e.get("kind", "")), str(e.get("phase", "")),
-                        str(e.get("actor", "")), str(e.get("reason", ""))[:70])
+            log.add_row(
+                str(e.get("at", ""))[:19],
+                str(e.get("kind", "")),
+                str(e.get("phase", "")),
+                str(e.get("actor", "")),
+                str(e.get("reason", ""))[:70],
+            )
         console.print(log)
     console.print(f"\nRun {s['run_id']} of job {s['job']}; state directory {s['state_dir']}")
     for what, where in s["where_to_look"].items():

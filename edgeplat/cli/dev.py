@@ -24,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
     repo = Path(__file__).resolve().parents[2]
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
     argv = [dagster, "dev", "-w", str(repo / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
-    print(f"Dagster UI: http://{args.host}:{args.port}  (state: {home.home}, DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    print(
+        f"Dagster UI: http://{args.host}:{args.port}  (state: {home.home}, DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    )
     print("Stop with Ctrl-C.", flush=True)
     # dagster dev ignores SIGTERM when it inherits an ignored SIGINT (as from a script or
     # a background job): reset both to their defaults before handing over the process.

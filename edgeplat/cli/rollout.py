@@ -24,8 +24,11 @@ ACTIONS = {  # CLI name -> (job, machine command)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rollout", help="launch and steer progressive rollouts",
-                       description="Progressive rollouts: launch a spec, watch it, approve, pause, resume, abort.")
+    p = sub.add_parser(
+        "rollout",
+        help="launch and steer progressive rollouts",
+        description="Progressive rollouts: launch a spec, watch it, approve, pause, resume, abort.",
+    )
     rsub = p.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -55,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--who", default=None, help="who gives the command (default: your login)")
         q.add_argument("--why", default="", help="why (recorded in the rollout's events)")
         if name == "approve":
-            q.add_argument("--phase", type=int, default=None, help="the phase approved (default: the waiting one)")
+            q.add_argument(
+                "--phase", type=int, default=None, help="the phase approved (default: the waiting one)"
+            )
         common(q)
         q.set_defaults(handler=act, action=name)
 
@@ -120,9 +125,14 @@ def launch(args: argparse.Namespace) -> int:
     except SpecError as exc:
         raise CliError(str(exc).replace("rollout spec", f"rollout spec {str(args.spec)!r}", 1)) from None
     run_id, meta = run_job(
-        "launch_rollout", "launch_rollout_op",
-        {"spec_yaml": text, "who": args.who or getpass.getuser(), "why": args.why,
-         "source": {"kind": "cli", "path": str(args.spec)}},
+        "launch_rollout",
+        "launch_rollout_op",
+        {
+            "spec_yaml": text,
+            "who": args.who or getpass.getuser(),
+            "why": args.why,
+            "source": {"kind": "cli", "path": str(args.spec)},
+        },
     )
     out = {"rollout_id": meta.get("rollout_id"), "status": meta.get("status"), "run_id": run_id}
     print(dumps(out) if args.json else f"launched {out['rollout_id']} ({out['status']}), run {run_id}")
@@ -135,10 +145,18 @@ def act(args: argparse.Namespace) -> int:
     if args.action == "approve":
         config["phase"] = args.phase
     run_id, meta = run_job(job, f"{kind}_op", config)
-    out = {"rollout_id": meta.get("rollout_id"), "command": kind, "status": meta.get("status"),
-           "phase": meta.get("phase"), "run_id": run_id}
-    print(dumps(out) if args.json else f"{args.action}: {out['rollout_id']} is {out['status']} "
-          f"(phase {out['phase']}), run {run_id}")
+    out = {
+        "rollout_id": meta.get("rollout_id"),
+        "command": kind,
+        "status": meta.get("status"),
+        "phase": meta.get("phase"),
+        "run_id": run_id,
+    }
+    print(
+        dumps(out)
+        if args.json
+        else f"{args.action}: {out['rollout_id']} is {out['status']} (phase {out['phase']}), run {run_id}"
+    )
     return 0
 
 
@@ -176,16 +194,21 @@ def status(args: argparse.Namespace) -> int:
         "unreachable": len(state.unreachable),
         "events": [
             {"at": e.at.isoformat(), "kind": e.kind, "phase": e.phase, "who": e.actor, "why": e.reason}
-            for e in state.events[-args.events:]
+            for e in state.events[-args.events :]
         ],
     }
     if args.json:
         print(dumps(out))
         return 0
-    print(f"{rid}: {out['release']} is {out['status']} at phase {state.phase} "
-          f"(phases {out['phases']}; awaiting approval: {waiting or 'none'})")
-    print_rows(["at", "kind", "phase", "who", "why"],
-               [(e["at"], e["kind"], e["phase"], e["who"], e["why"]) for e in out["events"]], title="recent events")
+    print(
+        f"{rid}: {out['release']} is {out['status']} at phase {state.phase} "
+        f"(phases {out['phases']}; awaiting approval: {waiting or 'none'})"
+    )
+    print_rows(
+        ["at", "kind", "phase", "who", "why"],
+        [(e["at"], e["kind"], e["phase"], e["who"], e["why"]) for e in out["events"]],
+        title="recent events",
+    )
     return 0
 
 
@@ -194,7 +217,20 @@ def list_rollouts(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps([r.as_dict() for r in rows]))
         return 0
-    print_rows(["rollout_id", "name", "release", "status", "phase", "tenants", "updated"],
-               [(r.rollout_id, r.name, r.release_version, r.status, r.phase, ",".join(r.tenants),
-                 r.updated_at.isoformat(timespec="seconds")) for r in rows], title="rollouts")
+    print_rows(
+        ["rollout_id", "name", "release", "status", "phase", "tenants", "updated"],
+        [
+            (
+                r.rollout_id,
+                r.name,
+                r.release_version,
+                r.status,
+                r.phase,
+                ",".join(r.tenants),
+                r.updated_at.isoformat(timespec="seconds"),
+            )
+            for r in rows
+        ],
+        title="rollouts",
+    )
     return 0

@@ -23,15 +23,21 @@ def run_sync() -> dict[str, Any]:
     """Run the main job; returns its run id and the counts its assets reported."""
     from pipelines.jobs import MAIN_JOB
 
-    result = definitions().resolve_job_def(MAIN_JOB).execute_in_process(
-        instance=instance(), raise_on_error=False, run_config=QUIET_LOGS
+    result = (
+        definitions()
+        .resolve_job_def(MAIN_JOB)
+        .execute_in_process(instance=instance(), raise_on_error=False, run_config=QUIET_LOGS)
     )
     if not result.success:
-        raise CliError(f"the job {MAIN_JOB} failed (run {result.run_id}); open the Dagster UI (make dev) to see why")
+        raise CliError(
+            f"the job {MAIN_JOB} failed (run {result.run_id}); open the Dagster UI (make dev) to see why"
+        )
     metadata: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
-        metadata[mat.asset_key.to_user_string()] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        metadata[mat.asset_key.to_user_string()] = {
+            k: getattr(v, "value", v) for k, v in mat.metadata.items()
+        }
     checks = {
         e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
         for e in result.all_events
@@ -65,8 +71,16 @@ def run(args: argparse.Namespace) -> int:
     t = Table(title=f"sync_fleet run {counts['run_id']}")
     t.add_column("what")
     t.add_column("count", justify="right")
-    for k in ("objects_listed", "batches_accepted", "rows_in", "rows_new", "duplicates_dropped", "quarantined",
-              "conflicts", "deferred_admitted"):
+    for k in (
+        "objects_listed",
+        "batches_accepted",
+        "rows_in",
+        "rows_new",
+        "duplicates_dropped",
+        "quarantined",
+        "conflicts",
+        "deferred_admitted",
+    ):
         t.add_row(k.replace("_", " "), f"{counts[k]:,}")
     for name, passed in sorted(counts["checks"].items()):
         t.add_row(f"check {name}", "passed" if passed else "[yellow]warn[/]")

@@ -41,7 +41,10 @@ BASELINE_MAX = 5_000
 
 def target_filter(spec: RolloutSpec, alias: str = "d") -> tuple[str, list]:
     """A WHERE clause (and its parameters) selecting the spec's target devices from ``devices``."""
-    where = [f"{alias}.tenant_id IN (SELECT unnest(?::VARCHAR[]))", f"{alias}.platform IN (SELECT unnest(?::VARCHAR[]))"]
+    where = [
+        f"{alias}.tenant_id IN (SELECT unnest(?::VARCHAR[]))",
+        f"{alias}.platform IN (SELECT unnest(?::VARCHAR[]))",
+    ]
     params: list = [list(spec.target.tenants), list(spec.platforms)]
     for tag, value in sorted(spec.target.tags.items()):
         values = [value] if isinstance(value, str) else list(value)
@@ -63,7 +66,9 @@ def target_devices(con: duckdb.DuckDBPyConnection, spec: RolloutSpec) -> pa.Tabl
     ).fetch_arrow_table()
 
 
-def reported_versions(con: duckdb.DuckDBPyConnection, tenants: Sequence[str]) -> dict[tuple[str, str], str | None]:
+def reported_versions(
+    con: duckdb.DuckDBPyConnection, tenants: Sequence[str]
+) -> dict[tuple[str, str], str | None]:
     """(tenant, device) -> the version the device last reported (from ``devices``)."""
     rows = con.execute(
         """SELECT tenant_id, device_id, arg_max(reported_version, updated_at) FROM devices
@@ -113,7 +118,8 @@ def cohort_members(
         t, d = k.split("/", 1)
         strata.add((t, platform_of.get((t, d))))
     base = [
-        (t, d) for t, d, p in zip(tenants, devices, platforms, strict=True)
+        (t, d)
+        for t, d, p in zip(tenants, devices, platforms, strict=True)
         if (t, p) in strata and f"{t}/{d}" not in sent_phase
     ]
     if len(base) > baseline_max:
@@ -123,12 +129,20 @@ def cohort_members(
     rows_t += [t for t, _ in base]
     rows_d += [d for _, d in base]
     rows_c += [False] * len(base)
-    return pa.table({"tenant_id": pa.array(rows_t, pa.string()), "device_id": pa.array(rows_d, pa.string()),
-                     "is_canary": pa.array(rows_c, pa.bool_())})
+    return pa.table(
+        {
+            "tenant_id": pa.array(rows_t, pa.string()),
+            "device_id": pa.array(rows_d, pa.string()),
+            "is_canary": pa.array(rows_c, pa.bool_()),
+        }
+    )
 
 
 def samples_many(
-    con: duckdb.DuckDBPyConnection, queries: Sequence[CohortQuery], *, sample_seconds: float = DEFAULT_SAMPLE_SECONDS
+    con: duckdb.DuckDBPyConnection,
+    queries: Sequence[CohortQuery],
+    *,
+    sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
 ) -> dict[str, pa.Table]:
     """Per-device aggregates (the columns ``evaluate_gates`` reads) of every query's cohorts over its
     window, in one scan of ``health``. ``device_id`` is ``tenant/device`` (ids are unique per tenant)."""
@@ -271,8 +285,16 @@ def phase_status(
                    count(*) FILTER (WHERE acked AND NOT coalesce(updated, false)) AS failed,
                    count(*) FILTER (WHERE unreachable) AS unreachable
             FROM per GROUP BY phase ORDER BY phase""",
-            [rollout_id, spec.release.version, spec.release.version, since, until, spec.release.version,
-             error_rate_limit, error_rate_limit],
+            [
+                rollout_id,
+                spec.release.version,
+                spec.release.version,
+                since,
+                until,
+                spec.release.version,
+                error_rate_limit,
+                error_rate_limit,
+            ],
         ).fetch_arrow_table()
     finally:
         con.unregister("_assign")

@@ -18,8 +18,14 @@ from edgeplat.lakehouse import Lakehouse  # noqa: E402
 from edgeplat.rollouts.machine import Kind, RolloutState  # noqa: E402
 from edgeplat.rollouts.store import RolloutStore  # noqa: E402
 
-_MARKED = {Kind.DEPLOY_PHASE: "tab:blue", Kind.ROLLBACK: "tab:red", Kind.APPROVE: "tab:green",
-           Kind.COMPLETE: "tab:green", Kind.PAUSE: "tab:orange", Kind.FAIL: "tab:red"}
+_MARKED = {
+    Kind.DEPLOY_PHASE: "tab:blue",
+    Kind.ROLLBACK: "tab:red",
+    Kind.APPROVE: "tab:green",
+    Kind.COMPLETE: "tab:green",
+    Kind.PAUSE: "tab:orange",
+    Kind.FAIL: "tab:red",
+}
 
 
 def plot_rollout(lake: Lakehouse, rollout_id: str, out_dir: Path, *, bucket_minutes: int = 10) -> list[Path]:
@@ -60,8 +66,15 @@ def plot_rollout(lake: Lakehouse, rollout_id: str, out_dir: Path, *, bucket_minu
         if color:
             for ax in (top, bottom):
                 ax.axvline(e.at, color=color, alpha=0.4, linestyle="--")
-            top.annotate(f"{e.kind} {'' if e.phase is None else e.phase}", (e.at, 0), rotation=90,
-                         fontsize=7, color=color, xytext=(2, 2), textcoords="offset points")
+            top.annotate(
+                f"{e.kind} {'' if e.phase is None else e.phase}",
+                (e.at, 0),
+                rotation=90,
+                fontsize=7,
+                color=color,
+                xytext=(2, 2),
+                textcoords="offset points",
+            )
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=90)

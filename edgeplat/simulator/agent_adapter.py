@@ -163,8 +163,11 @@ class SimAgent:
         """Per stream: last issued seq, rows evicted, rows still pending (buffered included)."""
         stats = self.agent.cache.stats()["streams"]
         return {
-            s: {"last_seq": int(stats[s]["last_seq"]), "evicted": int(stats[s]["evicted"]["total"]),
-                "pending": int(stats[s]["queue_depth"])}
+            s: {
+                "last_seq": int(stats[s]["last_seq"]),
+                "evicted": int(stats[s]["evicted"]["total"]),
+                "pending": int(stats[s]["queue_depth"]),
+            }
             for s in STREAMS
         }
 

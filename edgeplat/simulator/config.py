@@ -54,22 +54,49 @@ class SimulationConfig:
                 raise ValueError(f"SimulationConfig: {what}")
 
         need(self.devices >= 1, f"devices must be >= 1, got {self.devices}")
-        need(1 <= self.tenants <= self.devices, f"tenants must be 1..devices ({self.devices}), got {self.tenants}")
+        need(
+            1 <= self.tenants <= self.devices,
+            f"tenants must be 1..devices ({self.devices}), got {self.tenants}",
+        )
         need(self.hours > 0, f"hours must be > 0, got {self.hours}")
-        need(0.0 <= self.offline_fraction <= 1.0, f"offline_fraction must be within 0..1, got {self.offline_fraction}")
+        need(
+            0.0 <= self.offline_fraction <= 1.0,
+            f"offline_fraction must be within 0..1, got {self.offline_fraction}",
+        )
         need(self.outage_minutes > 0, f"outage_minutes must be > 0, got {self.outage_minutes}")
-        need(self.clock_skew_s >= 0, f"clock_skew_s is a maximum absolute skew, must be >= 0, got {self.clock_skew_s}")
-        need(0.0 <= self.crash_rate <= 1.0, f"crash_rate is a probability per sync (0..1), got {self.crash_rate}")
-        need(1.0 <= self.telemetry_interval_s <= 3600, f"telemetry_interval_s must be 1..3600, got {self.telemetry_interval_s}")
-        need(1 <= self.metrics_per_sample <= 8, f"metrics_per_sample must be 1..8, got {self.metrics_per_sample}")
-        need(1 <= self.sync_interval_min <= 24 * 60, f"sync_interval_min must be 1..1440, got {self.sync_interval_min}")
+        need(
+            self.clock_skew_s >= 0,
+            f"clock_skew_s is a maximum absolute skew, must be >= 0, got {self.clock_skew_s}",
+        )
+        need(
+            0.0 <= self.crash_rate <= 1.0,
+            f"crash_rate is a probability per sync (0..1), got {self.crash_rate}",
+        )
+        need(
+            1.0 <= self.telemetry_interval_s <= 3600,
+            f"telemetry_interval_s must be 1..3600, got {self.telemetry_interval_s}",
+        )
+        need(
+            1 <= self.metrics_per_sample <= 8,
+            f"metrics_per_sample must be 1..8, got {self.metrics_per_sample}",
+        )
+        need(
+            1 <= self.sync_interval_min <= 24 * 60,
+            f"sync_interval_min must be 1..1440, got {self.sync_interval_min}",
+        )
         need(bool(self.release), "release (the initial version) must be non-empty")
-        need(bool(self.platforms) and set(self.platforms) <= set(PLATFORMS),
-             f"platforms must be a non-empty subset of {PLATFORMS}, got {self.platforms}")
+        need(
+            bool(self.platforms) and set(self.platforms) <= set(PLATFORMS),
+            f"platforms must be a non-empty subset of {PLATFORMS}, got {self.platforms}",
+        )
         need(self.drain_rounds >= 1, f"drain_rounds must be >= 1, got {self.drain_rounds}")
         need(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
-        for name in ("log_rate_per_min", "alert_rate_per_hour", "device_edit_rate_per_hour",
-                     "central_edit_rate_per_hour"):
+        for name in (
+            "log_rate_per_min",
+            "alert_rate_per_hour",
+            "device_edit_rate_per_hour",
+            "central_edit_rate_per_hour",
+        ):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property

@@ -56,7 +56,12 @@ LOG_MESSAGES = {
     "warning": ("sensor {n} slow to answer", "retrying uplink ({n})", "queue above {n} rows"),
     "error": ("request failed: timeout after {n} ms", "handler raised ValueError ({n})"),
 }
-ALERT_CODES = (("warning", "temp_high"), ("warning", "disk_low"), ("info", "link_flap"), ("critical", "sensor_fault"))
+ALERT_CODES = (
+    ("warning", "temp_high"),
+    ("warning", "disk_low"),
+    ("info", "link_flap"),
+    ("critical", "sensor_fault"),
+)
 
 
 def json_text(value: Any) -> str:
@@ -92,8 +97,11 @@ class DeviceState:
     def new(cls, config: SimulationConfig, dev: SimDevice) -> DeviceState:
         rng = np.random.default_rng([config.seed, dev.index, 0xDE51CE])
         walks = np.array([m[1] * (1 + rng.normal(0, 0.02)) for m in METRICS])
-        return cls(rng=rng, walks=walks, next_sample_ms=config.start_ms + dev.phase_s * 1000 % int(
-            config.telemetry_interval_s * 1000))
+        return cls(
+            rng=rng,
+            walks=walks,
+            next_sample_ms=config.start_ms + dev.phase_s * 1000 % int(config.telemetry_interval_s * 1000),
+        )
 
 
 @dataclass
@@ -108,8 +116,9 @@ class WindowOutput:
 class DeviceRunner:
     """Runs devices through windows of simulated time in this process (see the module doc)."""
 
-    def __init__(self, parts: Parts, config: SimulationConfig, profiles: ReleaseProfiles, *,
-                 keep_open: bool = False) -> None:
+    def __init__(
+        self, parts: Parts, config: SimulationConfig, profiles: ReleaseProfiles, *, keep_open: bool = False
+    ) -> None:
         self.parts, self.config, self.profiles = parts, config, profiles
         self.keep_open = keep_open
         self.platform_key = parts.signer.public_key_bytes()
@@ -130,10 +139,15 @@ class DeviceRunner:
             creds = self._creds[dev.device_id] = load_device(self.parts, dev.tenant_id, dev.device_id)
         identity, key = creds
         agent = SimAgent(
-            tenant_id=dev.tenant_id, device_id=dev.device_id,
-            cache_path=device_files(self.parts, dev.tenant_id, dev.device_id).cache, cache_key=key,
-            identity=identity, store=self.parts.store, key_service=self.parts.keyring,
-            platform_key=self.platform_key, max_cache_bytes=self.config.cache_max_bytes,
+            tenant_id=dev.tenant_id,
+            device_id=dev.device_id,
+            cache_path=device_files(self.parts, dev.tenant_id, dev.device_id).cache,
+            cache_key=key,
+            identity=identity,
+            store=self.parts.store,
+            key_service=self.parts.keyring,
+            platform_key=self.platform_key,
+            max_cache_bytes=self.config.cache_max_bytes,
         )
         agent.now_ms = self._sim_ms(st.minute) + dev.skew_ms
         if not st.started:
@@ -157,8 +171,15 @@ class DeviceRunner:
     def _sim_ms(self, minute: int) -> int:
         return self.config.start_ms + minute * 60_000
 
-    def run(self, dev: SimDevice, st: DeviceState, until_minute: int, *, drain: bool = False,
-            on_minute: Callable[[int], None] | None = None) -> WindowOutput:
+    def run(
+        self,
+        dev: SimDevice,
+        st: DeviceState,
+        until_minute: int,
+        *,
+        drain: bool = False,
+        on_minute: Callable[[int], None] | None = None,
+    ) -> WindowOutput:
         """Run ``dev`` from its next minute up to ``until_minute`` (exclusive); then drain if asked."""
         out = WindowOutput()
         agent = self._open(dev, st)
@@ -218,15 +239,32 @@ class DeviceRunner:
         draw = draw_health(self.profiles.get(st.version), st.rng, dev.factor)
         st.app_crashes += draw.crashes
         st.heartbeat += 1
-        agent.record("health", {
-            "version": st.version, "slot": st.slot, "desired_revision": st.revision,
-            "error_rate": draw.error_rate, "requests": draw.requests, "errors": draw.errors, "crash_count": st.app_crashes, "cpu_pct": draw.cpu_pct,
-            "mem_mb": draw.mem_mb, "heartbeat": st.heartbeat, "queue_depth": st.queue,
-        })
+        agent.record(
+            "health",
+            {
+                "version": st.version,
+                "slot": st.slot,
+                "desired_revision": st.revision,
+                "error_rate": draw.error_rate,
+                "requests": draw.requests,
+                "errors": draw.errors,
+                "crash_count": st.app_crashes,
+                "cpu_pct": draw.cpu_pct,
+                "mem_mb": draw.mem_mb,
+                "heartbeat": st.heartbeat,
+                "queue_depth": st.queue,
+            },
+        )
         st.queue += 1
         if draw.crashes:
-            agent.record("alerts", {"severity": "critical", "code": "app_crash",
-                                    "message": f"{st.version} crashed {draw.crashes}x (total {st.app_crashes})"})
+            agent.record(
+                "alerts",
+                {
+                    "severity": "critical",
+                    "code": "app_crash",
+                    "message": f"{st.version} crashed {draw.crashes}x (total {st.app_crashes})",
+                },
+            )
             st.queue += 1
 
     def _logs_and_alerts(self, st: DeviceState, agent: SimAgent) -> None:
@@ -262,7 +300,9 @@ class DeviceRunner:
             key, name, value = self._edit(st.rng)
             hlc = agent.put("config", key, {name: value})
             st.queue += 1
-            out.device_edits.append(_edit_row(dev, "config", key, name, json_text(value), hlc, dev.device_id, "device"))
+            out.device_edits.append(
+                _edit_row(dev, "config", key, name, json_text(value), hlc, dev.device_id, "device")
+            )
 
     def _central_edits(self, dev: SimDevice, st: DeviceState, now_ms: int, out: WindowOutput) -> None:
         n = int(st.rng.poisson(self.config.central_edit_rate_per_hour / 60))
@@ -272,7 +312,9 @@ class DeviceRunner:
         edits = []
         for _ in range(n):
             key, name, value = self._edit(st.rng)
-            edits.append(StateEdit(namespace="config", key=key, field=name, value=json_text(value), hlc=clock.now()))
+            edits.append(
+                StateEdit(namespace="config", key=key, field=name, value=json_text(value), hlc=clock.now())
+            )
         publisher = DesiredStatePublisher(self.parts.store, self.parts.signer, clock)
         publisher.add_state_edits(dev.tenant_id, dev.device_id, edits)
         st.central_hlc = clock.last
@@ -280,8 +322,9 @@ class DeviceRunner:
             _edit_row(dev, e.namespace, e.key, e.field, e.value, e.hlc, e.node_id, e.origin) for e in edits
         )
 
-    def _sync(self, dev: SimDevice, st: DeviceState, agent: SimAgent, *, online: bool,
-              crashes: bool = True) -> SimAgent:
+    def _sync(
+        self, dev: SimDevice, st: DeviceState, agent: SimAgent, *, online: bool, crashes: bool = True
+    ) -> SimAgent:
         crash_at = None
         if crashes and self.config.crash_rate and st.rng.random() < self.config.crash_rate:
             crash_at = CRASH_POINTS[int(st.rng.integers(len(CRASH_POINTS)))]
@@ -324,7 +367,17 @@ class DeviceRunner:
         )
 
 
-def _edit_row(dev: SimDevice, namespace: str, key: str, field_: str, value: str, hlc: int, node_id: str,
-              origin: str) -> dict[str, Any]:
-    return {"tenant_id": dev.tenant_id, "device_id": dev.device_id, "namespace": namespace, "key": key,
-            "field": field_, "value": value, "hlc": int(hlc), "node_id": node_id, "origin": origin}
+def _edit_row(
+    dev: SimDevice, namespace: str, key: str, field_: str, value: str, hlc: int, node_id: str, origin: str
+) -> dict[str, Any]:
+    return {
+        "tenant_id": dev.tenant_id,
+        "device_id": dev.device_id,
+        "namespace": namespace,
+        "key": key,
+        "field": field_,
+        "value": value,
+        "hlc": int(hlc),
+        "node_id": node_id,
+        "origin": origin,
+    }

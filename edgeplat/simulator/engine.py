@@ -79,7 +79,9 @@ class SimulatedFleet:
         progress: Progress | None = None,
     ) -> None:
         self.config = config
-        self.parts: Parts = default_parts(home, store=store, keyring=keyring, registry=registry, signer=signer)
+        self.parts: Parts = default_parts(
+            home, store=store, keyring=keyring, registry=registry, signer=signer
+        )
         self.profiles = profiles or ReleaseProfiles()
         self.central_edit_sink = central_edit_sink
         self.progress = progress
@@ -87,8 +89,10 @@ class SimulatedFleet:
         self.states = [DeviceState.new(config, d) for d in self.devices]
         self._spec: LocalPartsSpec | None = self.parts.spec if config.workers > 1 else None
         if config.workers > 1 and self._spec is None:
-            raise ValueError("workers > 1 needs the local store, keyring, registry and a signer file (the "
-                             "embedded default); with other parts run with workers=1")
+            raise ValueError(
+                "workers > 1 needs the local store, keyring, registry and a signer file (the "
+                "embedded default); with other parts run with workers=1"
+            )
         keep_open = config.workers == 1 and config.devices <= config.keep_open_max
         self._runner = DeviceRunner(self.parts, config, self.profiles, keep_open=keep_open)
         self._pool: ProcessPoolExecutor | None = None
@@ -125,8 +129,10 @@ class SimulatedFleet:
 
     def installed(self) -> dict[tuple[str, str], tuple[str | None, str | None, int]]:
         """(tenant, device) -> (version, slot, applied desired revision) as of each device's last sync."""
-        return {(d.tenant_id, d.device_id): (s.version, s.slot, s.revision)
-                for d, s in zip(self.devices, self.states, strict=True)}
+        return {
+            (d.tenant_id, d.device_id): (s.version, s.slot, s.revision)
+            for d, s in zip(self.devices, self.states, strict=True)
+        }
 
     # -- stepping ---------------------------------------------------------------------------------
     def advance(self, minutes: int) -> dict[str, Any]:
@@ -155,9 +161,11 @@ class SimulatedFleet:
                     self.progress(minutes)
         else:
             pool = self._get_pool()
-            chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]
-            futures = [pool.submit(_run_chunk, self._spec, self.config, self.profiles, c, until, drain)
-                       for c in chunks]
+            chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+            futures = [
+                pool.submit(_run_chunk, self._spec, self.config, self.profiles, c, until, drain)
+                for c in chunks
+            ]
             for chunk, fut in zip(chunks, futures, strict=True):
                 done, rss_mb = fut.result()
                 self._worker_rss_mb = max(self._worker_rss_mb, rss_mb)
@@ -171,18 +179,26 @@ class SimulatedFleet:
         self._edits.extend(central)
         if central and self.central_edit_sink is not None:
             self.central_edit_sink(central)
-        return {"minute": self.now_minute, "device_edits": sum(len(o.device_edits) for o in outputs),
-                "central_edits": len(central)}
+        return {
+            "minute": self.now_minute,
+            "device_edits": sum(len(o.device_edits) for o in outputs),
+            "central_edits": len(central),
+        }
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.config.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self.config.workers, mp_context=multiprocessing.get_context("spawn")
+            )
         return self._pool
 
     # -- results ------------------------------------------------------------------------------------
     def truth(self) -> dict[str, list[dict[str, Any]]]:
-        streams = [r for d, s in zip(self.devices, self.states, strict=True)
-                   for r in stream_rows(d.tenant_id, d.device_id, s.stats)]
+        streams = [
+            r
+            for d, s in zip(self.devices, self.states, strict=True)
+            for r in stream_rows(d.tenant_id, d.device_id, s.stats)
+        ]
         return build_truth(streams, self._edits)
 
     def summary(self, truth: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -201,8 +217,12 @@ class SimulatedFleet:
             "tenants": self.config.tenants,
             "platforms": dict(Counter(d.platform for d in self.devices)),
             "simulated_minutes": self.now_minute,
-            "rows": {"generated": totals["generated"], "delivered": totals["generated"] - totals["evicted"]
-                     - totals["pending"], "evicted": totals["evicted"], "pending": totals["pending"]},
+            "rows": {
+                "generated": totals["generated"],
+                "delivered": totals["generated"] - totals["evicted"] - totals["pending"],
+                "evicted": totals["evicted"],
+                "pending": totals["pending"],
+            },
             "streams": {s: dict(c) for s, c in sorted(by_stream.items())},
             "state_edits": dict(Counter(e["origin"] for e in truth["state_edits"])),
             "syncs": sum(s.syncs for s in states),
@@ -244,9 +264,14 @@ Fleet = SimulatedFleet
 _RUNNERS: dict[LocalPartsSpec, DeviceRunner] = {}
 
 
-def _run_chunk(spec: LocalPartsSpec, config: SimulationConfig, profiles: ReleaseProfiles,
-               jobs: list[tuple[SimDevice, DeviceState]], until: int, drain: bool,
-               ) -> tuple[list[tuple[DeviceState, WindowOutput]], float]:
+def _run_chunk(
+    spec: LocalPartsSpec,
+    config: SimulationConfig,
+    profiles: ReleaseProfiles,
+    jobs: list[tuple[SimDevice, DeviceState]],
+    until: int,
+    drain: bool,
+) -> tuple[list[tuple[DeviceState, WindowOutput]], float]:
     """Worker process: run a few devices through the window; the states travel back, with this process's peak RSS."""
     runner = _RUNNERS.get(spec)
     if runner is None:
@@ -269,7 +294,16 @@ def simulate(
     progress: Progress | None = None,
 ) -> SimulationResult:
     """Run ``config`` from start to end (then drain, unless ``leave_offline``) and return the result."""
-    with SimulatedFleet(config, store=store, keyring=keyring, registry=registry, signer=signer, home=home,
-                        profiles=profiles, central_edit_sink=central_edit_sink, progress=progress) as fleet:
+    with SimulatedFleet(
+        config,
+        store=store,
+        keyring=keyring,
+        registry=registry,
+        signer=signer,
+        home=home,
+        profiles=profiles,
+        central_edit_sink=central_edit_sink,
+        progress=progress,
+    ) as fleet:
         fleet._step(config.minutes, drain=not config.leave_offline)
         return fleet.finish(drain=False)

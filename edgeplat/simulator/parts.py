@@ -70,13 +70,20 @@ class Parts:
     @property
     def spec(self) -> LocalPartsSpec | None:
         """A spec that rebuilds these parts elsewhere, or None when they are not all local."""
-        if not (isinstance(self.store, LocalObjectStore) and isinstance(self.keyring, LocalKeyring)
-                and isinstance(self.registry, LocalDeviceRegistry) and self.signer_path is not None):
+        if not (
+            isinstance(self.store, LocalObjectStore)
+            and isinstance(self.keyring, LocalKeyring)
+            and isinstance(self.registry, LocalDeviceRegistry)
+            and self.signer_path is not None
+        ):
             return None
         return LocalPartsSpec(
-            objects_root=str(self.store.root), objects_fsync=self.store.fsync,
-            keys_dir=str(self.keyring.directory), registry_dir=str(self.registry.directory),
-            signer_path=str(self.signer_path), devices_dir=str(self.devices_dir),
+            objects_root=str(self.store.root),
+            objects_fsync=self.store.fsync,
+            keys_dir=str(self.keyring.directory),
+            registry_dir=str(self.registry.directory),
+            signer_path=str(self.signer_path),
+            devices_dir=str(self.devices_dir),
         )
 
 
@@ -134,8 +141,12 @@ class DeviceFiles:
 
 def device_files(parts: Parts, tenant_id: str, device_id: str) -> DeviceFiles:
     d = parts.devices_dir / tenant_id / device_id
-    return DeviceFiles(d, d / "identity.pem", d / "cache.duckdb",
-                       parts.keys_dir / "device-secrets" / tenant_id / f"{device_id}.secret")
+    return DeviceFiles(
+        d,
+        d / "identity.pem",
+        d / "cache.duckdb",
+        parts.keys_dir / "device-secrets" / tenant_id / f"{device_id}.secret",
+    )
 
 
 def cache_key(secret: bytes, tenant_id: str, device_id: str) -> bytes:

@@ -33,7 +33,9 @@ class ReleaseProfile:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
-            raise ValueError(f"release {self.version!r}: error_rate must be within 0..1, got {self.error_rate}")
+            raise ValueError(
+                f"release {self.version!r}: error_rate must be within 0..1, got {self.error_rate}"
+            )
         for name in ("crash_rate", "cpu_pct", "mem_mb", "requests_per_min"):
             if getattr(self, name) < 0:
                 raise ValueError(f"release {self.version!r}: {name} must be >= 0, got {getattr(self, name)}")
@@ -64,8 +66,10 @@ class ReleaseProfiles:
         return replace(self.default, version=version or "unknown")
 
     def as_dict(self) -> dict[str, dict[str, float]]:
-        return {v: {k: getattr(p, k) for k in ("error_rate", "crash_rate", "cpu_pct", "mem_mb")}
-                for v, p in sorted(self._by_version.items())}
+        return {
+            v: {k: getattr(p, k) for k in ("error_rate", "crash_rate", "cpu_pct", "mem_mb")}
+            for v, p in sorted(self._by_version.items())
+        }
 
 
 @dataclass(frozen=True)

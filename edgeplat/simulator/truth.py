@@ -34,7 +34,16 @@ from edge_sync.keys import KeyService
 from edge_sync.objectstore import ObjectStore
 from edge_sync.streams import STREAMS
 
-STREAM_FIELDS = ("tenant_id", "device_id", "stream", "generated", "first_seq", "last_seq", "evicted", "pending")
+STREAM_FIELDS = (
+    "tenant_id",
+    "device_id",
+    "stream",
+    "generated",
+    "first_seq",
+    "last_seq",
+    "evicted",
+    "pending",
+)
 EDIT_FIELDS = ("tenant_id", "device_id", "namespace", "key", "field", "value", "hlc", "node_id", "origin")
 
 
@@ -45,19 +54,41 @@ def stream_rows(tenant_id: str, device_id: str, stats: dict[str, dict[str, int]]
         s = stats.get(stream)
         if not s or s["last_seq"] == 0:
             continue
-        rows.append({"tenant_id": tenant_id, "device_id": device_id, "stream": stream,
-                     "generated": s["last_seq"], "first_seq": 1, "last_seq": s["last_seq"],
-                     "evicted": s["evicted"], "pending": s["pending"]})
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "device_id": device_id,
+                "stream": stream,
+                "generated": s["last_seq"],
+                "first_seq": 1,
+                "last_seq": s["last_seq"],
+                "evicted": s["evicted"],
+                "pending": s["pending"],
+            }
+        )
     return rows
 
 
-def build_truth(streams: Iterable[dict[str, Any]], edits: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def build_truth(
+    streams: Iterable[dict[str, Any]], edits: Iterable[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
     return {
-        "streams": sorted(({k: r[k] for k in STREAM_FIELDS} for r in streams),
-                          key=lambda r: (r["tenant_id"], r["device_id"], r["stream"])),
-        "state_edits": sorted(({k: e[k] for k in EDIT_FIELDS} for e in edits),
-                              key=lambda e: (e["tenant_id"], e["device_id"], e["hlc"], e["node_id"],
-                                             e["namespace"], e["key"], e["field"])),
+        "streams": sorted(
+            ({k: r[k] for k in STREAM_FIELDS} for r in streams),
+            key=lambda r: (r["tenant_id"], r["device_id"], r["stream"]),
+        ),
+        "state_edits": sorted(
+            ({k: e[k] for k in EDIT_FIELDS} for e in edits),
+            key=lambda e: (
+                e["tenant_id"],
+                e["device_id"],
+                e["hlc"],
+                e["node_id"],
+                e["namespace"],
+                e["key"],
+                e["field"],
+            ),
+        ),
     }
 
 
@@ -71,8 +102,9 @@ def write_truth(path: str | os.PathLike[str], truth: dict[str, Any]) -> Path:
     return path
 
 
-def delivered_seqs(store: ObjectStore, key_service: KeyService, public_keys, *, prefix: str = "") -> dict[
-        tuple[str, str, str], set[int]]:
+def delivered_seqs(
+    store: ObjectStore, key_service: KeyService, public_keys, *, prefix: str = ""
+) -> dict[tuple[str, str, str], set[int]]:
     """Distinct seqs per (tenant, device, stream) in the store's batches (each verified and decrypted).
 
     ``public_keys`` is what ``read_batch`` takes, e.g. ``LocalDeviceRegistry.public_keys``.
@@ -85,9 +117,12 @@ def delivered_seqs(store: ObjectStore, key_service: KeyService, public_keys, *, 
             if not info.key.endswith(".batch"):
                 continue
             where = parse_object_key(info.key)
-            batch = read_batch(store.get(info.key), key_service=key_service, public_keys=public_keys,
-                               expected_key=info.key)
-            seen[(where.tenant_id, where.device_id, where.stream)].update(batch.table.column("seq").to_pylist())
+            batch = read_batch(
+                store.get(info.key), key_service=key_service, public_keys=public_keys, expected_key=info.key
+            )
+            seen[(where.tenant_id, where.device_id, where.stream)].update(
+                batch.table.column("seq").to_pylist()
+            )
         if page.next_after is None:
             return seen
         after = page.next_after
@@ -101,6 +136,8 @@ def check_against_store(truth: dict[str, Any], delivered: dict[tuple[str, str, s
         sent = r["generated"] - r["evicted"]
         ok = got == sent if r["pending"] == 0 else sent - r["pending"] <= got <= sent
         if not ok:
-            problems.append(f"{r['tenant_id']}/{r['device_id']}/{r['stream']}: generated {r['generated']} vs "
-                            f"delivered {got} + evicted {r['evicted']} + pending {r['pending']}")
+            problems.append(
+                f"{r['tenant_id']}/{r['device_id']}/{r['stream']}: generated {r['generated']} vs "
+                f"delivered {got} + evicted {r['evicted']} + pending {r['pending']}"
+            )
     return problems

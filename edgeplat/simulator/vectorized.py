@@ -43,8 +43,15 @@ def _envelope(spec_name: str, dev: SimDevice, seq0: int, ts: np.ndarray) -> dict
     }
 
 
-def telemetry_table(config: SimulationConfig, dev: SimDevice, profiles: ReleaseProfiles, hour: int, seq0: int,
-                    rng: np.random.Generator, version: str | None = None) -> pa.Table:
+def telemetry_table(
+    config: SimulationConfig,
+    dev: SimDevice,
+    profiles: ReleaseProfiles,
+    hour: int,
+    seq0: int,
+    rng: np.random.Generator,
+    version: str | None = None,
+) -> pa.Table:
     """One device-hour of telemetry (``metrics_per_sample`` rows per sample, sample-major)."""
     step = int(config.telemetry_interval_s * 1000)
     t0 = config.start_ms + hour * 3_600_000 + (dev.phase_s * 1000) % step
@@ -58,7 +65,9 @@ def telemetry_table(config: SimulationConfig, dev: SimDevice, profiles: ReleaseP
             v = np.cumsum(rng.poisson(sd, n)).astype(np.float64)
         else:
             centre = {"cpu_pct": profile.cpu_pct * dev.factor, "mem_mb": profile.mem_mb}.get(name, 0.0)
-            walk = start * (1 + rng.normal(0, 0.02)) + (np.cumsum(rng.normal(0.0, drift, n)) if drift else 0.0)
+            walk = start * (1 + rng.normal(0, 0.02)) + (
+                np.cumsum(rng.normal(0.0, drift, n)) if drift else 0.0
+            )
             v = centre + walk + rng.normal(0.0, 1.0, n) * sd
         values[:, i] = np.round(np.round(v / res) * res, 3)
     names = np.array([m[0] for m in METRICS[:k]], dtype=object)
@@ -68,30 +77,46 @@ def telemetry_table(config: SimulationConfig, dev: SimDevice, profiles: ReleaseP
     return pa.table(cols).cast(get_stream("telemetry").schema)
 
 
-def health_table(config: SimulationConfig, dev: SimDevice, profiles: ReleaseProfiles, hour: int, seq0: int,
-                 rng: np.random.Generator, version: str | None = None) -> pa.Table:
+def health_table(
+    config: SimulationConfig,
+    dev: SimDevice,
+    profiles: ReleaseProfiles,
+    hour: int,
+    seq0: int,
+    rng: np.random.Generator,
+    version: str | None = None,
+) -> pa.Table:
     """One device-hour of per-minute health rows drawn from the release profile."""
     version = version or config.release
     p = profiles.get(version)
-    ts = config.start_ms + hour * 3_600_000 + np.arange(60, dtype=np.int64) * 60_000 + (dev.phase_s % 60) * 1000 \
+    ts = (
+        config.start_ms
+        + hour * 3_600_000
+        + np.arange(60, dtype=np.int64) * 60_000
+        + (dev.phase_s % 60) * 1000
         + dev.skew_ms
+    )
     requests = rng.poisson(p.requests_per_min, 60)
     errors = rng.binomial(requests, min(1.0, p.error_rate * dev.factor))
     crashes = np.cumsum(rng.poisson(p.crash_rate * dev.factor / 60, 60))
     cols = _envelope("health", dev, seq0, ts)
-    cols.update({
-        "version": pa.array([version] * 60, pa.string()),
-        "slot": pa.array(["a"] * 60, pa.string()),
-        "desired_revision": pa.array(np.ones(60, dtype=np.int64)),
-        "error_rate": pa.array(np.round(np.where(requests > 0, errors / np.maximum(requests, 1), 0.0), 4)),
-        "requests": pa.array(requests.astype(np.int64)),
-        "errors": pa.array(errors.astype(np.int64)),
-        "crash_count": pa.array(crashes.astype(np.int64)),
-        "cpu_pct": pa.array(np.round(np.clip(rng.normal(p.cpu_pct * dev.factor, 3.0, 60), 0, 100), 1)),
-        "mem_mb": pa.array(np.round(np.maximum(1.0, rng.normal(p.mem_mb, 5.0, 60)), 0)),
-        "heartbeat": pa.array(hour * 60 + np.arange(1, 61, dtype=np.int64)),
-        "queue_depth": pa.array(np.zeros(60, dtype=np.int64)),
-    })
+    cols.update(
+        {
+            "version": pa.array([version] * 60, pa.string()),
+            "slot": pa.array(["a"] * 60, pa.string()),
+            "desired_revision": pa.array(np.ones(60, dtype=np.int64)),
+            "error_rate": pa.array(
+                np.round(np.where(requests > 0, errors / np.maximum(requests, 1), 0.0), 4)
+            ),
+            "requests": pa.array(requests.astype(np.int64)),
+            "errors": pa.array(errors.astype(np.int64)),
+            "crash_count": pa.array(crashes.astype(np.int64)),
+            "cpu_pct": pa.array(np.round(np.clip(rng.normal(p.cpu_pct * dev.factor, 3.0, 60), 0, 100), 1)),
+            "mem_mb": pa.array(np.round(np.maximum(1.0, rng.normal(p.mem_mb, 5.0, 60)), 0)),
+            "heartbeat": pa.array(hour * 60 + np.arange(1, 61, dtype=np.int64)),
+            "queue_depth": pa.array(np.zeros(60, dtype=np.int64)),
+        }
+    )
     return pa.table(cols).cast(get_stream("health").schema)
 
 
@@ -136,9 +161,15 @@ def device_hour_batches(
             for stream in streams:
                 table = makers[stream](config, dev, profiles, hour, seq[stream], rng)
                 seq[stream] += table.num_rows
-                batch = write_batch(table, tenant_id=dev.tenant_id, device_id=dev.device_id, stream=stream,
-                                    key_service=key_service, identity=identity,
-                                    created_ms=config.start_ms + (hour + 1) * 3_600_000)
+                batch = write_batch(
+                    table,
+                    tenant_id=dev.tenant_id,
+                    device_id=dev.device_id,
+                    stream=stream,
+                    key_service=key_service,
+                    identity=identity,
+                    created_ms=config.start_ms + (hour + 1) * 3_600_000,
+                )
                 if store is not None:
                     store.put_if_absent(batch.key, batch.data)
                 yield VectorBatch(dev, stream, table, batch)

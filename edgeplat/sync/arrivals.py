@@ -151,7 +151,10 @@ def plan_arrivals(
     runs = runs_for(parseable, keys_per_run)
     stray = sorted(set(fresh) - set(parseable))
     if stray:
-        runs += [PlannedRun("_unparsed", tuple(stray[i : i + keys_per_run])) for i in range(0, len(stray), keys_per_run)]
+        runs += [
+            PlannedRun("_unparsed", tuple(stray[i : i + keys_per_run]))
+            for i in range(0, len(stray), keys_per_run)
+        ]
     return ArrivalPlan(
         runs=runs,
         cursor=ArrivalCursor(None if caught_up else after),

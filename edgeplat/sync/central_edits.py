@@ -96,18 +96,32 @@ def apply_central_edits(
         hlcs = [clock.now() for _ in edits]
         table = pa.table(
             {
-                "tenant_id": [e.tenant_id for e in edits], "device_id": [e.device_id for e in edits],
-                "namespace": [e.namespace for e in edits], "key": [e.key for e in edits],
-                "field": [e.field for e in edits], "value": [e.value for e in edits],
-                "hlc": pa.array(hlcs, pa.int64()), "node_id": [CENTRAL_NODE] * len(edits),
+                "tenant_id": [e.tenant_id for e in edits],
+                "device_id": [e.device_id for e in edits],
+                "namespace": [e.namespace for e in edits],
+                "key": [e.key for e in edits],
+                "field": [e.field for e in edits],
+                "value": [e.value for e in edits],
+                "hlc": pa.array(hlcs, pa.int64()),
+                "node_id": [CENTRAL_NODE] * len(edits),
                 "origin": ["central"] * len(edits),
             },
             schema=EDIT_SCHEMA,
         )
-        merger = StateMerger(con, rules, state_table="device_state", conflicts_table="state_conflicts",
-                             contributions_table="state_contributions")
-        stats = retried(con, lambda c: merger.merge(table), what="central edits", transaction=False,
-                        max_retries=lakehouse.config.max_retries)
+        merger = StateMerger(
+            con,
+            rules,
+            state_table="device_state",
+            conflicts_table="state_conflicts",
+            contributions_table="state_contributions",
+        )
+        stats = retried(
+            con,
+            lambda c: merger.merge(table),
+            what="central edits",
+            transaction=False,
+            max_retries=lakehouse.config.max_retries,
+        )
     published = 0
     if publish is not None:
         for (tenant, device), group in _by_device(edits, hlcs):
@@ -116,7 +130,9 @@ def apply_central_edits(
     return CentralEditResult(len(edits), tuple(hlcs), dict(Counter(stats.conflicts_by_rule)), published)
 
 
-def _by_device(edits: Iterable[CentralEdit], hlcs: Iterable[int]) -> list[tuple[tuple[str, str], list[StateEdit]]]:
+def _by_device(
+    edits: Iterable[CentralEdit], hlcs: Iterable[int]
+) -> list[tuple[tuple[str, str], list[StateEdit]]]:
     groups: dict[tuple[str, str], list[StateEdit]] = {}
     for e, h in zip(edits, hlcs, strict=True):
         groups.setdefault((e.tenant_id, e.device_id), []).append(

@@ -41,7 +41,9 @@ ATTEMPTS = 3
 TIMEOUT = timedelta(hours=1)
 
 
-def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timedelta(days=7)) -> dict[str, int]:
+def compact(
+    con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timedelta(days=7)
+) -> dict[str, int]:
     """DuckLake maintenance; returns how many rows each call reported (files/snapshots touched)."""
     older = (datetime.now(UTC) - keep_snapshots).strftime("%Y-%m-%d %H:%M:%S+00")
     orphans = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S+00")
@@ -69,8 +71,12 @@ class CompactionTimedOut(LakehouseError):
 
 
 def compact_isolated(
-    config: LakehouseConfig, *, keep_snapshots: timedelta = timedelta(days=7), attempts: int = ATTEMPTS,
-    timeout: timedelta = TIMEOUT, target: Callable[[LakehouseConfig, timedelta], dict[str, int]] | None = None,
+    config: LakehouseConfig,
+    *,
+    keep_snapshots: timedelta = timedelta(days=7),
+    attempts: int = ATTEMPTS,
+    timeout: timedelta = TIMEOUT,
+    target: Callable[[LakehouseConfig, timedelta], dict[str, int]] | None = None,
 ) -> dict[str, int]:
     """Run :func:`compact` on ``config``'s lakehouse in a child process, retrying a child that crashed.
 
@@ -85,8 +91,12 @@ def compact_isolated(
     deaths = []
     for attempt in range(1, attempts + 1):
         receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child, args=(send, target or _compact, config, keep_snapshots),
-                            name="ducklake-maintenance", daemon=True)
+        child = ctx.Process(
+            target=_child,
+            args=(send, target or _compact, config, keep_snapshots),
+            name="ducklake-maintenance",
+            daemon=True,
+        )
         child.start()
         send.close()  # so that recv() sees EOF when the child dies
         try:

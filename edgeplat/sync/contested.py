@@ -55,7 +55,12 @@ def settle(
     at = np.clip(np.searchsorted(stored_key, key), 0, max(len(stored_key) - 1, 0))
     is_stored = (stored_key[at] == key) if len(stored_key) else np.zeros(n, dtype=bool)
     differs = is_stored & (stored_fp[at] != fp) if len(stored_key) else is_stored
-    _mark(bad, bidx[differs], seq[differs], "differs from the stored row of the same (tenant, device, stream, seq)")
+    _mark(
+        bad,
+        bidx[differs],
+        seq[differs],
+        "differs from the stored row of the same (tenant, device, stream, seq)",
+    )
 
     # 2. among the staged batches, against the first claimant of each key
     live = np.flatnonzero(~np.isin(bidx, list(bad)))

@@ -139,7 +139,9 @@ def _open_object(
     """Verify one object up to its decrypted payload; a bad batch is a :class:`Rejected`, infrastructure errors raise."""
     for attempt in range(retries + 1):
         try:
-            opened = open_batch(data, key_service=key_service, public_keys=registry.public_keys, expected_key=key)
+            opened = open_batch(
+                data, key_service=key_service, public_keys=registry.public_keys, expected_key=key
+            )
             return clock.check(key, len(data), opened.manifest) or _Opened(key, len(data), opened)
         except BatchError as exc:
             return _rejected(key, len(data), exc)
@@ -170,7 +172,9 @@ def _decode_group(opened: Sequence[_Opened | Rejected]) -> DecodedGroup:
             if i in decoded.errors:
                 outcome[o.object_key] = _rejected(o.object_key, o.size, decoded.errors[i])
             else:
-                outcome[o.object_key] = Accepted(o.object_key, o.size, o.batch.manifest, int(decoded.counts[i]))
+                outcome[o.object_key] = Accepted(
+                    o.object_key, o.size, o.batch.manifest, int(decoded.counts[i])
+                )
         good = [i for i in range(len(items)) if i not in decoded.errors]
         group.streams[stream] = StreamRows(decoded.table, [keys[i] for i in good], decoded.counts[good])
     group.items = [outcome[o.object_key] for o in opened]

@@ -42,7 +42,9 @@ class SyncSettings:
 
     max_drift_ms: int = DEFAULT_MAX_DRIFT_MS  # hlc_max beyond now + this: deferred (hlc_too_far_ahead)
     offline_after_s: int = DEFAULT_OFFLINE_AFTER_S  # no batch for this long: device offline
-    decode_workers: int = 0  # >1: decode big runs in that many processes (needs SyncEnv.decoder; for >2 cores)
+    decode_workers: int = (
+        0  # >1: decode big runs in that many processes (needs SyncEnv.decoder; for >2 cores)
+    )
     rows_per_group: int = 500_000  # decoded rows per group; a commit takes up to ingest.MAX_GROUPS_PER_COMMIT
     key_service_retries: int = 3  # infrastructure errors (not KeyServiceError) before the run fails
 

@@ -330,7 +330,9 @@ def _stream_step(
         fp_stored = ", ".join(
             ["t.hlc", "t.node_id", "epoch_ms(t.ts)", *(f't."{c}"' for c in spec.payload_names)]
         )
-        fps = con.execute(f"SELECT hash({fp_cols}) AS fp FROM {slow_in}").to_arrow_table().column(0).to_numpy()
+        fps = (
+            con.execute(f"SELECT hash({fp_cols}) AS fp FROM {slow_in}").to_arrow_table().column(0).to_numpy()
+        )
         # (tenant, device, stream) of each batch as a small integer: the contested rows' keys
         names = list(
             zip(*(st.ranges.column(c).to_pylist() for c in ("tenant_id", "device_id", "stream")), strict=True)

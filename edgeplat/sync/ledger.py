@@ -25,7 +25,9 @@ def _register_keys(con: duckdb.DuckDBPyConnection, keys: Iterable[str]) -> str:
     return name
 
 
-def settled_keys(con: duckdb.DuckDBPyConnection, keys: Iterable[str], *, pending_too: bool = True) -> set[str]:
+def settled_keys(
+    con: duckdb.DuckDBPyConnection, keys: Iterable[str], *, pending_too: bool = True
+) -> set[str]:
     """Those of ``keys`` already in the ledger or quarantined (pending deferred ones too unless told)."""
     view = _register_keys(con, keys)
     quarantined = "TRUE" if pending_too else f"NOT coalesce({PENDING_SQL}, FALSE)"

@@ -66,8 +66,9 @@ def admit_deferred(env: SyncEnv, con: duckdb.DuckDBPyConnection) -> IngestReport
     return report
 
 
-def remove_duplicates(env: SyncEnv, con: duckdb.DuckDBPyConnection, *, window: timedelta | None = timedelta(days=1)
-                      ) -> dict[str, int]:
+def remove_duplicates(
+    env: SyncEnv, con: duckdb.DuckDBPyConnection, *, window: timedelta | None = timedelta(days=1)
+) -> dict[str, int]:
     """Remove exact duplicate rows of one (tenant, device, stream, seq) ingested within ``window``
     (None: the whole table); keeps the first copy (by ingest time, batch key). Returns rows removed."""
     since = None if window is None else datetime.fromtimestamp(env.now_ms() / 1000, UTC) - window
@@ -179,12 +180,14 @@ def mark_offline(con: duckdb.DuckDBPyConnection, *, now_ms: int, offline_after_s
     def unit(c: duckdb.DuckDBPyConnection) -> int:
         n = c.execute(
             "SELECT count(*) FROM devices WHERE coalesce(status, '') <> 'offline' "
-            "AND (last_batch_at IS NULL OR last_batch_at < ?)", [cutoff]
+            "AND (last_batch_at IS NULL OR last_batch_at < ?)",
+            [cutoff],
         ).fetchone()[0]
         if n:
             c.execute(
                 "UPDATE devices SET status = 'offline', updated_at = ? WHERE coalesce(status, '') <> 'offline' "
-                "AND (last_batch_at IS NULL OR last_batch_at < ?)", [now, cutoff]
+                "AND (last_batch_at IS NULL OR last_batch_at < ?)",
+                [now, cutoff],
             )
         return int(n)
 
@@ -206,9 +209,13 @@ class ReconcileReport:
 
     def as_dict(self) -> dict:
         return {
-            "listed": self.listed, "missed": self.missed.as_dict(), "deferred": self.deferred.as_dict(),
-            "pending_deferred": self.pending_deferred, "duplicates_removed": self.duplicates_removed,
-            "gaps": [g.__dict__ for g in self.gaps], "marked_offline": self.marked_offline,
+            "listed": self.listed,
+            "missed": self.missed.as_dict(),
+            "deferred": self.deferred.as_dict(),
+            "pending_deferred": self.pending_deferred,
+            "duplicates_removed": self.duplicates_removed,
+            "gaps": [g.__dict__ for g in self.gaps],
+            "marked_offline": self.marked_offline,
             "compaction": self.compaction,
         }
 
@@ -222,13 +229,23 @@ def reconcile(env: SyncEnv, *, compaction: bool = True) -> ReconcileReport:
         rep.pending_deferred = len(pending_deferred(con))
         rep.duplicates_removed = remove_duplicates(env, con)
         rep.gaps = find_gaps(con)
-        rep.marked_offline = mark_offline(con, now_ms=env.now_ms(), offline_after_s=env.settings.offline_after_s)
+        rep.marked_offline = mark_offline(
+            con, now_ms=env.now_ms(), offline_after_s=env.settings.offline_after_s
+        )
     if compaction:
         rep.compaction = compact_isolated(env.lakehouse.config)
     return rep
 
 
 __all__ = [
-    "Gap", "ReconcileReport", "admit_deferred", "find_gaps", "ingest_missed", "is_batch_key",
-    "list_batch_keys", "mark_offline", "reconcile", "remove_duplicates",
+    "Gap",
+    "ReconcileReport",
+    "admit_deferred",
+    "find_gaps",
+    "ingest_missed",
+    "is_batch_key",
+    "list_batch_keys",
+    "mark_offline",
+    "reconcile",
+    "remove_duplicates",
 ]

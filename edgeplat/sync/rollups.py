@@ -24,8 +24,9 @@ GROUP BY ALL
 """
 
 
-def roll_up_health(con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
-                   now: datetime | None = None) -> int:
+def roll_up_health(
+    con: duckdb.DuckDBPyConnection, *, since: datetime | None = None, now: datetime | None = None
+) -> int:
     """Recompute ``device_health`` for every (device, hour) with health rows ingested since ``since``
     (default: the last 24 hours; pass ``datetime.min`` for everything). Returns hours rewritten."""
     now = now or datetime.now(UTC)
@@ -34,7 +35,8 @@ def roll_up_health(con: duckdb.DuckDBPyConnection, *, since: datetime | None = N
     def unit(c: duckdb.DuckDBPyConnection) -> int:
         hours = c.execute(
             "SELECT DISTINCT tenant_id, device_id, date_trunc('hour', ts) AS hour FROM health "
-            "WHERE ingested_at >= ?", [since]
+            "WHERE ingested_at >= ?",
+            [since],
         ).to_arrow_table()
         if hours.num_rows == 0:
             return 0

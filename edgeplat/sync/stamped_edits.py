@@ -17,14 +17,21 @@ from edge_sync.rules import RuleSet, default_rules
 from edgeplat.lakehouse import Lakehouse
 
 
-def record_stamped_edits(lake: Lakehouse, edits: Iterable[Mapping[str, Any]], rules: RuleSet | None = None) -> MergeStats:
+def record_stamped_edits(
+    lake: Lakehouse, edits: Iterable[Mapping[str, Any]], rules: RuleSet | None = None
+) -> MergeStats:
     rows = [{name: e[name] for name in EDIT_SCHEMA.names} for e in edits]
     table = pa.Table.from_pylist(rows, schema=EDIT_SCHEMA)
     rules = rules or default_rules()
 
     def unit(con) -> MergeStats:
-        merger = StateMerger(con, rules, state_table="device_state", conflicts_table="state_conflicts",
-                             contributions_table="state_contributions")
+        merger = StateMerger(
+            con,
+            rules,
+            state_table="device_state",
+            conflicts_table="state_conflicts",
+            contributions_table="state_contributions",
+        )
         return merger.merge(table, own_transaction=False)
 
     return lake.write(unit, what="central state edits")

@@ -48,7 +48,9 @@ url = "store"
 """
 
 
-def write_device(root: Path, *, extra: str = "", device: str = DEVICE) -> tuple[Path, DeviceIdentity, PlatformSigner]:
+def write_device(
+    root: Path, *, extra: str = "", device: str = DEVICE
+) -> tuple[Path, DeviceIdentity, PlatformSigner]:
     root.mkdir(parents=True, exist_ok=True)
     identity = DeviceIdentity.generate(TENANT, DEVICE)
     identity.save(root / "id.pem")
@@ -63,9 +65,17 @@ def write_device(root: Path, *, extra: str = "", device: str = DEVICE) -> tuple[
 def parts_agent(root: Path, store=None, **kw) -> tuple[DeviceAgent, DeviceIdentity]:
     identity = DeviceIdentity.generate(TENANT, DEVICE)
     agent = DeviceAgent.for_device(
-        TENANT, DEVICE, cache_path=root / "cache.db", cache_key=KEY, wall_ms=lambda: NOW,
-        store=store or LocalObjectStore(root / "store"), key_service=LocalKeyring(root / "keys"),
-        identity=identity, platform_keys=PlatformSigner.generate().public_key_bytes(), sleep=lambda s: None, **kw,
+        TENANT,
+        DEVICE,
+        cache_path=root / "cache.db",
+        cache_key=KEY,
+        wall_ms=lambda: NOW,
+        store=store or LocalObjectStore(root / "store"),
+        key_service=LocalKeyring(root / "keys"),
+        identity=identity,
+        platform_keys=PlatformSigner.generate().public_key_bytes(),
+        sleep=lambda s: None,
+        **kw,
     )
     return agent, identity
 
@@ -73,9 +83,19 @@ def parts_agent(root: Path, store=None, **kw) -> tuple[DeviceAgent, DeviceIdenti
 def test_agent_from_config_records_syncs_and_reports(tmp_path):
     path, identity, platform = write_device(tmp_path)
     store = LocalObjectStore(tmp_path / "store")
-    store.put(desired.desired_key(TENANT, DEVICE), desired.encode(desired.DesiredState(
-        tenant_id=TENANT, device_id=DEVICE, revision=2, issued_hlc=1,
-        release=desired.Release(version="1.4.0", slot="b")), platform))
+    store.put(
+        desired.desired_key(TENANT, DEVICE),
+        desired.encode(
+            desired.DesiredState(
+                tenant_id=TENANT,
+                device_id=DEVICE,
+                revision=2,
+                issued_hlc=1,
+                release=desired.Release(version="1.4.0", slot="b"),
+            ),
+            platform,
+        ),
+    )
     with DeviceAgent(load_config(path)) as agent:
         agent.record("telemetry", {"metric": "cpu", "value": 0.5})
         agent.record("alerts", {"severity": "critical", "code": "hot", "message": "too hot"})
@@ -84,7 +104,11 @@ def test_agent_from_config_records_syncs_and_reports(tmp_path):
         assert report.streams["telemetry"].rows_sent == 1 and report.streams["alerts"].rows_sent == 1
         status = agent.status()
     assert status["online"] is True
-    assert status["streams"]["telemetry"] == {**status["streams"]["telemetry"], "queue_depth": 0, "watermark": 1}
+    assert status["streams"]["telemetry"] == {
+        **status["streams"]["telemetry"],
+        "queue_depth": 0,
+        "watermark": 1,
+    }
     assert status["release"] == {"version": "1.4.0", "slot": "b"} and status["desired_revision"] == 2
     assert status["last_sync"]["ok"] is True
     rows, _ = central_view(store, LocalKeyring(tmp_path / "keyring"), identity.public_key_bytes())
@@ -139,7 +163,9 @@ def test_socket_server_records_puts_and_reports(tmp_path):
         agent.serve_socket()
         got = socket_request(sock, {"stream": "telemetry", "row": {"metric": "cpu", "value": 1.5}})
         assert got["ok"] and got["seq"] == 1
-        assert socket_request(sock, {"put": {"namespace": "config", "key": "k", "fields": {"mode": "on"}}})["ok"]
+        assert socket_request(sock, {"put": {"namespace": "config", "key": "k", "fields": {"mode": "on"}}})[
+            "ok"
+        ]
         bad = socket_request(sock, {"stream": "telemetry", "row": {"nope": 1}})
         assert not bad["ok"] and "nope" in bad["error"]
         assert not socket_request(sock, {"what": 1})["ok"]
@@ -201,7 +227,9 @@ def test_identity_of_another_device_and_bad_key_files_are_named(tmp_path):
         load_public_key(tmp_path / "platform.pub")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["status", "--help"], ["sync-once", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["run", "--help"], ["status", "--help"], ["sync-once", "--help"]]
+)
 def test_cli_help_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -213,19 +241,31 @@ def test_cli_help_everywhere(argv, capsys):
 def test_cli_run_serves_the_socket_and_stops_on_sigterm(tmp_path):
     short = Path(tempfile.mkdtemp(prefix="es-", dir="/tmp"))
     path, identity, _ = write_device(tmp_path, extra=f'socket_path = "{short / "a.sock"}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "edge_sync.cli", "run", "--config", str(path)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_sync.cli", "run", "--config", str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for _ in range(600):
             if (short / "a.sock").exists() or proc.poll() is not None:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        assert socket_request(short / "a.sock", {"stream": "alerts",
-                                                 "row": {"severity": "critical", "code": "x", "message": "m"}})["ok"]
+        assert socket_request(
+            short / "a.sock",
+            {"stream": "alerts", "row": {"severity": "critical", "code": "x", "message": "m"}},
+        )["ok"]
         # status through the running agent (the cache file is locked by it)
-        out = subprocess.run([sys.executable, "-m", "edge_sync.cli", "status", "--config", str(path), "--json"],
-                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "edge_sync.cli", "status", "--config", str(path), "--json"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["streams"]["alerts"]["last_seq"] == 1
         proc.send_signal(signal.SIGTERM)
@@ -235,8 +275,9 @@ def test_cli_run_serves_the_socket_and_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
     assert not (short / "a.sock").exists()
-    rows, _ = central_view(LocalObjectStore(tmp_path / "store"), LocalKeyring(tmp_path / "keyring"),
-                           identity.public_key_bytes())
+    rows, _ = central_view(
+        LocalObjectStore(tmp_path / "store"), LocalKeyring(tmp_path / "keyring"), identity.public_key_bytes()
+    )
     assert ("alerts", 1) in rows  # synced (by the loop or on the way out) before the process ended
 
 

@@ -101,7 +101,14 @@ def reason_of(data, keyring, ident, **kw) -> str:
 
 
 def forge(
-    ident, keyring, stream="telemetry", table=None, payload=None, changes=None, data_key=None, version=FORMAT_VERSION
+    ident,
+    keyring,
+    stream="telemetry",
+    table=None,
+    payload=None,
+    changes=None,
+    data_key=None,
+    version=FORMAT_VERSION,
 ):
     """A batch built by hand (correctly encrypted and signed) with chosen manifest fields and format version."""
     spec = get_stream(stream)

@@ -42,7 +42,10 @@ def test_node_ids_of_some_batches_and_eviction_only_batches(keyring, ident):
     other = other.set_column(other.schema.get_field_index("node_id"), "node_id", pa.array(["central"] * 6))
     other = other.cast(get_stream("telemetry").schema)
     evicted = write(
-        make_table("telemetry", n=0), keyring, ident, evictions=[dict(first_seq=50, last_seq=60, count=3, reason="size")]
+        make_table("telemetry", n=0),
+        keyring,
+        ident,
+        evictions=[dict(first_seq=50, last_seq=60, count=3, reason="size")],
     )
     encoded = [write(own, keyring, ident), evicted, write(other, keyring, ident)]
     got = decode_batches([_open(e.data, keyring, ident, e.key) for e in encoded], [e.key for e in encoded])
@@ -55,8 +58,12 @@ def test_node_ids_of_some_batches_and_eviction_only_batches(keyring, ident):
 def test_a_bad_payload_or_range_fails_that_batch_only(keyring, ident):
     good = [make_table("telemetry", n=9, first_seq=1000 * i) for i in range(3)]
     encoded = [write(t, keyring, ident) for t in good]
-    corrupt = forge(ident, keyring, payload=b"PAR1 not parquet", table=make_table("telemetry", first_seq=5000))
-    bad_range = forge(ident, keyring, table=make_table("telemetry", first_seq=7000), changes={"row_count": 99})
+    corrupt = forge(
+        ident, keyring, payload=b"PAR1 not parquet", table=make_table("telemetry", first_seq=5000)
+    )
+    bad_range = forge(
+        ident, keyring, table=make_table("telemetry", first_seq=7000), changes={"row_count": 99}
+    )
     datas = [encoded[0].data, corrupt, encoded[1].data, bad_range, encoded[2].data]
     opened = [_open(d, keyring, ident) for d in datas]
     got = decode_batches(opened, [f"k{i}" for i in range(5)])

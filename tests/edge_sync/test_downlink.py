@@ -18,7 +18,9 @@ PLATFORM = PlatformSigner.generate()
 KEY = desired.desired_key(TENANT, DEVICE)
 
 
-def publish(store, revision: int, *, device: str = DEVICE, signer: PlatformSigner = PLATFORM, **fields) -> bytes:
+def publish(
+    store, revision: int, *, device: str = DEVICE, signer: PlatformSigner = PLATFORM, **fields
+) -> bytes:
     fields.setdefault("issued_hlc", pack(NOW, 0))
     doc = DesiredState(tenant_id=TENANT, device_id=device, revision=revision, **fields)
     data = desired.encode(doc, signer)
@@ -27,7 +29,9 @@ def publish(store, revision: int, *, device: str = DEVICE, signer: PlatformSigne
 
 
 def downlink(env, **kw) -> Downlink:  # noqa: F811
-    return Downlink(env.cache, env.store, platform_keys=PLATFORM.public_key_bytes(), rules=default_rules(), **kw)
+    return Downlink(
+        env.cache, env.store, platform_keys=PLATFORM.public_key_bytes(), rules=default_rules(), **kw
+    )
 
 
 def alerts(cache) -> list[dict]:
@@ -39,8 +43,12 @@ def test_absent_document_is_a_no_op(env):  # noqa: F811
 
 
 def test_release_applied_and_reported_in_health(env):  # noqa: F811
-    publish(env.store, 3, release=Release(version="2.1.0", slot="b", rollout_id="r1", phase=1),
-            issued_hlc=pack(NOW + 60_000, 5))
+    publish(
+        env.store,
+        3,
+        release=Release(version="2.1.0", slot="b", rollout_id="r1", phase=1),
+        issued_hlc=pack(NOW + 60_000, 5),
+    )
     result = downlink(env).pull()
     assert result.status == "applied" and result.revision == 3
     assert active_release(env.cache) == ("2.1.0", "b")
@@ -94,8 +102,12 @@ def test_central_edits_merge_with_the_shared_rules(env):  # noqa: F811
     later = pack(NOW + 1000, 0)
     earlier = pack(NOW - 1000, 0)
     edits = [
-        StateEdit(namespace="config", key="pump", field="mode", value='"boost"', hlc=later),  # lww: later wins
-        StateEdit(namespace="config", key="pump", field="calibration", value="2.0", hlc=later),  # prefer_device
+        StateEdit(
+            namespace="config", key="pump", field="mode", value='"boost"', hlc=later
+        ),  # lww: later wins
+        StateEdit(
+            namespace="config", key="pump", field="calibration", value="2.0", hlc=later
+        ),  # prefer_device
         StateEdit(namespace="config", key="pump", field="threshold", value="5", hlc=later),  # max: 10 stays
         StateEdit(namespace="config", key="valve", field="mode", value='"open"', hlc=earlier),  # new key
     ]
@@ -104,7 +116,9 @@ def test_central_edits_merge_with_the_shared_rules(env):  # noqa: F811
     assert result.status == "applied" and result.edits_received == 4
     assert env.cache.get_state("config", "pump") == {"mode": "boost", "calibration": 1.5, "threshold": 10}
     assert env.cache.get_state("config", "valve") == {"mode": "open"}
-    rows = {(r["key"], r["field"]): r for r in env.cache.state_table().to_pylist() if r["namespace"] == "config"}
+    rows = {
+        (r["key"], r["field"]): r for r in env.cache.state_table().to_pylist() if r["namespace"] == "config"
+    }
     assert rows[("pump", "mode")]["origin"] == "central" and rows[("pump", "mode")]["hlc"] == later
     assert rows[("pump", "calibration")]["origin"] == "device"
     # central state edits are not re-uploaded as device edits
@@ -113,26 +127,56 @@ def test_central_edits_merge_with_the_shared_rules(env):  # noqa: F811
 
 def test_a_central_lww_edit_older_than_the_device_edit_loses(env):  # noqa: F811
     env.cache.put("config", "pump", {"mode": "eco"})
-    publish(env.store, 1, state_edits=[
-        StateEdit(namespace="config", key="pump", field="mode", value='"boost"', hlc=pack(NOW - 5000, 0))])
+    publish(
+        env.store,
+        1,
+        state_edits=[
+            StateEdit(namespace="config", key="pump", field="mode", value='"boost"', hlc=pack(NOW - 5000, 0))
+        ],
+    )
     downlink(env).pull()
     assert env.cache.get_state("config", "pump") == {"mode": "eco"}
 
 
 def test_merge_matches_the_reference_merge():
-    rules = parse_rules({"version": 2, "default": "lww", "namespaces": {"c": {"fields": {"n": "counter", "t": "set_union"}}}})
+    rules = parse_rules(
+        {"version": 2, "default": "lww", "namespaces": {"c": {"fields": {"n": "counter", "t": "set_union"}}}}
+    )
     import pyarrow as pa
 
     from edge_sync.cache_store import STATE_SCHEMA
 
-    state = pa.Table.from_pylist([
-        {"namespace": "c", "key": "k", "field": "n", "value": "3", "hlc": 10, "node_id": DEVICE, "origin": "device"},
-        {"namespace": "c", "key": "k", "field": "t", "value": '["a"]', "hlc": 10, "node_id": DEVICE, "origin": "device"},
-    ], schema=STATE_SCHEMA)
-    edits = [StateEdit(namespace="c", key="k", field="n", value="4", hlc=20),
-             StateEdit(namespace="c", key="k", field="t", value='["b"]', hlc=20)]
-    changed = {r["field"]: r["value"] for r in
-               merge_central_edits(state, edits, rules, tenant_id=TENANT, device_id=DEVICE).to_pylist()}
+    state = pa.Table.from_pylist(
+        [
+            {
+                "namespace": "c",
+                "key": "k",
+                "field": "n",
+                "value": "3",
+                "hlc": 10,
+                "node_id": DEVICE,
+                "origin": "device",
+            },
+            {
+                "namespace": "c",
+                "key": "k",
+                "field": "t",
+                "value": '["a"]',
+                "hlc": 10,
+                "node_id": DEVICE,
+                "origin": "device",
+            },
+        ],
+        schema=STATE_SCHEMA,
+    )
+    edits = [
+        StateEdit(namespace="c", key="k", field="n", value="4", hlc=20),
+        StateEdit(namespace="c", key="k", field="t", value='["b"]', hlc=20),
+    ]
+    changed = {
+        r["field"]: r["value"]
+        for r in merge_central_edits(state, edits, rules, tenant_id=TENANT, device_id=DEVICE).to_pylist()
+    }
     assert changed == {"n": "7", "t": '["a","b"]'}
 
 
@@ -147,8 +191,13 @@ def test_counter_increments_are_not_applied_twice(env):  # noqa: F811
 
 
 def test_reserved_namespace_edits_are_dropped(env):  # noqa: F811
-    publish(env.store, 1, state_edits=[
-        StateEdit(namespace="_agent", key="desired", field="revision", value="99", hlc=pack(NOW, 1))])
+    publish(
+        env.store,
+        1,
+        state_edits=[
+            StateEdit(namespace="_agent", key="desired", field="revision", value="99", hlc=pack(NOW, 1))
+        ],
+    )
     result = downlink(env).pull()
     assert applied_revision(env.cache) == 1 and "reserved" in result.dropped_edits[0]
 
@@ -170,7 +219,9 @@ class BrokenInstaller:
 
 def test_failed_install_rolls_back_and_alerts(env):  # noqa: F811
     installer = BrokenInstaller()
-    publish(env.store, 2, release=Release(version="3.0.0", slot="b"), previous=Release(version="2.9.0", slot="a"))
+    publish(
+        env.store, 2, release=Release(version="3.0.0", slot="b"), previous=Release(version="2.9.0", slot="a")
+    )
     result = downlink(env, installer=installer).pull()
     assert result.status == "applied" and "disk full" in result.install_error
     assert installer.calls == [("install", "3.0.0", "b"), ("rollback", Release(version="2.9.0", slot="a"))]

@@ -336,7 +336,9 @@ def test_a_nodes_latest_edit_wins_inside_one_batch(rules: RuleSet) -> None:
 
 
 @pytest.mark.parametrize("background_rows", [0, 10**9], ids=["counted-in-a-thread", "counted-inline"])
-def test_a_shared_top_hlc_redoes_the_heads_pass_with_the_full_order(monkeypatch, background_rows: int) -> None:
+def test_a_shared_top_hlc_redoes_the_heads_pass_with_the_full_order(
+    monkeypatch, background_rows: int
+) -> None:
     """Big batches count their distinct edits beside the heads pass, which assumes no node has two
     different edits at one HLC; when one does, the pass is redone and the (hlc, value, origin)
     order decides, as in the reference."""
@@ -353,14 +355,18 @@ def test_a_shared_top_hlc_redoes_the_heads_pass_with_the_full_order(monkeypatch,
     monkeypatch.setattr(StateMerger, "_stage_heads", counting)
     lww = parse_rules({"version": 1, "default": "lww"})  # no max/min: the first pass orders by HLC alone
     plain = [
-        edit("note", f'"{v}"', h, n, key=f"k{i}") for i in range(50) for v, h, n in [("a", 1, "d1"), ("b", 2, "central")]
+        edit("note", f'"{v}"', h, n, key=f"k{i}")
+        for i in range(50)
+        for v, h, n in [("a", 1, "d1"), ("b", 2, "central")]
     ]
     con, _, stats = run([*plain, plain[0]], lww)
     assert (passes, stats.duplicates_dropped) == ([True], 1)
 
     passes.clear()
     # node d1 wrote "a" and "b" at the same HLC 5 for key t (a broken clock): "b" is the greater edit
-    tied = [edit("note", v, 5, "d1", key="t") for v in ('"a"', '"b"')] + [edit("note", '"c"', 4, "central", key="t")]
+    tied = [edit("note", v, 5, "d1", key="t") for v in ('"a"', '"b"')] + [
+        edit("note", '"c"', 4, "central", key="t")
+    ]
     edits = [*tied, *plain, tied[0]]
     con, _, stats = run(edits, lww)
     assert passes == [True, False]

@@ -93,8 +93,13 @@ CHILD = textwrap.dedent(
 
 
 def _run(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -109,7 +114,9 @@ def test_sigkill_between_every_upload_step_loses_and_duplicates_nothing(tmp_path
     children = {step: _run("crash", str(root), step, "logs") for step, root in roots.items()}
     for step, child in children.items():
         _, err = child.communicate(timeout=180)
-        assert child.returncode == -9, f"crash after {step!r}: the child was not killed there (rc {child.returncode}): {err[-2000:]}"
+        assert child.returncode == -9, (
+            f"crash after {step!r}: the child was not killed there (rc {child.returncode}): {err[-2000:]}"
+        )
 
     resume = _run("resume", *map(str, roots.values()))
     out, err = resume.communicate(timeout=300)
@@ -119,11 +126,18 @@ def test_sigkill_between_every_upload_step_loses_and_duplicates_nothing(tmp_path
     for step, root in roots.items():
         res = results[str(root)]
         assert res["ok"], step
-        assert all(q == 0 for q in res["queue"].values()) and all(u == 0 for u in res["unreported"].values()), step
+        assert all(q == 0 for q in res["queue"].values()) and all(
+            u == 0 for u in res["unreported"].values()
+        ), step
         before = json.loads((root / "before.json").read_text())
-        assert before["evicted_logs"] > 0, "logs must be evicted before the crash, or eviction steps go untested"
-        rows, evictions = central_view(LocalObjectStore(root / "store", fsync=False), LocalKeyring(root / "keys"),
-                                       identity.public_key_bytes())
+        assert before["evicted_logs"] > 0, (
+            "logs must be evicted before the crash, or eviction steps go untested"
+        )
+        rows, evictions = central_view(
+            LocalObjectStore(root / "store", fsync=False),
+            LocalKeyring(root / "keys"),
+            identity.public_key_bytes(),
+        )
         for stream, last in res["last_seq"].items():
             sent = sorted(s for st, s in rows if st == stream)
             ranges = sorted((lo, hi, n) for st, lo, hi, n in evictions if st == stream)

@@ -42,8 +42,13 @@ class Env:
 def make_env(root: Path, identity: DeviceIdentity | None = None, **cache_kw) -> Env:
     cache_kw.setdefault("wall_ms", lambda: NOW)
     cache = DeviceCache.open(root / "cache.db", tenant_id=TENANT, device_id=DEVICE, key=KEY, **cache_kw)
-    return Env(root, cache, LocalObjectStore(root / "store"), LocalKeyring(root / "keys"),
-               identity or DeviceIdentity.generate(TENANT, DEVICE))
+    return Env(
+        root,
+        cache,
+        LocalObjectStore(root / "store"),
+        LocalKeyring(root / "keys"),
+        identity or DeviceIdentity.generate(TENANT, DEVICE),
+    )
 
 
 @pytest.fixture
@@ -61,7 +66,9 @@ def central_view(store: ObjectStore, keys, public_key: bytes):
     while True:
         page = store.list(f"tenant={TENANT}/device={DEVICE}/stream=", after=after)
         for obj in page.objects:
-            batch = read_batch(store.get(obj.key), key_service=keys, public_keys=[public_key], expected_key=obj.key)
+            batch = read_batch(
+                store.get(obj.key), key_service=keys, public_keys=[public_key], expected_key=obj.key
+            )
             m = batch.manifest
             for r in batch.table.to_pylist():
                 rows.setdefault((m.stream, r["seq"]), r)
@@ -72,11 +79,13 @@ def central_view(store: ObjectStore, keys, public_key: bytes):
 
 
 def telemetry(n: int, start_ms: int = NOW, step_ms: int = 1000) -> pa.Table:
-    return pa.table({
-        "metric": ["cpu"] * n,
-        "value": [float(i) for i in range(n)],
-        "ts": pa.array([start_ms + i * step_ms for i in range(n)], pa.int64()),
-    })
+    return pa.table(
+        {
+            "metric": ["cpu"] * n,
+            "value": [float(i) for i in range(n)],
+            "ts": pa.array([start_ms + i * step_ms for i in range(n)], pa.int64()),
+        }
+    )
 
 
 class RecordingStore(ObjectStore):
@@ -159,7 +168,9 @@ def test_batches_are_cut_at_device_hour_boundaries(env):
 
 
 def test_alerts_go_first_and_a_small_budget_defers_the_backlog(env):
-    env.cache.record_batch("logs", pa.table({"level": ["info"] * 300, "message": [f"old log {i}" for i in range(300)]}))
+    env.cache.record_batch(
+        "logs", pa.table({"level": ["info"] * 300, "message": [f"old log {i}" for i in range(300)]})
+    )
     env.cache.record_batch("telemetry", telemetry(300))
     env.cache.record("alerts", {"severity": "critical", "code": "overheat", "message": "too hot"})
     store = RecordingStore(env.store)
@@ -211,6 +222,7 @@ def test_persistent_outage_reports_offline_and_keeps_rows(env, exc):
     env.cache.record_batch("telemetry", telemetry(5))
     env.cache.record("alerts", {"severity": "critical", "code": "x", "message": "m"})
     if isinstance(exc, VaultUnavailable):
+
         class DownKeys:
             def generate_data_key(self, tenant_id):
                 raise exc
@@ -218,7 +230,9 @@ def test_persistent_outage_reports_offline_and_keeps_rows(env, exc):
             def unwrap(self, *a):
                 raise exc
 
-        up = Uploader(env.cache, env.store, key_service=DownKeys(), identity=env.identity, sleep=lambda s: None)
+        up = Uploader(
+            env.cache, env.store, key_service=DownKeys(), identity=env.identity, sleep=lambda s: None
+        )
     else:
         env.store = RecordingStore(env.store, fail=10**6, exc=exc)
         up = env.uploader(policy=UploadPolicy(attempts=2))
@@ -235,7 +249,9 @@ def test_evictions_ride_in_manifests_and_are_confirmed_once(tmp_path):
     e = make_env(tmp_path, max_bytes=4000)
     try:
         for i in range(6):
-            e.cache.record_batch("logs", pa.table({"level": ["info"] * 20, "message": [f"log {i} " + "y" * 40] * 20}))
+            e.cache.record_batch(
+                "logs", pa.table({"level": ["info"] * 20, "message": [f"log {i} " + "y" * 40] * 20})
+            )
         evicted = e.cache.evictions()["logs"]["total"]
         assert evicted > 0, "the size bound should have evicted old logs"
         report = e.uploader(policy=UploadPolicy(max_rows=7)).upload()
@@ -253,8 +269,10 @@ def test_evictions_ride_in_manifests_and_are_confirmed_once(tmp_path):
 
 def test_eviction_only_batch_when_no_rows_are_pending(env):
     old = NOW - 8 * 24 * HOUR  # older than the logs TTL (7 days)
-    env.cache.record_batch("logs", pa.table({"level": ["info"] * 5, "message": ["stale"] * 5,
-                                             "ts": pa.array([old] * 5, pa.int64())}))
+    env.cache.record_batch(
+        "logs",
+        pa.table({"level": ["info"] * 5, "message": ["stale"] * 5, "ts": pa.array([old] * 5, pa.int64())}),
+    )
     assert env.cache.evict_expired() == 5
     assert env.cache.pending("logs").num_rows == 0
     report = env.uploader().upload()
@@ -300,8 +318,12 @@ def test_rate_limit_makes_the_sync_wait(env):
     def sleep(s):
         now[0] += s
 
-    up = env.uploader(policy=UploadPolicy(max_rows=10), clock=lambda: now[0], sleep=sleep,
-                      budget=BandwidthBudget(bytes_per_second=500, burst_bytes=500))
+    up = env.uploader(
+        policy=UploadPolicy(max_rows=10),
+        clock=lambda: now[0],
+        sleep=sleep,
+        budget=BandwidthBudget(bytes_per_second=500, burst_bytes=500),
+    )
     report = up.upload()
     assert report.streams["telemetry"].rows_sent == 30
     assert report.waited_s > 0
@@ -309,7 +331,9 @@ def test_rate_limit_makes_the_sync_wait(env):
 
 def test_identity_of_another_device_is_refused(env):
     with pytest.raises(ValueError, match="identity is for"):
-        Uploader(env.cache, env.store, key_service=env.keys, identity=DeviceIdentity.generate(TENANT, "dev-2"))
+        Uploader(
+            env.cache, env.store, key_service=env.keys, identity=DeviceIdentity.generate(TENANT, "dev-2")
+        )
 
 
 def test_a_stream_that_fails_for_good_does_not_block_the_others(env):

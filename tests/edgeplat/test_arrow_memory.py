@@ -13,7 +13,9 @@ PROBE = "from edgeplat.arrow_memory import prefer_jemalloc; print(prefer_jemallo
 
 def _pool(**env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    done = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
     return done.stdout.strip()
 
 

@@ -71,12 +71,26 @@ def test_demo_json_summary(tmp_path: Path) -> None:
     assert any(e["kind"] == "approve" for e in good["decision_log"])
     # the rollouts' fleet reports through the real data path: every health row the gates read came
     # in a ledgered batch of the device that signed it, and every acknowledgement through the ingest
-    health = json.loads(cli("sql", "SELECT count(*) AS n, count(b.object_key) AS ledgered FROM health h "
-                            "LEFT JOIN batches b ON b.object_key = h.batch_key AND b.device_id = h.device_id",
-                            "--format", "json", home=tmp_path).stdout)[0]
+    health = json.loads(
+        cli(
+            "sql",
+            "SELECT count(*) AS n, count(b.object_key) AS ledgered FROM health h "
+            "LEFT JOIN batches b ON b.object_key = h.batch_key AND b.device_id = h.device_id",
+            "--format",
+            "json",
+            home=tmp_path,
+        ).stdout
+    )[0]
     assert health["n"] > 0 and health["ledgered"] == health["n"], health
-    updated = json.loads(cli("sql", "SELECT count(*) AS n FROM devices WHERE reported_version = '2.1.0'",
-                             "--format", "json", home=tmp_path).stdout)
+    updated = json.loads(
+        cli(
+            "sql",
+            "SELECT count(*) AS n FROM devices WHERE reported_version = '2.1.0'",
+            "--format",
+            "json",
+            home=tmp_path,
+        ).stdout
+    )
     assert updated == [{"n": 2000}]
     # the runs are in the shared instance that `make dev` serves
     from dagster import DagsterInstance
@@ -87,18 +101,27 @@ def test_demo_json_summary(tmp_path: Path) -> None:
     # the README's five queries run on what the demo made
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("Five useful queries", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
-    queries = [q.strip() for q in "\n".join(
-        line for line in block.splitlines() if not line.strip().startswith("--")).split(";") if q.strip()]
+    queries = [
+        q.strip()
+        for q in "\n".join(line for line in block.splitlines() if not line.strip().startswith("--")).split(
+            ";"
+        )
+        if q.strip()
+    ]
     assert len(queries) == 5
     for q in queries:
         answer = json.loads(cli("sql", q, "--format", "json", home=tmp_path).stdout)
         assert isinstance(answer, list), q
-    hourly = json.loads(cli("sql", "SELECT count(*) AS n FROM telemetry_hourly", "--format", "json",
-                            home=tmp_path).stdout)
+    hourly = json.loads(
+        cli("sql", "SELECT count(*) AS n FROM telemetry_hourly", "--format", "json", home=tmp_path).stdout
+    )
     assert hourly[0]["n"] > 0
     # a second demo re-syncs only, and the sync changes nothing
     again = json.loads(cli("demo", "--json", home=tmp_path, timeout=900).stdout)
-    assert again["rows_by_stream"] == rows and again["table_rows"]["telemetry"] == summary["table_rows"]["telemetry"]
+    assert (
+        again["rows_by_stream"] == rows
+        and again["table_rows"]["telemetry"] == summary["table_rows"]["telemetry"]
+    )
 
 
 @pytest.mark.slow
@@ -106,7 +129,9 @@ def test_sql_answers_while_another_process_writes(tmp_path: Path) -> None:
     cli("sql", "SELECT 1", home=tmp_path)  # creates the lakehouse
     catalog = f"sqlite:{tmp_path}/lakehouse/catalog.sqlite"
     data = f"{tmp_path}/lakehouse/data/"
-    writer = subprocess.Popen([sys.executable, WORKER, "write", catalog, data, "9", "40"], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, WORKER, "write", catalog, data, "9", "40"], stdout=subprocess.PIPE, text=True
+    )
     counts = []
     try:
         deadline = time.monotonic() + 240
@@ -117,7 +142,9 @@ def test_sql_answers_while_another_process_writes(tmp_path: Path) -> None:
         writer.communicate(timeout=240)
     assert writer.returncode == 0
     assert counts and counts == sorted(counts)
-    final = json.loads(cli("sql", "SELECT count(*) AS n FROM devices", "--format", "json", home=tmp_path).stdout)
+    final = json.loads(
+        cli("sql", "SELECT count(*) AS n FROM devices", "--format", "json", home=tmp_path).stdout
+    )
     assert final == [{"n": 40}]
 
 
@@ -137,7 +164,15 @@ def test_sql_formats(tmp_path: Path) -> None:
 
 
 def test_sql_tenant_scope(tmp_path: Path) -> None:
-    ok = cli("sql", "SELECT count(*) AS n FROM devices", "--tenant", "tenant-a", "--format", "json", home=tmp_path)
+    ok = cli(
+        "sql", "SELECT count(*) AS n FROM devices", "--tenant", "tenant-a", "--format", "json", home=tmp_path
+    )
     assert json.loads(ok.stdout) == [{"n": 0}]
-    refused = cli("sql", "SELECT * FROM lake.main.devices", "--tenant", "tenant-a", home=tmp_path, check=False)
-    assert refused.returncode == 2 and "refused" in refused.stderr and "outside the tenant's views" in refused.stderr
+    refused = cli(
+        "sql", "SELECT * FROM lake.main.devices", "--tenant", "tenant-a", home=tmp_path, check=False
+    )
+    assert (
+        refused.returncode == 2
+        and "refused" in refused.stderr
+        and "outside the tenant's views" in refused.stderr
+    )

@@ -41,8 +41,12 @@ def test_dev_serves_the_asset_graph_and_stops_cleanly(tmp_path: Path, stop_signa
     env = {**os.environ, "EDGEPLAT_HOME": str(tmp_path)}
     env.pop("DAGSTER_HOME", None)
     proc = subprocess.Popen(
-        [EDGEPLAT, "dev", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
+        [EDGEPLAT, "dev", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 180
@@ -69,7 +73,9 @@ def test_dev_serves_the_asset_graph_and_stops_cleanly(tmp_path: Path, stop_signa
     # (90 s: on a loaded 2-core CI machine the daemon finishing a sensor tick took over 30 s once)
     leftover: list[str] = []
     for _ in range(180):
-        leftover = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        leftover = subprocess.run(
+            ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
         if not leftover:
             break
         time.sleep(0.5)

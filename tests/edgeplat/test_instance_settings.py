@@ -16,7 +16,9 @@ def test_platform_warnings_logged_in_a_run_show_in_its_event_log(tmp_path, monke
 
     @dg.op
     def maintenance() -> None:
-        logging.getLogger("edgeplat.sync.compaction").warning("maintenance child died (SIGSEGV), attempt 1 of 3")
+        logging.getLogger("edgeplat.sync.compaction").warning(
+            "maintenance child died (SIGSEGV), attempt 1 of 3"
+        )
         logging.getLogger("edge_sync.uploader").info("uploaded 3 batches")
         logging.getLogger("edgeplat.sync.compaction").debug("a detail below the captured level")
         logging.getLogger("botocore.endpoint").warning("a third-party record stays out")

@@ -21,11 +21,18 @@ def rows(tenants: list[str], days: list[dt.date]) -> pa.Table:
     ts = pa.array([dt.datetime.combine(d, dt.time(12), dt.UTC) for d in days], pa.timestamp("ms", tz="UTC"))
     return pa.table(
         {
-            "tenant_id": tenants, "device_id": ["d1"] * n, "stream": ["telemetry"] * n,
-            "seq": pa.array(range(n), pa.int64()), "hlc": pa.array(range(n), pa.int64()), "node_id": ["d1"] * n,
-            "ts": ts, "metric": ["cpu"] * n, "value": pa.array([float(i) for i in range(n)]),
+            "tenant_id": tenants,
+            "device_id": ["d1"] * n,
+            "stream": ["telemetry"] * n,
+            "seq": pa.array(range(n), pa.int64()),
+            "hlc": pa.array(range(n), pa.int64()),
+            "node_id": ["d1"] * n,
+            "ts": ts,
+            "metric": ["cpu"] * n,
+            "value": pa.array([float(i) for i in range(n)]),
             "batch_key": pa.array(["k"] * n).dictionary_encode(),
-            "ingested_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")), "day": pa.array(days, pa.date32()),
+            "ingested_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")),
+            "day": pa.array(days, pa.date32()),
         }
     )
 
@@ -35,7 +42,9 @@ def test_partitions_group_runs_by_value_and_keep_every_row() -> None:
     table = rows(["a", "a", "b", "b", "a", "a"], [DAY, d2, DAY, DAY, DAY, d2])
     parts = {values: part["seq"].to_pylist() for values, part in partitions(table, ("tenant_id", "day"))}
     assert parts == {
-        ("a", "2026-03-04"): [0, 4], ("a", "2026-03-05"): [1, 5], ("b", "2026-03-04"): [2, 3],
+        ("a", "2026-03-04"): [0, 4],
+        ("a", "2026-03-05"): [1, 5],
+        ("b", "2026-03-04"): [2, 3],
     }
 
 
@@ -48,18 +57,25 @@ def test_dictionary_partition_columns_with_a_dictionary_per_chunk() -> None:
     )
     coded = plain.set_column(0, "tenant_id", tenant)
     got = {values: part["seq"].to_pylist() for values, part in partitions(coded, ("tenant_id", "day"))}
-    assert got == {values: part["seq"].to_pylist() for values, part in partitions(plain, ("tenant_id", "day"))}
+    assert got == {
+        values: part["seq"].to_pylist() for values, part in partitions(plain, ("tenant_id", "day"))
+    }
     assert got[("c", "2026-03-05")] == [5]
 
 
-@pytest.mark.parametrize("last", [DAY + dt.timedelta(days=5), dt.date(9999, 12, 31)], ids=["near", "clock-far-off"])
+@pytest.mark.parametrize(
+    "last", [DAY + dt.timedelta(days=5), dt.date(9999, 12, 31)], ids=["near", "clock-far-off"]
+)
 def test_days_partition_whether_close_together_or_far_apart(last: dt.date) -> None:
     # close days are coded as offsets from the first; a clock far off (no code for every day
     # in between) falls back to hashing the values
     table = rows(["a", "a", "a", "b"], [DAY + dt.timedelta(days=2), DAY, last, DAY])
     got = {values: part["seq"].to_pylist() for values, part in partitions(table, ("tenant_id", "day"))}
     assert got == {
-        ("a", "2026-03-04"): [1], ("a", "2026-03-06"): [0], ("a", last.isoformat()): [2], ("b", "2026-03-04"): [3]
+        ("a", "2026-03-04"): [1],
+        ("a", "2026-03-06"): [0],
+        ("a", last.isoformat()): [2],
+        ("b", "2026-03-04"): [3],
     }
     assert list(partitions(table.slice(0, 0), ("tenant_id", "day"))) == []
 
@@ -92,15 +108,22 @@ def test_appended_files_are_read_back_with_the_tables_types(tmp_path) -> None:
         got = con.execute(
             "SELECT tenant_id, seq, ts, batch_key, day, value FROM telemetry ORDER BY seq"
         ).fetchall()
-        types = con.execute("SELECT typeof(ts), typeof(day), typeof(batch_key) FROM telemetry LIMIT 1").fetchone()
+        types = con.execute(
+            "SELECT typeof(ts), typeof(day), typeof(batch_key) FROM telemetry LIMIT 1"
+        ).fetchone()
     assert [(r[0], r[1], r[3], r[4].isoformat(), r[5]) for r in got] == [
-        ("a", 0, "k", "2026-03-04", 0.0), ("b", 1, "k", "2026-03-04", 1.0), ("b", 2, "k", "2026-03-05", 2.0)
+        ("a", 0, "k", "2026-03-04", 0.0),
+        ("b", 1, "k", "2026-03-04", 1.0),
+        ("b", 2, "k", "2026-03-05", 2.0),
     ]
     assert got[0][2] == dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
     assert types == ("TIMESTAMP WITH TIME ZONE", "DATE", "VARCHAR")
-    files = sorted(p.relative_to(tmp_path / "data").parent.as_posix() for p in (tmp_path / "data").rglob("*.parquet"))
+    files = sorted(
+        p.relative_to(tmp_path / "data").parent.as_posix() for p in (tmp_path / "data").rglob("*.parquet")
+    )
     assert files == [
-        "main/telemetry/tenant_id=a/day=2026-03-04", "main/telemetry/tenant_id=b/day=2026-03-04",
+        "main/telemetry/tenant_id=a/day=2026-03-04",
+        "main/telemetry/tenant_id=b/day=2026-03-04",
         "main/telemetry/tenant_id=b/day=2026-03-05",
     ]
 
@@ -116,7 +139,9 @@ def test_rising_integer_columns_are_delta_encoded_and_read_back_exactly(tmp_path
     seq = [i * 3 for i in range(n // 2)] + [7 + i for i in range(n - n // 2)]
     hlc = [(1_780_000_000_000 + s) << 16 | (s % 5) for s in seq]
     ts = [dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC) + dt.timedelta(milliseconds=37 * s) for s in seq]
-    table = table.set_column(3, "seq", pa.array(seq, pa.int64())).set_column(4, "hlc", pa.array(hlc, pa.int64()))
+    table = table.set_column(3, "seq", pa.array(seq, pa.int64())).set_column(
+        4, "hlc", pa.array(hlc, pa.int64())
+    )
     table = table.set_column(6, "ts", pa.array(ts, pa.timestamp("ms", tz="UTC")))
     assert lake.write(lambda con: append_rows(con, config, TABLES["telemetry"], table)) == 1
 
@@ -124,7 +149,8 @@ def test_rising_integer_columns_are_delta_encoded_and_read_back_exactly(tmp_path
     meta = pq.ParquetFile(path).metadata
     for rg in range(meta.num_row_groups):
         encodings = {
-            meta.schema.column(i).name: meta.row_group(rg).column(i).encodings for i in range(meta.num_columns)
+            meta.schema.column(i).name: meta.row_group(rg).column(i).encodings
+            for i in range(meta.num_columns)
         }
         for name in ("seq", "hlc", "ts"):
             assert "DELTA_BINARY_PACKED" in encodings[name], (name, encodings[name])

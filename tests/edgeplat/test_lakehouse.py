@@ -16,14 +16,25 @@ from edgeplat.lakehouse import Lakehouse, LakehouseConfig, LakehouseError
 from edgeplat.lakehouse_schema import TABLES
 
 REQUIRED = {
-    "devices", "telemetry", "alerts", "logs", "device_health", "device_state", "state_conflicts",
-    "batches", "quarantine", "rollouts", "rollout_events",
+    "devices",
+    "telemetry",
+    "alerts",
+    "logs",
+    "device_health",
+    "device_state",
+    "state_conflicts",
+    "batches",
+    "quarantine",
+    "rollouts",
+    "rollout_events",
 }
 
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Lakehouse:
-    lh = Lakehouse(LakehouseConfig(catalog=f"sqlite:{tmp_path}/catalog.sqlite", data_path=f"{tmp_path}/data/"))
+    lh = Lakehouse(
+        LakehouseConfig(catalog=f"sqlite:{tmp_path}/catalog.sqlite", data_path=f"{tmp_path}/data/")
+    )
     lh.ensure_schema()
     return lh
 
@@ -54,7 +65,9 @@ def test_schema_creation_is_idempotent_and_adds_new_columns(lake: Lakehouse, mon
 
     t = TABLES["devices"]
     monkeypatch.setitem(
-        lakehouse_schema.TABLES, "devices", type(t)(t.name, t.columns + [("firmware", "VARCHAR")], t.partitioned_by)
+        lakehouse_schema.TABLES,
+        "devices",
+        type(t)(t.name, t.columns + [("firmware", "VARCHAR")], t.partitioned_by),
     )
     assert lake.ensure_schema() == []
     assert "firmware" in columns(lake, "devices")
@@ -126,7 +139,9 @@ def test_several_processes_write_and_read_at_once(lake: Lakehouse, tmp_path: Pat
     def start(*args: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, worker, args[0], catalog, data, *args[1:]],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     procs = [start("write", str(w), "15") for w in range(3)] + [start("read", "r", "30") for _ in range(2)]

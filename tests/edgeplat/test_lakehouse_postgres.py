@@ -56,9 +56,17 @@ def test_postgres_catalog_with_s3_data(pg_schema: str, s3_bucket: tuple[str, str
         )
     )
     with lake.session(read_only=True) as con:
-        assert con.execute("SELECT count(*), sum(value) FROM telemetry").fetchone() == (3000, 0.5 * sum(range(3000)))
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+        assert con.execute("SELECT count(*), sum(value) FROM telemetry").fetchone() == (
+            3000,
+            0.5 * sum(range(3000)),
+        )
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="lake/").get("Contents", [])]
     assert any(k.endswith(".parquet") and "tenant_id=tenant-1" in k for k in keys), keys
 
@@ -82,10 +90,16 @@ def test_ingest_files_are_written_to_s3_and_registered_in_the_transaction(
     rows = pa.table(
         {
             "tenant_id": [f"tenant-{i % 2}" for i in range(n)],
-            "device_id": ["d1"] * n, "stream": ["telemetry"] * n,
-            "seq": pa.array(range(n), pa.int64()), "hlc": pa.array(range(n), pa.int64()), "node_id": ["d1"] * n,
-            "ts": ts, "metric": ["cpu"] * n, "value": pa.array([i * 0.5 for i in range(n)]),
-            "batch_key": ["k"] * n, "ingested_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")),
+            "device_id": ["d1"] * n,
+            "stream": ["telemetry"] * n,
+            "seq": pa.array(range(n), pa.int64()),
+            "hlc": pa.array(range(n), pa.int64()),
+            "node_id": ["d1"] * n,
+            "ts": ts,
+            "metric": ["cpu"] * n,
+            "value": pa.array([i * 0.5 for i in range(n)]),
+            "batch_key": ["k"] * n,
+            "ingested_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")),
             "day": utc_day(ts),
         }
     )
@@ -100,12 +114,21 @@ def test_ingest_files_are_written_to_s3_and_registered_in_the_transaction(
     assert written == 2 * 5  # two tenants x the five days the rows span
     with lake.session(read_only=True) as con:
         assert con.execute("SELECT count(*), sum(value), count(DISTINCT day) FROM telemetry").fetchone() == (
-            n, 0.5 * sum(range(n)), 5,
+            n,
+            0.5 * sum(range(n)),
+            5,
         )
-        pruned = con.execute("EXPLAIN ANALYZE SELECT count(*) FROM telemetry WHERE tenant_id = 'tenant-9'").fetchall()
+        pruned = con.execute(
+            "EXPLAIN ANALYZE SELECT count(*) FROM telemetry WHERE tenant_id = 'tenant-9'"
+        ).fetchall()
         assert "EMPTY_RESULT" in pruned[0][1]  # the partition values are in the catalog: no file read
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="lake/").get("Contents", [])]
     ingest_files = [k for k in keys if "/ingest-" in k]
     # the rolled-back attempt's files stay behind unregistered (orphans, removed by compaction)

@@ -51,7 +51,10 @@ def test_only_the_tenants_rows_are_visible(lake: Lakehouse) -> None:
         ("SELECT * FROM lake.telemetry", "outside the tenant's views"),
         ("SELECT * FROM read_parquet('/tmp/x.parquet')", "table function read_parquet"),
         ("SELECT * FROM ducklake_snapshots('lake')", "table function ducklake_snapshots"),
-        ("SELECT * FROM telemetry WHERE seq IN (SELECT seq FROM lake.main.telemetry)", "outside the tenant's views"),
+        (
+            "SELECT * FROM telemetry WHERE seq IN (SELECT seq FROM lake.main.telemetry)",
+            "outside the tenant's views",
+        ),
         ("SELECT * FROM duckdb_tables()", "table function duckdb_tables"),
         ("DELETE FROM telemetry", "single SELECT queries only"),
         ("SELECT * FROM no_such_table", "not a tenant view"),

@@ -18,17 +18,46 @@ def test_definitions_load_with_local_resources() -> None:
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {
-        "lakehouse_tables", "fleet_status", "devices", "device_health", "ingested_batches", "sync_reconciliation",
-        "rollout_assignments", "rollout_phase_status", "rollout_health", "rollout_events", "device_drift",
+        "lakehouse_tables",
+        "fleet_status",
+        "devices",
+        "device_health",
+        "ingested_batches",
+        "sync_reconciliation",
+        "rollout_assignments",
+        "rollout_phase_status",
+        "rollout_health",
+        "rollout_events",
+        "device_drift",
     } <= keys
-    for job in ("sync_fleet", "ingest_batches", "reconcile_sync", "edit_device_state", "launch_rollout",
-                "approve_phase", "pause", "resume", "abort", "fail_phase"):
+    for job in (
+        "sync_fleet",
+        "ingest_batches",
+        "reconcile_sync",
+        "edit_device_state",
+        "launch_rollout",
+        "approve_phase",
+        "pause",
+        "resume",
+        "abort",
+        "fail_phase",
+    ):
         assert defs.resolve_job_def(job) is not None, job
-    assert {s.name for s in defs.sensors} >= {"batch_arrival_sensor", "rollout_promotion_sensor",
-                                               "rollout_gitops_sensor"}
+    assert {s.name for s in defs.sensors} >= {
+        "batch_arrival_sensor",
+        "rollout_promotion_sensor",
+        "rollout_gitops_sensor",
+    }
     assert [s.cron_schedule for s in defs.schedules] == ["*/15 * * * *"]
-    assert set(defs.resources) >= {"lakehouse", "object_store", "key_service", "device_registry",
-                                   "platform_signer", "fleet_backend", "gitops_repo"}
+    assert set(defs.resources) >= {
+        "lakehouse",
+        "object_store",
+        "key_service",
+        "device_registry",
+        "platform_signer",
+        "fleet_backend",
+        "gitops_repo",
+    }
 
 
 def test_production_resources_take_secrets_from_env_vars(monkeypatch) -> None:
@@ -49,7 +78,9 @@ def test_unknown_environment_is_a_clear_error(monkeypatch) -> None:
     from edgeplat.settings import environment
 
     monkeypatch.setenv("EDGEPLAT_ENV", "prod")
-    with pytest.raises(ValueError, match="EDGEPLAT_ENV='prod' is not known; set it to one of: local, production"):
+    with pytest.raises(
+        ValueError, match="EDGEPLAT_ENV='prod' is not known; set it to one of: local, production"
+    ):
         environment()
 
 
@@ -59,7 +90,11 @@ def test_dagster_definitions_validate_passes(tmp_path: Path) -> None:
     env.pop("DAGSTER_HOME", None)
     out = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "All code locations passed validation" in out.stdout + out.stderr
@@ -72,7 +107,15 @@ def test_main_job_materializes_the_fleet_and_sync_assets() -> None:
         result = defs.resolve_job_def("sync_fleet").execute_in_process(instance=instance)
         assert result.success
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-        assert materialized >= {"lakehouse_tables", "sync_reconciliation", "devices", "device_health", "fleet_status"}
+        assert materialized >= {
+            "lakehouse_tables",
+            "sync_reconciliation",
+            "devices",
+            "device_health",
+            "fleet_status",
+        }
         assert "ingested_batches" not in materialized  # the sensor's job, with its object keys
-        md = instance.get_latest_materialization_event(dg.AssetKey("lakehouse_tables")).asset_materialization.metadata
+        md = instance.get_latest_materialization_event(
+            dg.AssetKey("lakehouse_tables")
+        ).asset_materialization.metadata
         assert md["rows/telemetry"].value == 0

@@ -21,12 +21,21 @@ from edgeplat.rollouts.store import RolloutStore
 def small_spec(**over) -> RolloutSpec:
     data = {
         "name": "r1",
-        "release": {"name": "app", "version": "3.0.0",
-                    "greengrass": {"component": "com.acme.App", "version": "3.0.0"},
-                    "iot_edge": {"module": "app", "image": "acr.example.io/app:3.0.0"}},
+        "release": {
+            "name": "app",
+            "version": "3.0.0",
+            "greengrass": {"component": "com.acme.App", "version": "3.0.0"},
+            "iot_edge": {"module": "app", "image": "acr.example.io/app:3.0.0"},
+        },
         "target": {"tenants": ["acme", "globex"]},
-        "strategy": {"type": "canary", "phases": [{"percent": 10, "bake": "30m"}, {"percent": 50, "bake": "30m"},
-                                                  {"percent": 100, "bake": "15m"}]},
+        "strategy": {
+            "type": "canary",
+            "phases": [
+                {"percent": 10, "bake": "30m"},
+                {"percent": 50, "bake": "30m"},
+                {"percent": 100, "bake": "15m"},
+            ],
+        },
         "gates": [{"metric": "error_rate", "max_ratio": 1.5, "min_devices": 10, "min_samples": 300}],
         "gate_interval": "5m",
         "max_inconclusive": 6,
@@ -107,7 +116,11 @@ def test_bad_release_is_rolled_back_in_phase_0_and_reaches_no_one_else(lake, bac
     events = ctl.store.events(rid)
     rollback = next(e for e in events if e.kind == Kind.ROLLBACK)
     assert rollback.phase == 0 and "error_rate" in rollback.reason
-    phase0 = {f"{r['tenant_id']}/{r['device_id']}" for r in ctl.store.sent(rid).to_pylist() if r["action"] == "deploy"}
+    phase0 = {
+        f"{r['tenant_id']}/{r['device_id']}"
+        for r in ctl.store.sent(rid).to_pylist()
+        if r["action"] == "deploy"
+    }
     assert set(fleet.ran("3.0.0")) <= phase0 and len(phase0) < 40
     fleet.advance(5)
     assert fleet.running("3.0.0") == 0
@@ -129,9 +142,16 @@ def test_restart_at_every_point_of_a_promotion_and_a_rollback(lake, backend, mak
             raise Crash(f"{point} {d.key}")
 
     store = RolloutStore(lake)
-    spec = small_spec(strategy={"type": "canary", "phases": [
-        {"percent": 10, "bake": "30m"}, {"percent": 50, "bake": "30m", "approval": "manual"},
-        {"percent": 100, "bake": "15m"}]})
+    spec = small_spec(
+        strategy={
+            "type": "canary",
+            "phases": [
+                {"percent": 10, "bake": "30m"},
+                {"percent": 50, "bake": "30m", "approval": "manual"},
+                {"percent": 100, "bake": "15m"},
+            ],
+        }
+    )
     rid = Controller(store, backend).launch(spec, actor="alice", now=fleet.now, rollout_id=GATED_ID)
     restarts = 0
     bad_from = None
@@ -198,10 +218,12 @@ def test_unreachable_devices_do_not_block_and_get_the_rollback_when_back(lake, b
             "WHERE device_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1",
             [sorted(offline)],
         ).fetchall()
-        reported = dict(con.execute(
-            "SELECT device_id, reported_version FROM devices WHERE device_id IN (SELECT unnest(?::VARCHAR[]))",
-            [sorted(offline)],
-        ).fetchall())
+        reported = dict(
+            con.execute(
+                "SELECT device_id, reported_version FROM devices WHERE device_id IN (SELECT unnest(?::VARCHAR[]))",
+                [sorted(offline)],
+            ).fetchall()
+        )
     minutes = int((fleet.now - fleet.start).total_seconds() // 60)
     assert len(back) == 3 and all(n == hi + 1 == minutes for _, n, hi, _ in back)  # no gap, nothing held back
     assert set(reported.values()) == {"2.0.0"}
@@ -237,8 +259,9 @@ def test_nothing_deploys_outside_the_maintenance_window(lake, backend, make_flee
 def test_abort_before_any_deploy_and_desired_docs(lake, backend, make_fleet) -> None:
     fleet = make_fleet(devices=50)
     ctl = Controller(RolloutStore(lake), backend)
-    spec = small_spec(strategy={"type": "canary", "phases": [{"percent": 50, "approval": "manual"},
-                                                             {"percent": 100}]})
+    spec = small_spec(
+        strategy={"type": "canary", "phases": [{"percent": 50, "approval": "manual"}, {"percent": 100}]}
+    )
     rid = ctl.launch(spec, actor="alice", now=fleet.now)
     ctl.tick(rid, fleet.now)
     assert ctl.store.state(rid).status == Status.AWAITING_APPROVAL
@@ -246,4 +269,6 @@ def test_abort_before_any_deploy_and_desired_docs(lake, backend, make_fleet) -> 
     ctl.tick(rid, fleet.now)
     ctl.tick(rid, fleet.now)
     assert ctl.store.state(rid).status == Status.ABORTED
-    assert not any(backend.store.head(desired_key(d.tenant_id, d.device_id)) is not None for d in fleet.devices)
+    assert not any(
+        backend.store.head(desired_key(d.tenant_id, d.device_id)) is not None for d in fleet.devices
+    )

@@ -16,12 +16,16 @@ TENANTS = ("acme", "globex")
 def test_phase_0_holds_the_same_one_percent_of_the_demo_fleet_at_every_launch(spec) -> None:
     # the demo fleet: 2,000 devices, tenants alternating (edgeplat.rollouts.demo_fleet.DemoFleet)
     tenants = [TENANTS[i % 2] for i in range(2000)]
-    devices = pa.table({"device_id": [f"{t}/dev-{i:05d}" for i, t in enumerate(tenants)], "tenant_id": tenants})
+    devices = pa.table(
+        {"device_id": [f"{t}/dev-{i:05d}" for i, t in enumerate(tenants)], "tenant_id": tenants}
+    )
     min_devices = min(g.min_devices for g in spec.gates)
     canaries = set()
     for _ in range(20):  # each launch gets a new rollout id
         salt = rollout_salt(spec.name, new_rollout_id(spec), spec.selection.salt)
-        assignment = assign_phases(devices, [p.percent for p in spec.phases], salt, spec.selection.stratify_by)
+        assignment = assign_phases(
+            devices, [p.percent for p in spec.phases], salt, spec.selection.stratify_by
+        )
         phase_0 = assignment.devices_in_phase(0)
         # at least ceil(1% of 1,000) per tenant (ties in a bucket may add one: see selection)
         assert len(phase_0) >= 20 >= min_devices

@@ -34,8 +34,9 @@ def test_rollout_commands_go_through_jobs_on_the_shared_instance(home, tmp_path,
     from pipelines.resources import resources_for
 
     DemoFleet(lakehouse(), resources_for()["fleet_backend"].get(), devices=40, upload_every=None).close()
-    spec = small_spec(strategy={"type": "canary", "phases": [{"percent": 50, "approval": "manual"},
-                                                             {"percent": 100}]})
+    spec = small_spec(
+        strategy={"type": "canary", "phases": [{"percent": 50, "approval": "manual"}, {"percent": 100}]}
+    )
     path = tmp_path / "r1.yaml"
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
 
@@ -47,10 +48,15 @@ def test_rollout_commands_go_through_jobs_on_the_shared_instance(home, tmp_path,
     out = cli_json(capsys, "rollout", "approve", rid, "--who", "bob", "--why", "canary looks fine")
     assert out["status"] == "deploying"
     status = cli_json(capsys, "rollout", "status", "r1")
-    assert status["approvals"]["0"]["actor"] == "bob" and status["approvals"]["0"]["reason"] == "canary looks fine"
+    assert (
+        status["approvals"]["0"]["actor"] == "bob"
+        and status["approvals"]["0"]["reason"] == "canary looks fine"
+    )
     assert cli_json(capsys, "rollout", "pause", rid, "--who", "carol", "--why", "lunch")["status"] == "paused"
     assert cli_json(capsys, "rollout", "resume", rid, "--who", "carol")["status"] == "deploying"
-    assert cli_json(capsys, "rollout", "abort", rid, "--who", "dan", "--why", "stop")["status"] == "rolling_back"
+    assert (
+        cli_json(capsys, "rollout", "abort", rid, "--who", "dan", "--why", "stop")["status"] == "rolling_back"
+    )
     assert cli_json(capsys, "rollout", "status")[0]["status"] == "rolling_back"
 
     assert main(["rollout", "approve", rid, "--who", "eve"]) == 2

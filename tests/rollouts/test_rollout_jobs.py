@@ -28,7 +28,9 @@ def resources(tmp_path: Path, lake) -> dict:
         "lakehouse": LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
         "fleet_backend": FleetBackendResource(
             object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
-            platform_signer=PlatformSignerResource(path=str(tmp_path / "platform.pem"), create_if_missing=True),
+            platform_signer=PlatformSignerResource(
+                path=str(tmp_path / "platform.pem"), create_if_missing=True
+            ),
         ),
         "gitops_repo": GitOpsRepoResource(),
     }
@@ -36,7 +38,9 @@ def resources(tmp_path: Path, lake) -> dict:
 
 @pytest.fixture
 def defs(resources) -> dg.Definitions:
-    return dg.Definitions(assets=ROLLOUT_ASSETS, jobs=ROLLOUT_JOBS, sensors=ROLLOUT_SENSORS, resources=resources)
+    return dg.Definitions(
+        assets=ROLLOUT_ASSETS, jobs=ROLLOUT_JOBS, sensors=ROLLOUT_SENSORS, resources=resources
+    )
 
 
 def run(defs: dg.Definitions, instance, job: str, op: str, config: dict, **kw):
@@ -51,33 +55,48 @@ def spec_yaml(**over) -> str:
 
 @pytest.mark.slow
 def test_launch_approve_pause_resume_fail_through_jobs(defs, resources, lake) -> None:
-    fleet = DemoFleet(lake, resources["fleet_backend"].get(), devices=60, start=datetime.now(UTC), upload_every=None)
+    fleet = DemoFleet(
+        lake, resources["fleet_backend"].get(), devices=60, start=datetime.now(UTC), upload_every=None
+    )
     fleet.close()
     store = RolloutStore(lake)
     manual = {"type": "canary", "phases": [{"percent": 50, "approval": "manual"}, {"percent": 100}]}
     with dg.instance_for_test() as instance:
         bad = run(defs, instance, "launch_rollout", "launch_rollout_op", {"spec_yaml": "name: x\nbogus: 1\n"})
         assert not bad.success
-        launched = run(defs, instance, "launch_rollout", "launch_rollout_op",
-                       {"spec_yaml": spec_yaml(strategy=manual), "who": "alice", "why": "ship it"})
+        launched = run(
+            defs,
+            instance,
+            "launch_rollout",
+            "launch_rollout_op",
+            {"spec_yaml": spec_yaml(strategy=manual), "who": "alice", "why": "ship it"},
+        )
         assert launched.success
         rid = launched.output_for_node("launch_rollout_op")
         assert rid.startswith("r1-") and instance.get_dynamic_partitions("rollouts") == [rid]
         assert store.state(rid).status == Status.AWAITING_APPROVAL and store.sent(rid).num_rows == 0
 
-        approved = run(defs, instance, "approve_phase", "approve_op", {"rollout": "r1", "who": "bob", "why": "ok"})
+        approved = run(
+            defs, instance, "approve_phase", "approve_op", {"rollout": "r1", "who": "bob", "why": "ok"}
+        )
         assert approved.success
         approval = next(e for e in store.events(rid) if e.kind == Kind.APPROVE)
         assert (approval.actor, approval.reason, approval.phase) == ("bob", "ok", 0)
         assert approval.inputs["run_id"] == approved.run_id
         assert store.sent(rid).num_rows > 0  # the job's tick deployed phase 0 right away
-        again = run(defs, instance, "approve_phase", "approve_op", {"rollout": rid, "who": "bob", "why": "ok"})
+        again = run(
+            defs, instance, "approve_phase", "approve_op", {"rollout": rid, "who": "bob", "why": "ok"}
+        )
         assert not again.success  # nothing awaits approval: a clear failure, no second event
 
-        assert run(defs, instance, "pause", "pause_op", {"rollout": rid, "who": "carol", "why": "look"}).success
+        assert run(
+            defs, instance, "pause", "pause_op", {"rollout": rid, "who": "carol", "why": "look"}
+        ).success
         assert store.state(rid).status == Status.PAUSED
         assert run(defs, instance, "resume", "resume_op", {"rollout": rid, "who": "carol"}).success
-        assert run(defs, instance, "fail_phase", "fail_phase_op", {"rollout": rid, "who": "dan", "why": "bad"}).success
+        assert run(
+            defs, instance, "fail_phase", "fail_phase_op", {"rollout": rid, "who": "dan", "why": "bad"}
+        ).success
         state = store.state(rid)
         assert state.status in (Status.ROLLING_BACK, Status.ROLLED_BACK)
         assert [e.actor for e in state.events if e.kind == Kind.FAIL_PHASE] == ["dan"]
@@ -90,7 +109,9 @@ def test_launch_approve_pause_resume_fail_through_jobs(defs, resources, lake) ->
 def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EDGEPLAT_HOME", str(tmp_path / "home"))
     backend = resources["fleet_backend"].get()
-    fleet = DemoFleet(lake, backend, devices=200, start=datetime.now(UTC) - timedelta(hours=6), upload_every=None)
+    fleet = DemoFleet(
+        lake, backend, devices=200, start=datetime.now(UTC) - timedelta(hours=6), upload_every=None
+    )
     fleet.set_release_profile("3.0.0", error_rate=0.04)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
@@ -104,7 +125,9 @@ def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_pat
     assert ctl.store.state(rid).status == Status.ROLLED_BACK
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("rollouts", [rid])
-        result = defs.resolve_job_def("rollout_refresh").execute_in_process(instance=instance, partition_key=rid)
+        result = defs.resolve_job_def("rollout_refresh").execute_in_process(
+            instance=instance, partition_key=rid
+        )
         assert result.success
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
         assert not checks["gates"].passed and not checks["error_rate"].passed
@@ -112,14 +135,18 @@ def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_pat
         assert checks["cpu_pct"].passed  # not gated by this spec
         mats = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert mats == {"rollout_assignments", "rollout_phase_status", "rollout_health", "rollout_events"}
-        health = next(e for e in result.get_asset_materialization_events()
-                      if e.asset_key.to_user_string() == "rollout_health")
+        health = next(
+            e
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "rollout_health"
+        )
         assert Path(health.materialization.metadata["plot"].value).exists()
         drift = defs.resolve_job_def("device_drift_refresh").execute_in_process(instance=instance)
         assert drift.success
     with lake.session(read_only=True) as con:
-        n, new = con.execute("SELECT count(*), count(desired_version) FROM rollout_assignments "
-                             "WHERE rollout_id = ?", [rid]).fetchone()
+        n, new = con.execute(
+            "SELECT count(*), count(desired_version) FROM rollout_assignments WHERE rollout_id = ?", [rid]
+        ).fetchone()
         assert n == 200 and new == 0  # rolled back: nobody should run the release
         assert con.execute("SELECT count(*) FROM device_drift WHERE rolled_back").fetchone()[0] > 0
 
@@ -128,7 +155,9 @@ def test_promotion_sensor_ticks_and_requests_refreshes_once(defs, resources, lak
     from pipelines.sensors_rollouts import rollout_promotion_sensor
 
     # 200 devices: the salt is per rollout (random id), and 10% of 40 was empty once in ~70 launches
-    DemoFleet(lake, resources["fleet_backend"].get(), devices=200, start=datetime.now(UTC), upload_every=None).close()
+    DemoFleet(
+        lake, resources["fleet_backend"].get(), devices=200, start=datetime.now(UTC), upload_every=None
+    ).close()
     store = RolloutStore(lake)
     with dg.instance_for_test() as instance:
         rid = Controller(store, resources["fleet_backend"].get()).launch(small_spec(), actor="alice")

@@ -23,7 +23,9 @@ def launched(store: RolloutStore, rid: str = "r1-aaaa", **over) -> RolloutState:
 def test_append_is_idempotent_and_ordered(lake) -> None:
     store = RolloutStore(lake)
     state = launched(store)
-    e1 = Event(Kind.DEPLOY_PHASE, state.rollout, T0, 0, reason="deploy", inputs={"percent": 10}, key="r1:0:deploy")
+    e1 = Event(
+        Kind.DEPLOY_PHASE, state.rollout, T0, 0, reason="deploy", inputs={"percent": 10}, key="r1:0:deploy"
+    )
     e2 = Event(Kind.START_BAKE, state.rollout, T0, 0, reason="bake", key="r1:0:bake")  # same `at`
     assert [e.key for e in store.append("r1-aaaa", [e1, e2])] == ["r1:0:deploy", "r1:0:bake"]
     assert store.append("r1-aaaa", [e1, e2, e1]) == []  # a replay after a crash writes nothing
@@ -32,7 +34,9 @@ def test_append_is_idempotent_and_ordered(lake) -> None:
     assert events[1].inputs == {"percent": 10} and events[1].at == T0
     with lake.session(read_only=True) as con:
         # one row per targeted tenant: small_spec targets two
-        assert con.execute("SELECT count(*) FROM rollout_events WHERE rollout_id = 'r1-aaaa'").fetchone()[0] == 6
+        assert (
+            con.execute("SELECT count(*) FROM rollout_events WHERE rollout_id = 'r1-aaaa'").fetchone()[0] == 6
+        )
 
 
 def test_racing_duplicate_rows_fold_once(lake) -> None:
@@ -42,7 +46,7 @@ def test_racing_duplicate_rows_fold_once(lake) -> None:
     store.append("r1-aaaa", [ev])
     with lake.session() as con:  # a second writer that missed the first one's row
         con.execute(
-            "INSERT INTO rollout_events SELECT tenant_id, rollout_id, event_id, kind, phase, \"at\", actor, reason, "
+            'INSERT INTO rollout_events SELECT tenant_id, rollout_id, event_id, kind, phase, "at", actor, reason, '
             "inputs, seq + 10 FROM rollout_events WHERE event_id = ?",
             [ev.key],
         )
@@ -60,7 +64,9 @@ def test_summary_rows_follow_the_log(lake) -> None:
     assert rows["r1-aaaa"].status == "pending" and rows["r1-aaaa"].tenants == ("acme", "globex")
     assert store.active_ids() == ["r2-bbbb", "r1-aaaa"] or set(store.active_ids()) == {"r1-aaaa", "r2-bbbb"}
     with lake.session(read_only=True) as con:
-        spec = json.loads(con.execute("SELECT any_value(spec) FROM rollouts WHERE rollout_id='r2-bbbb'").fetchone()[0])
+        spec = json.loads(
+            con.execute("SELECT any_value(spec) FROM rollouts WHERE rollout_id='r2-bbbb'").fetchone()[0]
+        )
     assert spec["name"] == "r2"
     assert store.resolve("r2") == "r2-bbbb" and store.resolve("r1-aaaa") == "r1-aaaa"
     with pytest.raises(RolloutNotFound, match="edgeplat rollout list"):
@@ -86,8 +92,11 @@ def test_record_sent_is_idempotent(lake) -> None:
     assert store.record_sent("r1-aaaa", rows, "rollback", "rb", T0) == 2
     sent = store.sent("r1-aaaa").to_pylist()
     assert sorted((r["tenant_id"], r["device_id"], r["action"]) for r in sent) == [
-        ("acme", "d1", "deploy"), ("acme", "d1", "rollback"), ("acme", "d2", "deploy"),
-        ("acme", "d2", "rollback"), ("globex", "d1", "deploy"),
+        ("acme", "d1", "deploy"),
+        ("acme", "d1", "rollback"),
+        ("acme", "d2", "deploy"),
+        ("acme", "d2", "rollback"),
+        ("globex", "d1", "deploy"),
     ]
 
 

@@ -37,24 +37,40 @@ def central_keys(openbao, vault_admin) -> VaultTransitKeyService:
     return VaultTransitKeyService(VaultSession(openbao[0], *vault_admin.enrol_central("agent-tests")))
 
 
-def _agent(root: Path, tenant: str, device: str, keys: VaultTransitKeyService) -> tuple[DeviceAgent, DeviceIdentity]:
+def _agent(
+    root: Path, tenant: str, device: str, keys: VaultTransitKeyService
+) -> tuple[DeviceAgent, DeviceIdentity]:
     identity = DeviceIdentity.generate(tenant, device)
     agent = DeviceAgent.for_device(
-        tenant, device, cache_path=root / "cache.duckdb", cache_key=secrets.token_bytes(32),
-        store=LocalObjectStore(root / "store"), key_service=keys, identity=identity,
-        platform_keys=PlatformSigner.generate().public_key_bytes(), sleep=lambda s: None,
+        tenant,
+        device,
+        cache_path=root / "cache.duckdb",
+        cache_key=secrets.token_bytes(32),
+        store=LocalObjectStore(root / "store"),
+        key_service=keys,
+        identity=identity,
+        platform_keys=PlatformSigner.generate().public_key_bytes(),
+        sleep=lambda s: None,
     )
     return agent, identity
 
 
-def _uploaded(store: LocalObjectStore, tenant: str, device: str, keys, identity) -> list[tuple[str, int, str]]:
+def _uploaded(
+    store: LocalObjectStore, tenant: str, device: str, keys, identity
+) -> list[tuple[str, int, str]]:
     """(stream, seq, key_id) of every row in the store, decoded and verified like the ingest does."""
     out = []
     page = store.list(f"tenant={tenant}/device={device}/stream=")
     for obj in page.objects:
-        batch = read_batch(store.get(obj.key), key_service=keys, public_keys=[identity.public_key_bytes()],
-                           expected_key=obj.key)
-        out += [(batch.manifest.stream, s, batch.manifest.key_id) for s in batch.table.column("seq").to_pylist()]
+        batch = read_batch(
+            store.get(obj.key),
+            key_service=keys,
+            public_keys=[identity.public_key_bytes()],
+            expected_key=obj.key,
+        )
+        out += [
+            (batch.manifest.stream, s, batch.manifest.key_id) for s in batch.table.column("seq").to_pylist()
+        ]
     return sorted(out)
 
 
@@ -144,8 +160,14 @@ def test_revoked_device_keeps_its_rows_cached_and_uploads_nothing(
 
 # ----------------------------------------------------------------------------- cache key at rest
 def _encodings(key: bytes) -> list[bytes]:
-    return [key, key.hex().encode(), key.hex().upper().encode(), base64.b64encode(key),
-            base64.urlsafe_b64encode(key), base64.b64encode(key).rstrip(b"=")]
+    return [
+        key,
+        key.hex().encode(),
+        key.hex().upper().encode(),
+        base64.b64encode(key),
+        base64.urlsafe_b64encode(key),
+        base64.b64encode(key).rstrip(b"="),
+    ]
 
 
 def _files_holding(root: Path, secret: bytes) -> list[Path]:
@@ -198,8 +220,11 @@ def test_cache_key_comes_from_vault_kv_and_is_never_stored_beside_the_database(
     identity = DeviceIdentity.generate(tenant, device)
     identity.save(data / "identity.pem")
     (data / "platform.pub").write_text(PlatformSigner.generate().public_key_bytes().hex())
-    (tmp_path / "device.toml").write_text(DEVICE_TOML.format(
-        tenant=tenant, device=device, addr=openbao[0], secret_path=device_kv_path(tenant, device, "cache")))
+    (tmp_path / "device.toml").write_text(
+        DEVICE_TOML.format(
+            tenant=tenant, device=device, addr=openbao[0], secret_path=device_kv_path(tenant, device, "cache")
+        )
+    )
 
     with DeviceAgent(load_config(tmp_path / "device.toml")) as agent:
         _record(agent, 5, 0)
@@ -212,7 +237,9 @@ def test_cache_key_comes_from_vault_kv_and_is_never_stored_beside_the_database(
     assert _files_holding(tmp_path / "store", cache_key) == []
     # the file really is encrypted under that key: another key does not open it, the Vault key does
     with pytest.raises(CacheKeyError):
-        DeviceCache.open(data / "cache.duckdb", tenant_id=tenant, device_id=device, key=secrets.token_bytes(32))
+        DeviceCache.open(
+            data / "cache.duckdb", tenant_id=tenant, device_id=device, key=secrets.token_bytes(32)
+        )
     with DeviceCache.open(data / "cache.duckdb", tenant_id=tenant, device_id=device, key=cache_key) as cache:
         assert cache.stats()["streams"]["telemetry"]["queue_depth"] == 5
     rows = _uploaded(LocalObjectStore(tmp_path / "store"), tenant, device, central_keys, identity)
@@ -223,8 +250,10 @@ def test_simulated_devices_keep_no_cache_key_in_their_device_directory(tmp_path)
     from edgeplat.simulator import SimulationConfig, simulate
     from edgeplat.simulator.parts import default_parts, load_device
 
-    simulate(SimulationConfig(devices=2, tenants=2, hours=0.1, offline_fraction=0.0, leave_offline=True),
-             home=tmp_path)
+    simulate(
+        SimulationConfig(devices=2, tenants=2, hours=0.1, offline_fraction=0.0, leave_offline=True),
+        home=tmp_path,
+    )
     parts = default_parts(tmp_path)
     caches = sorted(parts.devices_dir.glob("*/*/cache.duckdb"))
     assert len(caches) == 2

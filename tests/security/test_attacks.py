@@ -71,20 +71,35 @@ def forge(
     nonce = secrets.token_bytes(12)
     signer = signer or fleet.device(tenant, device)
     manifest = {
-        "format_version": FORMAT_VERSION, "tenant_id": tenant, "device_id": device, "stream": "telemetry",
-        "schema_fingerprint": spec.fingerprint, "first_seq": seqs[0], "last_seq": seqs[-1],
-        "row_count": len(seqs), "hlc_min": min(table.column("hlc").to_pylist()),
-        "hlc_max": max(table.column("hlc").to_pylist()), "evictions": [], "key_id": dk.key_id,
-        "wrapped_key": base64.b64encode(dk.wrapped).decode(), "nonce": base64.b64encode(nonce).decode(),
-        "payload_bytes": len(payload) + 16, "plaintext_sha256": hashlib.sha256(payload).hexdigest(),
-        "signer_key_id": signer.key_id, "created_ms": fleet.clock(),
+        "format_version": FORMAT_VERSION,
+        "tenant_id": tenant,
+        "device_id": device,
+        "stream": "telemetry",
+        "schema_fingerprint": spec.fingerprint,
+        "first_seq": seqs[0],
+        "last_seq": seqs[-1],
+        "row_count": len(seqs),
+        "hlc_min": min(table.column("hlc").to_pylist()),
+        "hlc_max": max(table.column("hlc").to_pylist()),
+        "evictions": [],
+        "key_id": dk.key_id,
+        "wrapped_key": base64.b64encode(dk.wrapped).decode(),
+        "nonce": base64.b64encode(nonce).decode(),
+        "payload_bytes": len(payload) + 16,
+        "plaintext_sha256": hashlib.sha256(payload).hexdigest(),
+        "signer_key_id": signer.key_id,
+        "created_ms": fleet.clock(),
     }
     manifest.update(changes or {})
     mb = canonical_json(manifest)
-    head = struct.pack(">4sBI", MAGIC, version, len(mb) if announced_length is None else announced_length) + mb
+    head = (
+        struct.pack(">4sBI", MAGIC, version, len(mb) if announced_length is None else announced_length) + mb
+    )
     body = head + AESGCM(dk.plaintext).encrypt(nonce, payload, head)
-    key = (f"tenant={manifest['tenant_id']}/device={manifest['device_id']}/stream=telemetry/"
-           f"{manifest['first_seq']:020d}-{manifest['last_seq']:020d}.batch")
+    key = (
+        f"tenant={manifest['tenant_id']}/device={manifest['device_id']}/stream=telemetry/"
+        f"{manifest['first_seq']:020d}-{manifest['last_seq']:020d}.batch"
+    )
     return key, body + signer.sign(body)
 
 
@@ -122,8 +137,12 @@ def replay_under_new_name(f: Fleet, d: str) -> str:
     f.upload(old)
     assert ingest_objects(f.env(), [old.key]).accepted == 1
     # the same signed bytes again, named as the next seq range to slip past the ledger
-    return f.upload(old, key=old.key.replace("00000000000000000001-00000000000000000010",
-                                             "00000000000000000011-00000000000000000020"))
+    return f.upload(
+        old,
+        key=old.key.replace(
+            "00000000000000000001-00000000000000000010", "00000000000000000011-00000000000000000020"
+        ),
+    )
 
 
 def resent_range_altered(f: Fleet, d: str) -> str:
@@ -206,16 +225,27 @@ def other_tenants_device_identity(f: Fleet, d: str) -> str:
 
 
 def other_tenants_key(f: Fleet, d: str) -> str:
-    b = write_batch(rows("telemetry", T, d, range(1, 11)), tenant_id=T, device_id=d, stream="telemetry",
-                    key_service=_OtherTenantKeys(f.keys, OTHER), identity=f.device(T, d))
+    b = write_batch(
+        rows("telemetry", T, d, range(1, 11)),
+        tenant_id=T,
+        device_id=d,
+        stream="telemetry",
+        key_service=_OtherTenantKeys(f.keys, OTHER),
+        identity=f.device(T, d),
+    )
     return f.upload(b)
 
 
 def relabelled_key_id(f: Fleet, d: str) -> str:
     # B's wrapped data key, relabelled with A's key id (a device signs whatever manifest it likes)
     dk = f.keys.generate_data_key(OTHER)
-    key, data = forge(f, T, d, range(1, 11), changes={
-        "key_id": f"local:{T}:v1", "wrapped_key": base64.b64encode(dk.wrapped).decode()})
+    key, data = forge(
+        f,
+        T,
+        d,
+        range(1, 11),
+        changes={"key_id": f"local:{T}:v1", "wrapped_key": base64.b64encode(dk.wrapped).decode()},
+    )
     f.store.put(key, data)
     return key
 
@@ -239,8 +269,14 @@ def revoked_device_key(f: Fleet, d: str) -> str:
 
 
 def unregistered_device(f: Fleet, d: str) -> str:
-    b = write_batch(rows("telemetry", T, d, range(1, 11)), tenant_id=T, device_id=d, stream="telemetry",
-                    key_service=f.keys, identity=DeviceIdentity.generate(T, d))
+    b = write_batch(
+        rows("telemetry", T, d, range(1, 11)),
+        tenant_id=T,
+        device_id=d,
+        stream="telemetry",
+        key_service=f.keys,
+        identity=DeviceIdentity.generate(T, d),
+    )
     return f.upload(b)
 
 
@@ -265,24 +301,43 @@ class BatchAttack:
 
 BATCH_ATTACKS = [
     BatchAttack("forged signature (key not registered for the device)", forged_signature, "bad_signature"),
-    BatchAttack("another tenant's path (A's batch under tenant B's prefix)", another_tenants_path, "path_mismatch"),
+    BatchAttack(
+        "another tenant's path (A's batch under tenant B's prefix)", another_tenants_path, "path_mismatch"
+    ),
     BatchAttack("replay of an old batch under a new name", replay_under_new_name, "path_mismatch"),
     BatchAttack("ingested seq range re-sent with other content", resent_range_altered, "replay_conflict"),
     BatchAttack("downgraded format version byte", downgraded_version, "unsupported_version"),
-    BatchAttack("downgraded version, re-signed by the device", downgraded_version_resigned, "unsupported_version"),
+    BatchAttack(
+        "downgraded version, re-signed by the device", downgraded_version_resigned, "unsupported_version"
+    ),
     BatchAttack("oversized manifest (64 KiB + 1)", oversized_manifest, "oversized_manifest"),
-    BatchAttack("payload zstd frame declaring 4 GiB, signed by the device", decompression_bomb, "corrupt_payload"),
-    BatchAttack("oversized manifest announced in the header (4 GiB)", oversized_manifest_announced,
-                "oversized_manifest"),
-    BatchAttack("path traversal in manifest tenant id ('../tenant-b')", traversal_in_manifest_tenant, "bad_manifest"),
-    BatchAttack("path traversal in manifest device id ('<d>/../../victim')", traversal_in_manifest_device,
-                "bad_manifest"),
+    BatchAttack(
+        "payload zstd frame declaring 4 GiB, signed by the device", decompression_bomb, "corrupt_payload"
+    ),
+    BatchAttack(
+        "oversized manifest announced in the header (4 GiB)",
+        oversized_manifest_announced,
+        "oversized_manifest",
+    ),
+    BatchAttack(
+        "path traversal in manifest tenant id ('../tenant-b')", traversal_in_manifest_tenant, "bad_manifest"
+    ),
+    BatchAttack(
+        "path traversal in manifest device id ('<d>/../../victim')",
+        traversal_in_manifest_device,
+        "bad_manifest",
+    ),
     BatchAttack("path traversal in object key ('tenant=..')", traversal_in_object_key, "path_mismatch"),
     BatchAttack("one device's identity used for another device", other_devices_identity, "bad_signature"),
-    BatchAttack("tenant B's device identity used for tenant A's device of the same id",
-                other_tenants_device_identity, "bad_signature"),
+    BatchAttack(
+        "tenant B's device identity used for tenant A's device of the same id",
+        other_tenants_device_identity,
+        "bad_signature",
+    ),
     BatchAttack("data key wrapped under another tenant's key", other_tenants_key, "tenant_mismatch"),
-    BatchAttack("another tenant's wrapped key relabelled with own key id", relabelled_key_id, "decryption_failure"),
+    BatchAttack(
+        "another tenant's wrapped key relabelled with own key id", relabelled_key_id, "decryption_failure"
+    ),
     BatchAttack("ciphertext bit flipped after signing", flipped_ciphertext_bit, "bad_signature"),
     BatchAttack("truncated upload", truncated_upload, "truncated"),
     BatchAttack("revoked device key", revoked_device_key, "unknown_device"),
@@ -306,13 +361,19 @@ def attack_run(tmp_path_factory) -> AttackRun:
     """Every batch attack's object, plus two bystanders' good batches, through ONE ingest run."""
     fleet = Fleet(tmp_path_factory.mktemp("attacks"))
     keys = {a.build.__name__: a.build(fleet, a.device) for a in BATCH_ATTACKS}
-    bystanders = [fleet.upload(fleet.batch(T, "bystander", "telemetry", range(1, 6))),
-                  fleet.upload(fleet.batch(OTHER, "bystander", "telemetry", range(1, 4)))]
+    bystanders = [
+        fleet.upload(fleet.batch(T, "bystander", "telemetry", range(1, 6))),
+        fleet.upload(fleet.batch(OTHER, "bystander", "telemetry", range(1, 4))),
+    ]
     report = ingest_objects(fleet.env(), [*bystanders, *keys.values()])
     with fleet.lake.session(read_only=True) as con:
         quarantined = dict(con.execute("SELECT object_key, reason FROM quarantine").fetchall())
-        counts = {(t, d): n for t, d, n in con.execute(
-            "SELECT tenant_id, device_id, count(*) FROM telemetry GROUP BY ALL").fetchall()}
+        counts = {
+            (t, d): n
+            for t, d, n in con.execute(
+                "SELECT tenant_id, device_id, count(*) FROM telemetry GROUP BY ALL"
+            ).fetchall()
+        }
     return AttackRun(fleet, keys, quarantined, report, counts)
 
 
@@ -341,7 +402,8 @@ def test_replay_under_its_own_name_changes_nothing(attack_run: AttackRun) -> Non
     fleet = attack_run.fleet
     device = next(a.device for a in BATCH_ATTACKS if a.build is replay_under_new_name)
     key = next(k for k in attack_run.keys.values() if f"device={device}/" in k).replace(
-        "00000000000000000011-00000000000000000020", "00000000000000000001-00000000000000000010")
+        "00000000000000000011-00000000000000000020", "00000000000000000001-00000000000000000010"
+    )
     fleet.store.put(key, fleet.store.get(key))  # the same bytes put again (a retry, or an attacker)
     again = ingest_objects(fleet.env(), [key])
     after = fleet.count("SELECT count(*) FROM telemetry WHERE device_id = ?", [device])[0][0]
@@ -367,8 +429,13 @@ def platform() -> PlatformSigner:
 
 
 def _doc(**over) -> desired.DesiredState:
-    base = {"tenant_id": T, "device_id": "d1", "revision": 5, "issued_hlc": 1,
-            "release": desired.Release(version="2.0.0", slot="b")}
+    base = {
+        "tenant_id": T,
+        "device_id": "d1",
+        "revision": 5,
+        "issued_hlc": 1,
+        "release": desired.Release(version="2.0.0", slot="b"),
+    }
     return desired.DesiredState(**(base | over))
 
 
@@ -405,8 +472,15 @@ def traversal_device_id(platform: PlatformSigner) -> bytes:
 
 
 def oversized_document(platform: PlatformSigner) -> bytes:
-    return desired.encode(_doc(state_edits=[desired.StateEdit(
-        namespace="config", key="k", field=f"f{i}", value="x" * 1000, hlc=1) for i in range(1200)]), platform)
+    return desired.encode(
+        _doc(
+            state_edits=[
+                desired.StateEdit(namespace="config", key="k", field=f"f{i}", value="x" * 1000, hlc=1)
+                for i in range(1200)
+            ]
+        ),
+        platform,
+    )
 
 
 DESIRED_ATTACKS = [
@@ -421,15 +495,26 @@ DESIRED_ATTACKS = [
 ]
 
 
-@pytest.mark.parametrize("name, build, expected", DESIRED_ATTACKS, ids=[b.__name__ for _, b, _ in DESIRED_ATTACKS])
+@pytest.mark.parametrize(
+    "name, build, expected", DESIRED_ATTACKS, ids=[b.__name__ for _, b, _ in DESIRED_ATTACKS]
+)
 def test_desired_state_attack_is_refused(name: str, build, expected: str, platform: PlatformSigner) -> None:
     data = build(platform)
     # control: the genuine document for this device decodes
-    assert desired.decode(desired.encode(_doc(), platform), platform_keys=platform.public_key_bytes(),
-                          tenant_id=T, device_id="d1", applied_revision=4).release.version == "2.0.0"
+    assert (
+        desired.decode(
+            desired.encode(_doc(), platform),
+            platform_keys=platform.public_key_bytes(),
+            tenant_id=T,
+            device_id="d1",
+            applied_revision=4,
+        ).release.version
+        == "2.0.0"
+    )
     with pytest.raises(desired.DesiredStateError) as err:
-        desired.decode(data, platform_keys=platform.public_key_bytes(), tenant_id=T, device_id="d1",
-                       applied_revision=4)
+        desired.decode(
+            data, platform_keys=platform.public_key_bytes(), tenant_id=T, device_id="d1", applied_revision=4
+        )
     RESULTS.append((name, expected, err.value.reason))
     assert err.value.reason == expected
 

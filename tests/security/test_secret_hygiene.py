@@ -77,10 +77,16 @@ def test_full_ingest_run_leaks_no_secret(
     # the devices: a simulated fleet uploading to S3 with transit data keys
     devices = DeviceRoles(vault_admin, openbao[0])
     registry_dir = tmp_path / "registry"
-    store = from_url(f"s3://{bucket}/fleet", endpoint_url=endpoint, access_key_id=aws_key_id,
-                     secret_access_key=aws_secret)
-    simulate(SimulationConfig(devices=4, tenants=2, hours=0.25, offline_fraction=0.0, seed=7),
-             store=store, keyring=devices, registry=LocalDeviceRegistry(registry_dir), home=tmp_path / "sim")
+    store = from_url(
+        f"s3://{bucket}/fleet", endpoint_url=endpoint, access_key_id=aws_key_id, secret_access_key=aws_secret
+    )
+    simulate(
+        SimulationConfig(devices=4, tenants=2, hours=0.25, offline_fraction=0.0, seed=7),
+        store=store,
+        keyring=devices,
+        registry=LocalDeviceRegistry(registry_dir),
+        home=tmp_path / "sim",
+    )
     assert len(devices.by_tenant) == 2
     # one batch is held back for the failing run at the end (settled objects never reach the key service)
     held_key = next(o.key for o in store.list("").objects if o.key.endswith(".batch"))
@@ -89,21 +95,28 @@ def test_full_ingest_run_leaks_no_secret(
 
     # the central side: every secret through dg.EnvVar
     resources = {
-        "lakehouse": LakehouseResource(catalog=f"sqlite:{tmp_path}/catalog.sqlite", data_path=f"{tmp_path}/lake/"),
-        "object_store": ObjectStoreResource(url=f"s3://{bucket}/fleet", endpoint_url=endpoint,
-                                            access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-                                            secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY")),
+        "lakehouse": LakehouseResource(
+            catalog=f"sqlite:{tmp_path}/catalog.sqlite", data_path=f"{tmp_path}/lake/"
+        ),
+        "object_store": ObjectStoreResource(
+            url=f"s3://{bucket}/fleet",
+            endpoint_url=endpoint,
+            access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+        ),
         "key_service": VaultKeyServiceResource(vault=vault_from_env()),
         "device_registry": DeviceRegistryResource(registry_dir=str(registry_dir)),
     }
     schema_job = dg.define_asset_job("schema", selection=[lakehouse_tables])
-    defs = dg.Definitions(assets=[lakehouse_tables, ingested_batches], jobs=[schema_job, ingest_job],
-                          resources=resources)
+    defs = dg.Definitions(
+        assets=[lakehouse_tables, ingested_batches], jobs=[schema_job, ingest_job], resources=resources
+    )
     captured: list[tuple[str, bytes]] = []
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("schema").execute_in_process(instance=instance).success
-        ctx = dg.build_sensor_context(instance=instance, resources={
-            k: resources[k] for k in ("lakehouse", "object_store")})
+        ctx = dg.build_sensor_context(
+            instance=instance, resources={k: resources[k] for k in ("lakehouse", "object_store")}
+        )
         tick = batch_arrival_sensor(ctx)
         assert tick.run_requests, tick.skip_reason
         captured.append(("sensor result", repr(tick).encode()))  # run keys, run config, tags, cursor
@@ -111,7 +124,8 @@ def test_full_ingest_run_leaks_no_secret(
         run_ids = []
         for request in tick.run_requests:
             res = defs.resolve_job_def("ingest_batches").execute_in_process(
-                run_config=request.run_config, instance=instance, tags=request.tags)
+                run_config=request.run_config, instance=instance, tags=request.tags
+            )
             assert res.success
             md = res.asset_materializations_for_node("ingested_batches")[0].metadata
             assert md["quarantined"].value == 0
@@ -124,8 +138,12 @@ def test_full_ingest_run_leaks_no_secret(
         monkeypatch.setenv(SECRET_ID_ENV, wrong_secret_id)
         store.put(held_key, held)
         failing = defs.resolve_job_def("ingest_batches").execute_in_process(
-            run_config={"ops": {"ingested_batches": {"config": {"object_keys": [held_key], "tenant_id": ""}}}},
-            instance=instance, raise_on_error=False)
+            run_config={
+                "ops": {"ingested_batches": {"config": {"object_keys": [held_key], "tenant_id": ""}}}
+            },
+            instance=instance,
+            raise_on_error=False,
+        )
         assert not failing.success
         failure_text = serialize_value(instance.all_logs(failing.run_id)).encode()
         assert b"refused" in failure_text  # the failure is explained, and the batch waits for a good login:
@@ -136,34 +154,57 @@ def test_full_ingest_run_leaks_no_secret(
         for run_id in run_ids:
             run = instance.get_run_by_id(run_id)
             captured.append((f"run {run_id} (config, tags)", serialize_value(run).encode()))
-            captured += [(f"event log of run {run_id}", serialize_value(e).encode())
-                         for e in instance.all_logs(run_id)]
+            captured += [
+                (f"event log of run {run_id}", serialize_value(e).encode()) for e in instance.all_logs(run_id)
+            ]
             # snapshots are stored compressed in the instance's database: read them decoded (what the UI shows)
-            captured.append((f"job snapshot of run {run_id}",
-                             serialize_value(instance.get_job_snapshot(run.job_snapshot_id)).encode()))
-            captured.append((f"execution plan of run {run_id}",
-                             serialize_value(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)).encode()))
+            captured.append(
+                (
+                    f"job snapshot of run {run_id}",
+                    serialize_value(instance.get_job_snapshot(run.job_snapshot_id)).encode(),
+                )
+            )
+            captured.append(
+                (
+                    f"execution plan of run {run_id}",
+                    serialize_value(
+                        instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+                    ).encode(),
+                )
+            )
         captured += [(f"instance file {p}", data) for p, data in _files_bytes(Path(instance.root_directory))]
     out, err = capfd.readouterr()
     captured += [("stdout", out.encode()), ("stderr", err.encode())]
-    captured += [(f"log record {r.levelname} {r.name}", (r.getMessage() + (r.exc_text or "")).encode())
-                 for r in caplog.records]
+    captured += [
+        (f"log record {r.levelname} {r.name}", (r.getMessage() + (r.exc_text or "")).encode())
+        for r in caplog.records
+    ]
     captured += [(f"file {p}", data) for p, data in _files_bytes(tmp_path)]
 
     secrets_used = {
-        "central role id": role_id, "central secret id": secret_id, "AWS access key id": aws_key_id,
-        "AWS secret key": aws_secret, "OpenBao root token": openbao[1], "wrong secret id": wrong_secret_id,
+        "central role id": role_id,
+        "central secret id": secret_id,
+        "AWS access key id": aws_key_id,
+        "AWS secret key": aws_secret,
+        "OpenBao root token": openbao[1],
+        "wrong secret id": wrong_secret_id,
         **{f"device credential {i}": v for i, v in enumerate(devices.secret_ids)},
     }
     blob = b"\n".join(data for _, data in captured)
     assert b"RUN_SUCCESS" in blob and b"ingested_batches" in blob  # the scan really saw the runs
-    leaked = {(name, where) for name, value in secrets_used.items() for where, data in captured
-              if value.encode() in data}
+    leaked = {
+        (name, where)
+        for name, value in secrets_used.items()
+        for where, data in captured
+        if value.encode() in data
+    }
     # Known and documented (docs/security.md): botocore's own DEBUG records print the signed request's
     # Authorization header, which names the access key id (an identifier, not the secret key). Production
     # logs at INFO and must not list botocore among Dagster's managed_python_loggers at DEBUG.
     tolerated = {("AWS access key id", "log record DEBUG botocore.endpoint")}
-    assert sorted(leaked - tolerated) == [], f"secrets found in captured output: {sorted(leaked - tolerated)[:10]}"
+    assert sorted(leaked - tolerated) == [], (
+        f"secrets found in captured output: {sorted(leaked - tolerated)[:10]}"
+    )
     assert VAULT_TOKEN.findall(blob) == [], "a Vault token reached the captured output"
     assert any(b"ingested_batches" in data for where, data in captured if where.startswith("job snapshot"))
     # the UI's view of the code location (resources and their configured values) names the variables only

@@ -57,14 +57,19 @@ def test_device_token_of_tenant_a_reaches_nothing_of_tenant_b(openbao, vault_adm
         "rewrap B's data key": lambda c: c.secrets.transit.rewrap_data(key_b, dk_b.wrapped.decode()),
         "datakey/wrapped of B": lambda c: c.secrets.transit.generate_data_key(key_b, key_type="wrapped"),
         "rotate B's key": lambda c: c.secrets.transit.rotate_key(key_b),
-        "list B's KV secrets": lambda c: c.secrets.kv.v2.list_secrets(device_kv_path(tb, "d1"), mount_point="edgeplat"),
+        "list B's KV secrets": lambda c: c.secrets.kv.v2.list_secrets(
+            device_kv_path(tb, "d1"), mount_point="edgeplat"
+        ),
         "read B's KV metadata": lambda c: c.secrets.kv.v2.read_secret_metadata(
-            device_kv_path(tb, "d1", "mqtt"), mount_point="edgeplat"),
+            device_kv_path(tb, "d1", "mqtt"), mount_point="edgeplat"
+        ),
         "overwrite B's shared secret": lambda c: c.secrets.kv.v2.create_or_update_secret(
-            shared_kv_path(tb, "cloud"), secret={"api_key": "evil"}, mount_point="edgeplat"),
+            shared_kv_path(tb, "cloud"), secret={"api_key": "evil"}, mount_point="edgeplat"
+        ),
         "read B's device policy": lambda c: c.sys.read_policy(device_role_name(tb, "d1")),
         "mint a secret id for B's device": lambda c: c.auth.approle.generate_secret_id(
-            device_role_name(tb, "d1"), mount_point="approle"),
+            device_role_name(tb, "d1"), mount_point="approle"
+        ),
         "read B's device role id": lambda c: c.auth.approle.read_role_id(device_role_name(tb, "d1")),
         "create a token": lambda c: c.auth.token.create(policies=[device_role_name(tb, "d1")]),
     }
@@ -98,20 +103,32 @@ def test_tenant_a_device_batches_never_land_in_tenant_b(openbao, vault_admin, un
         registry.register(t, "d1", ident.public_key_bytes())
     keys_a = VaultTransitKeyService(VaultSession(openbao[0], *vault_admin.enrol_device(ta, "d1")))
 
-    good = write_batch(rows("telemetry", ta, "d1", range(1, 6)), tenant_id=ta, device_id="d1", stream="telemetry",
-                       key_service=keys_a, identity=ids[ta])
+    good = write_batch(
+        rows("telemetry", ta, "d1", range(1, 6)),
+        tenant_id=ta,
+        device_id="d1",
+        stream="telemetry",
+        key_service=keys_a,
+        identity=ids[ta],
+    )
     store.put(good.key, good.data)
     # A's genuine batch copied under B's prefix (A's object-store credentials must not allow this at all;
     # if they did, or an operator copied it, the ingest still refuses it)
     moved = good.key.replace(f"tenant={ta}/", f"tenant={tb}/")
     store.put(moved, good.data)
     # A's device key signing a manifest that claims to be B's device d1 (a device cannot write B's batch)
-    claim = write_batch(rows("telemetry", ta, "d1", range(6, 11)), tenant_id=ta, device_id="d1",
-                        stream="telemetry", key_service=keys_a, identity=ids[ta])
+    claim = write_batch(
+        rows("telemetry", ta, "d1", range(6, 11)),
+        tenant_id=ta,
+        device_id="d1",
+        stream="telemetry",
+        key_service=keys_a,
+        identity=ids[ta],
+    )
     length = int.from_bytes(claim.data[5:9], "big")
-    manifest = json.loads(claim.data[9:9 + length]) | {"tenant_id": tb}
+    manifest = json.loads(claim.data[9 : 9 + length]) | {"tenant_id": tb}
     mb = canonical_json(manifest)
-    body = claim.data[:5] + len(mb).to_bytes(4, "big") + mb + claim.data[9 + length:-64]
+    body = claim.data[:5] + len(mb).to_bytes(4, "big") + mb + claim.data[9 + length : -64]
     forged_key = claim.key.replace(f"tenant={ta}/", f"tenant={tb}/")
     store.put(forged_key, body + ids[ta].sign(body))
 
@@ -133,15 +150,25 @@ def two_tenant_home(tmp_path: Path) -> Path:
     p.lakehouse.mkdir(parents=True)
     lake = Lakehouse(LakehouseConfig(catalog=f"sqlite:{p.catalog}", data_path=f"{p.lake_data}/"))
     lake.ensure_schema()
-    keys, registry, store = LocalKeyring(tmp_path / "k"), LocalDeviceRegistry(tmp_path / "r"), LocalObjectStore(tmp_path / "o")
+    keys, registry, store = (
+        LocalKeyring(tmp_path / "k"),
+        LocalDeviceRegistry(tmp_path / "r"),
+        LocalObjectStore(tmp_path / "o"),
+    )
     objects = []
     for tenant in (A, B):
         for device in SHARED_IDS:
             ident = DeviceIdentity.generate(tenant, device)
             registry.register(tenant, device, ident.public_key_bytes())
             for stream, n in (("telemetry", 20), ("alerts", 2), ("logs", 3), ("health", 4), ("state", 2)):
-                b = write_batch(rows(stream, tenant, device, range(1, n + 1)), tenant_id=tenant, device_id=device,
-                                stream=stream, key_service=keys, identity=ident)
+                b = write_batch(
+                    rows(stream, tenant, device, range(1, n + 1)),
+                    tenant_id=tenant,
+                    device_id=device,
+                    stream=stream,
+                    key_service=keys,
+                    identity=ident,
+                )
                 store.put(b.key, b.data)
                 objects.append(b.key)
     report = ingest_objects(SyncEnv(lake, store, keys, registry), objects)
@@ -155,16 +182,28 @@ def test_edgeplat_sql_tenant_shows_no_other_tenant_rows_in_any_relation(two_tena
     lake = Lakehouse(LakehouseConfig(catalog=f"sqlite:{p.catalog}", data_path=f"{p.lake_data}/"))
     with lake.read_only() as con:
         relations = tenant_relations(con)
-    assert {"telemetry", "alerts", "logs", "health", "state_edits", "device_state", "devices", "batches"} <= set(
-        relations)
+    assert {
+        "telemetry",
+        "alerts",
+        "logs",
+        "health",
+        "state_edits",
+        "device_state",
+        "devices",
+        "batches",
+    } <= set(relations)
     query = " UNION ALL ".join(
         f"SELECT '{r}' AS rel, count(*) AS n, count(*) FILTER (WHERE tenant_id IS DISTINCT FROM '{A}') AS other "
-        f"FROM {r}" for r in relations)
+        f"FROM {r}"
+        for r in relations
+    )
     out = json.loads(cli("sql", query, "--tenant", A, "--format", "json", home=two_tenant_home).stdout)
     seen = {r["rel"]: (r["n"], r["other"]) for r in out}
     assert set(seen) == set(relations)
     assert {rel: other for rel, (_, other) in seen.items() if other} == {}
-    assert seen["telemetry"][0] == 40 and seen["devices"][0] == 2  # A's rows are there: the filter is not "none"
+    assert (
+        seen["telemetry"][0] == 40 and seen["devices"][0] == 2
+    )  # A's rows are there: the filter is not "none"
     # control: tenant B's rows are really in the lakehouse
     with lake.read_only() as con:
         assert con.execute("SELECT count(*) FROM lake.telemetry WHERE tenant_id = ?", [B]).fetchone() == (40,)
@@ -172,14 +211,19 @@ def test_edgeplat_sql_tenant_shows_no_other_tenant_rows_in_any_relation(two_tena
 
 # ----------------------------------------------------------------------------- rollouts
 def _spec(tenants: list[str], tags: dict | None = None):
-    return load_spec({
-        "name": "inference-2-1-0",
-        "release": {"name": "inference", "version": "2.1.0",
-                    "greengrass": {"component": "com.acme.Inference", "version": "2.1.0"},
-                    "iot_edge": {"module": "inference", "image": "acme/inference:2.1.0"}},
-        "target": {"tenants": tenants, **({"tags": tags} if tags else {})},
-        "strategy": {"type": "canary", "phases": [{"percent": 50}, {"percent": 100}]},
-    })
+    return load_spec(
+        {
+            "name": "inference-2-1-0",
+            "release": {
+                "name": "inference",
+                "version": "2.1.0",
+                "greengrass": {"component": "com.acme.Inference", "version": "2.1.0"},
+                "iot_edge": {"module": "inference", "image": "acme/inference:2.1.0"},
+            },
+            "target": {"tenants": tenants, **({"tags": tags} if tags else {})},
+            "strategy": {"type": "canary", "phases": [{"percent": 50}, {"percent": 100}]},
+        }
+    )
 
 
 def test_rollout_spec_of_tenant_a_selects_none_of_tenant_bs_devices(tmp_path: Path) -> None:
@@ -194,7 +238,8 @@ def test_rollout_spec_of_tenant_a_selects_none_of_tenant_bs_devices(tmp_path: Pa
                     con.execute(
                         "INSERT INTO devices (tenant_id, device_id, platform, tags, status, updated_at) "
                         "VALUES (?, ?, ?, ?, 'online', ?)",
-                        [tenant, f"{device}-{platform}", platform, json.dumps({"region": region}), now])
+                        [tenant, f"{device}-{platform}", platform, json.dumps({"region": region}), now],
+                    )
 
     lake.write(fill)
     with lake.session(read_only=True) as con:
@@ -205,9 +250,15 @@ def test_rollout_spec_of_tenant_a_selects_none_of_tenant_bs_devices(tmp_path: Pa
     assert targets.num_rows == 6
     assert by_b_tag.num_rows == 0 and sneaky.num_rows == 0
     # the controller's assignment keys are tenant-qualified, so equal device ids in B can never be addressed
-    keys = [f"{t}/{d}" for t, d in zip(targets.column("tenant_id").to_pylist(),
-                                       targets.column("device_id").to_pylist(), strict=True)]
-    assignment = assign_phases([{"device_id": k, "tenant_id": A, "tags": {}} for k in keys], [50, 100], "salt")
+    keys = [
+        f"{t}/{d}"
+        for t, d in zip(
+            targets.column("tenant_id").to_pylist(), targets.column("device_id").to_pylist(), strict=True
+        )
+    ]
+    assignment = assign_phases(
+        [{"device_id": k, "tenant_id": A, "tags": {}} for k in keys], [50, 100], "salt"
+    )
     assert all(k.startswith(f"{A}/") for k in assignment.device_ids)
     with pytest.raises(ValueError, match="tenant"):
         _spec(["../tenant-b"])

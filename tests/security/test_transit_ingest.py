@@ -33,7 +33,9 @@ class Central:
     def __init__(self, root: Path, addr: str, creds: tuple[str, str]) -> None:
         self.store = LocalObjectStore(root / "objects")
         self.registry = LocalDeviceRegistry(root / "registry")
-        self.lake = Lakehouse(LakehouseConfig(catalog=f"sqlite:{root}/catalog.sqlite", data_path=f"{root}/lake/"))
+        self.lake = Lakehouse(
+            LakehouseConfig(catalog=f"sqlite:{root}/catalog.sqlite", data_path=f"{root}/lake/")
+        )
         self.lake.ensure_schema()
         self.keys = VaultTransitKeyService(VaultSession(addr, *creds))
 
@@ -48,8 +50,14 @@ class Central:
         return identity, VaultTransitKeyService(VaultSession(addr, role_id, secret_id))
 
     def upload(self, tenant, device, identity, keys, seqs) -> str:
-        b = write_batch(rows("telemetry", tenant, device, list(seqs)), tenant_id=tenant, device_id=device,
-                        stream="telemetry", key_service=keys, identity=identity)
+        b = write_batch(
+            rows("telemetry", tenant, device, list(seqs)),
+            tenant_id=tenant,
+            device_id=device,
+            stream="telemetry",
+            key_service=keys,
+            identity=identity,
+        )
         self.store.put(b.key, b.data)
         return b.key
 
@@ -59,9 +67,13 @@ class Central:
 
     def rows(self, tenant: str, device: str) -> list[int]:
         with self.lake.session(read_only=True) as con:
-            return [r[0] for r in con.execute(
-                "SELECT seq FROM telemetry WHERE tenant_id = ? AND device_id = ? ORDER BY seq", [tenant, device]
-            ).fetchall()]
+            return [
+                r[0]
+                for r in con.execute(
+                    "SELECT seq FROM telemetry WHERE tenant_id = ? AND device_id = ? ORDER BY seq",
+                    [tenant, device],
+                ).fetchall()
+            ]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +102,9 @@ class _WrapsWith:
 class _Relabelled(_WrapsWith):
     """Another tenant's wrapped data key, labelled with this tenant's key id."""
 
-    def __init__(self, other: VaultTransitKeyService, tenant: str, own: VaultTransitKeyService, own_tenant: str):
+    def __init__(
+        self, other: VaultTransitKeyService, tenant: str, own: VaultTransitKeyService, own_tenant: str
+    ):
         super().__init__(other, tenant)
         self.own, self.own_tenant = own, own_tenant
 
@@ -144,5 +158,5 @@ def test_retired_key_version_is_quarantined_until_min_decryption_version_is_lowe
     assert central.quarantine() == {late: "decryption_failure"}
     assert report.accepted == 1 and central.rows(tenant, "d1") == list(range(6, 11))
     with central.lake.session(read_only=True) as con:
-        (detail,), = con.execute("SELECT detail FROM quarantine").fetchall()
+        ((detail,),) = con.execute("SELECT detail FROM quarantine").fetchall()
     assert "below_min_version" in detail

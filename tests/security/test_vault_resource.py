@@ -44,7 +44,9 @@ def _run_unwrap(openbao, vault_admin, tenant: str):
         # the accessor identifies the token without granting anything: safe as metadata
         return dg.MaterializeResult(metadata={"accessor": key_service.vault.session().token_accessor})
 
-    defs = dg.Definitions(assets=[unwrapped], resources={"key_service": VaultKeyServiceResource(vault=vault_from_env())})
+    defs = dg.Definitions(
+        assets=[unwrapped], resources={"key_service": VaultKeyServiceResource(vault=vault_from_env())}
+    )
     with dg.instance_for_test() as instance:
         res = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
         assert res.success
@@ -54,13 +56,17 @@ def _run_unwrap(openbao, vault_admin, tenant: str):
     return accessor, run
 
 
-def test_asset_unwraps_with_the_env_configured_central_role(openbao, vault_admin, central_env, unique_id) -> None:
+def test_asset_unwraps_with_the_env_configured_central_role(
+    openbao, vault_admin, central_env, unique_id
+) -> None:
     _, run = _run_unwrap(openbao, vault_admin, unique_id("t"))
     role_id, secret_id = central_env
     assert secret_id not in str(run.run_config) and role_id not in str(run.run_config)
 
 
-def test_the_runs_token_is_revoked_at_teardown(openbao, vault_admin, root_client, central_env, unique_id) -> None:
+def test_the_runs_token_is_revoked_at_teardown(
+    openbao, vault_admin, root_client, central_env, unique_id
+) -> None:
     accessor, _ = _run_unwrap(openbao, vault_admin, unique_id("t"))
     with pytest.raises((hvac_exc.InvalidRequest, hvac_exc.InvalidPath, hvac_exc.Forbidden)):
         root_client.auth.token.lookup_accessor(accessor)

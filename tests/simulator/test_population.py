@@ -18,7 +18,10 @@ def test_fleet_is_deterministic_and_respects_the_bounds():
     config = SimulationConfig(devices=40, tenants=4, offline_fraction=0.25, clock_skew_s=30, seed=9)
     a, b = build_fleet(config), build_fleet(config)
     assert a == b
-    assert build_fleet(SimulationConfig(devices=40, tenants=4, offline_fraction=0.25, clock_skew_s=30, seed=10)) != a
+    assert (
+        build_fleet(SimulationConfig(devices=40, tenants=4, offline_fraction=0.25, clock_skew_s=30, seed=10))
+        != a
+    )
     assert all(abs(d.skew_ms) <= 30_000 for d in a)
     assert sum(1 for d in a if d.outages) == 10
     assert {d.tenant_id for d in a} == {"tenant-01", "tenant-02", "tenant-03", "tenant-04"}
@@ -66,8 +69,11 @@ def test_vectorised_batches_decode_to_contiguous_seqs(tmp_path):
     assert len(batches) == 2 * 2 * 2  # devices x hours x streams
     seqs: dict = {}
     for vb in batches:
-        back = read_batch(vb.batch.data, key_service=keyring,
-                          public_keys=[identities[vb.device.device_id].public_key_bytes()])
+        back = read_batch(
+            vb.batch.data,
+            key_service=keyring,
+            public_keys=[identities[vb.device.device_id].public_key_bytes()],
+        )
         assert back.table.equals(vb.table)
         seqs.setdefault((vb.device.device_id, vb.stream), []).extend(back.table.column("seq").to_pylist())
     for (_, stream), got in seqs.items():

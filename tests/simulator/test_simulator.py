@@ -28,9 +28,20 @@ EDGEPLAT = str(Path(sys.executable).parent / "edgeplat")  # the console script
 pytestmark = pytest.mark.slow  # every test here runs real device agents (encrypted DuckDB caches)
 
 # Small but eventful: outages, crashes mid-upload, skew, edits on both sides.
-BUSY = SimulationConfig(devices=3, tenants=2, hours=0.5, seed=3, offline_fraction=0.34, outage_minutes=10,
-                        clock_skew_s=90, crash_rate=0.5, sync_interval_min=8, device_edit_rate_per_hour=6,
-                        central_edit_rate_per_hour=6, telemetry_interval_s=30)
+BUSY = SimulationConfig(
+    devices=3,
+    tenants=2,
+    hours=0.5,
+    seed=3,
+    offline_fraction=0.34,
+    outage_minutes=10,
+    clock_skew_s=90,
+    crash_rate=0.5,
+    sync_interval_min=8,
+    device_edit_rate_per_hour=6,
+    central_edit_rate_per_hour=6,
+    telemetry_interval_s=30,
+)
 
 
 def _batches(home: Path, stream: str) -> list[pa.Table]:
@@ -41,8 +52,14 @@ def _batches(home: Path, stream: str) -> list[pa.Table]:
         for info in page.objects:
             if info.key.endswith(".batch") and parse_object_key(info.key).stream == stream:
                 data = parts.store.get(info.key)
-                tables.append(read_batch(data, key_service=parts.keyring, public_keys=parts.registry.public_keys,
-                                         expected_key=info.key).table)
+                tables.append(
+                    read_batch(
+                        data,
+                        key_service=parts.keyring,
+                        public_keys=parts.registry.public_keys,
+                        expected_key=info.key,
+                    ).table
+                )
         if page.next_after is None:
             return tables
         after = page.next_after
@@ -87,10 +104,16 @@ def test_truth_lists_every_state_edit_of_both_sides(busy_runs):
     assert all(e["node_id"] == ("central" if e["origin"] == "central" else e["device_id"]) for e in edits)
     central = [e for e in edits if e["origin"] == "central"]
     assert sorted(a.summary["sunk"], key=lambda e: (e["device_id"], e["hlc"])) == sorted(
-        central, key=lambda e: (e["device_id"], e["hlc"]))  # the caller's sink saw every central edit
-    device_edits = {(e["device_id"], e["hlc"], e["field"], e["value"]) for e in edits if e["origin"] == "device"}
-    uploaded = {(r["device_id"], r["hlc"], r["field"], r["value"])
-                for t in _batches(homes[0], "state") for r in t.to_pylist()}
+        central, key=lambda e: (e["device_id"], e["hlc"])
+    )  # the caller's sink saw every central edit
+    device_edits = {
+        (e["device_id"], e["hlc"], e["field"], e["value"]) for e in edits if e["origin"] == "device"
+    }
+    uploaded = {
+        (r["device_id"], r["hlc"], r["field"], r["value"])
+        for t in _batches(homes[0], "state")
+        for r in t.to_pylist()
+    }
     assert device_edits == uploaded  # drained: every device edit reached the store, none invented
 
 
@@ -115,8 +138,16 @@ def test_clock_skew_stays_within_the_bound(busy_runs):
 
 
 def test_leave_offline_keeps_pending_rows(tmp_path):
-    config = SimulationConfig(devices=2, tenants=1, hours=0.25, seed=5, offline_fraction=1.0, leave_offline=True,
-                              sync_interval_min=5, telemetry_interval_s=60)
+    config = SimulationConfig(
+        devices=2,
+        tenants=1,
+        hours=0.25,
+        seed=5,
+        offline_fraction=1.0,
+        leave_offline=True,
+        sync_interval_min=5,
+        telemetry_interval_s=60,
+    )
     result = simulate(config, home=tmp_path)
     pending = [r for r in result.truth["streams"] if r["pending"] > 0]
     assert pending, "devices left offline must still hold rows"
@@ -127,8 +158,16 @@ def test_leave_offline_keeps_pending_rows(tmp_path):
 
 
 def test_bad_release_shows_a_higher_error_rate(tmp_path):
-    config = SimulationConfig(devices=1, tenants=1, hours=1, seed=2, offline_fraction=0.0, sync_interval_min=5,
-                              telemetry_interval_s=300, log_rate_per_min=0.0)
+    config = SimulationConfig(
+        devices=1,
+        tenants=1,
+        hours=1,
+        seed=2,
+        offline_fraction=0.0,
+        sync_interval_min=5,
+        telemetry_interval_s=300,
+        log_rate_per_min=0.0,
+    )
     with SimulatedFleet(config, home=tmp_path) as fleet:
         fleet.set_release_profile("2.0.0", error_rate=0.2, crash_rate=30.0)
         fleet.advance(10)
@@ -159,9 +198,26 @@ def test_cli_simulate_writes_truth_and_json(tmp_path):
     env = {**os.environ, "EDGEPLAT_HOME": str(tmp_path / "home")}
     truth = tmp_path / "t.json"
     out = subprocess.run(
-        [EDGEPLAT, "simulate", "--devices", "5", "--tenants", "2", "--hours", "0.5",
-         "--seed", "1", "--truth", str(truth), "--json"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).resolve().parents[2],
+        [
+            EDGEPLAT,
+            "simulate",
+            "--devices",
+            "5",
+            "--tenants",
+            "2",
+            "--hours",
+            "0.5",
+            "--seed",
+            "1",
+            "--truth",
+            str(truth),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
@@ -169,18 +225,38 @@ def test_cli_simulate_writes_truth_and_json(tmp_path):
     data = json.loads(truth.read_text())
     assert set(data) == {"streams", "state_edits"}
     assert len({r["device_id"] for r in data["streams"]}) == 5
-    assert set(data["streams"][0]) == {"tenant_id", "device_id", "stream", "generated", "first_seq", "last_seq",
-                                       "evicted", "pending"}
+    assert set(data["streams"][0]) == {
+        "tenant_id",
+        "device_id",
+        "stream",
+        "generated",
+        "first_seq",
+        "last_seq",
+        "evicted",
+        "pending",
+    }
     again = subprocess.run(
         [EDGEPLAT, "simulate", "--devices", "5", "--tenants", "2", "--hours", "0.5"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert again.returncode == 2 and "fresh EDGEPLAT_HOME" in again.stderr
 
 
 def test_evictions_count_in_the_truth(tmp_path):
-    config = SimulationConfig(devices=1, tenants=1, hours=0.5, seed=6, offline_fraction=1.0, outage_minutes=500,
-                              cache_max_bytes=6000, sync_interval_min=10)
+    config = SimulationConfig(
+        devices=1,
+        tenants=1,
+        hours=0.5,
+        seed=6,
+        offline_fraction=1.0,
+        outage_minutes=500,
+        cache_max_bytes=6000,
+        sync_interval_min=10,
+    )
     result = simulate(config, home=tmp_path)
     assert sum(r["evicted"] for r in result.truth["streams"]) > 0
     assert all(r["pending"] == 0 for r in result.truth["streams"])
@@ -192,9 +268,18 @@ def test_evictions_count_in_the_truth(tmp_path):
 
 
 def test_stepping_in_small_windows_gives_the_same_run(tmp_path):
-    config = SimulationConfig(devices=2, tenants=1, hours=0.5, seed=4, offline_fraction=0.5, outage_minutes=8,
-                              crash_rate=0.3, sync_interval_min=6, device_edit_rate_per_hour=6,
-                              central_edit_rate_per_hour=6)
+    config = SimulationConfig(
+        devices=2,
+        tenants=1,
+        hours=0.5,
+        seed=4,
+        offline_fraction=0.5,
+        outage_minutes=8,
+        crash_rate=0.3,
+        sync_interval_min=6,
+        device_edit_rate_per_hour=6,
+        central_edit_rate_per_hour=6,
+    )
     whole = simulate(config, home=tmp_path / "whole")
     with SimulatedFleet(config, home=tmp_path / "steps") as fleet:
         for _ in range(3):

@@ -365,6 +365,10 @@ def running_iothub_double() -> Iterator[tuple[str, IotHubDouble]]:
     (``AzureIotEdgeBackend.from_connection_string(..., base_url=url)``).
     """
     double = IotHubDouble()
-    with serving(_respond(double), name="iothub-double", content_type="application/json; charset=utf-8",
-                 protocol="HTTP/1.1") as url:
+    with serving(
+        _respond(double),
+        name="iothub-double",
+        content_type="application/json; charset=utf-8",
+        protocol="HTTP/1.1",
+    ) as url:
         yield url, double

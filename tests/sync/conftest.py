@@ -21,8 +21,19 @@ from edgeplat.sync.env import SyncEnv, SyncSettings, local_decoder
 
 T0_MS = 1_790_000_000_000  # a fixed "now" for the tests (2026-09-21)
 
-STREAM_TABLES = ("telemetry", "alerts", "logs", "health", "state_edits", "batches", "quarantine", "evictions",
-                 "device_state", "state_conflicts", "devices")
+STREAM_TABLES = (
+    "telemetry",
+    "alerts",
+    "logs",
+    "health",
+    "state_edits",
+    "batches",
+    "quarantine",
+    "evictions",
+    "device_state",
+    "state_conflicts",
+    "devices",
+)
 
 
 class Clock:
@@ -35,15 +46,28 @@ class Clock:
         return self.ms
 
 
-def rows(stream: str, tenant: str, device: str, seqs: Sequence[int], *, base_ms: int = T0_MS - 3_600_000,
-         node: str | None = None, salt: str = "", values: dict | None = None) -> pa.Table:
+def rows(
+    stream: str,
+    tenant: str,
+    device: str,
+    seqs: Sequence[int],
+    *,
+    base_ms: int = T0_MS - 3_600_000,
+    node: str | None = None,
+    salt: str = "",
+    values: dict | None = None,
+) -> pa.Table:
     """Deterministic rows of ``stream`` for ``seqs`` (the same seq always gives the same row unless ``salt``)."""
     spec = STREAMS[stream]
     n = len(seqs)
     ts = [base_ms + s * 1000 for s in seqs]
     data: dict = {
-        "tenant_id": [tenant] * n, "device_id": [device] * n, "stream": [stream] * n,
-        "seq": list(seqs), "hlc": [pack(t, 0) for t in ts], "node_id": [node or device] * n,
+        "tenant_id": [tenant] * n,
+        "device_id": [device] * n,
+        "stream": [stream] * n,
+        "seq": list(seqs),
+        "hlc": [pack(t, 0) for t in ts],
+        "node_id": [node or device] * n,
         "ts": pa.array(ts, pa.timestamp("ms", tz="UTC")),
     }
     for f in spec.payload:
@@ -78,14 +102,22 @@ class Fleet:
         self.keys = LocalKeyring(self.root / "keys")
         self.registry = LocalDeviceRegistry(self.root / "devices")
         self.store = LocalObjectStore(self.root / "objects")
-        self.lake = Lakehouse(LakehouseConfig(catalog=f"sqlite:{self.root}/catalog.sqlite",
-                                              data_path=f"{self.root}/lake/"))
+        self.lake = Lakehouse(
+            LakehouseConfig(catalog=f"sqlite:{self.root}/catalog.sqlite", data_path=f"{self.root}/lake/")
+        )
         self.lake.ensure_schema()
         self.ids: dict[tuple[str, str], DeviceIdentity] = {}
 
     def env(self, **settings) -> SyncEnv:
-        return SyncEnv(self.lake, self.store, self.keys, self.registry, settings=SyncSettings(**settings),
-                       now_ms=self.clock, decoder=local_decoder(self.root / "keys", self.root / "devices"))
+        return SyncEnv(
+            self.lake,
+            self.store,
+            self.keys,
+            self.registry,
+            settings=SyncSettings(**settings),
+            now_ms=self.clock,
+            decoder=local_decoder(self.root / "keys", self.root / "devices"),
+        )
 
     def device(self, tenant: str, device: str, *, register: bool = True) -> DeviceIdentity:
         if (tenant, device) not in self.ids:
@@ -95,10 +127,20 @@ class Fleet:
             self.ids[(tenant, device)] = ident
         return self.ids[(tenant, device)]
 
-    def batch(self, tenant: str, device: str, stream: str, seqs: Sequence[int], *, evictions=(), **kw) -> EncodedBatch:
+    def batch(
+        self, tenant: str, device: str, stream: str, seqs: Sequence[int], *, evictions=(), **kw
+    ) -> EncodedBatch:
         table = rows(stream, tenant, device, seqs, **kw) if seqs else STREAMS[stream].schema.empty_table()
-        return write_batch(table, tenant_id=tenant, device_id=device, stream=stream, evictions=evictions,
-                           key_service=self.keys, identity=self.device(tenant, device), created_ms=self.clock())
+        return write_batch(
+            table,
+            tenant_id=tenant,
+            device_id=device,
+            stream=stream,
+            evictions=evictions,
+            key_service=self.keys,
+            identity=self.device(tenant, device),
+            created_ms=self.clock(),
+        )
 
     def upload(self, batch: EncodedBatch, key: str | None = None, data: bytes | None = None) -> str:
         key = key or batch.key
@@ -112,8 +154,16 @@ class Fleet:
             for t in STREAM_TABLES:
                 cur = con.execute(f'SELECT * FROM "{t}"')
                 names = [d[0] for d in cur.description]
-                skip = {"ingested_at", "quarantined_at", "updated_at", "updated_ms", "detected_ms", "registered_at",
-                        "last_batch_at", "resolved_at"}
+                skip = {
+                    "ingested_at",
+                    "quarantined_at",
+                    "updated_at",
+                    "updated_ms",
+                    "detected_ms",
+                    "registered_at",
+                    "last_batch_at",
+                    "resolved_at",
+                }
                 keep = [i for i, n in enumerate(names) if n not in skip]
                 out[t] = sorted((tuple(r[i] for i in keep) for r in cur.fetchall()), key=repr)
         return out
@@ -135,8 +185,9 @@ def fleet(tmp_path: Path) -> Fleet:
     return Fleet(tmp_path)
 
 
-def forge(fleet: Fleet, tenant: str, device: str, seqs: Sequence[int], changes: dict, stream: str = "telemetry"
-          ) -> tuple[str, bytes]:
+def forge(
+    fleet: Fleet, tenant: str, device: str, seqs: Sequence[int], changes: dict, stream: str = "telemetry"
+) -> tuple[str, bytes]:
     """A batch encrypted and signed by the device's real key, with chosen (signed) manifest fields."""
     import base64
     import hashlib
@@ -154,9 +205,13 @@ def forge(fleet: Fleet, tenant: str, device: str, seqs: Sequence[int], changes: 
     dk = fleet.keys.generate_data_key(tenant)
     nonce = secrets.token_bytes(12)
     m = good.manifest.model_dump(mode="json")
-    m.update(key_id=dk.key_id, wrapped_key=base64.b64encode(dk.wrapped).decode(),
-             nonce=base64.b64encode(nonce).decode(), payload_bytes=len(payload) + 16,
-             plaintext_sha256=hashlib.sha256(payload).hexdigest())
+    m.update(
+        key_id=dk.key_id,
+        wrapped_key=base64.b64encode(dk.wrapped).decode(),
+        nonce=base64.b64encode(nonce).decode(),
+        payload_bytes=len(payload) + 16,
+        plaintext_sha256=hashlib.sha256(payload).hexdigest(),
+    )
     m.update(changes)
     mb = canonical_json(m)
     head = struct.pack(">4sBI", MAGIC, FORMAT_VERSION, len(mb)) + mb

@@ -22,8 +22,12 @@ def main() -> None:
     root, keys_file, chunk = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     keys = keys_file.read_text().split()
     lake = Lakehouse(LakehouseConfig(catalog=f"sqlite:{root}/catalog.sqlite", data_path=f"{root}/lake/"))
-    env = SyncEnv(lake, LocalObjectStore(root / "objects"), LocalKeyring(root / "keys"),
-                  LocalDeviceRegistry(root / "devices"))
+    env = SyncEnv(
+        lake,
+        LocalObjectStore(root / "objects"),
+        LocalKeyring(root / "keys"),
+        LocalDeviceRegistry(root / "devices"),
+    )
     new = 0
     with lake.session() as con:
         for i in range(0, len(keys), chunk):

@@ -20,8 +20,7 @@ DAY = 24 * HOUR
 
 
 def color(fleet: Fleet) -> str:
-    return fleet.count(
-        "SELECT value FROM device_state WHERE device_id = 'fast' AND field = 'color'")[0][0]
+    return fleet.count("SELECT value FROM device_state WHERE device_id = 'fast' AND field = 'color'")[0][0]
 
 
 def test_clock_24h_ahead_is_deferred_cannot_win_and_is_admitted_later(fleet: Fleet) -> None:
@@ -29,8 +28,14 @@ def test_clock_24h_ahead_is_deferred_cannot_win_and_is_admitted_later(fleet: Fle
     edit = rows("state", t, "fast", [1], base_ms=T0_MS + DAY, values={"field": ["color"], "value": ['"red"']})
     from edge_sync.batch import write_batch
 
-    skewed = write_batch(edit, tenant_id=t, device_id="fast", stream="state", key_service=fleet.keys,
-                         identity=fleet.device(t, "fast"))
+    skewed = write_batch(
+        edit,
+        tenant_id=t,
+        device_id="fast",
+        stream="state",
+        key_service=fleet.keys,
+        identity=fleet.device(t, "fast"),
+    )
     tele = fleet.batch(t, "fast", "telemetry", range(1, 11), base_ms=T0_MS + DAY)
     keys = [fleet.upload(skewed), fleet.upload(tele)]
     report = ingest_objects(fleet.env(), keys)
@@ -60,8 +65,12 @@ def test_clock_24h_ahead_is_deferred_cannot_win_and_is_admitted_later(fleet: Fle
 
     # and a later honest edit beats it
     fleet.clock.ms = T0_MS + DAY + 60_000
-    apply_central_edits(fleet.lake, [CentralEdit(t, "fast", "config", "main", "color", '"green"')],
-                        default_rules(), wall=fleet.clock)
+    apply_central_edits(
+        fleet.lake,
+        [CentralEdit(t, "fast", "config", "main", "color", '"green"')],
+        default_rules(),
+        wall=fleet.clock,
+    )
     assert color(fleet) == '"green"'
     conflicts = fleet.count("SELECT loser_value, winner_value FROM state_conflicts WHERE field = 'color'")
     assert conflicts == [('"red"', '"green"')]

@@ -56,26 +56,34 @@ def config(tmp_path: Path) -> LakehouseConfig:
 def test_a_crashed_child_is_replaced_and_the_next_one_finishes(config, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="edgeplat.sync.compaction"):
         assert compact_isolated(config, keep_snapshots=timedelta(days=3), target=crash_first) == {
-            "merge_adjacent_files": 3}
+            "merge_adjacent_files": 3
+        }
     assert attempts(config) == 2
     assert "child died (signal SIGKILL), attempt 1 of 3" in caplog.text
 
 
 def test_children_that_keep_crashing_give_up_with_the_signals_and_what_to_do(config) -> None:
-    with pytest.raises(CompactionCrashed, match=r"crashed in 2 child processes in a row "
-                       r"\(signal SIGKILL, signal SIGKILL\).*run reconcile_sync again"):
+    with pytest.raises(
+        CompactionCrashed,
+        match=r"crashed in 2 child processes in a row "
+        r"\(signal SIGKILL, signal SIGKILL\).*run reconcile_sync again",
+    ):
         compact_isolated(config, attempts=2, target=crash_always)
     assert attempts(config) == 2
 
 
 def test_an_error_in_the_maintenance_is_raised_once_not_retried(config) -> None:
-    with pytest.raises(LakehouseError, match="DuckLake maintenance failed: ValueError: the catalog is read-only"):
+    with pytest.raises(
+        LakehouseError, match="DuckLake maintenance failed: ValueError: the catalog is read-only"
+    ):
         compact_isolated(config, target=fail)
     assert attempts(config) == 1
 
 
 def test_the_real_maintenance_runs_in_the_child_and_its_commits_are_seen(fleet: Fleet) -> None:
-    keys = [fleet.upload(fleet.batch("t1", "d1", "telemetry", range(1 + 10 * k, 11 + 10 * k))) for k in range(3)]
+    keys = [
+        fleet.upload(fleet.batch("t1", "d1", "telemetry", range(1 + 10 * k, 11 + 10 * k))) for k in range(3)
+    ]
     for key in keys:  # three commits: three inlined inserts for the flush to write out
         ingest_objects(fleet.env(), [key])
     before = fleet.snapshot()

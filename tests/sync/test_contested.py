@@ -12,8 +12,12 @@ EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
 def arrays(*rows: tuple[int, int, int, int]):
     """(bidx, dev, seq, fp) columns of contested rows."""
     cols = list(zip(*rows, strict=True))
-    return (np.array(cols[0], np.int32), np.array(cols[1], np.int64), np.array(cols[2], np.int64),
-            np.array(cols[3], np.uint64))
+    return (
+        np.array(cols[0], np.int32),
+        np.array(cols[1], np.int64),
+        np.array(cols[2], np.int64),
+        np.array(cols[3], np.uint64),
+    )
 
 
 def test_identical_copies_keep_the_first_batchs_row_once_per_key() -> None:

@@ -53,10 +53,14 @@ def snapshot(fleet: Fleet, tenant: str) -> dict:
     out = {}
     with fleet.lake.session(read_only=True) as con:
         for table in ("telemetry", "state_edits", "batches", "device_state", "state_conflicts", "evictions"):
-            cols = "* EXCLUDE (ingested_at)" if table in ("telemetry", "state_edits", "batches", "evictions") else (
-                "* EXCLUDE (updated_ms)" if table == "device_state" else "* EXCLUDE (detected_ms)")
-            out[table] = sorted(con.execute(f"SELECT {cols} FROM {table} WHERE tenant_id = ?", [tenant]).fetchall(),
-                                key=repr)
+            cols = (
+                "* EXCLUDE (ingested_at)"
+                if table in ("telemetry", "state_edits", "batches", "evictions")
+                else ("* EXCLUDE (updated_ms)" if table == "device_state" else "* EXCLUDE (detected_ms)")
+            )
+            out[table] = sorted(
+                con.execute(f"SELECT {cols} FROM {table} WHERE tenant_id = ?", [tenant]).fetchall(), key=repr
+            )
     return out
 
 
@@ -71,14 +75,21 @@ def test_exactly_once_whatever_the_order_duplication_and_cutting(shared: Fleet, 
     with shared.lake.session() as con:
         for i in range(0, len(keys), size):
             ingest_objects(env, keys[i : i + size], con=con)
-    got = shared.count("SELECT seq, hlc, metric, value FROM telemetry WHERE tenant_id = ? ORDER BY seq", [tenant])
+    got = shared.count(
+        "SELECT seq, hlc, metric, value FROM telemetry WHERE tenant_id = ? ORDER BY seq", [tenant]
+    )
     want = rows("telemetry", tenant, "d1", range(1, N + 1))
-    assert got == list(zip(*(want.column(c).to_pylist() for c in ("seq", "hlc", "metric", "value")), strict=True))
-    assert shared.count("SELECT count(*), count(DISTINCT seq) FROM state_edits WHERE tenant_id = ?", [tenant])[0] == (
-        N, N)
+    assert got == list(
+        zip(*(want.column(c).to_pylist() for c in ("seq", "hlc", "metric", "value")), strict=True)
+    )
+    assert shared.count(
+        "SELECT count(*), count(DISTINCT seq) FROM state_edits WHERE tenant_id = ?", [tenant]
+    )[0] == (N, N)
     edits = rows("state", tenant, "d1", range(1, N + 1)).to_pylist()
     expected = merge_reference(edits, default_rules())
-    state = shared.count("SELECT namespace, key, field, value, hlc FROM device_state WHERE tenant_id = ?", [tenant])
+    state = shared.count(
+        "SELECT namespace, key, field, value, hlc FROM device_state WHERE tenant_id = ?", [tenant]
+    )
     assert {(r[0], r[1], r[2]): (r[3], r[4]) for r in state} == {
         (k[2], k[3], k[4]): (v["value"], v["hlc"]) for k, v in expected.items()
     }
@@ -94,16 +105,22 @@ def test_overlapping_recut_batches_across_runs_and_within_a_run(shared: Fleet) -
     tenant = f"x{next(_tenants)}"
     b = shared.batch
     first = [shared.upload(b(tenant, "d1", "telemetry", range(1, 11)))]
-    later = [shared.upload(b(tenant, "d1", "telemetry", range(5, 16))),  # overlaps a stored batch
-             shared.upload(b(tenant, "d1", "telemetry", range(12, 21))),  # and one of its own run
-             shared.upload(b(tenant, "d1", "telemetry", range(1, 21)))]  # and everything
+    later = [
+        shared.upload(b(tenant, "d1", "telemetry", range(5, 16))),  # overlaps a stored batch
+        shared.upload(b(tenant, "d1", "telemetry", range(12, 21))),  # and one of its own run
+        shared.upload(b(tenant, "d1", "telemetry", range(1, 21))),
+    ]  # and everything
     env = shared.env()
     r1 = ingest_objects(env, first)
     r2 = ingest_objects(env, later)
     assert (r1.rows_new, r2.rows_new, r2.duplicates_dropped) == (10, 10, 30)
-    assert shared.count("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM telemetry WHERE tenant_id = ?",
-                        [tenant])[0] == (20, 20, 1, 20)
-    ledger = shared.count("SELECT sum(rows_new), sum(rows_duplicate) FROM batches WHERE tenant_id = ?", [tenant])
+    assert shared.count(
+        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM telemetry WHERE tenant_id = ?",
+        [tenant],
+    )[0] == (20, 20, 1, 20)
+    ledger = shared.count(
+        "SELECT sum(rows_new), sum(rows_duplicate) FROM batches WHERE tenant_id = ?", [tenant]
+    )
     assert ledger[0] == (20, 30)
 
 
@@ -125,8 +142,9 @@ def test_a_commit_takes_the_groups_decoded_while_the_one_before_ran(shared: Flee
     report = ingest_objects(shared.env(rows_per_group=4), keys)  # a group per batch
     assert taken[0] == 1 and 1 < max(taken) <= ingest_mod.MAX_GROUPS_PER_COMMIT and sum(taken) == len(keys)
     assert (report.accepted, report.rows_new, report.duplicates_dropped) == (11, 40, 40)
-    assert shared.count("SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE tenant_id = ?",
-                        [tenant])[0] == (40, 40)
+    assert shared.count("SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE tenant_id = ?", [tenant])[
+        0
+    ] == (40, 40)
 
 
 @pytest.mark.slow

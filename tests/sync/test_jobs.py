@@ -44,8 +44,13 @@ def test_ingest_and_reconcile_jobs_report_counts_and_checks_warn_on_gaps(fleet: 
     b = fleet.batch("t1", "d2", "telemetry", range(1, 3))
     bad = fleet.upload(b, data=b.data[:-1] + bytes([b.data[-1] ^ 1]))
     with dg.instance_for_test() as instance:
-        config = {"ops": {"ingested_batches": {"config": {"tenant_id": "t1",
-                                                          "object_keys": [good, dup, gap, health, bad]}}}}
+        config = {
+            "ops": {
+                "ingested_batches": {
+                    "config": {"tenant_id": "t1", "object_keys": [good, dup, gap, health, bad]}
+                }
+            }
+        }
         res = defs.resolve_job_def("ingest_batches").execute_in_process(run_config=config, instance=instance)
         assert res.success
         md = res.asset_materializations_for_node("ingested_batches")[0].metadata
@@ -70,15 +75,33 @@ def test_ingest_and_reconcile_jobs_report_counts_and_checks_warn_on_gaps(fleet: 
 
 def test_edit_device_state_job_merges_and_publishes_the_edit(fleet: Fleet) -> None:
     defs = definitions(fleet)
-    config = {"ops": {"apply_state_edits": {"config": {
-        "tenant_id": "t1", "device_id": "d1", "namespace": "config", "key": "main",
-        "fields": {"threshold": "42", "color": '"blue"'}}}}}
+    config = {
+        "ops": {
+            "apply_state_edits": {
+                "config": {
+                    "tenant_id": "t1",
+                    "device_id": "d1",
+                    "namespace": "config",
+                    "key": "main",
+                    "fields": {"threshold": "42", "color": '"blue"'},
+                }
+            }
+        }
+    }
     with dg.instance_for_test() as instance:
-        res = defs.resolve_job_def("edit_device_state").execute_in_process(run_config=config, instance=instance)
+        res = defs.resolve_job_def("edit_device_state").execute_in_process(
+            run_config=config, instance=instance
+        )
     assert res.success
-    state = dict(fleet.count("SELECT field, value FROM device_state WHERE node_id = 'central' AND origin = 'central'"))
+    state = dict(
+        fleet.count("SELECT field, value FROM device_state WHERE node_id = 'central' AND origin = 'central'")
+    )
     assert state == {"threshold": "42", "color": '"blue"'}
     signer = PlatformSigner.load(fleet.root / "platform.pem")
-    doc = decode(fleet.store.get(desired_key("t1", "d1")), platform_keys=signer.public_key_bytes(),
-                 tenant_id="t1", device_id="d1")
+    doc = decode(
+        fleet.store.get(desired_key("t1", "d1")),
+        platform_keys=signer.public_key_bytes(),
+        tenant_id="t1",
+        device_id="d1",
+    )
     assert {(e.field, e.value) for e in doc.state_edits} == {("threshold", "42"), ("color", '"blue"')}

@@ -25,7 +25,10 @@ def test_each_reason_is_quarantined_and_good_batches_beside_it_are_ingested(flee
     from tests.sync.conftest import rows
 
     t, up = "t1", fleet.upload
-    good = [up(fleet.batch(t, "good", "telemetry", range(1, 21))), up(fleet.batch(t, "good", "logs", range(1, 6)))]
+    good = [
+        up(fleet.batch(t, "good", "telemetry", range(1, 21))),
+        up(fleet.batch(t, "good", "logs", range(1, 6))),
+    ]
     bad: dict[str, str] = {}
 
     b = fleet.batch(t, "d1", "telemetry", range(1, 11))
@@ -35,11 +38,23 @@ def test_each_reason_is_quarantined_and_good_batches_beside_it_are_ingested(flee
     stranger = fleet.batch(t, "stranger", "telemetry", range(1, 5))
     fleet.registry.revoke(t, "stranger", fleet.device(t, "stranger").key_id)
     bad["unknown_device"] = up(stranger)
-    cross = write_batch(rows("telemetry", t, "d2", range(1, 5)), tenant_id=t, device_id="d2", stream="telemetry",
-                        key_service=_OtherTenantKeys(fleet.keys), identity=fleet.device(t, "d2"))
+    cross = write_batch(
+        rows("telemetry", t, "d2", range(1, 5)),
+        tenant_id=t,
+        device_id="d2",
+        stream="telemetry",
+        key_service=_OtherTenantKeys(fleet.keys),
+        identity=fleet.device(t, "d2"),
+    )
     bad["tenant_mismatch"] = up(cross)
-    other = write_batch(rows("telemetry", t, "d3", range(1, 5)), tenant_id=t, device_id="d3", stream="telemetry",
-                        key_service=LocalKeyring(tmp_path / "elsewhere"), identity=fleet.device(t, "d3"))
+    other = write_batch(
+        rows("telemetry", t, "d3", range(1, 5)),
+        tenant_id=t,
+        device_id="d3",
+        stream="telemetry",
+        key_service=LocalKeyring(tmp_path / "elsewhere"),
+        identity=fleet.device(t, "d3"),
+    )
     bad["decryption_failure"] = up(other)
     key, data = forge(fleet, t, "d4", range(1, 5), {"plaintext_sha256": "0" * 64})
     bad["hash_mismatch"] = up(None, key=key, data=data)
@@ -63,10 +78,14 @@ def test_each_reason_is_quarantined_and_good_batches_beside_it_are_ingested(flee
     assert fleet.count("SELECT count(*) FROM telemetry WHERE device_id = 'good'")[0][0] == 20
     assert fleet.count("SELECT count(*) FROM logs WHERE device_id = 'good'")[0][0] == 5
     # nothing of a rejected object reached the tables; the replayed range keeps its first content
-    assert fleet.count("SELECT count(*) FROM telemetry WHERE device_id <> 'good' AND device_id <> 'd8'")[0][0] == 0
+    assert (
+        fleet.count("SELECT count(*) FROM telemetry WHERE device_id <> 'good' AND device_id <> 'd8'")[0][0]
+        == 0
+    )
     assert fleet.count("SELECT count(*), max(seq) FROM telemetry WHERE device_id = 'd8'")[0] == (10, 10)
     assert sorted(r[0] for r in fleet.count("SELECT object_key FROM batches")) == sorted(
-        [*good, fleet.batch(t, "d8", "telemetry", range(1, 11)).key])
+        [*good, fleet.batch(t, "d8", "telemetry", range(1, 11)).key]
+    )
 
     # a second run of the same objects changes nothing
     before = fleet.snapshot()

@@ -24,8 +24,15 @@ def test_gaps_duplicates_offline_rollup_views_and_compaction(fleet: Fleet) -> No
     keys = [
         up(fleet.batch(t, "d1", "telemetry", range(1, 11))),
         # 11..15 evicted on the device and counted: not a gap
-        up(fleet.batch(t, "d1", "telemetry", [], evictions=[{"first_seq": 11, "last_seq": 15, "count": 5,
-                                                              "reason": "size_bound"}])),
+        up(
+            fleet.batch(
+                t,
+                "d1",
+                "telemetry",
+                [],
+                evictions=[{"first_seq": 11, "last_seq": 15, "count": 5, "reason": "size_bound"}],
+            )
+        ),
         up(fleet.batch(t, "d1", "telemetry", range(21, 31))),  # 16..20: a gap
         up(fleet.batch(t, "d2", "logs", range(4, 9))),  # 1..3 never arrived: a leading gap
         up(fleet.batch(t, "d2", "health", range(1, 4))),
@@ -41,7 +48,9 @@ def test_gaps_duplicates_offline_rollup_views_and_compaction(fleet: Fleet) -> No
         con.execute("INSERT INTO telemetry SELECT * FROM telemetry WHERE device_id = 'd1' AND seq <= 3")
         con.execute("INSERT INTO batches SELECT * FROM batches WHERE stream = 'logs'")
         assert remove_duplicates(env, con, window=None)["telemetry"] == 3
-        assert fleet.count("SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE device_id = 'd1'")[0] == (20, 20)
+        assert fleet.count("SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE device_id = 'd1'")[
+            0
+        ] == (20, 20)
         assert fleet.count("SELECT count(*) FROM batches")[0][0] == 5
         before = fleet.snapshot()
         assert sum(remove_duplicates(env, con, window=None).values()) == 0 and fleet.snapshot() == before
@@ -56,7 +65,10 @@ def test_gaps_duplicates_offline_rollup_views_and_compaction(fleet: Fleet) -> No
         assert roll_up_health(con, since=None, now=fleet.ts_now()) == 1
         rolled = fleet.count("SELECT device_id, samples, version FROM device_health")
         assert rolled == [("d2", 3, "version-3")]
-        assert roll_up_health(con, now=fleet.ts_now()) == 1 and fleet.count("SELECT count(*) FROM device_health")[0][0] == 1
+        assert (
+            roll_up_health(con, now=fleet.ts_now()) == 1
+            and fleet.count("SELECT count(*) FROM device_health")[0][0] == 1
+        )
 
         assert create_views(con) == list(VIEWS) and create_views(con) == list(VIEWS)
         assert fleet.count("SELECT sum(samples) FROM telemetry_hourly")[0][0] == 20
@@ -73,7 +85,11 @@ def test_gaps_duplicates_offline_rollup_views_and_compaction(fleet: Fleet) -> No
             pq.write_table(pa.table({"seq": [1]}), orphan)
         os.utime(stale, (time.time() - 2 * 86_400, time.time() - 2 * 86_400))
         assert set(compact_isolated(fleet.lake.config)) == {
-            "flush_inlined_data", "merge_adjacent_files", "expire_snapshots", "cleanup_old_files",
-            "delete_orphaned_files"}
+            "flush_inlined_data",
+            "merge_adjacent_files",
+            "expire_snapshots",
+            "cleanup_old_files",
+            "delete_orphaned_files",
+        }
         assert fleet.snapshot() == snap
         assert not stale.exists() and fresh.exists()

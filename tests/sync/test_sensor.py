@@ -22,7 +22,9 @@ def upload_many(fleet: Fleet, tenant: str, device: str, n: int) -> list[str]:
 def tick(fleet: Fleet, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
     resources = {
         "object_store": ObjectStoreResource(url=str(fleet.store.root)),
-        "lakehouse": LakehouseResource(catalog=fleet.lake.config.catalog, data_path=fleet.lake.config.data_path),
+        "lakehouse": LakehouseResource(
+            catalog=fleet.lake.config.catalog, data_path=fleet.lake.config.data_path
+        ),
     }
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     return sensors_sync.batch_arrival_sensor(ctx)
@@ -53,7 +55,9 @@ def test_planner_lists_a_bounded_number_of_keys_per_tick_and_pages_on(fleet: Fle
     # the same cursor plans the same runs with the same run keys
     a = plan_arrivals(fleet.store, ArrivalCursor(), max_keys=5, keys_per_run=3)
     b = plan_arrivals(fleet.store, ArrivalCursor(), max_keys=5, keys_per_run=3)
-    assert [r.run_key for r in a.runs] == [r.run_key for r in b.runs] and len(set(r.run_key for r in a.runs)) == 2
+    assert [r.run_key for r in a.runs] == [r.run_key for r in b.runs] and len(
+        set(r.run_key for r in a.runs)
+    ) == 2
 
 
 def test_sensor_requests_tagged_runs_and_sees_a_late_object_before_the_cursor_on_its_next_pass(
@@ -63,22 +67,34 @@ def test_sensor_requests_tagged_runs_and_sees_a_late_object_before_the_cursor_on
     upload_many(fleet, "t2", "d1", 6)
     with dg.instance_for_test() as instance:
         first = tick(fleet, instance, None)
-        assert len(first.run_requests) == 1 and len(first.run_requests[0].run_config["ops"]["ingested_batches"]
-                                                        ["config"]["object_keys"]) == 4
+        assert (
+            len(first.run_requests) == 1
+            and len(first.run_requests[0].run_config["ops"]["ingested_batches"]["config"]["object_keys"]) == 4
+        )
         assert first.run_requests[0].tags["edgeplat/ingest-tenant"] == "t2"
         assert json.loads(first.cursor)["v"] == 1
         again = tick(fleet, instance, None)
         assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
         second = tick(fleet, instance, first.cursor)
-        assert sum(len(r.run_config["ops"]["ingested_batches"]["config"]["object_keys"])
-                   for r in second.run_requests) == 2
-        assert second.cursor == ArrivalCursor(None).to_json()  # the end of the store: the next pass starts over
+        assert (
+            sum(
+                len(r.run_config["ops"]["ingested_batches"]["config"]["object_keys"])
+                for r in second.run_requests
+            )
+            == 2
+        )
+        assert (
+            second.cursor == ArrivalCursor(None).to_json()
+        )  # the end of the store: the next pass starts over
         # a device that was offline uploads an object that sorts before where the listing stopped:
         # the next pass sees it (the runs were not launched, so the unsettled t2 keys come again too)
         late = fleet.upload(fleet.batch("t1", "late", "telemetry", [1, 2, 3]))
         third = tick(fleet, instance, second.cursor)
-        assert late in {k for r in third.run_requests for k in r.run_config["ops"]["ingested_batches"]["config"]
-                        ["object_keys"]}
+        assert late in {
+            k
+            for r in third.run_requests
+            for k in r.run_config["ops"]["ingested_batches"]["config"]["object_keys"]
+        }
     rep = reconcile(fleet.env(), compaction=False)
     assert late in {r[0] for r in fleet.count("SELECT object_key FROM batches")}
     assert rep.missed.accepted == 7  # the late one and the six the (not launched) runs would have taken

@@ -9,8 +9,12 @@ from tests.sync.conftest import Fleet
 def test_device_state_rows_claiming_central_origin_merge_as_the_devices(fleet: Fleet) -> None:
     # A rogue device labels its edits as central edits from node 'central' to win prefer_central fields.
     seqs = [1, 2, 3]
-    forged = {"origin": ["central"] * 3, "node_id": ["central"] * 3,
-              "namespace": ["config"] * 3, "field": ["firmware_pin"] * 3}
+    forged = {
+        "origin": ["central"] * 3,
+        "node_id": ["central"] * 3,
+        "namespace": ["config"] * 3,
+        "field": ["firmware_pin"] * 3,
+    }
     key = fleet.upload(fleet.batch("t1", "d1", "state", seqs, values=forged))
     report = ingest_objects(fleet.env(), [key])
     assert report.accepted == 1
