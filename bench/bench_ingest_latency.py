@@ -57,28 +57,28 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from assets.sync.reconcile import reconcile_schedule
 from bench.harness import BENCH_DIR, Result, reference_telemetry
+from cli.runs import QUIET_LOGS
 from edge_sync.batch import write_batch
 from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry
 from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
-from edgeplat.cli.common import QUIET_LOGS
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
-from pipelines import sensors_sync
+from pipelines.sensors import batch_arrival
+from pipelines.definitions import sync_definitions
 from pipelines.resources import embedded_sync_resources
-from pipelines.sync_defs import sync_definitions
+from pipelines.schedules import reconcile_every_15_minutes
 
 DEQUEUE_INTERVAL_S = 5.0  # QueuedRunCoordinator's default dequeue_interval_seconds
 REPO = BENCH_DIR.parent
 
 
 def sensor_interval_s() -> float:
-    return float(sensors_sync.batch_arrival_sensor.minimum_interval_seconds)
+    return float(batch_arrival.batch_arrival_sensor.minimum_interval_seconds)
 
 
 def schedule_period_s() -> float:
-    cron = reconcile_schedule.cron_schedule
+    cron = reconcile_every_15_minutes.cron_schedule
     m = re.fullmatch(r"\*/(\d+) \* \* \* \*", str(cron))
     if not m:
         raise ValueError(
@@ -145,7 +145,7 @@ def tick_and_run(
     """One real sensor tick, then its runs in sequence: (tick s, {object key: commit time after the tick}, cursor)."""
     t0 = time.perf_counter()
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=res)
-    result = sensors_sync.batch_arrival_sensor(ctx)
+    result = batch_arrival.batch_arrival_sensor(ctx)
     tick = time.perf_counter() - t0
     job = defs.resolve_job_def("ingest_batches")
     done, t1 = {}, time.perf_counter()

@@ -18,7 +18,7 @@ from bench.harness import Result, best_of
 from edge_sync.batch import object_key
 from edge_sync.objectstore import LocalObjectStore
 from edgeplat.sync.arrivals import ArrivalCursor, plan_arrivals
-from pipelines.sensors_sync import KEYS_PER_RUN, MAX_KEYS_PER_TICK
+from pipelines.sensors.batch_arrival import KEYS_PER_RUN, MAX_KEYS_PER_TICK
 
 
 def make_backlog(root: Path, n: int) -> LocalObjectStore:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
@@ -136,6 +137,8 @@ class Lakehouse:
 
     def _attach(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         cfg = self.config
+        if not read_only:
+            self._make_local_folders()
         con = connect(extensions=cfg.extensions)
         try:
             if cfg.s3 is not None:
@@ -227,6 +230,13 @@ class Lakehouse:
             return {name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in TABLES}
 
     # -- helpers -----------------------------------------------------------------------
+    def _make_local_folders(self) -> None:
+        """A writer creates the local folders it uses: a SQLite catalog's and local data."""
+        if self.config.catalog.startswith("sqlite:"):
+            Path(self.config.catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
+        if "://" not in self.config.data_path:
+            Path(self.config.data_path).mkdir(parents=True, exist_ok=True)
+
     @staticmethod
     def _secret_sql(s3: S3Settings) -> str:
         parts = ["TYPE s3", f"REGION {_sql_str(s3.region)}", f"URL_STYLE {_sql_str(s3.url_style)}"]

@@ -1,10 +1,9 @@
 """Where the platform keeps its state, and which environment it runs in.
 
 Everything local lives under one state directory, ``EDGEPLAT_HOME`` (default
-``./.edgeplat``): the Dagster instance (``DAGSTER_HOME`` unless set), the lakehouse
-catalog and data, the embedded object store, keyrings and device registries. The CLI,
-``make demo`` and ``make dev`` all resolve it the same way, so they share one Dagster
-instance and the runs one starts show in the other's UI.
+``./.edgeplat``): the lakehouse catalog and data, the embedded object store, keyrings and
+device registries (the entry points also keep the Dagster instance there: cli/environment.py).
+Resolving the layout writes nothing; whoever uses a folder creates it.
 
 ``EDGEPLAT_ENV`` selects the resource set: ``local`` (default, embedded) or
 ``production`` (PostgreSQL catalog, S3 data and objects, Vault); see pipelines/resources.py.
@@ -17,29 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENVIRONMENTS = ("local", "production")
-
-_DAGSTER_YAML_LOCAL = """\
-# Written by edgeplat: a local Dagster instance under EDGEPLAT_HOME.
-telemetry:
-  enabled: false
-run_queue:
-  max_concurrent_runs: 4
-  # one ingest run per tenant at a time: DuckLake appends do not conflict, so two runs
-  # of one tenant could both insert a row; reconciliation would repair it, this prevents it
-  tag_concurrency_limits:
-    - key: "edgeplat/ingest-tenant"
-      value:
-        applyLimitPerUniqueValue: true
-      limit: 1
-# The platform's own warnings (a DuckLake maintenance child that crashed and was replaced, a
-# lakehouse commit retried after a collision) go into the run's event log, where operators look.
-# Never add botocore here: its DEBUG records name the AWS access key id (docs/security.md).
-python_logs:
-  python_log_level: INFO
-  managed_python_loggers:
-    - edgeplat
-    - edge_sync
-"""
 
 
 def environment() -> str:
@@ -54,10 +30,6 @@ class Paths:
     """The layout of the state directory."""
 
     home: Path
-
-    @property
-    def dagster_home(self) -> Path:
-        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
 
     @property
     def lakehouse(self) -> Path:
@@ -100,18 +72,3 @@ class Paths:
 
 def paths() -> Paths:
     return Paths(Path(os.environ.get("EDGEPLAT_HOME", ".edgeplat")).expanduser().resolve())
-
-
-def ensure_home() -> Paths:
-    """Create the state directory and point ``DAGSTER_HOME`` into it (unless already set)."""
-    p = paths()
-    for d in (p.home, p.lakehouse, p.lake_data, p.objects, p.keys, p.devices, p.plots):
-        d.mkdir(parents=True, exist_ok=True)
-    os.environ["EDGEPLAT_HOME"] = str(p.home)
-    os.environ.setdefault("DAGSTER_HOME", str(p.home / "dagster"))
-    dagster_home = Path(os.environ["DAGSTER_HOME"])
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    cfg = dagster_home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(_DAGSTER_YAML_LOCAL)
-    return p

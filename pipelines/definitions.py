@@ -1,28 +1,58 @@
-"""The code location: assets, checks, jobs, sensors and schedules, with resources for the environment."""
+"""The code location: every asset, check, job, sensor and schedule, bound to the environment's resources.
+
+Loading it has no side effects: it reads the environment (``EDGEPLAT_ENV``, paths) and writes
+nothing; the entry points prepare the state directory (cli/environment.py).
+"""
+
+from typing import Any
 
 import dagster as dg
 
+import assets
 import assets.fleet.lakehouse
-import assets.fleet.status
-from edgeplat.settings import ensure_home
-from pipelines.jobs import JOBS
+import assets.rollouts
+import assets.sync
+from pipelines.jobs import JOBS, ROLLOUT_JOBS, SYNC_JOBS
 from pipelines.resources import resources_for
-from pipelines.rollout_defs import ROLLOUT_ASSET_CHECKS, ROLLOUT_ASSETS, ROLLOUT_JOBS, ROLLOUT_SENSORS
-from pipelines.sync_defs import SYNC_ASSET_CHECKS, SYNC_ASSETS, SYNC_JOBS, SYNC_SCHEDULES, SYNC_SENSORS
-
-FLEET_ASSETS = dg.load_assets_from_modules([assets.fleet.lakehouse, assets.fleet.status])
+from pipelines.schedules import SCHEDULES
+from pipelines.sensors import ROLLOUT_SENSORS, SENSORS, SYNC_SENSORS
 
 
-def build_definitions() -> dg.Definitions:
-    """Definitions bound to the resources of the current environment and state directory."""
-    ensure_home()
+def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions:
+    """The whole code location, on ``resources`` (default: the current environment's)."""
     return dg.Definitions(
-        assets=[*FLEET_ASSETS, *SYNC_ASSETS, *ROLLOUT_ASSETS],
-        asset_checks=[*SYNC_ASSET_CHECKS, *ROLLOUT_ASSET_CHECKS],
-        jobs=[*JOBS, *SYNC_JOBS, *ROLLOUT_JOBS],
-        sensors=[*SYNC_SENSORS, *ROLLOUT_SENSORS],
-        schedules=SYNC_SCHEDULES,
-        resources=resources_for(),
+        assets=dg.load_assets_from_package_module(assets),
+        asset_checks=dg.load_asset_checks_from_package_module(assets),
+        jobs=JOBS,
+        sensors=SENSORS,
+        schedules=SCHEDULES,
+        resources=resources_for() if resources is None else resources,
+    )
+
+
+def sync_definitions(resources: dict[str, Any]) -> dg.Definitions:
+    """The sync on its own (with the ``lakehouse_tables`` asset it builds on), bound to ``resources``:
+    benchmarks and tests run it against their own lakehouse and store."""
+    return dg.Definitions(
+        assets=[
+            *dg.load_assets_from_modules([assets.fleet.lakehouse]),
+            *dg.load_assets_from_package_module(assets.sync),
+        ],
+        asset_checks=dg.load_asset_checks_from_package_module(assets.sync),
+        jobs=SYNC_JOBS,
+        sensors=SYNC_SENSORS,
+        schedules=SCHEDULES,
+        resources=resources,
+    )
+
+
+def rollout_definitions(resources: dict[str, Any]) -> dg.Definitions:
+    """The rollouts on their own (assets, operator jobs, sensors), bound to ``resources``."""
+    return dg.Definitions(
+        assets=dg.load_assets_from_package_module(assets.rollouts),
+        jobs=ROLLOUT_JOBS,
+        sensors=ROLLOUT_SENSORS,
+        resources=resources,
     )
 
 

@@ -1,15 +1,98 @@
-"""Jobs of the fleet group: what `make demo`, `edgeplat sync` and the schedule-less UI launch run."""
+"""Every job of the code location: asset jobs by selection, op jobs around the operator ops.
+
+The main job, ``sync_fleet``, is what ``make demo``, ``edgeplat sync`` and the UI's
+"materialize all" run; the sensors and the schedule launch the others.
+"""
 
 import dagster as dg
 
-# The main job: ingest whatever the store holds that the ledger lacks, merge state,
-# reconcile (gaps, deferred batches, duplicates, offline devices), refresh the fleet
-# tables and views, compact. The per-arrival `ingest_batches` job is the sensor's.
-sync_fleet_job = dg.define_asset_job(
+from assets.rollouts.commands import COMMAND_OPS, launch_rollout_op
+from assets.rollouts.common import ROLLOUTS
+from assets.sync.central_edits import apply_state_edits
+from assets.sync.ingest import ingested_batches
+from assets.sync.reconcile import RECONCILE_ASSETS, RECONCILE_CHECKS
+
+# Run tags the instance limits on (tag_concurrency_limits in dagster.yaml): one ingest run per
+# tenant at a time, and one run acting on a given rollout at a time.
+TENANT_TAG = "edgeplat/ingest-tenant"
+ROLLOUT_TAG = "edgeplat/rollout"
+
+# Ingest whatever the store holds that the ledger lacks, merge state, reconcile (gaps, deferred
+# batches, duplicates, offline devices), refresh the fleet tables and views, compact. The
+# per-arrival ``ingest_batches`` job is the sensor's.
+sync_fleet = dg.define_asset_job(
     "sync_fleet",
-    selection=dg.AssetSelection.groups("fleet", "sync") - dg.AssetSelection.assets("ingested_batches"),
+    selection=dg.AssetSelection.groups("fleet", "sync") - dg.AssetSelection.assets(ingested_batches),
     description="Ingest, merge and reconcile everything the object store holds, then refresh the fleet assets.",
 )
+MAIN_JOB = sync_fleet.name
 
-MAIN_JOB = sync_fleet_job.name
-JOBS = [sync_fleet_job]
+ingest_batches = dg.define_asset_job(
+    "ingest_batches",
+    selection=[ingested_batches],
+    description="Ingest the batch objects named in the run config (launched by batch_arrival_sensor).",
+)
+
+reconcile_sync = dg.define_asset_job(
+    "reconcile_sync",
+    selection=dg.AssetSelection.assets(*RECONCILE_ASSETS) | dg.AssetSelection.checks(*RECONCILE_CHECKS),
+    description="Reconcile the object store with the ledger, admit deferred batches, refresh devices and "
+    "health rollups, views and compaction.",
+)
+
+
+@dg.job(description="Set fields of one device's state record centrally (merged with the device's own edits).")
+def edit_device_state() -> None:
+    apply_state_edits()
+
+
+@dg.job(
+    description="Launch a progressive rollout from its spec (the launchpad config is the spec).",
+    tags={"edgeplat/rollout-command": "launch"},
+)
+def launch_rollout() -> None:
+    launch_rollout_op()
+
+
+def _command_job(kind: str, name: str) -> dg.JobDefinition:
+    op = COMMAND_OPS[kind]
+
+    @dg.job(name=name, description=op.description, tags={"edgeplat/rollout-command": kind})
+    def _job() -> None:
+        op()
+
+    return _job
+
+
+approve_phase = _command_job("approve", "approve_phase")
+pause = _command_job("pause", "pause")
+resume = _command_job("resume", "resume")
+abort = _command_job("abort", "abort")
+fail_phase = _command_job("fail_phase", "fail_phase")
+
+rollout_refresh = dg.define_asset_job(
+    "rollout_refresh",
+    selection=dg.AssetSelection.assets(
+        "rollout_assignments", "rollout_phase_status", "rollout_health", "rollout_events"
+    ),
+    partitions_def=ROLLOUTS,
+    description="Refresh one rollout's assets (assignments, phase status, health with gate checks, events).",
+)
+device_drift_refresh = dg.define_asset_job(
+    "device_drift_refresh",
+    selection=dg.AssetSelection.assets("device_drift"),
+    description="Recompute desired versus reported version per device.",
+)
+
+SYNC_JOBS = [ingest_batches, reconcile_sync, edit_device_state]
+ROLLOUT_JOBS = [
+    launch_rollout,
+    approve_phase,
+    pause,
+    resume,
+    abort,
+    fail_phase,
+    rollout_refresh,
+    device_drift_refresh,
+]
+JOBS = [sync_fleet, *SYNC_JOBS, *ROLLOUT_JOBS]

@@ -8,7 +8,11 @@ IoT Hub service connection string, passed as ``dg.EnvVar`` so it never shows in 
 
 import dagster as dg
 
+from edgeplat.backends.azure_iot_edge import AzureIotEdgeBackend
 from edgeplat.backends.base import FleetBackend
+from edgeplat.backends.edge_agent import EdgeAgentBackend
+from edgeplat.backends.greengrass import GreengrassBackend
+from edgeplat.desired_publisher import DesiredStatePublisher
 from resources.keys import PlatformSignerResource
 from resources.object_store import ObjectStoreResource
 
@@ -34,14 +38,9 @@ class FleetBackendResource(dg.ConfigurableResource):
                 raise ValueError(
                     "FleetBackendResource(kind='edge_agent') needs object_store and platform_signer resources"
                 )
-            from edgeplat.backends.edge_agent import EdgeAgentBackend
-            from edgeplat.desired_publisher import DesiredStatePublisher
-
             publisher = DesiredStatePublisher(self.object_store.get(), self.platform_signer.get())
             return EdgeAgentBackend(publisher, index_prefix=self.index_prefix)
         if self.kind == "greengrass":
-            from edgeplat.backends.greengrass import GreengrassBackend
-
             return GreengrassBackend.from_clients(
                 region=self.region,
                 iot_endpoint_url=self.iot_endpoint_url,
@@ -53,8 +52,6 @@ class FleetBackendResource(dg.ConfigurableResource):
                     "FleetBackendResource(kind='azure_iot_edge') needs iothub_connection_string "
                     "(set it with dg.EnvVar('EDGEPLAT_IOTHUB_CONNECTION_STRING'))"
                 )
-            from edgeplat.backends.azure_iot_edge import AzureIotEdgeBackend
-
             return AzureIotEdgeBackend.from_connection_string(
                 self.iothub_connection_string, base_url=self.iothub_base_url
             )

@@ -1,6 +1,6 @@
-"""Operator jobs: launch a rollout, approve a phase, pause, resume, abort (roll back now), fail a phase.
+"""Operator ops: launch a rollout, approve a phase, pause, resume, abort (roll back now), fail a phase.
 
-Each job appends a durable event with who and why, then runs one controller tick for the
+Each op appends a durable event with who and why, then runs one controller tick for the
 rollout, so an approval deploys and an abort rolls back right away (the promotion sensor
 would do the same on its next tick; both paths are idempotent). The CLI runs these same
 jobs in process on the shared instance, so every command shows in the UI as a run.
@@ -136,30 +136,12 @@ def _command_op(kind: str, description: str) -> dg.OpDefinition:
     return _op
 
 
-def _command_job(kind: str, name: str, description: str) -> dg.JobDefinition:
-    op = _command_op(kind, description)
-
-    @dg.job(name=name, description=description, tags={"edgeplat/rollout-command": kind})
-    def _job() -> None:
-        op()
-
-    return _job
-
-
-@dg.job(
-    description="Launch a progressive rollout from its spec (the launchpad config is the spec).",
-    tags={"edgeplat/rollout-command": "launch"},
-)
-def launch_rollout() -> None:
-    launch_rollout_op()
-
-
-approve_phase = _command_job("approve", "approve_phase", "Approve a phase that waits for a manual approval.")
-pause = _command_job("pause", "pause", "Pause a rollout: nothing new is deployed until it resumes.")
-resume = _command_job("resume", "resume", "Resume a paused rollout (a phase that failed a gate bakes again).")
-abort = _command_job("abort", "abort", "Abort a rollout: roll every device it updated back now.")
-fail_phase = _command_job(
-    "fail_phase", "fail_phase", "Mark the current phase failed by hand (applies the rollback policy)."
-)
-
-COMMAND_JOBS = [launch_rollout, approve_phase, pause, resume, abort, fail_phase]
+COMMAND_OPS = {
+    "approve": _command_op("approve", "Approve a phase that waits for a manual approval."),
+    "pause": _command_op("pause", "Pause a rollout: nothing new is deployed until it resumes."),
+    "resume": _command_op("resume", "Resume a paused rollout (a phase that failed a gate bakes again)."),
+    "abort": _command_op("abort", "Abort a rollout: roll every device it updated back now."),
+    "fail_phase": _command_op(
+        "fail_phase", "Mark the current phase failed by hand (applies the rollback policy)."
+    ),
+}

@@ -1,10 +1,11 @@
-"""``edit_device_state``: a job to set fields of a device's state record from the Dagster UI."""
+"""``apply_state_edits``: the op of the ``edit_device_state`` job, which sets fields of a device's state record."""
 
 import json
 
 import dagster as dg
 
 from edge_sync.rules import default_rules
+from edgeplat.desired_publisher import DesiredStatePublisher
 from edgeplat.sync.central_edits import CentralEdit, apply_central_edits
 from resources.keys import PlatformSignerResource
 from resources.lakehouse import LakehouseResource
@@ -24,8 +25,6 @@ class EditStateConfig(dg.Config):
 
 def _publisher(object_store: ObjectStoreResource, signer: PlatformSignerResource):
     # The one call site of the desired-state downlink for central edits.
-    from edgeplat.desired_publisher import DesiredStatePublisher
-
     return DesiredStatePublisher(object_store.get(), signer.get()).add_state_edits
 
 
@@ -55,8 +54,3 @@ def apply_state_edits(
         }
     )
     return {"edits": result.edits, "hlcs": list(result.hlcs)}
-
-
-@dg.job(description="Set fields of one device's state record centrally (merged with the device's own edits).")
-def edit_device_state() -> None:
-    apply_state_edits()

@@ -1,5 +1,7 @@
 """Builds the plain-Python ``SyncEnv`` from the Dagster resources (one place, shared by all sync assets)."""
 
+import dagster as dg
+
 from edge_sync.rules import default_rules
 from edgeplat.sync.env import SyncEnv, SyncSettings
 from resources.keys import DeviceRegistryResource, KeyServiceResource, decoder_for
@@ -27,6 +29,4 @@ def sync_env(
 
 def counts_metadata(prefix: str, counts: dict[str, int]) -> dict:
     """One numeric metadata entry per key (``quarantined/bad_signature``), so the UI plots each."""
-    import dagster as dg
-
     return {f"{prefix}/{k}": dg.MetadataValue.int(int(v)) for k, v in sorted(counts.items())}

@@ -31,7 +31,6 @@ QUARANTINE_REASONS = (
     "bad_range",
 )
 RULES = ("lww", "max", "min", "counter", "set_union", "prefer_device", "prefer_central")
-TENANT_TAG = "edgeplat/ingest-tenant"
 
 
 class IngestConfig(dg.Config):
@@ -93,10 +92,3 @@ def ingested_batches(
     report = ingest_objects(env, keys)
     context.log.info("ingest %s: %s", config.tenant_id or "(all tenants)", report.as_dict())
     return dg.MaterializeResult(metadata=report_metadata(report))
-
-
-ingest_job = dg.define_asset_job(
-    "ingest_batches",
-    selection=[ingested_batches],
-    description="Ingest the batch objects named in the run config (launched by batch_arrival_sensor).",
-)

@@ -177,17 +177,3 @@ def lakehouse_compaction(config: CompactionConfig, lakehouse: LakehouseResource)
 
 RECONCILE_ASSETS = [sync_reconciliation, devices, device_health, sync_views, lakehouse_compaction]
 RECONCILE_CHECKS = [no_sequence_gaps, ingest_freshness]
-
-reconcile_job = dg.define_asset_job(
-    "reconcile_sync",
-    selection=dg.AssetSelection.assets(*RECONCILE_ASSETS) | dg.AssetSelection.checks(*RECONCILE_CHECKS),
-    description="Reconcile the object store with the ledger, admit deferred batches, refresh devices and "
-    "health rollups, views and compaction.",
-)
-
-reconcile_schedule = dg.ScheduleDefinition(
-    name="reconcile_sync_every_15_minutes",
-    job=reconcile_job,
-    cron_schedule="*/15 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)

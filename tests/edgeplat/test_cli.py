@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeplat.cli import build_parser
+from cli import build_parser
 
 EDGEPLAT = str(Path(sys.executable).parent / "edgeplat")
 WORKER = str(Path(__file__).with_name("lakehouse_worker.py"))

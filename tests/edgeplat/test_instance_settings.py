@@ -1,4 +1,4 @@
-"""The local Dagster instance that ``ensure_home`` writes: platform warnings reach the run's event log."""
+"""The local Dagster instance that ``prepare_home`` writes: platform warnings reach the run's event log."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import logging
 
 import dagster as dg
 
-from edgeplat.settings import ensure_home
+from cli.environment import prepare_home
 
 
 def test_platform_warnings_logged_in_a_run_show_in_its_event_log(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EDGEPLAT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    ensure_home()
+    prepare_home()
 
     @dg.op
     def maintenance() -> None:

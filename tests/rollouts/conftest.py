@@ -18,8 +18,8 @@ from edge_sync.objectstore import LocalObjectStore
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.desired_publisher import DesiredStatePublisher
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
-from edgeplat.rollouts.demo_fleet import DemoFleet
-from edgeplat.rollouts.demo_uplink import BatchUplink
+from edgeplat.simulator.batch_uplink import BatchUplink
+from edgeplat.simulator.rollout_fleet import DemoFleet
 from edgeplat.sync.env import SyncEnv
 
 

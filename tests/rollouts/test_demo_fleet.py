@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 from edge_sync.batch import parse_object_key, read_batch
-from edgeplat.rollouts.demo_fleet import DemoFleet
+from edgeplat.simulator.rollout_fleet import DemoFleet
 
 
 def test_devices_report_through_signed_batches_and_the_ingest(lake, backend, sync_env, make_fleet) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from cli.demo.rollouts import _DEMO_ROLLOUTS
 from edgeplat.rollouts.controller import new_rollout_id
-from edgeplat.rollouts.demo import _DEMO_ROLLOUTS
 from edgeplat.rollouts.selection import assign_phases, rollout_salt
 
 TENANTS = ("acme", "globex")
@@ -14,7 +14,7 @@ TENANTS = ("acme", "globex")
 
 @pytest.mark.parametrize("spec", [spec for spec, _ in _DEMO_ROLLOUTS], ids=lambda s: s.name)
 def test_phase_0_holds_the_same_one_percent_of_the_demo_fleet_at_every_launch(spec) -> None:
-    # the demo fleet: 2,000 devices, tenants alternating (edgeplat.rollouts.demo_fleet.DemoFleet)
+    # the demo fleet: 2,000 devices, tenants alternating (edgeplat.simulator.rollout_fleet.DemoFleet)
     tenants = [TENANTS[i % 2] for i in range(2000)]
     devices = pa.table(
         {"device_id": [f"{t}/dev-{i:05d}" for i, t in enumerate(tenants)], "tenant_id": tenants}

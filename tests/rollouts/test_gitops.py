@@ -89,7 +89,7 @@ def test_commits_launch_supersede_and_abort(tmp_path, repos, lake, backend) -> N
 
 
 def test_sensor_launches_from_git_and_writes_status_back(tmp_path, repos, lake) -> None:
-    from pipelines.sensors_rollouts import rollout_gitops_sensor
+    from pipelines.sensors.rollouts import rollout_gitops_sensor
     from resources.backends import FleetBackendResource
     from resources.gitops import GitOpsRepoResource
     from resources.keys import PlatformSignerResource

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeplat.cli import main
-from edgeplat.rollouts.demo_fleet import DemoFleet
+from cli import main
+from edgeplat.simulator.rollout_fleet import DemoFleet
 from tests.rollouts.test_controller import small_spec
 
 
@@ -30,7 +30,7 @@ def cli_json(capsys, *args: str):
 def test_rollout_commands_go_through_jobs_on_the_shared_instance(home, tmp_path, capsys) -> None:
     from dagster import DagsterInstance
 
-    from edgeplat.cli.common import lakehouse
+    from cli.environment import lakehouse
     from pipelines.resources import resources_for
 
     DemoFleet(lakehouse(), resources_for()["fleet_backend"].get(), devices=40, upload_every=None).close()

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.demo_fleet import DemoFleet
 from edgeplat.rollouts.machine import Kind, Status
 from edgeplat.rollouts.store import RolloutStore
-from pipelines.rollout_defs import ROLLOUT_ASSETS, ROLLOUT_JOBS, ROLLOUT_SENSORS
+from edgeplat.simulator.rollout_fleet import DemoFleet
+from pipelines.definitions import rollout_definitions
 from resources.backends import FleetBackendResource
 from resources.gitops import GitOpsRepoResource
 from resources.keys import PlatformSignerResource
@@ -38,9 +38,7 @@ def resources(tmp_path: Path, lake) -> dict:
 
 @pytest.fixture
 def defs(resources) -> dg.Definitions:
-    return dg.Definitions(
-        assets=ROLLOUT_ASSETS, jobs=ROLLOUT_JOBS, sensors=ROLLOUT_SENSORS, resources=resources
-    )
+    return rollout_definitions(resources)
 
 
 def run(defs: dg.Definitions, instance, job: str, op: str, config: dict, **kw):
@@ -152,7 +150,7 @@ def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_pat
 
 
 def test_promotion_sensor_ticks_and_requests_refreshes_once(defs, resources, lake) -> None:
-    from pipelines.sensors_rollouts import rollout_promotion_sensor
+    from pipelines.sensors.rollouts import rollout_promotion_sensor
 
     # 200 devices: the salt is per rollout (random id), and 10% of 40 was empty once in ~70 launches
     DemoFleet(

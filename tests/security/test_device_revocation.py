@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from cli import main as cli_main
 from edge_sync.vault import DeviceRevoked, VaultSession
 from edge_sync.vault_keys import VaultTransitKeyService
-from edgeplat.cli import main as cli_main
 from edgeplat.security.revocation import RevocationIncomplete, revoke_device
 from edgeplat.security.tenant_storage import SECRET_NAME, StorageTarget, TenantStorageAdmin
 from edgeplat.sync.ingest import ingest_objects

@@ -19,14 +19,15 @@ from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
 from assets.fleet.lakehouse import lakehouse_tables
-from assets.sync.ingest import ingest_job, ingested_batches
+from assets.sync.ingest import ingested_batches
 from edge_sync.identity import LocalDeviceRegistry
 from edge_sync.keys import DataKey
 from edge_sync.objectstore import from_url
 from edge_sync.vault import VaultSession
 from edge_sync.vault_keys import VaultTransitKeyService
 from edgeplat.simulator import SimulationConfig, simulate
-from pipelines.sensors_sync import batch_arrival_sensor
+from pipelines.jobs import ingest_batches
+from pipelines.sensors.batch_arrival import batch_arrival_sensor
 from resources.keys import DeviceRegistryResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
@@ -109,7 +110,7 @@ def test_full_ingest_run_leaks_no_secret(
     }
     schema_job = dg.define_asset_job("schema", selection=[lakehouse_tables])
     defs = dg.Definitions(
-        assets=[lakehouse_tables, ingested_batches], jobs=[schema_job, ingest_job], resources=resources
+        assets=[lakehouse_tables, ingested_batches], jobs=[schema_job, ingest_batches], resources=resources
     )
     captured: list[tuple[str, bytes]] = []
     with dg.instance_for_test() as instance:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from cli import main as cli_main
 from edge_sync.agent import DeviceAgent
 from edge_sync.batch import read_batch
 from edge_sync.identity import DeviceIdentity, PlatformSigner
@@ -23,7 +24,6 @@ from edge_sync.storage_credentials import StorageCredentials, StorageCredentials
 from edge_sync.vault import VaultSession
 from edge_sync.vault_admin import shared_kv_path
 from edge_sync.vault_keys import VaultTransitKeyService
-from edgeplat.cli import main as cli_main
 from edgeplat.security.storage_policy import StoragePolicyError
 from edgeplat.security.tenant_storage import (
     SECRET_NAME,

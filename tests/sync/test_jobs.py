@@ -7,8 +7,9 @@ import pytest
 
 from edge_sync.desired import decode, desired_key
 from edge_sync.identity import PlatformSigner
+from pipelines.definitions import sync_definitions
 from pipelines.resources import embedded_sync_resources, resources_for
-from pipelines.sync_defs import SYNC_ASSETS, SYNC_SCHEDULES, sync_definitions
+from pipelines.schedules import SCHEDULES
 from tests.sync.conftest import Fleet
 
 
@@ -28,9 +29,10 @@ def definitions(fleet: Fleet) -> dg.Definitions:
 
 def test_sync_definitions_validate_and_resources_exist() -> None:
     assert {"key_service", "device_registry", "platform_signer"} <= set(resources_for("local"))
-    schedule = SYNC_SCHEDULES[0]
+    schedule = SCHEDULES[0]
     assert schedule.cron_schedule == "*/15 * * * *" and schedule.job_name == "reconcile_sync"
-    keys = {a.key.to_user_string() for a in SYNC_ASSETS}
+    defs = sync_definitions(resources_for("local"))
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"ingested_batches", "sync_reconciliation", "devices", "device_health", "sync_views"} <= keys
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from edgeplat.sync.arrivals import ArrivalCursor, CursorError, plan_arrivals
 from edgeplat.sync.reconcile import reconcile
-from pipelines import sensors_sync
+from pipelines.sensors import batch_arrival
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
 from tests.sync.conftest import Fleet
@@ -27,7 +27,7 @@ def tick(fleet: Fleet, instance: dg.DagsterInstance, cursor: str | None) -> dg.S
         ),
     }
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-    return sensors_sync.batch_arrival_sensor(ctx)
+    return batch_arrival.batch_arrival_sensor(ctx)
 
 
 def test_cursor_is_versioned_json_and_bad_cursors_are_clear_errors() -> None:
@@ -63,7 +63,7 @@ def test_planner_lists_a_bounded_number_of_keys_per_tick_and_pages_on(fleet: Fle
 def test_sensor_requests_tagged_runs_and_sees_a_late_object_before_the_cursor_on_its_next_pass(
     fleet: Fleet, monkeypatch
 ) -> None:
-    monkeypatch.setattr(sensors_sync, "MAX_KEYS_PER_TICK", 4)
+    monkeypatch.setattr(batch_arrival, "MAX_KEYS_PER_TICK", 4)
     upload_many(fleet, "t2", "d1", 6)
     with dg.instance_for_test() as instance:
         first = tick(fleet, instance, None)

@@ -1,11 +1,33 @@
-"""``edgeplat demo``: the platform end to end on the embedded default (see edgeplat/demo.py)."""
+"""``edgeplat demo``: the platform end to end on the embedded default, with a summary of what happened.
+
+1. Simulate a small multi-tenant fleet (real device agents with encrypted caches) with
+   outages, clock skew, crashes mid-upload and state edits on both sides (``fleet_sync``).
+2. Run the main job (``sync_fleet``): ingest exactly once, merge state, reconcile.
+3. Run two rollouts on 2,000 simulated devices that report through the same data path: a bad
+   release caught in its first phase and a good one taken to 100% with a manual approval
+   (``rollouts``).
+4. Summarise: rows per stream generated vs stored, duplicates dropped, quarantined, conflicts
+   by rule, sync lag, and per rollout its outcome, blast radius and decisions.
+
+Simulating and rolling out happen once per state directory: a second demo re-runs only the
+sync (which then changes nothing) and shows the same summary.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from edgeplat.cli.common import dumps, instance, lakehouse
+from rich.console import Console
+from rich.table import Table
+
+from cli.common import dumps
+from cli.demo import fleet_sync
+from cli.demo.rollouts import run_rollouts
+from cli.environment import instance, lakehouse
+from cli.runs import run_main_job
+from edgeplat.fleet import fleet_status
+from edgeplat.settings import paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,13 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from edgeplat import demo
-    from edgeplat.cli.sync import run_sync
-    from edgeplat.fleet import fleet_status
-    from edgeplat.settings import paths
-
     console = Console(stderr=True) if args.json else Console()
     started = time.monotonic()
     steps: list[dict] = []
@@ -38,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
 
     step("creating the lakehouse")
     lake = lakehouse()
-    fleet = demo.simulate_fleet(lake, step)
+    fleet = fleet_sync.simulate_fleet(lake, step)
     truth = fleet["truth"]
     tenants = {r["tenant_id"] for r in truth["streams"]}
     step("running the main job 'sync_fleet' (ingest, merge, reconcile)")
-    sync = run_sync()
-    rollouts = [] if args.skip_rollouts else demo.run_rollouts(step)
+    sync = run_main_job()
+    rollouts = [] if args.skip_rollouts else run_rollouts(step)
     with lake.session(read_only=True) as con:
         status = fleet_status(con).as_dict()
     inst = instance()
@@ -68,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
                 "state_edits",
             )
         },
-        "rows_by_stream": demo.rows_by_stream(truth, demo.stored_rows(lake, tenants)),
+        "rows_by_stream": fleet_sync.rows_by_stream(truth, fleet_sync.stored_rows(lake, tenants)),
         "duplicates_dropped": sync["duplicates_dropped"],
-        **demo.central_picture(lake, tenants),
+        **fleet_sync.central_picture(lake, tenants),
         "checks": sync["checks"],
         "fleet_status": status,
         "rollouts": rollouts,
@@ -92,8 +107,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(console, s: dict) -> None:
-    from rich.table import Table
-
     f = s["fleet"]
     console.print(
         f"Fleet: {f['devices']} devices, {f['tenants']} tenants, {f['simulated_minutes']} simulated minutes, "

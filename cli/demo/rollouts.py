@@ -1,35 +1,39 @@
-"""The rollout demo: a bad release caught in its first phase and a good one taken to 100%.
+"""The demo's rollouts: a bad release caught in its first phase and a good one taken to 100%.
 
-``run_rollout_demo(lake, backend, sync_env=...)`` is what ``edgeplat demo`` calls (through
-``run_demo_in_home``). Both rollouts run on a :class:`~edgeplat.rollouts.demo_fleet.DemoFleet`
-of 2,000 simulated devices that pull and verify the signed desired-state documents the
-``edge_agent`` backend writes, and report health through the platform's data path: device
-identities in the registry, signed and encrypted ``health`` batches in the object store,
-and the central ingest (:class:`~edgeplat.rollouts.demo_uplink.BatchUplink`). What is
-simulated is the device process and its metrics (see ``demo_fleet``); time is simulated too
-(minutes per step), so bakes of an hour take seconds.
-
-The good rollout's manual approval goes through ``approve`` (the CLI's code path: a
-Dagster ``approve_phase`` run when ``approve`` is given by the caller, else the same
-Controller command the job runs).
+Both run on a :class:`~edgeplat.simulator.rollout_fleet.DemoFleet` of simulated devices that
+pull and verify the signed desired-state documents the ``edge_agent`` backend writes and
+report health through the platform's data path (device identities, signed and encrypted
+``health`` batches, the central ingest: :class:`~edgeplat.simulator.batch_uplink.BatchUplink`).
+Time is simulated (minutes per step), so bakes of an hour take seconds. The good rollout's
+manual approval goes through the CLI's code path, an ``approve_phase`` run on the shared
+instance, so it shows in the UI with who and why.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from assets.sync.common import sync_env
+from cli.environment import instance, lakehouse
+from cli.rollout import approve as cli_approve
+from cli.runs import run_partition
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.lakehouse import Lakehouse
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.demo_fleet import DEMO_START, OLD_VERSION, DemoFleet  # noqa: F401  (re-exported)
 from edgeplat.rollouts.machine import TERMINAL, Kind, Status
+from edgeplat.rollouts.plots import plot_rollout
 from edgeplat.rollouts.spec import RolloutSpec, load_spec
 from edgeplat.rollouts.store import RolloutStore
+from edgeplat.settings import paths
+from edgeplat.simulator.batch_uplink import BatchUplink
+from edgeplat.simulator.rollout_fleet import DemoFleet
 from edgeplat.sync.env import SyncEnv
+from pipelines.resources import resources_for
 
 # Demo devices upload every UPLOAD_EVERY simulated minutes (a cellular fleet's cadence) and
 # right after applying a new desired state. Each upload is one signed batch to write, verify
@@ -149,11 +153,7 @@ def run_rollout_demo(
     lake.ensure_schema()
     store = RolloutStore(lake)
     ctl = Controller(store, backend)
-    uplink = None
-    if sync_env is not None:
-        from edgeplat.rollouts.demo_uplink import BatchUplink
-
-        uplink = BatchUplink(sync_env, workers=batch_workers)
+    uplink = None if sync_env is None else BatchUplink(sync_env, workers=batch_workers)
     fleet = DemoFleet(lake, backend, uplink, devices=devices, upload_every=upload_every)
     try:
         fleet.set_release_profile("2.2.0", error_rate=0.03)  # 3x the baseline's 1%
@@ -181,7 +181,7 @@ def run_rollout_demo(
         fleet.close()
     info: dict[str, Any] = {
         "devices": devices,
-        "simulator": "edgeplat.rollouts.demo_fleet.DemoFleet",
+        "simulator": "edgeplat.simulator.rollout_fleet.DemoFleet",
         "data_path": "batches + ingest" if sync_env is not None else "direct inserts",
         "upload_every_minutes": upload_every,
         "uploads": fleet.uploads,
@@ -238,8 +238,6 @@ def _run_one(
     state = store.state(rid)
     plots: list[str] = []
     if plots_dir is not None:
-        from edgeplat.rollouts.plots import plot_rollout
-
         plots = [str(p) for p in plot_rollout(store.lake, rid, plots_dir)]
     bad = (
         spec.release.version in fleet.profiles
@@ -262,37 +260,21 @@ def _run_one(
     ).as_dict()
 
 
-def run_demo_in_home(
-    *, devices: int = 2000, via_cli: bool = True, on_tick: Callable[[str], None] | None = None
-) -> dict[str, Any]:
+def run_demo_in_home(*, devices: int = 2000, on_tick: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The demo on the code location's own lakehouse, backend and Dagster instance (``edgeplat demo``).
 
     Keep ``devices`` at 2,000 or more: the demo gates need 15 canaries in the 1% phase.
-
-    ``via_cli``: the manual approval runs the ``approve_phase`` job through the CLI's code path
-    (so it shows in the UI as a run with who and why).
     """
-    from assets.sync.common import sync_env
-    from edgeplat.cli.common import lakehouse
-    from edgeplat.settings import paths
-    from pipelines.resources import resources_for
-
     lake = lakehouse()
     res = resources_for()
     backend = res["fleet_backend"].get()
     # the SyncEnv the sync job builds from the same resources: store, key service, device registry
     env = sync_env(res["lakehouse"], res["object_store"], res["key_service"], res["device_registry"])
-    approve: Approver | None = None
-    if via_cli:
-        from edgeplat.cli.rollout import approve as cli_approve
 
-        def approve(rid: str, phase: int, who: str, why: str, at: datetime) -> None:
-            cli_approve(rid, who, why, phase, at.isoformat())
+    def approve(rid: str, phase: int, who: str, why: str, at: datetime) -> None:
+        cli_approve(rid, who, why, phase, at.isoformat())
 
-    from edgeplat.cli.common import QUIET_LOGS, instance
-    from edgeplat.cli.rollout import _definitions
-
-    inst, defs = instance(), _definitions()
+    inst = instance()
     out = run_rollout_demo(
         lake,
         backend,
@@ -305,11 +287,22 @@ def run_demo_in_home(
         on_launch=lambda rid: inst.add_dynamic_partitions("rollouts", [rid]),
     )
     for r in out["rollouts"]:  # materialize each rollout's assets and gate checks so the UI shows them
-        res = defs.resolve_job_def("rollout_refresh").execute_in_process(
-            instance=inst, partition_key=r["rollout_id"], run_config=QUIET_LOGS, raise_on_error=False
-        )
-        r["refresh_run_id"] = res.run_id
-    out["fleet"]["approval_path"] = (
-        "edgeplat rollout approve (approve_phase job)" if via_cli else "controller"
+        r["refresh_run_id"] = run_partition("rollout_refresh", r["rollout_id"])
+    out["fleet"]["approval_path"] = "edgeplat rollout approve (approve_phase job)"
+    return out
+
+
+def run_rollouts(say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The two demo rollouts, once per state directory; later calls show the saved outcome."""
+    marker = paths().home / "demo" / "rollouts.json"
+    if marker.exists():
+        say(f"rollouts already ran in this state directory ({marker}); showing their outcome")
+        return json.loads(marker.read_text())
+    say(
+        "rolling out a bad release (3x error rate) and a good one on 2,000 simulated devices "
+        "reporting through signed batches and the ingest"
     )
+    out = run_demo_in_home(devices=2000)["rollouts"]
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(out, default=str))
     return out

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from edgeplat.cli.common import dumps, lakehouse
+from rich.console import Console
+from rich.table import Table
+
+from cli.common import dumps
+from cli.environment import lakehouse
+from edgeplat.fleet import fleet_status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def status(args: argparse.Namespace) -> int:
-    from edgeplat.fleet import fleet_status
-
     lake = lakehouse()
     with lake.session(read_only=True) as con:
         st = fleet_status(con, tenant_id=args.tenant)
     if args.json:
         print(dumps(st.as_dict()))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title="Fleet status" + (f" — tenant {args.tenant}" if args.tenant else ""))
     t.add_column("what")
     t.add_column("value", justify="right")

@@ -17,7 +17,13 @@ import argparse
 import os
 from typing import Any
 
-from edgeplat.cli.common import CliError, dumps
+import boto3
+import hvac
+
+from cli.common import CliError, dumps
+from edge_sync.vault_admin import VaultAdmin
+from edgeplat.security.storage_policy import StoragePolicyError
+from edgeplat.security.tenant_storage import StorageTarget, TenantStorageAdmin
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,10 +77,6 @@ def add_storage_arguments(p: argparse.ArgumentParser) -> None:
 
 def vault_admin() -> Any:
     """A ``VaultAdmin`` on the operator's token from the environment."""
-    import hvac
-
-    from edge_sync.vault_admin import VaultAdmin
-
     addr = os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR")
     token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
     if not addr or not token:
@@ -87,10 +89,6 @@ def vault_admin() -> Any:
 
 def storage_admin(args: argparse.Namespace, vault: Any | None = None) -> Any:
     """A ``TenantStorageAdmin`` for the storage arguments."""
-    import boto3
-
-    from edgeplat.security.tenant_storage import StorageTarget, TenantStorageAdmin
-
     if not args.store_url:
         raise CliError("give --store-url s3://bucket/prefix (or set EDGEPLAT_OBJECTS_URL)")
     try:
@@ -109,8 +107,6 @@ def _refused(exc: Exception) -> CliError:
 
 def _granted(args: argparse.Namespace, act: str, describe) -> int:
     """Run ``TenantStorageAdmin.<act>`` for the tenant and print the grant (``--json`` or ``describe``)."""
-    from edgeplat.security.storage_policy import StoragePolicyError
-
     admin = storage_admin(args)
     try:
         grant = getattr(admin, act)(args.tenant)

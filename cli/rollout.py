@@ -12,7 +12,11 @@ import getpass
 from pathlib import Path
 from typing import Any
 
-from edgeplat.cli.common import QUIET_LOGS, CliError, dumps, instance, lakehouse, print_rows
+from cli.common import CliError, dumps, print_rows
+from cli.environment import lakehouse
+from cli.runs import run_job
+from edgeplat.rollouts.spec import SpecError, load_spec
+from edgeplat.rollouts.store import RolloutNotFound, RolloutStore
 
 ACTIONS = {  # CLI name -> (job, machine command)
     "approve": ("approve_phase", "approve"),
@@ -68,40 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------- running jobs
 
 
-def _definitions():
-    """The code location's definitions, built for the current environment and state directory."""
-    from edgeplat.cli.common import definitions
-
-    return definitions()
-
-
-def _failure_message(result: Any) -> str:
-    for ev in result.all_events:
-        if ev.is_step_failure:
-            data = ev.step_failure_data
-            if data.user_failure_data is not None and data.user_failure_data.description:
-                return data.user_failure_data.description
-            if data.error is not None:
-                return data.error.message.strip()
-    return "see the run in the Dagster UI"
-
-
-def run_job(job: str, op: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Run a rollout job in process on the shared instance; returns (run id, the op's output metadata)."""
-    lakehouse()  # creates the lakehouse on first use, like every other command
-    defs = _definitions()
-    result = defs.resolve_job_def(job).execute_in_process(
-        instance=instance(), raise_on_error=False, run_config={**QUIET_LOGS, "ops": {op: {"config": config}}}
-    )
-    if not result.success:
-        raise CliError(f"{_failure_message(result)} (run {result.run_id})")
-    meta: dict[str, Any] = {}
-    for ev in result.all_events:
-        if ev.event_type_value == "STEP_OUTPUT" and ev.event_specific_data.metadata:
-            meta = {k: getattr(v, "value", v) for k, v in ev.event_specific_data.metadata.items()}
-    return result.run_id, meta
-
-
 def approve(
     rollout: str, who: str, why: str, phase: int | None = None, at: str = ""
 ) -> tuple[str, dict[str, Any]]:
@@ -115,8 +85,6 @@ def approve(
 
 
 def launch(args: argparse.Namespace) -> int:
-    from edgeplat.rollouts.spec import SpecError, load_spec
-
     if not args.spec.exists():
         raise CliError(f"no such spec file {str(args.spec)!r}")
     text = args.spec.read_text()
@@ -160,17 +128,13 @@ def act(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store():
-    from edgeplat.rollouts.store import RolloutStore
-
+def _store() -> RolloutStore:
     lake = lakehouse()
     lake.ensure_schema()
     return RolloutStore(lake)
 
 
 def status(args: argparse.Namespace) -> int:
-    from edgeplat.rollouts.store import RolloutNotFound
-
     store = _store()
     if not args.rollout:
         return list_rollouts(argparse.Namespace(active=True, json=args.json))

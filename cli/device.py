@@ -11,8 +11,11 @@ import argparse
 import os
 from pathlib import Path
 
-from edgeplat.cli.common import CliError, dumps
-from edgeplat.cli.security import add_storage_arguments, storage_admin, vault_admin
+from cli.common import CliError, dumps
+from cli.security import add_storage_arguments, storage_admin, vault_admin
+from edge_sync.identity import LocalDeviceRegistry
+from edgeplat.security.revocation import RevocationIncomplete, revoke_device
+from edgeplat.settings import paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,15 +45,10 @@ def _registry_dir(arg: str | None) -> Path:
         return Path(arg)
     if os.environ.get("EDGEPLAT_REGISTRY_DIR"):
         return Path(os.environ["EDGEPLAT_REGISTRY_DIR"])
-    from edgeplat.settings import paths
-
     return paths().registry
 
 
 def revoke(args: argparse.Namespace) -> int:
-    from edge_sync.identity import LocalDeviceRegistry
-    from edgeplat.security.revocation import RevocationIncomplete, revoke_device
-
     if args.registry_only and args.rotate_storage:
         raise CliError("--rotate-storage needs Vault (the key lives there): drop --registry-only")
     vault = None if args.registry_only else vault_admin()

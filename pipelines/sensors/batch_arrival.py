@@ -7,9 +7,9 @@ ingest to one run per tenant at a time (``tag_concurrency_limits`` in dagster.ya
 
 import dagster as dg
 
-from assets.sync.ingest import TENANT_TAG, ingest_job
 from edgeplat.sync.arrivals import ArrivalCursor, CursorError, plan_arrivals
 from edgeplat.sync.ledger import settled_keys
+from pipelines.jobs import TENANT_TAG, ingest_batches
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
 
@@ -22,7 +22,7 @@ def run_config(tenant_id: str, keys: tuple[str, ...]) -> dict:
 
 
 @dg.sensor(
-    job=ingest_job,
+    job=ingest_batches,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=f"Lists new batch objects after its cursor (at most {MAX_KEYS_PER_TICK} per tick) and "

@@ -12,7 +12,7 @@ import json
 import dagster as dg
 
 from assets.rollouts.common import ROLLOUTS, controller_from
-from assets.rollouts.jobs import device_drift_job, rollout_refresh_job
+from pipelines.jobs import ROLLOUT_TAG, device_drift_refresh, rollout_refresh
 from resources.backends import FleetBackendResource
 from resources.gitops import GitOpsRepoResource
 from resources.lakehouse import LakehouseResource
@@ -29,7 +29,7 @@ def _cursor(text: str | None) -> dict:
 
 
 @dg.sensor(
-    jobs=[rollout_refresh_job, device_drift_job],
+    jobs=[rollout_refresh, device_drift_refresh],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Every tick, for each active rollout: wait out the bake, evaluate the gates (canary vs "
@@ -46,10 +46,10 @@ def rollout_promotion_sensor(
     # One refresh per log size: run keys make repeats (and a lost cursor) harmless.
     requests = [
         dg.RunRequest(
-            job_name=rollout_refresh_job.name,
+            job_name=rollout_refresh.name,
             partition_key=r.rollout_id,
             run_key=f"refresh:{r.rollout_id}:{r.log_size}",
-            tags={"edgeplat/rollout": r.rollout_id},
+            tags={ROLLOUT_TAG: r.rollout_id},
         )
         for r in results
     ]
@@ -59,7 +59,7 @@ def rollout_promotion_sensor(
     if any(r.appended for r in results):
         total = sum(r.log_size for r in results)
         requests.append(
-            dg.RunRequest(job_name=device_drift_job.name, run_key=f"drift:{total}:{len(results)}")
+            dg.RunRequest(job_name=device_drift_refresh.name, run_key=f"drift:{total}:{len(results)}")
         )
     cursor = json.dumps({"v": CURSOR_VERSION, "sizes": {r.rollout_id: r.log_size for r in results}})
     dyn = [dg.AddDynamicPartitionsRequest(ROLLOUTS.name, new_parts)] if new_parts else []

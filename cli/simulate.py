@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgeplat.cli.common import CliError, dumps
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cli.common import CliError, dumps
+from cli.environment import prepare_home
+from edgeplat.simulator import ReleaseProfiles, SimulationConfig, simulate, write_truth
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -113,12 +119,6 @@ def parse_profile(text: str) -> tuple[str, dict[str, float]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from edgeplat.settings import ensure_home
-    from edgeplat.simulator import ReleaseProfiles, SimulationConfig, simulate, write_truth
-
     try:
         config = SimulationConfig(
             devices=args.devices,
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             profiles.set(version, **fields)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    ensure_home()
+    prepare_home()
     err = Console(stderr=True)
     total = config.devices * config.minutes
     with Progress(
@@ -168,8 +168,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(summary))
         return 0
-    from rich.table import Table
-
     t = Table(title=f"Simulated {config.devices} devices x {config.hours:g} h (seed {config.seed})")
     t.add_column("what")
     t.add_column("value", justify="right")

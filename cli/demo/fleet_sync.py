@@ -1,18 +1,8 @@
-"""The end-to-end demo behind ``make demo`` / ``edgeplat demo``.
+"""The demo's sync part: a simulated multi-tenant fleet, then what the central side stored of it.
 
-1. Simulate a small multi-tenant fleet (real device agents with encrypted caches) with
-   outages, clock skew, crashes mid-upload and state edits on both sides, uploading into
-   the embedded object store.
-2. Run the main job (``sync_fleet``): ingest exactly once, merge state, reconcile.
-3. Run two rollouts on a fleet of 2,000 simulated devices that report through the same path
-   (identities, signed encrypted health batches, object store, ingest): a bad release caught
-   and rolled back in its first phase, and a good one taken to 100% with a manual approval
-   before 50% (see edgeplat.rollouts.demo_fleet for what is real and what is simulated).
-4. Summarise: rows per stream generated vs stored, duplicates dropped, quarantined,
-   conflicts by rule, sync lag, and per rollout its outcome, blast radius and decisions.
-
-Simulating and rolling out happen once per state directory: a second ``make demo`` re-runs
-only the sync (which then changes nothing) and shows the same summary.
+The fleet (real device agents with encrypted caches, outages, clock skew, crashes mid-upload,
+state edited on devices and centrally) is simulated once per state directory; its ground
+truth is saved beside it, so a later demo compares the same truth with what is stored.
 """
 
 from __future__ import annotations
@@ -24,6 +14,8 @@ from typing import Any
 
 from edgeplat.lakehouse import Lakehouse
 from edgeplat.settings import paths
+from edgeplat.simulator import SimulationConfig, simulate, write_truth
+from edgeplat.sync.stamped_edits import record_stamped_edits
 
 FLEET = {
     "devices": 24,
@@ -48,9 +40,6 @@ STREAM_TABLES = {
 
 def simulate_fleet(lake: Lakehouse, say: Callable[[str], None]) -> dict[str, Any]:
     """Simulate the demo fleet once; later calls return the saved result."""
-    from edgeplat.simulator import SimulationConfig, simulate, write_truth
-    from edgeplat.sync.stamped_edits import record_stamped_edits
-
     marker = paths().home / "demo" / "fleet.json"
     if marker.exists():
         say(f"fleet already simulated in this state directory ({marker}); re-syncing only")
@@ -138,22 +127,4 @@ def rows_by_stream(truth: dict[str, Any], stored: dict[str, int]) -> dict[str, d
     for stream, s in out.items():
         s["stored"] = stored.get(stream, 0)
         s["missing"] = s["generated"] - s["evicted"] - s["pending"] - s["stored"]
-    return out
-
-
-def run_rollouts(say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The two demo rollouts, once per state directory (see edgeplat.rollouts.demo)."""
-    from edgeplat.rollouts.demo import run_demo_in_home
-
-    marker = paths().home / "demo" / "rollouts.json"
-    if marker.exists():
-        say(f"rollouts already ran in this state directory ({marker}); showing their outcome")
-        return json.loads(marker.read_text())
-    say(
-        "rolling out a bad release (3x error rate) and a good one on 2,000 simulated devices "
-        "reporting through signed batches and the ingest"
-    )
-    out = run_demo_in_home(devices=2000, via_cli=True, on_tick=None)["rollouts"]
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(out, default=str))
     return out

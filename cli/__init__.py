@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from edgeplat.cli.common import CliError
+from cli.common import CliError
 
 # Subcommand modules, each with ``register(subparsers)``; later features append here.
 COMMANDS = ("demo", "sql", "fleet", "sync", "simulate", "rollout", "dev", "security", "device")
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"edgeplat.cli.{name}").register(sub)
+        importlib.import_module(f"cli.{name}").register(sub)
     return parser
 
 

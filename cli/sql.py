@@ -6,7 +6,8 @@ import argparse
 
 import duckdb
 
-from edgeplat.cli.common import CliError, lakehouse, print_rows
+from cli.common import CliError, print_rows
+from cli.environment import lakehouse
 from edgeplat.tenant_sql import TenantScopeError, check_query, open_tenant_session
 
 

@@ -1,6 +1,6 @@
 """The demo fleet's real data path: device identities, signed encrypted batches, the object store, the ingest.
 
-:class:`BatchUplink` gives every device of a :class:`~edgeplat.rollouts.demo_fleet.DemoFleet`
+:class:`BatchUplink` gives every device of a :class:`~edgeplat.simulator.rollout_fleet.DemoFleet`
 an Ed25519 :class:`~edge_sync.identity.DeviceIdentity` registered in ``SyncEnv.registry``,
 cuts each device upload into one ``health`` batch with :func:`edge_sync.batch.write_batch`
 (data key from ``SyncEnv.key_service``, signed by the device), puts it into
@@ -29,7 +29,7 @@ from edge_sync.batch import EncodedBatch, write_batch
 from edge_sync.identity import DeviceIdentity, DeviceRegistry
 from edge_sync.objectstore import LocalObjectStore
 from edgeplat.lakehouse import retried
-from edgeplat.rollouts.demo_fleet import FleetDevice, epoch_ms, register_devices
+from edgeplat.simulator.rollout_fleet import FleetDevice, epoch_ms, register_devices
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import IngestReport, ingest_objects
 

@@ -2,7 +2,7 @@
 
 What is real: every device pulls and verifies its signed desired-state document (written by
 the ``edge_agent`` backend) and installs, switches slot or rolls back as it says; with a
-:class:`~edgeplat.rollouts.demo_uplink.BatchUplink` each device also has its own Ed25519
+:class:`~edgeplat.simulator.batch_uplink.BatchUplink` each device also has its own Ed25519
 identity in the device registry, its health rows carry contiguous per-device seqs and HLCs
 from :class:`edge_sync.hlc.HybridLogicalClock`, and they leave the device as signed,
 encrypted batches (``edge_sync.batch.write_batch``) uploaded to the object store and
@@ -322,7 +322,7 @@ class DirectUplink:
     """Health rows straight into ``health`` and reported versions into ``devices``, one transaction per step.
 
     For tests that tick rollouts many times: no identities, batches or ingest (rows carry no
-    ``batch_key``). The demo uses :class:`~edgeplat.rollouts.demo_uplink.BatchUplink`.
+    ``batch_key``). The demo uses :class:`~edgeplat.simulator.batch_uplink.BatchUplink`.
     """
 
     def __init__(self, lake: Lakehouse) -> None:

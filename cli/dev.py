@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from cli.environment import prepare_home
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dev", help="start the Dagster UI and daemon (dagster dev) on 127.0.0.1")
@@ -18,10 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeplat.settings import ensure_home
-
-    home = ensure_home()
-    repo = Path(__file__).resolve().parents[2]
+    home = prepare_home()
+    repo = Path(__file__).resolve().parents[1]
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
     argv = [dagster, "dev", "-w", str(repo / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
     print(
