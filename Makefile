@@ -26,6 +26,7 @@ demo: $(STAMP)
 # pytest-xdist 3.8's loadgroup scheduler can hang for good (pytest-xdist#1323, #1378).
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --max-worker-restart=0 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
