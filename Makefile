@@ -10,11 +10,11 @@ export EDGEPLAT_HOME ?= $(CURDIR)/.edgeplat
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on this CI image), every process would
 # otherwise recompile dagster, pandas & co. from source: about 3 s for each of the many processes the tests and the demo start.
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml edge_sync/pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --reinstall-package edge-sync -e ./edge_sync -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -52,9 +52,10 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Re-resolve the pinned dependency set after editing pyproject.toml.
+# Re-resolve the pinned dependency set after editing a pyproject.toml (the platform's pulls in the
+# device package, ./edge_sync, through [tool.uv.sources]; existing pins are kept where they still fit).
 lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra central --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .edgeplat .pytest_cache
