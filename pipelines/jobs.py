@@ -6,7 +6,7 @@ The main job, ``sync_fleet``, is what ``make demo``, ``edgeplat sync`` and the U
 
 import dagster as dg
 
-from assets.rollouts.commands import COMMAND_OPS, launch_rollout_op
+from assets.rollouts.commands import COMMAND_OPS, advance_rollout_op, launch_rollout_op
 from assets.rollouts.common import ROLLOUTS
 from assets.sync.central_edits import apply_state_edits
 from assets.sync.ingest import ingested_batches
@@ -54,6 +54,11 @@ def launch_rollout() -> None:
     launch_rollout_op()
 
 
+@dg.job(description="One controller step for one rollout (requested by the promotion and GitOps sensors).")
+def advance_rollout() -> None:
+    advance_rollout_op()
+
+
 def _command_job(kind: str, name: str) -> dg.JobDefinition:
     op = COMMAND_OPS[kind]
 
@@ -87,6 +92,7 @@ device_drift_refresh = dg.define_asset_job(
 SYNC_JOBS = [ingest_batches, reconcile_sync, edit_device_state]
 ROLLOUT_JOBS = [
     launch_rollout,
+    advance_rollout,
     approve_phase,
     pause,
     resume,

@@ -94,6 +94,45 @@ def launch_rollout_op(
     return rid
 
 
+class AdvanceRolloutConfig(dg.Config):
+    """Which rollout to advance, and why the sensor asked (shown in the run's config)."""
+
+    rollout: str = Field(description="rollout id")
+    reason: str = Field(default="", description="what the sensor saw due (decisions, late devices)")
+
+
+@dg.op(
+    description="One controller step for one rollout: fold its log, observe the fleet, decide, act "
+    "through the fleet backend, append. Requested by the promotion and GitOps sensors."
+)
+def advance_rollout_op(
+    context: dg.OpExecutionContext,
+    config: AdvanceRolloutConfig,
+    lakehouse: LakehouseResource,
+    fleet_backend: FleetBackendResource,
+) -> str:
+    ctl = controller_from(lakehouse, fleet_backend)
+    try:
+        rid = ctl.store.resolve(config.rollout)
+    except RolloutNotFound as exc:
+        raise dg.Failure(description=str(exc)) from None
+    res = ctl.tick(rid)
+    for e in res.appended:
+        context.log.info("rollout %s: %s phase %s: %s", rid, e.kind, e.phase, e.reason)
+    if res.appended:
+        _emit(context, rid, {"status": res.status, "phase": res.phase, "appended": len(res.appended)})
+    context.add_output_metadata(
+        {
+            "rollout_id": rid,
+            "status": res.status,
+            "phase": res.phase,
+            "sent": dg.MetadataValue.json(res.sent),
+            "appended": dg.MetadataValue.json([f"{e.kind}({e.phase})" for e in res.appended]),
+        }
+    )
+    return rid
+
+
 def _command_op(kind: str, description: str) -> dg.OpDefinition:
     @dg.op(name=f"{kind}_op", description=description)
     def _op(

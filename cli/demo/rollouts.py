@@ -36,9 +36,9 @@ from edgeplat.sync.env import SyncEnv
 from pipelines.resources import resources_for
 
 # Demo devices upload every UPLOAD_EVERY simulated minutes (a cellular fleet's cadence) and
-# right after applying a new desired state. Each upload is one signed batch to write, verify
-# and ingest (~10 ms of CPU together), and the demo compresses ~8 hours of 2,000 devices into
-# a minute or two: a 30-minute cadence would mean ~30,000 batches, 120 minutes ~10,000.
+# right after applying a new desired state. Every upload is a real signed batch to write,
+# verify and ingest, and the demo compresses hours of a large fleet into minutes: the cadence
+# bounds how many batches that takes.
 UPLOAD_EVERY = 120
 
 
@@ -71,10 +71,10 @@ def demo_spec(
                 "iot_edge": {"module": "inference", "image": f"acr.example.io/acme/inference:{version}"},
             },
             "target": {"tenants": ["acme", "globex"]},
-            # Shares per tenant: phase 0 holds at least ceil(1% of 1,000) = 10 devices of each. Plain hash
-            # thresholds hold Binomial(2,000, 1%) devices (13 in one run), and below the gates'
-            # min_devices (15) one launch in ten was inconclusive until it rolled back. The fleet salt
-            # picks the same canaries at every launch, so the seeded demo tells the same story each run.
+            # Shares per tenant: phase 0 holds at least ceil(1% of each tenant's devices). Plain hash
+            # thresholds hold a binomial number of devices, at times below the gates' min_devices.
+            # The fleet salt picks the same canaries at every launch, so the seeded demo tells the
+            # same story each run.
             "selection": {"salt": "fleet", "stratify_by": "tenant"},
             "strategy": {"type": "canary", "phases": phases},
             "gates": [
