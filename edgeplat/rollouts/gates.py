@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from edgeplat.rollouts.spec import Gate
+from edgeplat.rollouts.spec import RATE_METRICS, Gate
 
 # ---------------------------------------------------------------- special functions
 
@@ -586,8 +586,9 @@ def _check(
     a: float,
 ) -> CheckResult:
     metric = gate.metric
-    use_counts = metric in ("crash_count", "heartbeat") or (
-        metric == "error_rate" and np.nansum(cols["requests"][is_can]) > 0
+    # error_rate is judged as a count only when request counts were reported.
+    use_counts = metric in RATE_METRICS and (
+        metric != "error_rate" or np.nansum(cols["requests"][is_can]) > 0
     )
     if use_counts:
         can = _counts(cols, is_can, metric)
