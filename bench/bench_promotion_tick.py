@@ -22,7 +22,7 @@ from bench.harness import Result, best_of
 from edgeplat.backends.base import BackendStatus, DeployResult, FleetBackend
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.machine import Kind
+from edgeplat.rollouts.events import Kind
 from edgeplat.rollouts.spec import load_spec
 from edgeplat.rollouts.store import RolloutStore
 

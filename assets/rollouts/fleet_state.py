@@ -7,7 +7,7 @@ import dagster as dg
 from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
 from edgeplat.rollouts import cohorts
 from edgeplat.rollouts.controller import assignments
-from edgeplat.rollouts.machine import Kind, RolloutState
+from edgeplat.rollouts.events import Kind, RolloutState
 from resources.lakehouse import LakehouseResource
 
 

@@ -13,8 +13,8 @@ import dagster as dg
 
 from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
 from edgeplat.rollouts import cohorts
+from edgeplat.rollouts.events import Kind, RolloutState
 from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_gates
-from edgeplat.rollouts.machine import Kind, RolloutState
 from edgeplat.rollouts.spec import HEALTH_METRICS
 from edgeplat.settings import paths
 from resources.lakehouse import LakehouseResource

@@ -41,21 +41,18 @@ import pyarrow as pa
 
 from edgeplat.backends.base import DeviceRef, FleetBackend, ReleaseSpec
 from edgeplat.rollouts import cohorts
-from edgeplat.rollouts.gates import GateReport, evaluate_gates
-from edgeplat.rollouts.machine import (
+from edgeplat.rollouts.commands import command, spec_updated_event
+from edgeplat.rollouts.decide import Decision, Observation, decide, in_window
+from edgeplat.rollouts.events import (
     TERMINAL,
-    Decision,
     Event,
     Kind,
-    Observation,
     RolloutState,
     Status,
-    command,
     created_event,
-    decide,
-    in_window,
-    spec_updated_event,
+    desired_release,
 )
+from edgeplat.rollouts.gates import GateReport, evaluate_gates
 from edgeplat.rollouts.selection import Assignment, assign_phases, rollout_salt
 from edgeplat.rollouts.spec import RolloutSpec
 from edgeplat.rollouts.store import RolloutStore
@@ -589,8 +586,6 @@ def assignments(
 ) -> pa.Table:
     """Every target device of the rollout with its bucket, phase, and the release it should run now
     (``desired_version`` NULL: whatever it ran before the rollout)."""
-    from edgeplat.rollouts.machine import desired_release
-
     state = RolloutState.from_events(store.events(rollout_id, con))
     w = _World.load(con, store, rollout_id, state)
     a = w.assignment(state)

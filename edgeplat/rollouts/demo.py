@@ -26,7 +26,7 @@ from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.lakehouse import Lakehouse
 from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.demo_fleet import DEMO_START, OLD_VERSION, DemoFleet  # noqa: F401  (re-exported)
-from edgeplat.rollouts.machine import TERMINAL, Kind, Status
+from edgeplat.rollouts.events import TERMINAL, Kind, Status
 from edgeplat.rollouts.spec import RolloutSpec, load_spec
 from edgeplat.rollouts.store import RolloutStore
 from edgeplat.sync.env import SyncEnv

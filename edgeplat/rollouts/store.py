@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from edgeplat.lakehouse import Lakehouse, retried
-from edgeplat.rollouts.machine import TERMINAL, Event, Kind, RolloutState
+from edgeplat.rollouts.events import TERMINAL, Event, Kind, RolloutState
 from edgeplat.rollouts.spec import RolloutSpec
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ import yaml
 
 from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.demo_fleet import DemoFleet
-from edgeplat.rollouts.machine import Kind, Status
+from edgeplat.rollouts.events import Kind, Status
 from edgeplat.rollouts.store import RolloutStore
 from pipelines.rollout_defs import ROLLOUT_ASSETS, ROLLOUT_JOBS, ROLLOUT_SENSORS
 from resources.backends import FleetBackendResource
