@@ -175,6 +175,17 @@ class RolloutState:
         """Aggregate health from here for the gate report of the current phase."""
         return self.window_start if self.deployed else None
 
+    def phase_windows(self, now: datetime) -> list[tuple[int, datetime, datetime]]:
+        """(phase, start, end) of every deployed phase: from its deploy to the next deploy, or to
+        the rollback or completion that ended the rollout, or to ``now``."""
+        starts = [(e.phase, e.at) for e in self.events if e.kind == Kind.DEPLOY_PHASE and e.phase is not None]
+        ends = [e.at for e in self.events if e.kind in (Kind.ROLLBACK, Kind.COMPLETE)]
+        out = []
+        for i, (phase, start) in enumerate(starts):
+            end = starts[i + 1][1] if i + 1 < len(starts) else min([t for t in ends if t >= start] or [now])
+            out.append((phase, start, max(end, start)))
+        return out
+
     def apply(self, e: Event) -> None:
         """Fold one event. Events whose key was already folded are ignored (duplicate appends)."""
         if e.key and e.key in self.keys:
