@@ -14,7 +14,7 @@ import dagster as dg
 from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
 from edgeplat.rollouts import cohorts
 from edgeplat.rollouts.events import RolloutState
-from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_gates
+from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_gates, overall_verdict
 from edgeplat.rollouts.spec import HEALTH_METRICS
 from edgeplat.settings import paths
 from resources.lakehouse import LakehouseResource
@@ -36,14 +36,7 @@ def _check_result(name: str, report: GateReport | None, state: RolloutState) -> 
             return dg.AssetCheckResult(
                 check_name=name, passed=True, metadata={"verdict": "no gate on this metric"}
             )
-        vs = {c.verdict for c in checks}
-        verdict = (
-            Verdict.FAIL
-            if Verdict.FAIL in vs
-            else Verdict.INCONCLUSIVE
-            if Verdict.INCONCLUSIVE in vs
-            else Verdict.PASS
-        )
+        verdict = overall_verdict(c.verdict for c in checks)
     severity = dg.AssetCheckSeverity.ERROR if verdict == Verdict.FAIL else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(
         check_name=name,

@@ -42,7 +42,7 @@ the phase, so looks are strongly correlated, and the default alpha (0.01) is con
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -121,6 +121,18 @@ class Verdict(StrEnum):
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
     SKIPPED = "skipped"  # a relative limit with no baseline cohort (e.g. the 100% phase)
+
+
+def overall_verdict(verdicts: Iterable[Verdict]) -> Verdict:
+    """The verdict of several checks: FAIL > INCONCLUSIVE > PASS (skipped checks do not count)."""
+    vs = set(verdicts)
+    return (
+        Verdict.FAIL
+        if Verdict.FAIL in vs
+        else Verdict.INCONCLUSIVE
+        if Verdict.INCONCLUSIVE in vs
+        else Verdict.PASS
+    )
 
 
 @dataclass(frozen=True)
@@ -401,15 +413,7 @@ def evaluate_gates(
             checks.append(CheckResult(gate.metric, lim, thr, Verdict.INCONCLUSIVE, "; ".join(short), sizes))
             continue
         checks.append(_check(gate, lim, thr, cols, is_can, is_base if relative else None, a))
-    verdicts = {c.verdict for c in checks}
-    overall = (
-        Verdict.FAIL
-        if Verdict.FAIL in verdicts
-        else Verdict.INCONCLUSIVE
-        if Verdict.INCONCLUSIVE in verdicts
-        else Verdict.PASS
-    )
-    return GateReport(overall, tuple(checks), since)
+    return GateReport(overall_verdict(c.verdict for c in checks), tuple(checks), since)
 
 
 def _check(
