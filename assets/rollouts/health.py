@@ -14,7 +14,7 @@ import dagster as dg
 from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
 from edgeplat.rollouts import cohorts
 from edgeplat.rollouts.events import RolloutState
-from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_gates, overall_verdict
+from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_phase, overall_verdict
 from edgeplat.rollouts.spec import HEALTH_METRICS
 from edgeplat.settings import paths
 from resources.lakehouse import LakehouseResource
@@ -75,13 +75,7 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
         spec = state.spec
         for phase, start, end in state.phase_windows(now):
             samples = cohorts.cohort_samples(con, rid, spec, start, end, max_phase=phase)
-            gates = spec.gates_for(phase)
-            last = spec.phases[phase].percent >= 100
-            rep = (
-                evaluate_gates(gates, samples, baseline_required=not last, since=start.isoformat())
-                if gates
-                else None
-            )
+            rep = evaluate_phase(spec, phase, samples, start)
             listed = samples.to_pylist()
             canary = [r for r in listed if r["cohort"] == "canary"]
             base = [r for r in listed if r["cohort"] == "baseline"]

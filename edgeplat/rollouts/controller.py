@@ -52,7 +52,7 @@ from edgeplat.rollouts.events import (
     created_event,
     desired_release,
 )
-from edgeplat.rollouts.gates import GateReport, evaluate_gates
+from edgeplat.rollouts.gates import GateReport, evaluate_phase
 from edgeplat.rollouts.selection import Assignment, assign_phases, rollout_salt
 from edgeplat.rollouts.spec import RolloutSpec
 from edgeplat.rollouts.store import RolloutStore
@@ -303,10 +303,7 @@ class Controller:
         report = None
         window = s.gate_window_start
         if samples is not None and window is not None:
-            last = s.spec.phases[s.phase].percent >= 100
-            report = evaluate_gates(
-                s.spec.gates_for(s.phase), samples, baseline_required=not last, since=window.isoformat()
-            )
+            report = evaluate_phase(s.spec, s.phase, samples, window)
         return Observation(frozenset(pending), since, report, s.phase)
 
     # ------------------------------------------------------------------ act

@@ -44,13 +44,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from edgeplat.rollouts.spec import RATE_METRICS, Gate
+from edgeplat.rollouts.spec import RATE_METRICS, Gate, RolloutSpec
 from edgeplat.rollouts.stats import binom_sf, binom_upper, norm_ppf, poisson_sf, poisson_upper, t_ppf, t_sf
 
 # ---------------------------------------------------------------- inputs
@@ -414,6 +415,16 @@ def evaluate_gates(
             continue
         checks.append(_check(gate, lim, thr, cols, is_can, is_base if relative else None, a))
     return GateReport(overall_verdict(c.verdict for c in checks), tuple(checks), since)
+
+
+def evaluate_phase(spec: RolloutSpec, phase: int, samples: Any, since: datetime) -> GateReport | None:
+    """The report of ``phase``'s gates on cohort aggregates over the window from ``since`` (None:
+    the phase has no gates). The last phase leaves no baseline, so its relative limits are skipped."""
+    gates = spec.gates_for(phase)
+    if not gates:
+        return None
+    last = spec.phases[phase].percent >= 100
+    return evaluate_gates(gates, samples, baseline_required=not last, since=since.isoformat())
 
 
 def _check(
