@@ -6,8 +6,8 @@ import dagster as dg
 
 from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
 from edgeplat.rollouts import cohorts
-from edgeplat.rollouts.controller import assignments
 from edgeplat.rollouts.events import Kind, RolloutState
+from edgeplat.rollouts.world import assignments
 from resources.lakehouse import LakehouseResource
 
 

@@ -321,7 +321,7 @@ class RolloutStore:
 
     def replace_assignments(self, rollout_id: str, table: pa.Table, at: datetime) -> None:
         """Rewrite the rollout's rows of ``rollout_assignments`` from ``table`` (tenant_id, device_id,
-        bucket, phase, desired_version, desired_slot: ``controller.assignments``), computed ``at``."""
+        bucket, phase, desired_version, desired_slot: ``world.assignments``), computed ``at``."""
         self._rewrite(
             table,
             ("DELETE FROM rollout_assignments WHERE rollout_id = ?", [rollout_id]),
