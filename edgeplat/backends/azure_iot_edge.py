@@ -34,7 +34,6 @@ from edgeplat.backends.base import (
     ReleaseSpec,
     check_deploy_args,
     sanitize_name,
-    unique_devices,
 )
 
 PLATFORM = "iot_edge"
@@ -65,6 +64,7 @@ class AzureIotEdgeBackend(FleetBackend):
     """Layered IoT Edge deployments selected by twin tags (see module doc)."""
 
     name = "azure_iot_edge"
+    platform = PLATFORM
     staging_unsupported = (
         "IoT Edge replaces a module's container in place (no A/B slots to stage on); "
         "each phase's layered deployment pulls and starts the image"
@@ -343,15 +343,6 @@ class AzureIotEdgeBackend(FleetBackend):
         from azure.iot.hub.models import Twin
 
         self._call("update_twin", self.registry.update_twin, self.hub_device_id(d), Twin(tags=tags), etag)
-
-    def _split(self, devices: list[DeviceRef]) -> tuple[list[DeviceRef], dict[tuple[str, str], str]]:
-        ours, skipped = [], {}
-        for d in unique_devices(devices):
-            if d.platform == PLATFORM:
-                ours.append(d)
-            else:
-                skipped[d.key] = f"platform {d.platform!r} is not managed by the azure_iot_edge backend"
-        return ours, skipped
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         from msrest.exceptions import ClientRequestError, HttpOperationError

@@ -172,6 +172,8 @@ class FleetBackend(ABC):
     name: str
     # None: the backend can stage (blue/green); else why not, recorded with the fallback.
     staging_unsupported: str | None = "this backend has no A/B slots to stage a release on"
+    # The one platform whose devices the backend manages (None: devices of any platform).
+    platform: str | None = None
 
     @abstractmethod
     def deploy(
@@ -212,6 +214,16 @@ class FleetBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release network clients."""
+
+    def _split(self, devices: Iterable[DeviceRef]) -> tuple[list[DeviceRef], dict[tuple[str, str], str]]:
+        """The devices this backend manages (each once, in order), and why it skips each other one."""
+        ours, skipped = [], {}
+        for d in unique_devices(devices):
+            if self.platform is None or d.platform == self.platform:
+                ours.append(d)
+            else:
+                skipped[d.key] = f"platform {d.platform!r} is not managed by the {self.name} backend"
+        return ours, skipped
 
 
 # --------------------------------------------------------------------------- helpers

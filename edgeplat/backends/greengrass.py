@@ -37,7 +37,6 @@ from edgeplat.backends.base import (
     ReleaseSpec,
     check_deploy_args,
     sanitize_name,
-    unique_devices,
 )
 
 PLATFORM = "greengrass"
@@ -121,6 +120,7 @@ class GreengrassBackend(FleetBackend):
     """Greengrass v2 deployments to per-(rollout, phase) thing groups (see module doc)."""
 
     name = "greengrass"
+    platform = PLATFORM
     staging_unsupported = (
         "Greengrass v2 deploys a component version in place (no A/B slots to stage on); "
         "each phase's deployment installs and activates it"
@@ -325,15 +325,6 @@ class GreengrassBackend(FleetBackend):
             if deployment
             else f"thing {thing}",
         )
-
-    def _split(self, devices: list[DeviceRef]) -> tuple[list[DeviceRef], dict[tuple[str, str], str]]:
-        ours, skipped = [], {}
-        for d in unique_devices(devices):
-            if d.platform == PLATFORM:
-                ours.append(d)
-            else:
-                skipped[d.key] = f"platform {d.platform!r} is not managed by the greengrass backend"
-        return ours, skipped
 
     def _ensure_group(self, group: str, rollout_id: str, phase: int) -> str:
         try:
