@@ -31,8 +31,8 @@ from edgeplat.backends.base import (
     DeviceRef,
     DeviceStatus,
     FleetBackend,
+    ReleaseArtifact,
     ReleaseSpec,
-    check_deploy_args,
     sanitize_name,
 )
 
@@ -65,6 +65,7 @@ class AzureIotEdgeBackend(FleetBackend):
 
     name = "azure_iot_edge"
     platform = PLATFORM
+    artifact = ReleaseArtifact("iot_edge", "IoT Edge module", "module, image")
     staging_unsupported = (
         "IoT Edge replaces a module's container in place (no A/B slots to stage on); "
         "each phase's layered deployment pulls and starts the image"
@@ -107,23 +108,15 @@ class AzureIotEdgeBackend(FleetBackend):
 
     # ------------------------------------------------------------------ FleetBackend
 
-    def deploy(
+    def _deploy(
         self,
-        devices: list[DeviceRef],
-        release: ReleaseSpec,
-        *,
+        ours: list[DeviceRef],
+        skipped: dict[tuple[str, str], str],
+        spec: ReleaseSpec,
         rollout_id: str,
         phase: int,
-        slot: str | None = None,
+        slot: str | None,
     ) -> DeployResult:
-        check_deploy_args(devices, rollout_id, phase, slot)
-        spec = ReleaseSpec.of(release)
-        if spec.iot_edge is None:
-            raise BackendError(
-                f"release {spec.name} {spec.version} has no IoT Edge module: add release.iot_edge "
-                "{module, image} to the rollout spec, or target other platforms"
-            )
-        ours, skipped = self._split(devices)
         tag = rollout_tag(rollout_id)
         twins = {d.key: self._call("get_twin", self.registry.get_twin, self.hub_device_id(d)) for d in ours}
         if any(_tags(t).get("rollbacks", {}).get(tag) for t in twins.values()):

@@ -162,20 +162,34 @@ class BackendStatus:
         return sum(d.acknowledged for d in self.devices)
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseArtifact:
+    """What of a release a platform backend installs, named as the rollout spec names it."""
+
+    attr: str  # the release field: "greengrass" or "iot_edge"
+    label: str  # for people: "Greengrass component"
+    keys: str  # the field's keys in the spec: "component, version"
+
+
 class StagingNotSupported(BackendError):
     """``stage`` on a backend without A/B slots (see ``FleetBackend.staging_unsupported``)."""
 
 
 class FleetBackend(ABC):
-    """Deploys releases to devices, rolls them back and reports per-device status."""
+    """Deploys releases to devices, rolls them back and reports per-device status.
+
+    ``deploy`` checks its arguments, the release and the devices the same way for every
+    backend, then hands over to the backend's ``_deploy``.
+    """
 
     name: str
     # None: the backend can stage (blue/green); else why not, recorded with the fallback.
     staging_unsupported: str | None = "this backend has no A/B slots to stage a release on"
     # The one platform whose devices the backend manages (None: devices of any platform).
     platform: str | None = None
+    # What of a release the backend installs (None: the release itself).
+    artifact: ReleaseArtifact | None = None
 
-    @abstractmethod
     def deploy(
         self,
         devices: list[DeviceRef],
@@ -190,6 +204,30 @@ class FleetBackend(ABC):
         ``slot`` (blue/green): ``"a"``, ``"b"`` or ``"inactive"`` (the slot the device is not
         running); ``None`` installs in place. Idempotent per (rollout, phase, device).
         """
+        check_deploy_args(devices, rollout_id, phase, slot)
+        spec = ReleaseSpec.of(release)
+        art = self.artifact
+        if art is not None and getattr(spec, art.attr) is None:
+            raise BackendError(
+                f"release {spec.name} {spec.version} has no {art.label}: add release.{art.attr} {{{art.keys}}} "
+                "to the rollout spec, or target other platforms"
+            )
+        ours, skipped = self._split(devices)
+        return self._deploy(ours, skipped, spec, rollout_id, phase, slot)
+
+    @abstractmethod
+    def _deploy(
+        self,
+        devices: list[DeviceRef],
+        skipped: dict[tuple[str, str], str],
+        release: ReleaseSpec,
+        rollout_id: str,
+        phase: int,
+        slot: str | None,
+        /,
+    ) -> DeployResult:
+        """``deploy`` once its arguments are checked: ``devices`` are the ones this backend manages
+        (each once), ``skipped`` the others with the reason, ``release`` has the artifact."""
 
     @abstractmethod
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:

@@ -89,18 +89,15 @@ class EdgeAgentBackend(FleetBackend):
 
     # ------------------------------------------------------------------ FleetBackend
 
-    def deploy(
+    def _deploy(
         self,
         devices: list[DeviceRef],
-        release: ReleaseSpec,
-        *,
+        skipped: dict[tuple[str, str], str],
+        spec: ReleaseSpec,
         rollout_id: str,
         phase: int,
-        slot: str | None = None,
+        slot: str | None,
     ) -> DeployResult:
-        check_deploy_args(devices, rollout_id, phase, slot)
-        spec = ReleaseSpec.of(release)
-        devices = unique_devices(devices)
         changed: list[tuple[str, str]] = []
         entries: dict[str, dict[str, Any]] = {}
         index = self._load_index(rollout_id)

@@ -34,8 +34,8 @@ from edgeplat.backends.base import (
     DeviceRef,
     DeviceStatus,
     FleetBackend,
+    ReleaseArtifact,
     ReleaseSpec,
-    check_deploy_args,
     sanitize_name,
 )
 
@@ -121,6 +121,7 @@ class GreengrassBackend(FleetBackend):
 
     name = "greengrass"
     platform = PLATFORM
+    artifact = ReleaseArtifact("greengrass", "Greengrass component", "component, version")
     staging_unsupported = (
         "Greengrass v2 deploys a component version in place (no A/B slots to stage on); "
         "each phase's deployment installs and activates it"
@@ -164,23 +165,16 @@ class GreengrassBackend(FleetBackend):
 
     # ------------------------------------------------------------------ FleetBackend
 
-    def deploy(
+    def _deploy(
         self,
-        devices: list[DeviceRef],
-        release: ReleaseSpec,
-        *,
+        ours: list[DeviceRef],
+        skipped: dict[tuple[str, str], str],
+        spec: ReleaseSpec,
         rollout_id: str,
         phase: int,
-        slot: str | None = None,
+        slot: str | None,
     ) -> DeployResult:
-        check_deploy_args(devices, rollout_id, phase, slot)
-        spec = ReleaseSpec.of(release)
-        if spec.greengrass is None:
-            raise BackendError(
-                f"release {spec.name} {spec.version} has no Greengrass component: add "
-                "release.greengrass {component, version} to the rollout spec, or target other platforms"
-            )
-        ours, skipped = self._split(devices)
+        assert spec.greengrass is not None  # deploy refuses a release without one
         group = group_name(rollout_id, phase)
         group_arn = self._ensure_group(group, rollout_id, phase)
         existing = {d["deploymentName"] for d in self._deployments(group_arn)}
