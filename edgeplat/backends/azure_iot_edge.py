@@ -121,9 +121,7 @@ class AzureIotEdgeBackend(FleetBackend):
         twins = {d.key: self._call("get_twin", self.registry.get_twin, self.hub_device_id(d)) for d in ours}
         if any(_tags(t).get("rollbacks", {}).get(tag) for t in twins.values()):
             # the rollout was rolled back: a retried deploy must not bring the layer back
-            return DeployResult(
-                self.name, "deploy", rollout_id, phase, tuple(d.key for d in ours), skipped=skipped
-            )
+            return self._result("deploy", rollout_id, phase, ours, skipped=skipped)
         changed = []
         for d in ours:
             current = _tags(twins[d.key]).get("rollouts", {}).get(tag)
@@ -133,16 +131,7 @@ class AzureIotEdgeBackend(FleetBackend):
             self._update_tags(d, patch, twins[d.key].etag)
             changed.append(d.key)
         deployments = self._ensure_layer(spec, rollout_id, phase)
-        return DeployResult(
-            backend=self.name,
-            action="deploy",
-            rollout_id=rollout_id,
-            phase=phase,
-            targeted=tuple(d.key for d in ours),
-            changed=tuple(changed),
-            deployments=deployments,
-            skipped=skipped,
-        )
+        return self._result("deploy", rollout_id, phase, ours, changed, deployments, skipped)
 
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
         ours, skipped = self._split(devices)
@@ -165,16 +154,7 @@ class AzureIotEdgeBackend(FleetBackend):
             }
             self._update_tags(d, patch, twin.etag)
             changed.append(d.key)
-        return DeployResult(
-            backend=self.name,
-            action="rollback",
-            rollout_id=rollout_id,
-            phase=None,
-            targeted=tuple(d.key for d in ours),
-            changed=tuple(changed),
-            deployments=tuple(deleted),
-            skipped=skipped,
-        )
+        return self._result("rollback", rollout_id, None, ours, changed, deleted, skipped)
 
     def status(self, rollout_id: str | None = None) -> BackendStatus:
         from azure.iot.hub.models import QuerySpecification

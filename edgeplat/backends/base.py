@@ -253,6 +253,28 @@ class FleetBackend(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release network clients."""
 
+    def _result(
+        self,
+        action: Literal["deploy", "rollback", "stage"],
+        rollout_id: str,
+        phase: int | None,
+        devices: Iterable[DeviceRef],
+        changed: Iterable[tuple[str, str]] = (),
+        deployments: Iterable[str] = (),
+        skipped: Mapping[tuple[str, str], str] | None = None,
+    ) -> DeployResult:
+        """What one call of this backend did: ``devices`` are the ones it targeted."""
+        return DeployResult(
+            backend=self.name,
+            action=action,
+            rollout_id=rollout_id,
+            phase=phase,
+            targeted=tuple(d.key for d in devices),
+            changed=tuple(changed),
+            deployments=tuple(deployments),
+            skipped=skipped if skipped is not None else {},
+        )
+
     def _split(self, devices: Iterable[DeviceRef]) -> tuple[list[DeviceRef], dict[tuple[str, str], str]]:
         """The devices this backend manages (each once, in order), and why it skips each other one."""
         ours, skipped = [], {}

@@ -135,7 +135,7 @@ class EdgeAgentBackend(FleetBackend):
             entries[_dkey(d)] = _entry(phase, out.revision, version=spec.version)
             changed.append(d.key)
         self._update_index(rollout_id, entries)
-        return self._result("deploy", rollout_id, phase, devices, changed)
+        return self._result("deploy", rollout_id, phase, devices, changed, _document_keys(changed), skipped)
 
     def stage(self, devices: list[DeviceRef], release: ReleaseSpec, *, rollout_id: str) -> DeployResult:
         check_deploy_args(devices, rollout_id, 0, "inactive")
@@ -169,7 +169,7 @@ class EdgeAgentBackend(FleetBackend):
             entries[_dkey(d)] = _entry(None, out.revision, version=spec.version, staged=True)
             changed.append(d.key)
         self._update_index(rollout_id, entries)
-        return self._result("stage", rollout_id, None, devices, changed, skipped=skipped)
+        return self._result("stage", rollout_id, None, devices, changed, _document_keys(changed), skipped)
 
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
         if not isinstance(rollout_id, str) or not rollout_id:
@@ -216,7 +216,7 @@ class EdgeAgentBackend(FleetBackend):
             entries[_dkey(d)] = entry
             changed.append(d.key)
         self._update_index(rollout_id, entries)
-        return self._result("rollback", rollout_id, None, devices, changed)
+        return self._result("rollback", rollout_id, None, devices, changed, _document_keys(changed))
 
     def status(self, rollout_id: str | None = None) -> BackendStatus:
         rollouts = [rollout_id] if rollout_id is not None else self._rollout_ids()
@@ -260,27 +260,6 @@ class EdgeAgentBackend(FleetBackend):
     def _index_key(self, rollout_id: str) -> str:
         return f"{self.index_prefix}/rollout={rollout_id}/devices.json"
 
-    def _result(
-        self,
-        action: str,
-        rollout_id: str,
-        phase: int | None,
-        devices: list[DeviceRef],
-        changed: list[tuple[str, str]],
-        skipped: dict[tuple[str, str], str] | None = None,
-    ) -> DeployResult:
-        """What a deploy, stage or rollback did: one document per changed device is its deployment."""
-        return DeployResult(
-            backend=self.name,
-            action=action,
-            rollout_id=rollout_id,
-            phase=phase,
-            targeted=tuple(d.key for d in devices),
-            changed=tuple(changed),
-            deployments=tuple(f"{t}/{d}" for t, d in changed),
-            skipped=skipped or {},
-        )
-
     def _load_index(self, rollout_id: str) -> dict[str, Any]:
         try:
             index = json.loads(self.store.get(self._index_key(rollout_id)))
@@ -309,6 +288,11 @@ class EdgeAgentBackend(FleetBackend):
             if page.next_after is None:
                 return sorted(set(ids))
             after = page.next_after
+
+
+def _document_keys(changed: list[tuple[str, str]]) -> list[str]:
+    """The deployments of a deploy, stage or rollback: one document per changed device."""
+    return [f"{t}/{d}" for t, d in changed]
 
 
 def _dkey(d: DeviceRef) -> str:

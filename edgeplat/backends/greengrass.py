@@ -180,9 +180,7 @@ class GreengrassBackend(FleetBackend):
         existing = {d["deploymentName"] for d in self._deployments(group_arn)}
         if f"{group}-rollback" in existing:
             # the rollout was rolled back: a retried deploy must not bring the release back
-            return DeployResult(
-                self.name, "deploy", rollout_id, phase, tuple(d.key for d in ours), skipped=skipped
-            )
+            return self._result("deploy", rollout_id, phase, ours, skipped=skipped)
         changed = []
         for d in ours:
             thing = self._ensure_thing(d)
@@ -221,16 +219,7 @@ class GreengrassBackend(FleetBackend):
                 clientToken=_token("deploy", group_arn, name),
             )
             created = (out["deploymentId"],)
-        return DeployResult(
-            backend=self.name,
-            action="deploy",
-            rollout_id=rollout_id,
-            phase=phase,
-            targeted=tuple(d.key for d in ours),
-            changed=tuple(changed),
-            deployments=created,
-            skipped=skipped,
-        )
+        return self._result("deploy", rollout_id, phase, ours, changed, created, skipped)
 
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
         target = ReleaseSpec.of(to) if to is not None else None
@@ -261,16 +250,8 @@ class GreengrassBackend(FleetBackend):
                 clientToken=_token("rollback", arn, name),
             )
             created.append(out["deploymentId"])
-        return DeployResult(
-            backend=self.name,
-            action="rollback",
-            rollout_id=rollout_id,
-            phase=None,
-            targeted=tuple(d.key for d in ours),
-            changed=tuple(d.key for d in ours) if created else (),
-            deployments=tuple(created),
-            skipped=skipped,
-        )
+        changed = [d.key for d in ours] if created else []
+        return self._result("rollback", rollout_id, None, ours, changed, created, skipped)
 
     def status(self, rollout_id: str | None = None) -> BackendStatus:
         prefix = _group_prefix(rollout_id) if rollout_id is not None else GROUP_PREFIX
