@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from edge_sync.desired import DesiredState, Release, RollbackOf
@@ -100,10 +100,7 @@ class EdgeAgentBackend(FleetBackend):
     ) -> DeployResult:
         changed: list[tuple[str, str]] = []
         entries: dict[str, dict[str, Any]] = {}
-        index = self._load_index(rollout_id)
-        for d in devices:
-            entry = index["devices"].get(_dkey(d))
-            doc = self.publisher.current(d.tenant_id, d.device_id)
+        for d, entry, doc in self._current(rollout_id, devices):
             cur = doc.release if doc else None
             if cur is not None and cur.rollout_id == rollout_id and cur.version == spec.version:
                 # already deployed by this rollout (this or an earlier phase): keep the earliest phase
@@ -144,10 +141,7 @@ class EdgeAgentBackend(FleetBackend):
         changed: list[tuple[str, str]] = []
         skipped: dict[tuple[str, str], str] = {}
         entries: dict[str, dict[str, Any]] = {}
-        index = self._load_index(rollout_id)
-        for d in devices:
-            entry = index["devices"].get(_dkey(d))
-            doc = self.publisher.current(d.tenant_id, d.device_id)
+        for d, entry, doc in self._current(rollout_id, devices):
             cur = doc.release if doc else None
             staged = doc.staged if doc else None
             if entry is not None and entry.get("rolled_back"):
@@ -256,6 +250,14 @@ class EdgeAgentBackend(FleetBackend):
             state=state,
             detail=f"desired revision {doc.revision}" if doc else "no desired-state document",
         )
+
+    def _current(
+        self, rollout_id: str, devices: list[DeviceRef]
+    ) -> Iterator[tuple[DeviceRef, dict[str, Any] | None, DesiredState | None]]:
+        """Each device with its entry in the rollout's index and its current desired-state document."""
+        index = self._load_index(rollout_id)
+        for d in devices:
+            yield d, index["devices"].get(_dkey(d)), self.publisher.current(d.tenant_id, d.device_id)
 
     def _index_key(self, rollout_id: str) -> str:
         return f"{self.index_prefix}/rollout={rollout_id}/devices.json"
