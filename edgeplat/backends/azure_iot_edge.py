@@ -33,13 +33,13 @@ from edgeplat.backends.base import (
     FleetBackend,
     ReleaseArtifact,
     ReleaseSpec,
+    Reported,
     sanitize_name,
 )
 
 PLATFORM = "iot_edge"
 TAG_ROOT = "edgeplat"
 CONFIG_PREFIX = "edgeplat-"
-Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
 
 
 def rollout_tag(rollout_id: str) -> str:

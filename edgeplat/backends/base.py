@@ -20,12 +20,15 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SLOTS = ("a", "b")
 SlotChoice = Literal["a", "b", "inactive"]
+# What a device last reported, for a backend's status: (tenant, device) -> (version, slot,
+# desired-state revision) or None; the lakehouse health data answers it.
+Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
 
 
 class BackendError(RuntimeError):

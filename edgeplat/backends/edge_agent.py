@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from edge_sync.desired import DesiredState, Release, RollbackOf
@@ -54,12 +54,12 @@ from edgeplat.backends.base import (
     DeviceStatus,
     FleetBackend,
     ReleaseSpec,
+    Reported,
     check_deploy_args,
     unique_devices,
 )
 from edgeplat.desired_publisher import DesiredStatePublisher
 
-Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
 INDEX_FORMAT = 1
 Slot = Literal["a", "b"]
 

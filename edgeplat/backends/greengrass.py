@@ -36,6 +36,7 @@ from edgeplat.backends.base import (
     FleetBackend,
     ReleaseArtifact,
     ReleaseSpec,
+    Reported,
     sanitize_name,
 )
 
@@ -55,7 +56,6 @@ _STATES = {
     "IN_PROGRESS": "in_progress",
     "QUEUED": "pending",
 }
-Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
 
 
 @dataclass(frozen=True, slots=True)
