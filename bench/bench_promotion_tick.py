@@ -22,7 +22,7 @@ from bench.harness import Result, best_of
 from edgeplat.backends.base import BackendStatus, DeployResult, FleetBackend
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.machine import Kind
+from edgeplat.rollouts.events import Kind
 from edgeplat.rollouts.spec import load_spec
 from edgeplat.rollouts.store import RolloutStore
 
@@ -39,7 +39,7 @@ class CountingBackend(FleetBackend):
     def __init__(self) -> None:
         self.deployed = 0
 
-    def deploy(self, devices, release, *, rollout_id, phase, slot=None) -> DeployResult:
+    def _deploy(self, devices, skipped, release, rollout_id, phase, slot) -> DeployResult:
         self.deployed += len(devices)
         keys = tuple(d.key for d in devices)
         return DeployResult(self.name, "deploy", rollout_id, phase, keys, keys)

@@ -13,8 +13,8 @@ import dagster as dg
 from pydantic import Field
 
 from assets.rollouts.common import ROLLOUTS, controller_from
+from edgeplat.rollouts.commands import CommandError
 from edgeplat.rollouts.controller import new_rollout_id
-from edgeplat.rollouts.machine import CommandError
 from edgeplat.rollouts.spec import SpecError, load_spec
 from edgeplat.rollouts.store import RolloutNotFound
 from resources.backends import FleetBackendResource

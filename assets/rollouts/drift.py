@@ -19,27 +19,9 @@ def device_drift(lakehouse: LakehouseResource) -> dg.MaterializeResult:
     now = datetime.now(UTC)
     with store.session() as con:
         table = cohorts.drift(con)
-
-        def unit(c) -> None:
-            c.register("_drift", table)
-            c.execute("DELETE FROM device_drift")
-            c.execute(
-                "INSERT INTO device_drift (tenant_id, device_id, rollout_id, rollout, desired_version, "
-                "reported_version, status, rolled_back, drifted, computed_at) SELECT tenant_id, device_id, "
-                "rollout_id, rollout, desired_version, reported_version, status, rolled_back, drifted, ? FROM _drift",
-                [now],
-            )
-            c.unregister("_drift")
-
-        store.write(unit, "device drift")
-        per_rollout = con.execute(
-            "SELECT coalesce(rollout_id, '(none)'), count(*), count(*) FILTER (WHERE drifted), "
-            "count(*) FILTER (WHERE rolled_back) FROM device_drift GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-        sample = con.execute(
-            "SELECT tenant_id, device_id, rollout_id, desired_version, reported_version, status FROM device_drift "
-            "WHERE drifted ORDER BY tenant_id, device_id LIMIT 20"
-        ).fetchall()
+        store.replace_drift(table, now)
+        per_rollout = store.drift_counts()
+        sample = store.drifted_devices(20)
     drifted = sum(r[2] for r in per_rollout)
     return dg.MaterializeResult(
         metadata={

@@ -6,8 +6,8 @@ import dagster as dg
 
 from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
 from edgeplat.rollouts import cohorts
-from edgeplat.rollouts.controller import assignments
-from edgeplat.rollouts.machine import Kind, RolloutState
+from edgeplat.rollouts.events import Kind, RolloutState
+from edgeplat.rollouts.world import assignments
 from resources.lakehouse import LakehouseResource
 
 
@@ -25,24 +25,8 @@ def rollout_assignments(
     now = datetime.now(UTC)
     with store.session() as con:
         table = assignments(con, store, rid, now)
-
-        def unit(c) -> None:
-            c.register("_a", table)
-            c.execute("DELETE FROM rollout_assignments WHERE rollout_id = ?", [rid])
-            c.execute(
-                "INSERT INTO rollout_assignments (tenant_id, rollout_id, device_id, bucket, phase, desired_version, "
-                "desired_slot, computed_at) SELECT tenant_id, ?, device_id, bucket, phase, desired_version, "
-                "desired_slot, ? FROM _a",
-                [rid, now],
-            )
-            c.unregister("_a")
-
-        store.write(unit, f"assignments of {rid}")
-        per_phase = con.execute(
-            "SELECT phase, count(*), count(desired_version) FROM rollout_assignments WHERE rollout_id = ? "
-            "GROUP BY phase ORDER BY phase",
-            [rid],
-        ).fetchall()
+        store.replace_assignments(rid, table, now)
+        per_phase = store.assignment_counts(rid)
     return dg.MaterializeResult(
         metadata={
             "devices": table.num_rows,
@@ -65,23 +49,8 @@ def rollout_phase_status(
     store = store_from(lakehouse)
     now = datetime.now(UTC)
     with store.session() as con:
-        state = RolloutState.from_events(store.events(rid, con))
-        assign = con.execute(
-            "SELECT tenant_id, device_id, phase FROM rollout_assignments WHERE rollout_id = ?", [rid]
-        ).fetch_arrow_table()
-        limit = next(
-            (g.max for g in state.spec.gates if g.metric == "error_rate" and g.max is not None), None
-        )
-        status = cohorts.phase_status(
-            con,
-            rid,
-            state.spec,
-            assign,
-            state.unreachable,
-            state.gate_window_start,
-            now,
-            error_rate_limit=limit,
-        )
+        state = store.state(rid, con)
+        status = cohorts.phase_status(con, rid, state, store.assigned_phases(rid, con), now)
     rows = [tuple(r.values()) for r in status.to_pylist()]
     totals = {c: int(sum(status.column(c).to_pylist())) for c in status.column_names if c != "phase"}
     return dg.MaterializeResult(

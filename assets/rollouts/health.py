@@ -13,24 +13,13 @@ import dagster as dg
 
 from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
 from edgeplat.rollouts import cohorts
-from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_gates
-from edgeplat.rollouts.machine import Kind, RolloutState
+from edgeplat.rollouts.events import RolloutState
+from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_phase, overall_verdict
 from edgeplat.rollouts.spec import HEALTH_METRICS
 from edgeplat.settings import paths
 from resources.lakehouse import LakehouseResource
 
 CHECKS = ["gates", *HEALTH_METRICS]
-
-
-def _windows(state: RolloutState, now: datetime) -> list[tuple[int, datetime, datetime]]:
-    """(phase, start, end) for every phase that was deployed."""
-    starts = [(e.phase, e.at) for e in state.events if e.kind == Kind.DEPLOY_PHASE and e.phase is not None]
-    ends = [e.at for e in state.events if e.kind in (Kind.ROLLBACK, Kind.COMPLETE)]
-    out = []
-    for i, (phase, start) in enumerate(starts):
-        end = starts[i + 1][1] if i + 1 < len(starts) else min([t for t in ends if t >= start] or [now])
-        out.append((phase, start, max(end, start)))
-    return out
 
 
 def _check_result(name: str, report: GateReport | None, state: RolloutState) -> dg.AssetCheckResult:
@@ -47,14 +36,7 @@ def _check_result(name: str, report: GateReport | None, state: RolloutState) -> 
             return dg.AssetCheckResult(
                 check_name=name, passed=True, metadata={"verdict": "no gate on this metric"}
             )
-        vs = {c.verdict for c in checks}
-        verdict = (
-            Verdict.FAIL
-            if Verdict.FAIL in vs
-            else Verdict.INCONCLUSIVE
-            if Verdict.INCONCLUSIVE in vs
-            else Verdict.PASS
-        )
+        verdict = overall_verdict(c.verdict for c in checks)
     severity = dg.AssetCheckSeverity.ERROR if verdict == Verdict.FAIL else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(
         check_name=name,
@@ -91,15 +73,9 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
     with store.session() as con:
         state = RolloutState.from_events(store.events(rid, con))
         spec = state.spec
-        for phase, start, end in _windows(state, now):
+        for phase, start, end in state.phase_windows(now):
             samples = cohorts.cohort_samples(con, rid, spec, start, end, max_phase=phase)
-            gates = spec.gates_for(phase)
-            last = spec.phases[phase].percent >= 100
-            rep = (
-                evaluate_gates(gates, samples, baseline_required=not last, since=start.isoformat())
-                if gates
-                else None
-            )
+            rep = evaluate_phase(spec, phase, samples, start)
             listed = samples.to_pylist()
             canary = [r for r in listed if r["cohort"] == "canary"]
             base = [r for r in listed if r["cohort"] == "baseline"]

@@ -25,7 +25,7 @@ from cli.runs import run_partition
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.lakehouse import Lakehouse
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.machine import TERMINAL, Kind, Status
+from edgeplat.rollouts.events import TERMINAL, Kind, Status
 from edgeplat.rollouts.plots import plot_rollout
 from edgeplat.rollouts.spec import RolloutSpec, load_spec
 from edgeplat.rollouts.store import RolloutStore

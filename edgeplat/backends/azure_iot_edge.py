@@ -31,16 +31,15 @@ from edgeplat.backends.base import (
     DeviceRef,
     DeviceStatus,
     FleetBackend,
+    ReleaseArtifact,
     ReleaseSpec,
-    check_deploy_args,
+    Reported,
     sanitize_name,
-    unique_devices,
 )
 
 PLATFORM = "iot_edge"
 TAG_ROOT = "edgeplat"
 CONFIG_PREFIX = "edgeplat-"
-Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
 
 
 def rollout_tag(rollout_id: str) -> str:
@@ -65,6 +64,8 @@ class AzureIotEdgeBackend(FleetBackend):
     """Layered IoT Edge deployments selected by twin tags (see module doc)."""
 
     name = "azure_iot_edge"
+    platform = PLATFORM
+    artifact = ReleaseArtifact("iot_edge", "IoT Edge module", "module, image")
     staging_unsupported = (
         "IoT Edge replaces a module's container in place (no A/B slots to stage on); "
         "each phase's layered deployment pulls and starts the image"
@@ -107,30 +108,20 @@ class AzureIotEdgeBackend(FleetBackend):
 
     # ------------------------------------------------------------------ FleetBackend
 
-    def deploy(
+    def _deploy(
         self,
-        devices: list[DeviceRef],
-        release: ReleaseSpec,
-        *,
+        ours: list[DeviceRef],
+        skipped: dict[tuple[str, str], str],
+        spec: ReleaseSpec,
         rollout_id: str,
         phase: int,
-        slot: str | None = None,
+        slot: str | None,
     ) -> DeployResult:
-        check_deploy_args(devices, rollout_id, phase, slot)
-        spec = ReleaseSpec.of(release)
-        if spec.iot_edge is None:
-            raise BackendError(
-                f"release {spec.name} {spec.version} has no IoT Edge module: add release.iot_edge "
-                "{module, image} to the rollout spec, or target other platforms"
-            )
-        ours, skipped = self._split(devices)
         tag = rollout_tag(rollout_id)
         twins = {d.key: self._call("get_twin", self.registry.get_twin, self.hub_device_id(d)) for d in ours}
         if any(_tags(t).get("rollbacks", {}).get(tag) for t in twins.values()):
             # the rollout was rolled back: a retried deploy must not bring the layer back
-            return DeployResult(
-                self.name, "deploy", rollout_id, phase, tuple(d.key for d in ours), skipped=skipped
-            )
+            return self._result("deploy", rollout_id, phase, ours, skipped=skipped)
         changed = []
         for d in ours:
             current = _tags(twins[d.key]).get("rollouts", {}).get(tag)
@@ -140,16 +131,7 @@ class AzureIotEdgeBackend(FleetBackend):
             self._update_tags(d, patch, twins[d.key].etag)
             changed.append(d.key)
         deployments = self._ensure_layer(spec, rollout_id, phase)
-        return DeployResult(
-            backend=self.name,
-            action="deploy",
-            rollout_id=rollout_id,
-            phase=phase,
-            targeted=tuple(d.key for d in ours),
-            changed=tuple(changed),
-            deployments=deployments,
-            skipped=skipped,
-        )
+        return self._result("deploy", rollout_id, phase, ours, changed, deployments, skipped)
 
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
         ours, skipped = self._split(devices)
@@ -172,16 +154,7 @@ class AzureIotEdgeBackend(FleetBackend):
             }
             self._update_tags(d, patch, twin.etag)
             changed.append(d.key)
-        return DeployResult(
-            backend=self.name,
-            action="rollback",
-            rollout_id=rollout_id,
-            phase=None,
-            targeted=tuple(d.key for d in ours),
-            changed=tuple(changed),
-            deployments=tuple(deleted),
-            skipped=skipped,
-        )
+        return self._result("rollback", rollout_id, None, ours, changed, deleted, skipped)
 
     def status(self, rollout_id: str | None = None) -> BackendStatus:
         from azure.iot.hub.models import QuerySpecification
@@ -343,15 +316,6 @@ class AzureIotEdgeBackend(FleetBackend):
         from azure.iot.hub.models import Twin
 
         self._call("update_twin", self.registry.update_twin, self.hub_device_id(d), Twin(tags=tags), etag)
-
-    def _split(self, devices: list[DeviceRef]) -> tuple[list[DeviceRef], dict[tuple[str, str], str]]:
-        ours, skipped = [], {}
-        for d in unique_devices(devices):
-            if d.platform == PLATFORM:
-                ours.append(d)
-            else:
-                skipped[d.key] = f"platform {d.platform!r} is not managed by the azure_iot_edge backend"
-        return ours, skipped
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         from msrest.exceptions import ClientRequestError, HttpOperationError

@@ -20,12 +20,15 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SLOTS = ("a", "b")
 SlotChoice = Literal["a", "b", "inactive"]
+# What a device last reported, for a backend's status: (tenant, device) -> (version, slot,
+# desired-state revision) or None; the lakehouse health data answers it.
+Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
 
 
 class BackendError(RuntimeError):
@@ -162,18 +165,34 @@ class BackendStatus:
         return sum(d.acknowledged for d in self.devices)
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseArtifact:
+    """What of a release a platform backend installs, named as the rollout spec names it."""
+
+    attr: str  # the release field: "greengrass" or "iot_edge"
+    label: str  # for people: "Greengrass component"
+    keys: str  # the field's keys in the spec: "component, version"
+
+
 class StagingNotSupported(BackendError):
     """``stage`` on a backend without A/B slots (see ``FleetBackend.staging_unsupported``)."""
 
 
 class FleetBackend(ABC):
-    """Deploys releases to devices, rolls them back and reports per-device status."""
+    """Deploys releases to devices, rolls them back and reports per-device status.
+
+    ``deploy`` checks its arguments, the release and the devices the same way for every
+    backend, then hands over to the backend's ``_deploy``.
+    """
 
     name: str
     # None: the backend can stage (blue/green); else why not, recorded with the fallback.
     staging_unsupported: str | None = "this backend has no A/B slots to stage a release on"
+    # The one platform whose devices the backend manages (None: devices of any platform).
+    platform: str | None = None
+    # What of a release the backend installs (None: the release itself).
+    artifact: ReleaseArtifact | None = None
 
-    @abstractmethod
     def deploy(
         self,
         devices: list[DeviceRef],
@@ -188,6 +207,30 @@ class FleetBackend(ABC):
         ``slot`` (blue/green): ``"a"``, ``"b"`` or ``"inactive"`` (the slot the device is not
         running); ``None`` installs in place. Idempotent per (rollout, phase, device).
         """
+        check_deploy_args(devices, rollout_id, phase, slot)
+        spec = ReleaseSpec.of(release)
+        art = self.artifact
+        if art is not None and getattr(spec, art.attr) is None:
+            raise BackendError(
+                f"release {spec.name} {spec.version} has no {art.label}: add release.{art.attr} {{{art.keys}}} "
+                "to the rollout spec, or target other platforms"
+            )
+        ours, skipped = self._split(devices)
+        return self._deploy(ours, skipped, spec, rollout_id, phase, slot)
+
+    @abstractmethod
+    def _deploy(
+        self,
+        devices: list[DeviceRef],
+        skipped: dict[tuple[str, str], str],
+        release: ReleaseSpec,
+        rollout_id: str,
+        phase: int,
+        slot: str | None,
+        /,
+    ) -> DeployResult:
+        """``deploy`` once its arguments are checked: ``devices`` are the ones this backend manages
+        (each once), ``skipped`` the others with the reason, ``release`` has the artifact."""
 
     @abstractmethod
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
@@ -212,6 +255,38 @@ class FleetBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release network clients."""
+
+    def _result(
+        self,
+        action: Literal["deploy", "rollback", "stage"],
+        rollout_id: str,
+        phase: int | None,
+        devices: Iterable[DeviceRef],
+        changed: Iterable[tuple[str, str]] = (),
+        deployments: Iterable[str] = (),
+        skipped: Mapping[tuple[str, str], str] | None = None,
+    ) -> DeployResult:
+        """What one call of this backend did: ``devices`` are the ones it targeted."""
+        return DeployResult(
+            backend=self.name,
+            action=action,
+            rollout_id=rollout_id,
+            phase=phase,
+            targeted=tuple(d.key for d in devices),
+            changed=tuple(changed),
+            deployments=tuple(deployments),
+            skipped=skipped if skipped is not None else {},
+        )
+
+    def _split(self, devices: Iterable[DeviceRef]) -> tuple[list[DeviceRef], dict[tuple[str, str], str]]:
+        """The devices this backend manages (each once, in order), and why it skips each other one."""
+        ours, skipped = [], {}
+        for d in unique_devices(devices):
+            if self.platform is None or d.platform == self.platform:
+                ours.append(d)
+            else:
+                skipped[d.key] = f"platform {d.platform!r} is not managed by the {self.name} backend"
+        return ours, skipped
 
 
 # --------------------------------------------------------------------------- helpers

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from edge_sync.desired import DesiredState, Release, RollbackOf
@@ -54,12 +54,12 @@ from edgeplat.backends.base import (
     DeviceStatus,
     FleetBackend,
     ReleaseSpec,
+    Reported,
     check_deploy_args,
     unique_devices,
 )
 from edgeplat.desired_publisher import DesiredStatePublisher
 
-Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
 INDEX_FORMAT = 1
 Slot = Literal["a", "b"]
 
@@ -89,24 +89,18 @@ class EdgeAgentBackend(FleetBackend):
 
     # ------------------------------------------------------------------ FleetBackend
 
-    def deploy(
+    def _deploy(
         self,
         devices: list[DeviceRef],
-        release: ReleaseSpec,
-        *,
+        skipped: dict[tuple[str, str], str],
+        spec: ReleaseSpec,
         rollout_id: str,
         phase: int,
-        slot: str | None = None,
+        slot: str | None,
     ) -> DeployResult:
-        check_deploy_args(devices, rollout_id, phase, slot)
-        spec = ReleaseSpec.of(release)
-        devices = unique_devices(devices)
         changed: list[tuple[str, str]] = []
         entries: dict[str, dict[str, Any]] = {}
-        index = self._load_index(rollout_id)
-        for d in devices:
-            entry = index["devices"].get(_dkey(d))
-            doc = self.publisher.current(d.tenant_id, d.device_id)
+        for d, entry, doc in self._current(rollout_id, devices):
             cur = doc.release if doc else None
             if cur is not None and cur.rollout_id == rollout_id and cur.version == spec.version:
                 # already deployed by this rollout (this or an earlier phase): keep the earliest phase
@@ -138,7 +132,7 @@ class EdgeAgentBackend(FleetBackend):
             entries[_dkey(d)] = _entry(phase, out.revision, version=spec.version)
             changed.append(d.key)
         self._update_index(rollout_id, entries)
-        return self._result("deploy", rollout_id, phase, devices, changed)
+        return self._result("deploy", rollout_id, phase, devices, changed, _document_keys(changed), skipped)
 
     def stage(self, devices: list[DeviceRef], release: ReleaseSpec, *, rollout_id: str) -> DeployResult:
         check_deploy_args(devices, rollout_id, 0, "inactive")
@@ -147,10 +141,7 @@ class EdgeAgentBackend(FleetBackend):
         changed: list[tuple[str, str]] = []
         skipped: dict[tuple[str, str], str] = {}
         entries: dict[str, dict[str, Any]] = {}
-        index = self._load_index(rollout_id)
-        for d in devices:
-            entry = index["devices"].get(_dkey(d))
-            doc = self.publisher.current(d.tenant_id, d.device_id)
+        for d, entry, doc in self._current(rollout_id, devices):
             cur = doc.release if doc else None
             staged = doc.staged if doc else None
             if entry is not None and entry.get("rolled_back"):
@@ -172,7 +163,7 @@ class EdgeAgentBackend(FleetBackend):
             entries[_dkey(d)] = _entry(None, out.revision, version=spec.version, staged=True)
             changed.append(d.key)
         self._update_index(rollout_id, entries)
-        return self._result("stage", rollout_id, None, devices, changed, skipped=skipped)
+        return self._result("stage", rollout_id, None, devices, changed, _document_keys(changed), skipped)
 
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
         if not isinstance(rollout_id, str) or not rollout_id:
@@ -219,7 +210,7 @@ class EdgeAgentBackend(FleetBackend):
             entries[_dkey(d)] = entry
             changed.append(d.key)
         self._update_index(rollout_id, entries)
-        return self._result("rollback", rollout_id, None, devices, changed)
+        return self._result("rollback", rollout_id, None, devices, changed, _document_keys(changed))
 
     def status(self, rollout_id: str | None = None) -> BackendStatus:
         rollouts = [rollout_id] if rollout_id is not None else self._rollout_ids()
@@ -260,29 +251,16 @@ class EdgeAgentBackend(FleetBackend):
             detail=f"desired revision {doc.revision}" if doc else "no desired-state document",
         )
 
+    def _current(
+        self, rollout_id: str, devices: list[DeviceRef]
+    ) -> Iterator[tuple[DeviceRef, dict[str, Any] | None, DesiredState | None]]:
+        """Each device with its entry in the rollout's index and its current desired-state document."""
+        index = self._load_index(rollout_id)
+        for d in devices:
+            yield d, index["devices"].get(_dkey(d)), self.publisher.current(d.tenant_id, d.device_id)
+
     def _index_key(self, rollout_id: str) -> str:
         return f"{self.index_prefix}/rollout={rollout_id}/devices.json"
-
-    def _result(
-        self,
-        action: str,
-        rollout_id: str,
-        phase: int | None,
-        devices: list[DeviceRef],
-        changed: list[tuple[str, str]],
-        skipped: dict[tuple[str, str], str] | None = None,
-    ) -> DeployResult:
-        """What a deploy, stage or rollback did: one document per changed device is its deployment."""
-        return DeployResult(
-            backend=self.name,
-            action=action,
-            rollout_id=rollout_id,
-            phase=phase,
-            targeted=tuple(d.key for d in devices),
-            changed=tuple(changed),
-            deployments=tuple(f"{t}/{d}" for t, d in changed),
-            skipped=skipped or {},
-        )
 
     def _load_index(self, rollout_id: str) -> dict[str, Any]:
         try:
@@ -312,6 +290,11 @@ class EdgeAgentBackend(FleetBackend):
             if page.next_after is None:
                 return sorted(set(ids))
             after = page.next_after
+
+
+def _document_keys(changed: list[tuple[str, str]]) -> list[str]:
+    """The deployments of a deploy, stage or rollback: one document per changed device."""
+    return [f"{t}/{d}" for t, d in changed]
 
 
 def _dkey(d: DeviceRef) -> str:

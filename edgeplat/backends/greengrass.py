@@ -34,10 +34,10 @@ from edgeplat.backends.base import (
     DeviceRef,
     DeviceStatus,
     FleetBackend,
+    ReleaseArtifact,
     ReleaseSpec,
-    check_deploy_args,
+    Reported,
     sanitize_name,
-    unique_devices,
 )
 
 PLATFORM = "greengrass"
@@ -56,7 +56,6 @@ _STATES = {
     "IN_PROGRESS": "in_progress",
     "QUEUED": "pending",
 }
-Reported = Callable[[str, str], "tuple[str | None, str | None, int | None] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +120,8 @@ class GreengrassBackend(FleetBackend):
     """Greengrass v2 deployments to per-(rollout, phase) thing groups (see module doc)."""
 
     name = "greengrass"
+    platform = PLATFORM
+    artifact = ReleaseArtifact("greengrass", "Greengrass component", "component, version")
     staging_unsupported = (
         "Greengrass v2 deploys a component version in place (no A/B slots to stage on); "
         "each phase's deployment installs and activates it"
@@ -164,31 +165,22 @@ class GreengrassBackend(FleetBackend):
 
     # ------------------------------------------------------------------ FleetBackend
 
-    def deploy(
+    def _deploy(
         self,
-        devices: list[DeviceRef],
-        release: ReleaseSpec,
-        *,
+        ours: list[DeviceRef],
+        skipped: dict[tuple[str, str], str],
+        spec: ReleaseSpec,
         rollout_id: str,
         phase: int,
-        slot: str | None = None,
+        slot: str | None,
     ) -> DeployResult:
-        check_deploy_args(devices, rollout_id, phase, slot)
-        spec = ReleaseSpec.of(release)
-        if spec.greengrass is None:
-            raise BackendError(
-                f"release {spec.name} {spec.version} has no Greengrass component: add "
-                "release.greengrass {component, version} to the rollout spec, or target other platforms"
-            )
-        ours, skipped = self._split(devices)
+        assert spec.greengrass is not None  # deploy refuses a release without one
         group = group_name(rollout_id, phase)
         group_arn = self._ensure_group(group, rollout_id, phase)
         existing = {d["deploymentName"] for d in self._deployments(group_arn)}
         if f"{group}-rollback" in existing:
             # the rollout was rolled back: a retried deploy must not bring the release back
-            return DeployResult(
-                self.name, "deploy", rollout_id, phase, tuple(d.key for d in ours), skipped=skipped
-            )
+            return self._result("deploy", rollout_id, phase, ours, skipped=skipped)
         changed = []
         for d in ours:
             thing = self._ensure_thing(d)
@@ -227,16 +219,7 @@ class GreengrassBackend(FleetBackend):
                 clientToken=_token("deploy", group_arn, name),
             )
             created = (out["deploymentId"],)
-        return DeployResult(
-            backend=self.name,
-            action="deploy",
-            rollout_id=rollout_id,
-            phase=phase,
-            targeted=tuple(d.key for d in ours),
-            changed=tuple(changed),
-            deployments=created,
-            skipped=skipped,
-        )
+        return self._result("deploy", rollout_id, phase, ours, changed, created, skipped)
 
     def rollback(self, devices: list[DeviceRef], *, rollout_id: str, to: ReleaseSpec | None) -> DeployResult:
         target = ReleaseSpec.of(to) if to is not None else None
@@ -267,16 +250,8 @@ class GreengrassBackend(FleetBackend):
                 clientToken=_token("rollback", arn, name),
             )
             created.append(out["deploymentId"])
-        return DeployResult(
-            backend=self.name,
-            action="rollback",
-            rollout_id=rollout_id,
-            phase=None,
-            targeted=tuple(d.key for d in ours),
-            changed=tuple(d.key for d in ours) if created else (),
-            deployments=tuple(created),
-            skipped=skipped,
-        )
+        changed = [d.key for d in ours] if created else []
+        return self._result("rollback", rollout_id, None, ours, changed, created, skipped)
 
     def status(self, rollout_id: str | None = None) -> BackendStatus:
         prefix = _group_prefix(rollout_id) if rollout_id is not None else GROUP_PREFIX
@@ -325,15 +300,6 @@ class GreengrassBackend(FleetBackend):
             if deployment
             else f"thing {thing}",
         )
-
-    def _split(self, devices: list[DeviceRef]) -> tuple[list[DeviceRef], dict[tuple[str, str], str]]:
-        ours, skipped = [], {}
-        for d in unique_devices(devices):
-            if d.platform == PLATFORM:
-                ours.append(d)
-            else:
-                skipped[d.key] = f"platform {d.platform!r} is not managed by the greengrass backend"
-        return ours, skipped
 
     def _ensure_group(self, group: str, rollout_id: str, phase: int) -> str:
         try:

@@ -32,6 +32,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from edgeplat.rollouts.events import RolloutState
 from edgeplat.rollouts.selection import buckets
 from edgeplat.rollouts.spec import RolloutSpec
 
@@ -231,24 +232,25 @@ def cohort_samples(
 def phase_status(
     con: duckdb.DuckDBPyConnection,
     rollout_id: str,
-    spec: RolloutSpec,
+    state: RolloutState,
     assignments: pa.Table,
-    unreachable: set[str],
-    since: datetime | None,
     until: datetime,
-    *,
-    error_rate_limit: float | None = None,
 ) -> pa.Table:
     """Per phase: targeted, acknowledged, updated, healthy, failed, unreachable device counts.
 
     ``assignments``: tenant_id, device_id, phase (from the selection). A device is
     *acknowledged* once it reported health after it was sent the deploy, *updated* when it
     reports the release, *failed* when it acknowledged but runs something else, *healthy* when
-    updated and (with ``error_rate_limit``) its error rate in the window is within it.
-    ``unreachable`` holds ``tenant/device`` ids the rollout marked unreachable.
+    updated and, if the rollout-level gates set an absolute ``max`` on ``error_rate``, its
+    error rate in the current gate window is within it. *Unreachable*: marked so by the rollout.
     """
+    spec = state.spec
+    since = state.gate_window_start
+    error_rate_limit = next(
+        (g.max for g in spec.gates if g.metric == "error_rate" and g.max is not None), None
+    )
     con.register("_assign", assignments)
-    con.register("_unreach", pa.table({"dev": pa.array(sorted(unreachable), pa.string())}))
+    con.register("_unreach", pa.table({"dev": pa.array(sorted(state.unreachable), pa.string())}))
     try:
         return con.execute(
             """

@@ -28,7 +28,6 @@ the release (and, for blue/green, the rest of the target is staged).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -39,26 +38,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from edgeplat.backends.base import DeviceRef, FleetBackend, ReleaseSpec
+from edgeplat.backends.base import FleetBackend, ReleaseSpec
 from edgeplat.rollouts import cohorts
-from edgeplat.rollouts.gates import GateReport, evaluate_gates
-from edgeplat.rollouts.machine import (
-    TERMINAL,
-    Decision,
-    Event,
-    Kind,
-    Observation,
-    RolloutState,
-    Status,
-    command,
-    created_event,
-    decide,
-    in_window,
-    spec_updated_event,
-)
-from edgeplat.rollouts.selection import Assignment, assign_phases, rollout_salt
+from edgeplat.rollouts.commands import command, spec_updated_event
+from edgeplat.rollouts.decide import Decision, Observation, decide, in_window
+from edgeplat.rollouts.events import TERMINAL, Event, Kind, RolloutState, Status, created_event
+from edgeplat.rollouts.gates import GateReport, evaluate_phase
+from edgeplat.rollouts.selection import Assignment
 from edgeplat.rollouts.spec import RolloutSpec
 from edgeplat.rollouts.store import RolloutStore
+from edgeplat.rollouts.world import World
 
 log = logging.getLogger(__name__)
 
@@ -221,14 +210,14 @@ class Controller:
         self, con: duckdb.DuckDBPyConnection, states: dict[str, RolloutState], now: datetime
     ) -> list[TickResult]:
         targets: dict[str, pa.Table] = {}
-        worlds: dict[str, _World] = {}
+        worlds: dict[str, World] = {}
         queries: list[cohorts.CohortQuery] = []
         live = [rid for rid, s in states.items() if s.status not in TERMINAL]
         sent = self.store.sent_many(live, con) if live else {}
         for rid in live:
             state = states[rid]
             try:
-                worlds[rid] = w = _World.load(con, self.store, rid, state, targets, sent[rid])
+                worlds[rid] = w = World.load(con, self.store, rid, state, targets, sent[rid])
                 q = self._gate_query(w, state, now)
                 if q is not None:
                     queries.append(q)
@@ -248,7 +237,7 @@ class Controller:
                 log.exception("rollout %s: tick failed", rid)
         return out
 
-    def _gate_query(self, w: _World, s: RolloutState, now: datetime) -> cohorts.CohortQuery | None:
+    def _gate_query(self, w: World, s: RolloutState, now: datetime) -> cohorts.CohortQuery | None:
         window = s.gate_window_start
         gates = s.spec.gates_for(s.phase) if s.phase >= 0 else []
         if s.deployed_phase < 0 or window is None or not gates or s.status == Status.ROLLING_BACK:
@@ -256,7 +245,7 @@ class Controller:
         members = cohorts.cohort_members(w.rollout_id, w.tenants, w.devices, w.platforms, w.sent_phase)
         return cohorts.CohortQuery(w.rollout_id, members, window, now, s.spec.release.version)
 
-    def _run(self, world: _World, state: RolloutState, samples: pa.Table | None, now: datetime) -> TickResult:
+    def _run(self, world: World, state: RolloutState, samples: pa.Table | None, now: datetime) -> TickResult:
         result = TickResult(world.rollout_id, str(state.status), state.phase, log_size=len(state.events))
         obs = self._observe(world, state, samples)
         result.gates = obs.gates
@@ -289,7 +278,7 @@ class Controller:
 
     # ------------------------------------------------------------------ observe
 
-    def _observe(self, w: _World, s: RolloutState, samples: pa.Table | None) -> Observation:
+    def _observe(self, w: World, s: RolloutState, samples: pa.Table | None) -> Observation:
         pending: set[str] = set()
         since: dict[str, datetime] = {}
         version = s.spec.release.version
@@ -306,16 +295,13 @@ class Controller:
         report = None
         window = s.gate_window_start
         if samples is not None and window is not None:
-            last = s.spec.phases[s.phase].percent >= 100
-            report = evaluate_gates(
-                s.spec.gates_for(s.phase), samples, baseline_required=not last, since=window.isoformat()
-            )
+            report = evaluate_phase(s.spec, s.phase, samples, window)
         return Observation(frozenset(pending), since, report, s.phase)
 
     # ------------------------------------------------------------------ act
 
     def _act(
-        self, w: _World, s: RolloutState, d: Decision, now: datetime, result: TickResult
+        self, w: World, s: RolloutState, d: Decision, now: datetime, result: TickResult
     ) -> dict[str, Any]:
         """Carry out a decision through the backend; returns inputs to add to its event."""
         if d.kind == Kind.STAGE:
@@ -353,7 +339,7 @@ class Controller:
         return f"{self.backend.name} backend cannot stage: {self.backend.staging_unsupported}; installing on switch"
 
     def _stage(
-        self, w: _World, s: RolloutState, key: str, now: datetime, result: TickResult, skip: Any = None
+        self, w: World, s: RolloutState, key: str, now: datetime, result: TickResult, skip: Any = None
     ) -> dict[str, Any]:
         """Stage the release on every target device not staged yet (``skip``: a mask of devices
         not to stage); returns the counts for the event."""
@@ -392,7 +378,7 @@ class Controller:
             "devices_skipped": skipped,
         }
 
-    def _stage_late(self, w: _World, s: RolloutState, now: datetime, result: TickResult) -> None:
+    def _stage_late(self, w: World, s: RolloutState, now: datetime, result: TickResult) -> None:
         # Devices in phases already switched get the switch itself (install on switch) instead.
         deployed = w.assignment(s).in_phase(s.deployed_phase) if s.deployed_phase >= 0 else None
         if any(k not in w.sent_stage for k in w.keys):
@@ -400,7 +386,7 @@ class Controller:
 
     def _deploy(
         self,
-        w: _World,
+        w: World,
         s: RolloutState,
         a: Assignment,
         phase: int,
@@ -435,176 +421,9 @@ class Controller:
         result.sent["deploy"] = result.sent.get("deploy", 0) + changed
         return len(todo)
 
-    def _deploy_late(self, w: _World, s: RolloutState, now: datetime, result: TickResult) -> None:
+    def _deploy_late(self, w: World, s: RolloutState, now: datetime, result: TickResult) -> None:
         a = w.assignment(s)
         late = int((a.in_phase(s.deployed_phase) & ~w.sent_mask()).sum())
         if late:
             key = f"{s.rollout}:{s.deployed_phase}:late"
             self._deploy(w, s, a, s.deployed_phase, key, now, self._slot(s), result)
-
-
-@dataclass
-class _World:
-    """What one tick read from the lakehouse about one rollout (columns, not objects: fleets are big)."""
-
-    rollout_id: str
-    targets: pa.Table
-    tenants: list[str]
-    devices: list[str]
-    platforms: list[str | None]
-    keys: list[str]  # "tenant/device" per target row
-    reported: dict[str, str | None]
-    sent_deploy: dict[str, datetime]
-    sent_phase: dict[str, int | None]
-    sent_rollback: dict[str, datetime]
-    sent_stage: dict[str, datetime]
-    extra_refs: dict[str, DeviceRef]  # sent devices that have left the target
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    _assignment: Assignment | None = None
-    _index: dict[str, int] | None = None
-
-    @classmethod
-    def load(
-        cls,
-        con: duckdb.DuckDBPyConnection,
-        store: RolloutStore,
-        rollout_id: str,
-        s: RolloutState,
-        cache: dict[str, pa.Table] | None = None,
-        sent: pa.Table | None = None,
-    ) -> _World:
-        sql, params = cohorts.target_filter(s.spec)
-        ckey = json.dumps([sql, params], default=str)
-        if cache is not None and ckey in cache:
-            targets = cache[ckey]
-        else:
-            targets = cohorts.target_devices(con, s.spec)
-            if cache is not None:
-                cache[ckey] = targets
-        tenants = targets.column("tenant_id").to_pylist()
-        devices = targets.column("device_id").to_pylist()
-        keys = [f"{t}/{d}" for t, d in zip(tenants, devices, strict=True)]
-        sent = store.sent(rollout_id, con) if sent is None else sent
-        sent_deploy: dict[str, datetime] = {}
-        sent_phase: dict[str, int | None] = {}
-        sent_rollback: dict[str, datetime] = {}
-        sent_stage: dict[str, datetime] = {}
-        extra: dict[str, DeviceRef] = {}
-        cols = [
-            sent.column(c).to_pylist()
-            for c in ("tenant_id", "device_id", "platform", "phase", "action", "at")
-        ]
-        for t, d, p, ph, action, at in zip(*cols, strict=True):
-            k = f"{t}/{d}"
-            if action == "deploy":
-                sent_deploy[k], sent_phase[k] = at, ph
-            elif action == "stage":
-                sent_stage[k] = at
-            else:
-                sent_rollback[k] = at
-            extra[k] = DeviceRef(t, d, p or "edge_agent")
-        reported = dict(zip(keys, targets.column("reported_version").to_pylist(), strict=True))
-        missing = [k for k in sent_deploy if k not in reported]
-        if missing:  # devices that left the target after they were sent the release
-            all_versions = cohorts.reported_versions(con, s.spec.target.tenants)
-            for k in missing:
-                t, d = k.split("/", 1)
-                reported[k] = all_versions.get((t, d))
-        return cls(
-            rollout_id,
-            targets,
-            tenants,
-            devices,
-            targets.column("platform").to_pylist(),
-            keys,
-            reported,
-            sent_deploy,
-            sent_phase,
-            sent_rollback,
-            sent_stage,
-            extra,
-        )
-
-    def ref(self, key: str) -> DeviceRef:
-        if self._index is None:
-            self._index = {k: i for i, k in enumerate(self.keys)}
-        i = self._index.get(key)
-        if i is None:
-            return self.extra_refs[key]
-        tags = self.targets.column("tags")[i].as_py()
-        return DeviceRef(self.tenants[i], self.devices[i], self.platforms[i] or "edge_agent", _tags(tags))
-
-    def sent_mask(self) -> Any:
-        import numpy as np
-
-        return np.fromiter((k in self.sent_deploy for k in self.keys), dtype=bool, count=len(self.keys))
-
-    def assignment(self, s: RolloutState) -> Assignment:
-        if self._assignment is None:
-            spec = s.spec
-            salt = rollout_salt(spec.name, s.rollout_id, spec.selection.salt)
-            floor = _last_thresholds(s)
-            rows = pa.table(
-                {
-                    "device_id": pa.array(self.keys, pa.string()),
-                    "tenant_id": pa.array(self.tenants, pa.string()),
-                }
-            )
-            if spec.selection.stratify_by and spec.selection.stratify_by.startswith("tag:"):
-                tag = spec.selection.stratify_by[4:]
-                vals = [_tags(t).get(tag, "") for t in self.targets.column("tags").to_pylist()]
-                rows = rows.append_column(tag, pa.array(vals, pa.string()))
-            # Ids are unique per tenant only: hash "tenant/device" so equal ids in two tenants differ.
-            self._assignment = assign_phases(
-                rows, [p.percent for p in spec.phases], salt, spec.selection.stratify_by, floor
-            )
-        return self._assignment
-
-
-def _tags(text: Any) -> dict[str, str]:
-    if not text:
-        return {}
-    if isinstance(text, dict):
-        return {str(k): str(v) for k, v in text.items()}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def _last_thresholds(s: RolloutState) -> dict[str, list[float]] | None:
-    """The sticky floor for stratified placement: the thresholds recorded at the last deploy, for
-    the phases deployed so far only (later phases are placed afresh: an in-place spec update
-    may have inserted or changed them)."""
-    for e in reversed(s.events):
-        if e.kind == Kind.DEPLOY_PHASE and e.inputs.get("thresholds"):
-            n = max(s.deployed_phase + 1, 0)
-            return {label: list(t[:n]) for label, t in e.inputs["thresholds"].items()}
-    return None
-
-
-def assignments(
-    con: duckdb.DuckDBPyConnection, store: RolloutStore, rollout_id: str, now: datetime | None = None
-) -> pa.Table:
-    """Every target device of the rollout with its bucket, phase, and the release it should run now
-    (``desired_version`` NULL: whatever it ran before the rollout)."""
-    from edgeplat.rollouts.machine import desired_release
-
-    state = RolloutState.from_events(store.events(rollout_id, con))
-    w = _World.load(con, store, rollout_id, state)
-    a = w.assignment(state)
-    slot = "inactive" if state.spec.strategy.type == "blueGreen" else "in_place"
-    new = {p: desired_release(state, p) == "new" for p in set(a.phase.tolist())}
-    return pa.table(
-        {
-            "tenant_id": w.targets.column("tenant_id"),
-            "device_id": w.targets.column("device_id"),
-            "bucket": pa.array(a.buckets.astype("int32")),
-            "phase": pa.array(a.phase.astype("int32")),
-            "desired_version": pa.array(
-                [state.spec.release.version if new[int(p)] else None for p in a.phase], pa.string()
-            ),
-            "desired_slot": pa.array([slot if new[int(p)] else None for p in a.phase], pa.string()),
-        }
-    )

@@ -9,7 +9,7 @@ between the last commit it handled and the branch head:
   to change mid-flight changed (gates, bake times and approvals of phases not reached yet,
   deadlines, timeouts, maintenance window, rollback policy, later phases): a
   ``spec_updated`` event with the commit and the changed field paths
-  (``machine.spec_change`` decides);
+  (``commands.spec_change`` decides);
 * any other change supersedes: the active rollout is aborted (rolled back) with a reason
   naming the fields, and a rollout of the new spec is launched;
 * a deleted spec file aborts the active rollout of that file.
@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeplat.rollouts.commands import CommandError, spec_change
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.machine import TERMINAL, CommandError, RolloutState, Status, spec_change
+from edgeplat.rollouts.events import TERMINAL, RolloutState, Status
 from edgeplat.rollouts.spec import SpecError, load_spec
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from edgeplat.lakehouse import Lakehouse  # noqa: E402
-from edgeplat.rollouts.machine import Kind, RolloutState  # noqa: E402
+from edgeplat.rollouts.events import Kind, RolloutState  # noqa: E402
 from edgeplat.rollouts.store import RolloutStore  # noqa: E402
 
 _MARKED = {

@@ -7,6 +7,8 @@ already stored, and reads keep the first row of a key, so even two writers racin
 each other's check cannot fold a decision twice. ``rollouts`` is a summary (status, phase)
 rewritten from the folded log on every append. ``rollout_devices`` records which devices a
 deploy or rollback was sent to, so a tick knows whom it still owes an action and since when.
+``rollout_assignments`` and ``device_drift`` are views for people (SQL, the Dagster UI),
+recomputed whole by the assets that own them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from edgeplat.lakehouse import Lakehouse, retried
-from edgeplat.rollouts.machine import TERMINAL, Event, Kind, RolloutState
+from edgeplat.rollouts.events import TERMINAL, Event, Kind, RolloutState
 from edgeplat.rollouts.spec import RolloutSpec
 
 T = TypeVar("T")
@@ -69,6 +71,16 @@ def _utc(t: datetime) -> datetime:
 def _event_from_row(name: str, row: Sequence[Any]) -> Event:
     event_id, kind, phase, at, actor, reason, inputs, _seq = row
     return Event(kind, name, _utc(at), phase, actor or "", reason or "", json.loads(inputs or "{}"), event_id)
+
+
+@contextlib.contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
+    """``table`` readable as ``name`` in SQL on ``con`` inside the block."""
+    con.register(name, table)
+    try:
+        yield
+    finally:
+        con.unregister(name)
 
 
 def _tenants_of(events: Sequence[Event]) -> list[str]:
@@ -291,8 +303,7 @@ class RolloutStore:
         )
 
         def unit(con: duckdb.DuckDBPyConnection) -> int:
-            con.register("_sent_in", tbl)
-            try:
+            with _registered(con, "_sent_in", tbl):
                 n = con.execute(
                     """INSERT INTO rollout_devices
                        SELECT DISTINCT ON (i.tenant_id, i.device_id) i.tenant_id, ?, i.device_id, i.platform,
@@ -302,11 +313,90 @@ class RolloutStore:
                              AND d.action = ? AND d.tenant_id = i.tenant_id AND d.device_id = i.device_id)""",
                     [rollout_id, action, event_id, at, rollout_id, action],
                 ).fetchone()[0]
-            finally:
-                con.unregister("_sent_in")
             return int(n)
 
         return self.write(unit, f"record devices of rollout {rollout_id}")
+
+    # ------------------------------------------------------------------ views for people
+
+    def replace_assignments(self, rollout_id: str, table: pa.Table, at: datetime) -> None:
+        """Rewrite the rollout's rows of ``rollout_assignments`` from ``table`` (tenant_id, device_id,
+        bucket, phase, desired_version, desired_slot: ``world.assignments``), computed ``at``."""
+        self._rewrite(
+            table,
+            ("DELETE FROM rollout_assignments WHERE rollout_id = ?", [rollout_id]),
+            (
+                "INSERT INTO rollout_assignments (tenant_id, rollout_id, device_id, bucket, phase, "
+                "desired_version, desired_slot, computed_at) SELECT tenant_id, ?, device_id, bucket, phase, "
+                "desired_version, desired_slot, ? FROM _rows",
+                [rollout_id, at],
+            ),
+            f"assignments of {rollout_id}",
+        )
+
+    def assigned_phases(self, rollout_id: str, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+        """tenant_id, device_id, phase of the rollout's stored assignments."""
+        with self._reader(con) as c:
+            return c.execute(
+                "SELECT tenant_id, device_id, phase FROM rollout_assignments WHERE rollout_id = ?",
+                [rollout_id],
+            ).fetch_arrow_table()
+
+    def assignment_counts(self, rollout_id: str) -> list[tuple[int, int, int]]:
+        """Per phase of the stored assignments: (phase, devices, devices that should run the release now)."""
+        return self._fetchall(
+            "SELECT phase, count(*), count(desired_version) FROM rollout_assignments WHERE rollout_id = ? "
+            "GROUP BY phase ORDER BY phase",
+            [rollout_id],
+        )
+
+    def replace_drift(self, table: pa.Table, at: datetime) -> None:
+        """Rewrite ``device_drift`` from ``table`` (``cohorts.drift``), computed ``at``."""
+        self._rewrite(
+            table,
+            ("DELETE FROM device_drift", []),
+            (
+                "INSERT INTO device_drift (tenant_id, device_id, rollout_id, rollout, desired_version, "
+                "reported_version, status, rolled_back, drifted, computed_at) SELECT tenant_id, device_id, "
+                "rollout_id, rollout, desired_version, reported_version, status, rolled_back, drifted, ? "
+                "FROM _rows",
+                [at],
+            ),
+            "device drift",
+        )
+
+    def drift_counts(self) -> list[tuple[str, int, int, int]]:
+        """Per rollout (``(none)``: devices no rollout deployed to) of ``device_drift``:
+        (rollout_id, devices, drifted, rolled back)."""
+        return self._fetchall(
+            "SELECT coalesce(rollout_id, '(none)'), count(*), count(*) FILTER (WHERE drifted), "
+            "count(*) FILTER (WHERE rolled_back) FROM device_drift GROUP BY 1 ORDER BY 1"
+        )
+
+    def drifted_devices(self, limit: int) -> list[tuple[str, str, str, str, str, str]]:
+        """The first ``limit`` drifted devices of ``device_drift``: (tenant_id, device_id, rollout_id,
+        desired_version, reported_version, status)."""
+        return self._fetchall(
+            "SELECT tenant_id, device_id, rollout_id, desired_version, reported_version, status "
+            "FROM device_drift WHERE drifted ORDER BY tenant_id, device_id LIMIT ?",
+            [limit],
+        )
+
+    def _fetchall(self, sql: str, params: list[Any] | None = None) -> list[Any]:
+        with self._reader(None) as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def _rewrite(
+        self, rows: pa.Table, delete: tuple[str, list[Any]], insert: tuple[str, list[Any]], what: str
+    ) -> None:
+        """Run ``delete``, then ``insert`` reading ``rows`` as ``_rows``, in one retried write."""
+
+        def unit(con: duckdb.DuckDBPyConnection) -> None:
+            with _registered(con, "_rows", rows):
+                con.execute(*delete)
+                con.execute(*insert)
+
+        self.write(unit, what)
 
     @staticmethod
     def _write_summary(

@@ -13,9 +13,11 @@ from edge_sync.cache import DeviceCache
 from edge_sync.desired import Release
 from edge_sync.downlink import active_release, installed_slots, staged_release
 from edgeplat.backends.edge_agent import EdgeAgentBackend
-from edgeplat.rollouts.controller import Controller, assignments
-from edgeplat.rollouts.machine import TERMINAL, Decision, Kind, Status
+from edgeplat.rollouts.controller import Controller
+from edgeplat.rollouts.decide import Decision
+from edgeplat.rollouts.events import TERMINAL, Kind, Status
 from edgeplat.rollouts.store import RolloutStore
+from edgeplat.rollouts.world import assignments
 from tests.edge_sync.test_downlink_staging import recording_downlink
 from tests.rollouts.test_controller import Crash, small_spec
 

@@ -12,8 +12,10 @@ from datetime import timedelta
 import pytest
 
 from edge_sync.desired import desired_key
+from edgeplat.rollouts.commands import CommandError
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.machine import TERMINAL, CommandError, Decision, Kind, Status
+from edgeplat.rollouts.decide import Decision
+from edgeplat.rollouts.events import TERMINAL, Kind, Status
 from edgeplat.rollouts.spec import RolloutSpec, load_spec
 from edgeplat.rollouts.store import RolloutStore
 

@@ -11,16 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from edgeplat.rollouts.gates import (
-    COLUMNS,
-    CohortSample,
-    GateReport,
-    Verdict,
+from edgeplat.rollouts.gates import COLUMNS, CohortSample, GateReport, Verdict, evaluate_gates
+from edgeplat.rollouts.spec import Gate, load_spec
+from edgeplat.rollouts.stats import (
     betainc,
     binom_lower,
     binom_sf,
     binom_upper,
-    evaluate_gates,
     gammainc,
     norm_ppf,
     norm_sf,
@@ -29,7 +26,6 @@ from edgeplat.rollouts.gates import (
     t_ppf,
     t_sf,
 )
-from edgeplat.rollouts.spec import Gate, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_PHASE_GATES = load_spec(ROOT / "examples/rollouts/canary-good.yaml").gates_for(0)

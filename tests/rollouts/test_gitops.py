@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from edgeplat.rollouts.controller import Controller
+from edgeplat.rollouts.events import Kind, Status
 from edgeplat.rollouts.gitops import GitOpsWatcher
-from edgeplat.rollouts.machine import Kind, Status
 from edgeplat.rollouts.store import RolloutStore
 from tests.rollouts.test_controller import small_spec
 

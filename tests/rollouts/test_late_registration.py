@@ -10,7 +10,7 @@ import pytest
 
 from edgeplat.lakehouse import Lakehouse
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.machine import Kind, Status
+from edgeplat.rollouts.events import Kind, Status
 from edgeplat.rollouts.selection import bucket, rollout_salt
 from edgeplat.rollouts.store import RolloutStore
 from tests.rollouts.test_blue_green import bg_spec

@@ -10,22 +10,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgeplat.rollouts.gates import GateReport, Verdict
-from edgeplat.rollouts.machine import (
+from edgeplat.rollouts.commands import CommandError, command
+from edgeplat.rollouts.decide import Decision, Observation, decide, new_events
+from edgeplat.rollouts.events import (
     TERMINAL,
-    CommandError,
-    Decision,
     Event,
     Kind,
-    Observation,
     RolloutState,
     Status,
-    command,
     created_event,
-    decide,
     desired_release,
-    new_events,
 )
+from edgeplat.rollouts.gates import GateReport, Verdict
 from edgeplat.rollouts.spec import RolloutSpec, load_spec
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

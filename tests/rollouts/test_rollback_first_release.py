@@ -10,7 +10,7 @@ import pytest
 from edge_sync.downlink import active_release
 from edgeplat.backends.base import DeviceRef
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.machine import Kind, Status
+from edgeplat.rollouts.events import Kind, Status
 from edgeplat.rollouts.store import RolloutStore
 from tests.rollouts.test_blue_green import Agent, phases_of
 from tests.rollouts.test_controller import GATED_ID, small_spec

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.machine import Kind, Status
+from edgeplat.rollouts.events import Kind, Status
 from edgeplat.rollouts.store import RolloutStore
 from edgeplat.simulator.rollout_fleet import DemoFleet
 from pipelines.definitions import rollout_definitions

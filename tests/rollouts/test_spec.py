@@ -196,7 +196,7 @@ def test_schema_cli(tmp_path):
 def test_domain_modules_import_without_dagster():
     code = (
         "import sys; import edgeplat.rollouts.spec, edgeplat.rollouts.selection, edgeplat.rollouts.gates,"
-        " edgeplat.rollouts.machine; print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))"
+        " edgeplat.rollouts.events, edgeplat.rollouts.commands, edgeplat.rollouts.decide; print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from edgeplat.rollouts.machine import CommandError, Kind, Status, spec_change, spec_updated_event
+from edgeplat.rollouts.commands import CommandError, spec_change, spec_updated_event
+from edgeplat.rollouts.events import Kind, Status
 from tests.rollouts.test_machine import Driver, make_spec
 
 PHASES = [

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgeplat.rollouts.machine import Event, Kind, RolloutState, Status, command, created_event
+from edgeplat.rollouts.commands import command
+from edgeplat.rollouts.events import Event, Kind, RolloutState, Status, created_event
 from edgeplat.rollouts.store import RolloutNotFound, RolloutStore
 from tests.rollouts.test_controller import small_spec
 
