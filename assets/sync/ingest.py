@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.sync.common import counts_metadata, sync_env
+from edge_sync.rules import RULES
 from edgeplat.sync.ingest import REPLAY_REASON, IngestReport, ingest_objects
 from edgeplat.sync.ledger import DEFERRED_REASON
 from resources.keys import DeviceRegistryResource, KeyServiceResource
@@ -30,7 +31,6 @@ QUARANTINE_REASONS = (
     "corrupt_payload",
     "bad_range",
 )
-RULES = ("lww", "max", "min", "counter", "set_union", "prefer_device", "prefer_central")
 TENANT_TAG = "edgeplat/ingest-tenant"
 
 
