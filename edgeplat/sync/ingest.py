@@ -60,6 +60,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from edge_sync import batch_errors
 from edge_sync.merge import StateMerger
 from edge_sync.streams import STREAMS
 from edgeplat.arrow_memory import prefer_jemalloc
@@ -69,7 +70,7 @@ from edgeplat.lakehouse_schema import DAY_COLUMN, TABLES, utc_day
 from edgeplat.sync.contested import settle
 from edgeplat.sync.decoding import Accepted, DecodedGroup, Rejected, decoded
 from edgeplat.sync.env import SyncEnv
-from edgeplat.sync.ledger import PENDING_SQL, settled_keys
+from edgeplat.sync.ledger import DEFERRED_REASON, PENDING_SQL, settled_keys
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,11 @@ class IngestReport:
         d["quarantined_total"] = sum(self.quarantined.values())
         d["conflicts_total"] = sum(self.conflicts.values())
         return d
+
+
+def quarantine_reasons() -> tuple[str, ...]:
+    """Every reason the ingest quarantines an object for: each batch error's, a replay, a deferral."""
+    return (*batch_errors.reasons(), REPLAY_REASON, DEFERRED_REASON)
 
 
 # ----------------------------------------------------------------------------- entry point
