@@ -74,13 +74,6 @@ from edgeplat.sync.ledger import DEFERRED_REASON, PENDING_SQL, settled_keys
 
 log = logging.getLogger(__name__)
 
-STREAM_TABLES: dict[str, str] = {
-    "telemetry": "telemetry",
-    "alerts": "alerts",
-    "logs": "logs",
-    "health": "health",
-    "state": "state_edits",
-}
 REPLAY_REASON = "replay_conflict"
 BATCH_SUFFIX = ".batch"
 DAY = DAY_COLUMN[0]
@@ -254,7 +247,7 @@ def _stages(groups: Sequence[DecodedGroup], accepted: Sequence[Accepted]) -> dic
         rows = rows.append_column("_bidx", idx).append_column(
             "batch_key", pa.DictionaryArray.from_arrays(idx, pa.array(keys, pa.string()))
         )
-        if DAY in TABLES[STREAM_TABLES[stream]].partitioned_by:  # computed here, not by DuckLake (ICU)
+        if DAY in TABLES[STREAMS[stream].table].partitioned_by:  # computed here, not by DuckLake (ICU)
             rows = rows.append_column(DAY, utc_day(rows.column("ts")))
         m = [wanted[k] for k in keys]
         ranges = pa.table(
@@ -290,8 +283,8 @@ def _stream_step(
     staged batch and a ledger range) can be duplicates or replays: they take the
     fingerprint path; every other row is appended as is.
     """
-    table = STREAM_TABLES[st.stream]
     spec = STREAMS[st.stream]
+    table = spec.table
     tag = f"_s{next(_ids)}"
     stg, rng, ct = f"{tag}_stg", f"{tag}_rng", f"{tag}_ct"
     views = [stg, rng]

@@ -22,11 +22,12 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
+from edge_sync.streams import STREAMS
 from edgeplat.lakehouse import retried
 from edgeplat.sync.arrivals import is_batch_key
 from edgeplat.sync.compaction import compact_isolated
 from edgeplat.sync.env import SyncEnv
-from edgeplat.sync.ingest import STREAM_TABLES, IngestReport, ingest_objects
+from edgeplat.sync.ingest import IngestReport, ingest_objects
 from edgeplat.sync.ledger import PENDING_SQL, all_settled_keys, pending_deferred
 
 FIRST_SEQ = 1  # device caches number every stream from 1 (edge_sync.cache)
@@ -73,7 +74,7 @@ def remove_duplicates(
     (None: the whole table); keeps the first copy (by ingest time, batch key). Returns rows removed."""
     since = None if window is None else datetime.fromtimestamp(env.now_ms() / 1000, UTC) - window
     removed: dict[str, int] = {}
-    for table in STREAM_TABLES.values():
+    for table in (spec.table for spec in STREAMS.values()):
         removed[table] = retried(con, lambda c, t=table: _dedupe_table(c, t, since), what=f"dedupe {table}")
     removed["batches"] = retried(con, lambda c: _dedupe_ledger(c, since), what="dedupe batches")
     return removed
