@@ -20,7 +20,8 @@ import pyarrow as pa
 import zstandard
 
 from bench.harness import Result
-from edge_sync.batch import parse_object_key, read_batch
+from edge_sync.batch import read_batch
+from edge_sync.batch_keys import parse_object_key
 from edge_sync.keys import LocalKeyring
 from edgeplat.simulator import SimulationConfig, simulate
 from edgeplat.simulator.parts import default_parts

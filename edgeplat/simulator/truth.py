@@ -29,7 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from edge_sync.batch import parse_object_key, read_batch
+from edge_sync.batch import read_batch
+from edge_sync.batch_keys import parse_object_key
 from edge_sync.keys import KeyService
 from edge_sync.objectstore import ObjectStore
 from edge_sync.streams import STREAMS

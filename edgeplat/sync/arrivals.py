@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from edge_sync.batch import parse_object_key
+from edge_sync.batch_keys import parse_object_key
 from edge_sync.objectstore import ObjectStore
 
 CURSOR_VERSION = 1

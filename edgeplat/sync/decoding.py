@@ -24,8 +24,10 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from edge_sync.batch import BatchError, Manifest, OpenedBatch, decode_batches, open_batch, parse_object_key
-from edge_sync.batch_errors import BadManifest
+from edge_sync.batch import OpenedBatch, decode_batches, open_batch
+from edge_sync.batch_errors import BadManifest, BatchError
+from edge_sync.batch_keys import parse_object_key
+from edge_sync.batch_manifest import Manifest
 from edge_sync.hlc import physical_ms
 from edge_sync.identity import DeviceRegistry
 from edge_sync.keys import KeyService
