@@ -13,6 +13,7 @@ from typing import NamedTuple
 from edge_sync.ids import validate_id
 from edge_sync.streams import get_stream
 
+BATCH_SUFFIX = ".batch"
 SEQ_DIGITS = 20
 MAX_SEQ = 10**SEQ_DIGITS - 1
 
@@ -29,7 +30,7 @@ class ObjectKey(NamedTuple):
 
 _KEY_RE = re.compile(
     r"tenant=(?P<tenant>[^/]+)/device=(?P<device>[^/]+)/stream=(?P<stream>[^/]+)/"
-    rf"(?P<first>[0-9]{{{SEQ_DIGITS}}})-(?P<last>[0-9]{{{SEQ_DIGITS}}})\.batch"
+    rf"(?P<first>[0-9]{{{SEQ_DIGITS}}})-(?P<last>[0-9]{{{SEQ_DIGITS}}}){re.escape(BATCH_SUFFIX)}"
 )
 
 
@@ -47,7 +48,7 @@ def object_key(tenant_id: str, device_id: str, stream: str, first_seq: int, last
     validate_id("device", device_id)
     get_stream(validate_id("stream", stream))
     _check_seq_range(first_seq, last_seq)
-    return f"tenant={tenant_id}/device={device_id}/stream={stream}/{first_seq:020d}-{last_seq:020d}.batch"
+    return f"tenant={tenant_id}/device={device_id}/stream={stream}/{first_seq:020d}-{last_seq:020d}{BATCH_SUFFIX}"
 
 
 def parse_object_key(key: str) -> ObjectKey:
@@ -56,7 +57,7 @@ def parse_object_key(key: str) -> ObjectKey:
     if not m:
         raise ValueError(
             f"{key!r} is not a batch object key; expected "
-            "'tenant=<T>/device=<D>/stream=<S>/<first:020d>-<last:020d>.batch'"
+            f"'tenant=<T>/device=<D>/stream=<S>/<first:020d>-<last:020d>{BATCH_SUFFIX}'"
         )
     parsed = ObjectKey(m["tenant"], m["device"], m["stream"], int(m["first"]), int(m["last"]))
     object_key(*parsed)  # validates ids, stream and range

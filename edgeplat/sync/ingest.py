@@ -61,6 +61,7 @@ import numpy as np
 import pyarrow as pa
 
 from edge_sync import batch_errors
+from edge_sync.batch_keys import BATCH_SUFFIX
 from edge_sync.merge import StateMerger
 from edge_sync.streams import STREAMS
 from edgeplat.arrow_memory import prefer_jemalloc
@@ -75,7 +76,6 @@ from edgeplat.sync.ledger import DEFERRED_REASON, PENDING_SQL, settled_keys
 log = logging.getLogger(__name__)
 
 REPLAY_REASON = "replay_conflict"
-BATCH_SUFFIX = ".batch"
 DAY = DAY_COLUMN[0]
 _ids = itertools.count()
 # Decoded groups (``SyncSettings.rows_per_group`` rows each) one commit takes at most: an ingest

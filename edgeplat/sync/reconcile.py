@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
+from edge_sync.batch_keys import BATCH_SUFFIX
 from edge_sync.streams import STREAMS
 from edgeplat.lakehouse import retried
 from edgeplat.sync.arrivals import is_batch_key
@@ -40,7 +41,7 @@ def list_batch_keys(env: SyncEnv, prefix: str = "") -> Iterator[str]:
     while True:
         page = env.store.list(prefix, after=after, limit=1000)
         for o in page.objects:
-            if o.key.endswith(".batch"):
+            if o.key.endswith(BATCH_SUFFIX):
                 yield o.key
         if page.next_after is None:
             return
