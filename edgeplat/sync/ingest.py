@@ -62,12 +62,12 @@ import pyarrow as pa
 
 from edge_sync import batch_errors
 from edge_sync.batch_keys import BATCH_SUFFIX
-from edge_sync.merge import StateMerger
 from edge_sync.streams import STREAMS
 from edgeplat.arrow_memory import prefer_jemalloc
 from edgeplat.lake_files import append_rows, conform, insert_rows
 from edgeplat.lakehouse import retried
 from edgeplat.lakehouse_schema import DAY_COLUMN, TABLES, utc_day
+from edgeplat.sync.central_state import central_merger
 from edgeplat.sync.contested import settle
 from edgeplat.sync.decoding import Accepted, DecodedGroup, Rejected, decoded
 from edgeplat.sync.env import SyncEnv
@@ -427,14 +427,7 @@ def merge_state_edits(env: SyncEnv, con: duckdb.DuckDBPyConnection, edits: pa.Ta
     n = edits.num_rows
     for name, value in (("origin", pa.array(["device"] * n)), ("node_id", edits.column("device_id"))):
         edits = edits.set_column(edits.schema.get_field_index(name), name, value)
-    merger = StateMerger(
-        con,
-        env.rules,
-        state_table="device_state",
-        conflicts_table="state_conflicts",
-        contributions_table="state_contributions",
-    )
-    stats = merger.merge(edits, own_transaction=False)
+    stats = central_merger(con, env.rules).merge(edits, own_transaction=False)
     return stats.edits_in, Counter(stats.conflicts_by_rule)
 
 
