@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: one lock-guarded facade whose parts are the cache_* modules.
 """The device-side offline cache: every row a device records waits here until it is uploaded.
 
 A DuckDB file encrypted at rest with the device key (32 bytes from the caller's keyring or
