@@ -25,6 +25,7 @@ Rules (``RULES`` below is their registry; ``edge_sync.merge`` says how each merg
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -197,20 +198,34 @@ def parse_rules(data: Any, *, source: str = "state rules", require_resolvers: bo
 
 
 def load_rules(path: str | Path, *, require_resolvers: bool = True) -> RuleSet:
-    """Load and validate a rules YAML file; errors name the file and each bad field."""
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise RulesError(f"state rules file {p} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise RulesError(f"state rules file {p} is not valid YAML: {exc}") from None
-    return parse_rules(data, source=f"state rules file {p}", require_resolvers=require_resolvers)
+    """Load and validate a rules YAML file; errors name the file, each bad field and the fix."""
+    return _load(Path(path), "fix the path or put the platform's rules file there", require_resolvers)
 
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "edgeplat" / "config" / "state_rules.yaml"
+# Package data of edge_sync, so a device merges under the same rules as the platform.
+RULES_FILE = "state_rules.yaml"
 
 
 def default_rules() -> RuleSet:
-    """The platform's default rules file (edgeplat/config/state_rules.yaml)."""
-    return load_rules(DEFAULT_RULES_PATH)
+    """The rules file that ships with edge_sync (``edge_sync/state_rules.yaml``); the platform's too."""
+    with importlib.resources.as_file(importlib.resources.files(__package__) / RULES_FILE) as path:
+        return _load(
+            path,
+            f"reinstall edge-sync (its package data must include edge_sync/{RULES_FILE}) "
+            "or set rules_path in device.toml",
+            require_resolvers=True,
+        )
+
+
+def _load(path: Path, fix: str, require_resolvers: bool) -> RuleSet:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RulesError(f"state rules file {path} does not exist: {fix}") from None
+    except OSError as exc:
+        raise RulesError(f"state rules file {path} cannot be read ({exc.strerror or exc}): {fix}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError(f"state rules file {path} is not valid YAML: {exc}") from None
+    return parse_rules(data, source=f"state rules file {path}", require_resolvers=require_resolvers)
