@@ -20,7 +20,8 @@ import pyarrow as pa
 import zstandard
 
 from bench.harness import Result
-from edge_sync.batch import parse_object_key, read_batch
+from edge_sync.batch import read_batch
+from edge_sync.batch_keys import BATCH_SUFFIX, parse_object_key
 from edge_sync.keys import LocalKeyring
 from edgeplat.simulator import SimulationConfig, simulate
 from edgeplat.simulator.parts import default_parts
@@ -95,7 +96,7 @@ def _agents(devices: int) -> list[Result]:
         keys = [
             o.key
             for o in page.objects
-            if o.key.endswith(".batch") and parse_object_key(o.key).stream == "telemetry"
+            if o.key.endswith(BATCH_SUFFIX) and parse_object_key(o.key).stream == "telemetry"
         ]
         for key in keys:
             data = parts.store.get(key)

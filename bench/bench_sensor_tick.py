@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench.harness import Result, best_of
-from edge_sync.batch import object_key
+from edge_sync.batch_keys import object_key
 from edge_sync.objectstore import LocalObjectStore
 from edgeplat.sync.arrivals import ArrivalCursor, plan_arrivals
 from pipelines.sensors.batch_arrival import KEYS_PER_RUN, MAX_KEYS_PER_TICK

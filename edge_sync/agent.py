@@ -60,7 +60,8 @@ from edge_sync.downlink import (
 )
 from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import KeyService
-from edge_sync.objectstore import ObjectStore, from_url
+from edge_sync.objectstore import ObjectStore
+from edge_sync.objectstore_url import from_url
 from edge_sync.rules import RuleSet
 from edge_sync.storage_credentials import VaultRenderedStore
 from edge_sync.streams import STREAMS

@@ -1,12 +1,15 @@
+# Over 500 lines on purpose: the writer and the reader of one byte format read best side by side.
 """Batch format v2: the one reader and writer of uploaded batches, for device and central code.
 
 A batch is one device's rows of one stream over a seq range, stored at a deterministic
-object key ``tenant=<T>/device=<D>/stream=<S>/<first:020d>-<last:020d>.batch``::
+object key ``tenant=<T>/device=<D>/stream=<S>/<first:020d>-<last:020d>.batch``
+(:mod:`edge_sync.batch_keys`)::
 
     b"EDGB" | version (1 byte) | manifest length (u32 BE) | manifest | ciphertext | signature (64)
 
-* manifest: canonical JSON of :class:`Manifest` (tenant, device, stream, schema fingerprint,
-  seq and HLC ranges, evictions, wrapped data key, nonce, plaintext SHA-256, signer).
+* manifest: canonical JSON of :class:`~edge_sync.batch_manifest.Manifest` (tenant, device,
+  stream, schema fingerprint, seq and HLC ranges, evictions, wrapped data key, nonce,
+  plaintext SHA-256, signer).
   It is readable without any key, so the ingest can route and check a batch before
   decrypting, but everything in it is covered by the signature.
 * ciphertext: AES-256-GCM of the compact Parquet payload (:mod:`edge_sync.batch_encoding`)
@@ -44,20 +47,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 import secrets
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from edge_sync.batch_encoding import (
     PayloadDecodeError,
@@ -66,7 +67,7 @@ from edge_sync.batch_encoding import (
     dictionary_schema,
     encode_table,
 )
-from edge_sync.batch_errors import (  # noqa: F401  (re-exported: callers import errors from here)
+from edge_sync.batch_errors import (
     BadMagic,
     BadManifest,
     BadRange,
@@ -83,7 +84,9 @@ from edge_sync.batch_errors import (  # noqa: F401  (re-exported: callers import
     UnknownSchema,
     UnsupportedVersion,
 )
-from edge_sync.identity import SIGNATURE_BYTES, DeviceIdentity, canonical_json, verify_signature
+from edge_sync.batch_keys import MAX_SEQ, ObjectKey, parse_object_key
+from edge_sync.batch_manifest import TAG_BYTES, Eviction, Manifest
+from edge_sync.identity import SIGNATURE_BYTES, DeviceIdentity, verify_signature
 from edge_sync.ids import is_valid_id, validate_id
 from edge_sync.keys import KeyService, KeyServiceError
 from edge_sync.streams import STREAMS, StreamSpec, get_stream
@@ -94,9 +97,6 @@ READ_VERSIONS = (1, 2)  # read (module docstring)
 MAX_MANIFEST_BYTES = 64 * 1024
 _HEADER = struct.Struct(">4sBI")  # magic, version, manifest length
 _NONCE_BYTES = 12
-_TAG_BYTES = 16
-_SEQ_DIGITS = 20
-_MAX_SEQ = 10**_SEQ_DIGITS - 1
 
 
 # ----------------------------------------------------------------------------- schema fingerprints
@@ -123,85 +123,7 @@ def _stream_for_fingerprint(fingerprint: str) -> StreamSpec | None:
     return None
 
 
-# ----------------------------------------------------------------------------- manifest
-class Eviction(BaseModel):
-    """Rows the device's size bound dropped before upload: seqs first..last, ``count`` of them."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    first_seq: int = Field(ge=0, le=_MAX_SEQ)
-    last_seq: int = Field(ge=0, le=_MAX_SEQ)
-    count: int = Field(ge=1)
-    reason: str = Field(min_length=1, max_length=200)
-
-    @model_validator(mode="after")
-    def _range(self) -> Eviction:
-        if self.last_seq < self.first_seq:
-            raise ValueError(f"eviction last_seq {self.last_seq} is below first_seq {self.first_seq}")
-        if self.count > self.last_seq - self.first_seq + 1:
-            raise ValueError(
-                f"eviction count {self.count} exceeds its seq range {self.first_seq}..{self.last_seq}"
-            )
-        return self
-
-
-class Manifest(BaseModel):
-    """The signed, unencrypted description of a batch; all the central ingest needs to route it.
-
-    ``first_seq``/``last_seq`` span the rows *and* the evictions carried; ``row_count``
-    counts rows only. ``hlc_min``/``hlc_max`` are None for an eviction-only batch.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format_version: int
-    tenant_id: str
-    device_id: str
-    stream: str
-    schema_fingerprint: str
-    first_seq: int = Field(ge=0, le=_MAX_SEQ)
-    last_seq: int = Field(ge=0, le=_MAX_SEQ)
-    row_count: int = Field(ge=0)
-    hlc_min: int | None
-    hlc_max: int | None
-    evictions: tuple[Eviction, ...] = ()
-    key_id: str
-    wrapped_key: str  # base64
-    nonce: str  # base64
-    payload_bytes: int = Field(
-        ge=_TAG_BYTES
-    )  # ciphertext length: truncation is detected before anything else
-    plaintext_sha256: str
-    signer_key_id: str
-    created_ms: int
-
-    @field_validator("tenant_id", "device_id", "stream")
-    @classmethod
-    def _safe_id(cls, v: str, info) -> str:
-        return validate_id(
-            {"tenant_id": "tenant", "device_id": "device", "stream": "stream"}[info.field_name], v
-        )
-
-    @model_validator(mode="after")
-    def _ranges(self) -> Manifest:
-        if self.last_seq < self.first_seq:
-            raise ValueError(f"last_seq {self.last_seq} is below first_seq {self.first_seq}")
-        if (self.hlc_min is None) != (self.row_count == 0) or (self.hlc_max is None) != (self.row_count == 0):
-            raise ValueError("hlc_min/hlc_max must be set exactly when the batch has rows")
-        return self
-
-    def canonical_bytes(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
-
-    @property
-    def evicted_count(self) -> int:
-        return sum(e.count for e in self.evictions)
-
-    @property
-    def object_key(self) -> str:
-        return object_key(self.tenant_id, self.device_id, self.stream, self.first_seq, self.last_seq)
-
-
+# ----------------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class EncodedBatch:
     """What the uploader puts into the object store: ``data`` at ``key``."""
@@ -217,51 +139,6 @@ class DecodedBatch:
 
     manifest: Manifest
     table: pa.Table
-
-
-# ----------------------------------------------------------------------------- object keys
-class ObjectKey(NamedTuple):
-    tenant_id: str
-    device_id: str
-    stream: str
-    first_seq: int
-    last_seq: int
-
-
-_KEY_RE = re.compile(
-    r"tenant=(?P<tenant>[^/]+)/device=(?P<device>[^/]+)/stream=(?P<stream>[^/]+)/"
-    rf"(?P<first>[0-9]{{{_SEQ_DIGITS}}})-(?P<last>[0-9]{{{_SEQ_DIGITS}}})\.batch"
-)
-
-
-def _check_seq_range(first_seq: int, last_seq: int) -> None:
-    if (
-        not (isinstance(first_seq, int) and isinstance(last_seq, int))
-        or not 0 <= first_seq <= last_seq <= _MAX_SEQ
-    ):
-        raise ValueError(f"seq range {first_seq!r}..{last_seq!r} must be integers with 0 <= first <= last")
-
-
-def object_key(tenant_id: str, device_id: str, stream: str, first_seq: int, last_seq: int) -> str:
-    """The deterministic object key of a batch (ids validated, seqs zero-padded to 20 digits)."""
-    validate_id("tenant", tenant_id)
-    validate_id("device", device_id)
-    get_stream(validate_id("stream", stream))
-    _check_seq_range(first_seq, last_seq)
-    return f"tenant={tenant_id}/device={device_id}/stream={stream}/{first_seq:020d}-{last_seq:020d}.batch"
-
-
-def parse_object_key(key: str) -> ObjectKey:
-    """Inverse of :func:`object_key`; ``ValueError`` for anything that is not exactly such a key."""
-    m = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
-    if not m:
-        raise ValueError(
-            f"{key!r} is not a batch object key; expected "
-            "'tenant=<T>/device=<D>/stream=<S>/<first:020d>-<last:020d>.batch'"
-        )
-    parsed = ObjectKey(m["tenant"], m["device"], m["stream"], int(m["first"]), int(m["last"]))
-    object_key(*parsed)  # validates ids, stream and range
-    return parsed
 
 
 # ----------------------------------------------------------------------------- writer
@@ -334,8 +211,8 @@ def write_batch(
         _check_constant(table, column, value)
     ev = tuple(e if isinstance(e, Eviction) else Eviction.model_validate(e) for e in evictions)
     seq = table.column("seq").to_numpy()
-    if seq.size and (seq[0] < 0 or seq[-1] > _MAX_SEQ):
-        raise ValueError(f"seqs must be between 0 and {_MAX_SEQ}; got {seq[0]}..{seq[-1]}")
+    if seq.size and (seq[0] < 0 or seq[-1] > MAX_SEQ):
+        raise ValueError(f"seqs must be between 0 and {MAX_SEQ}; got {seq[0]}..{seq[-1]}")
     if seq.size > 1 and not np.all(np.diff(seq) > 0):
         bad = int(np.argmax(np.diff(seq) <= 0))
         raise ValueError(
@@ -370,7 +247,7 @@ def write_batch(
         key_id=data_key.key_id,
         wrapped_key=base64.b64encode(data_key.wrapped).decode("ascii"),
         nonce=base64.b64encode(nonce).decode("ascii"),
-        payload_bytes=len(payload) + _TAG_BYTES,
+        payload_bytes=len(payload) + TAG_BYTES,
         plaintext_sha256=hashlib.sha256(payload).hexdigest(),
         signer_key_id=identity.key_id,
         created_ms=time.time_ns() // 1_000_000 if created_ms is None else created_ms,
@@ -473,7 +350,7 @@ def _pre_parse(manifest_bytes: bytes, key: str | None) -> dict:
     tenant, device, size = doc.get("tenant_id"), doc.get("device_id"), doc.get("payload_bytes")
     if not (is_valid_id(tenant) and is_valid_id(device)):
         raise BadManifest(f"manifest has no valid tenant_id/device_id ({tenant!r}, {device!r})", key=key)
-    if not isinstance(size, int) or isinstance(size, bool) or size < _TAG_BYTES:
+    if not isinstance(size, int) or isinstance(size, bool) or size < TAG_BYTES:
         raise BadManifest(f"manifest payload_bytes {size!r} is not a ciphertext length", key=key)
     return {"tenant_id": tenant, "device_id": device, "payload_bytes": size}
 

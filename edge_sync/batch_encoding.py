@@ -70,15 +70,6 @@ _POW10 = np.array([10.0**d for d in range(MAX_SCALE + 1)], dtype=np.float64)  # 
 _MAX_EXACT_INT = float(2**53)
 _DICT_MAX_DISTINCT = 256
 
-# Columns that group rows into series worth sorting together (and scaling per series).
-GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
-    "telemetry": ("metric",),
-    "health": ("version", "slot"),
-    "alerts": ("code",),
-    "logs": ("level",),
-    "state": ("namespace", "key", "field"),
-}
-
 _DROPPED = ("tenant_id", "device_id", "stream")
 
 
@@ -163,7 +154,7 @@ def encode_table(table: pa.Table, spec: StreamSpec, device_id: str) -> bytes:
     with np.errstate(over="ignore"):
         hlc_lo = hlc - np.left_shift(ts, 16)
 
-    group_cols = tuple(c for c in GROUP_COLUMNS.get(spec.name, ()) if c in spec.payload_names)
+    group_cols = spec.group_by
     groups = _group_ids(table, group_cols)
     sort_keys = [(c, "ascending") for c in group_cols] + [("seq", "ascending")]
     order = pc.sort_indices(table, sort_keys=sort_keys).to_numpy() if n else seq

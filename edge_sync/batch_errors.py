@@ -2,7 +2,8 @@
 
 The central ingest quarantines a refused batch under ``err.reason`` (machine-readable) and
 keeps ``str(err)``, which names the object and the fix. ``detail`` carries the key
-service's own reason when unwrapping the data key failed.
+service's own reason when unwrapping the data key failed. :func:`reasons` lists every
+subclass's reason, so reports can show each one before it first occurs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ class BatchError(Exception):
         self.key = key
         self.detail = detail  # e.g. the key service's own reason
         super().__init__(f"batch {key or '<unnamed>'}: {message}")
+
+
+def reasons() -> tuple[str, ...]:
+    """The ``reason`` of every subclass of :class:`BatchError` (read when called, so subclasses
+    defined elsewhere count too), in definition order."""
+    found: dict[str, None] = {}
+    todo = list(BatchError.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        found[cls.reason] = None
+        todo.extend(cls.__subclasses__())
+    return tuple(found)
 
 
 class TruncatedBatch(BatchError):

@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: one lock-guarded facade whose parts are the cache_* modules.
 """The device-side offline cache: every row a device records waits here until it is uploaded.
 
 A DuckDB file encrypted at rest with the device key (32 bytes from the caller's keyring or
@@ -137,29 +138,10 @@ class DeviceCache:
             raise
 
     @classmethod
-    def open(
-        cls,
-        path: str | os.PathLike,
-        *,
-        tenant_id: str,
-        device_id: str,
-        key: bytes,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        durability: Durability | None = None,
-        ttl_overrides: dict[str, int | None] | None = None,
-        wall_ms: Callable[[], int] | None = None,
-    ) -> DeviceCache:
-        """Open (or create) the cache file at ``path``; raises ``CacheKeyError`` on a wrong key."""
-        return cls(
-            path,
-            tenant_id=tenant_id,
-            device_id=device_id,
-            key=key,
-            max_bytes=max_bytes,
-            durability=durability,
-            ttl_overrides=ttl_overrides,
-            wall_ms=wall_ms,
-        )
+    def open(cls, path: str | os.PathLike, **options: Any) -> DeviceCache:
+        """Open (or create) the cache file at ``path``; ``options`` are the constructor's keywords.
+        Raises ``CacheKeyError`` on a wrong key."""
+        return cls(path, **options)
 
     @staticmethod
     def _resolve_ttls(overrides: dict[str, int | None]) -> dict[str, int | None]:

@@ -362,12 +362,12 @@ def key_service(config: AgentConfig, vault: Any) -> KeyService:
 
 
 def state_rules(path: Path | None) -> RuleSet:
-    """The state conflict rules: ``path``, else the platform's default file, else lww everywhere."""
-    if path is not None:
-        return load_rules(path)
+    """The state conflict rules: ``path`` (``rules_path``), else the file edge_sync ships.
+
+    The device merges central edits as the platform merges its edits, so a missing or
+    unreadable rules file is an error naming the file and the fix, never a quiet fallback.
+    """
     try:
-        return default_rules()
-    except RulesError:
-        # a device install may not ship the central rules file: last-writer-wins everywhere
-        log.warning("no state rules file found; central edits merge last-writer-wins (set rules_path)")
-        return RuleSet(version=1)
+        return load_rules(path) if path is not None else default_rules()
+    except RulesError as exc:
+        raise ConfigError(f"rules_path: {exc}" if path is not None else str(exc)) from None

@@ -60,7 +60,7 @@ from edge_sync.desired import (
 )
 from edge_sync.merge import StateMerger
 from edge_sync.objectstore import ObjectNotFound, ObjectStore
-from edge_sync.rules import RuleSet
+from edge_sync.rules import RuleSet, rule_kind
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def _seed(
         rule = rules.rule_for(r["namespace"], r["field"])
         key = (tenant_id, device_id, r["namespace"], r["key"], r["field"])
         state.append((*key, r["value"], r["hlc"], r["node_id"], r["origin"], rule, rules.version, 0))
-        kind = "increment" if rule == "counter" else "head"
+        kind = "increment" if rule_kind(rule).sums else "head"
         contrib.append((*key, r["node_id"], r["hlc"], r["value"], r["origin"], kind, rule))
     con.executemany("INSERT INTO st VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", state)
     con.executemany("INSERT INTO co VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", contrib)
@@ -468,8 +468,7 @@ class Downlink:
             if e.namespace == AGENT_NAMESPACE:
                 dropped.append(f"{where}: namespace {AGENT_NAMESPACE!r} is reserved for the agent")
                 continue
-            rule = self.rules.rule_for(e.namespace, e.field)
-            if rule == "counter":
+            if rule_kind(self.rules.rule_for(e.namespace, e.field)).sums:
                 if e.hlc <= seen:
                     dropped.append(f"{where}: counter increment already applied")
                     continue

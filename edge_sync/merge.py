@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: one merge algorithm whose steps share invariants, read top to bottom.
 """Merge keyed state edits into a state table, per-field conflict rules, with DuckDB set operations.
 
 Used in two places with the same code: the device applies central edits from the downlink
@@ -69,12 +70,10 @@ that field (heads chosen under the old rule stay until beaten).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import itertools
 import json
 import math
 import re
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +85,7 @@ import pyarrow.compute as pc
 
 from edge_sync import resolvers
 from edge_sync.merge_arrow import best_per_key, distinct_edits, key_codes, text_ranks
-from edge_sync.rules import PICKING_RULES, RuleSet, custom_name
+from edge_sync.rules import COUNTER, CUSTOM_PREFIX, RULES, SET_UNION, Rule, RuleSet, custom_name, rule_kind
 
 KEY_COLUMNS: tuple[str, ...] = ("tenant_id", "device_id", "namespace", "key", "field")
 EDIT_SCHEMA = pa.schema(
@@ -162,6 +161,32 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _sql_names(rules: Iterable[Rule]) -> str:
+    """A SQL list of the rules' names, for ``rule IN (...)``."""
+    return "(" + ", ".join(_sql_str(r.name) for r in rules) + ")"
+
+
+# The rules' SQL and Arrow forms, built from their registry (``edge_sync.rules.RULES``).
+_PICKING = _sql_names(r for r in RULES.values() if r.picks)
+_PICKING_NAMES = pa.array([r.name for r in RULES.values() if r.picks], pa.string())
+_NUMERIC = [r for r in RULES.values() if r.sign]
+_COUNTER = _sql_str(COUNTER.name)
+# Heads of these rules never lose: their state holds every value.
+_LOSE_NOTHING = [r.name for r in RULES.values() if not r.sums and not r.conflicts]
+_FOLDED = (
+    f"rule IN {_sql_names(r for r in RULES.values() if r.folds)} "
+    f"OR starts_with(rule, {_sql_str(CUSTOM_PREFIX)})"
+)
+_PREFERS = " ".join(
+    f"WHEN {_sql_str(r.name)} THEN CAST(origin = {_sql_str(r.prefers)} AS INTEGER)"
+    for r in RULES.values()
+    if r.prefers
+)
+_NUMBERS = " ".join(
+    f"WHEN {_sql_str(r.name)} THEN {'-' if r.sign < 0 else ''}TRY_CAST(value AS DOUBLE)" for r in _NUMERIC
+)
+
+
 def rule_sql(rules: RuleSet, namespace: str = "namespace", field: str = "field") -> str:
     """A SQL expression giving ``rules.rule_for(namespace, field)`` (no join, no pass over the data)."""
     arms = []
@@ -194,8 +219,9 @@ class _Order:
     ``n`` for ``prefer_*`` ones: a node's head has the greatest ``p`` and ``n`` of its edits."""
 
     def __init__(self, used: set[str]) -> None:
-        self.prefer = bool(used & {"prefer_device", "prefer_central"})
-        self.numeric = bool(used & {"max", "min"})
+        kinds = [rule_kind(u) for u in used]
+        self.prefer = any(k.prefers for k in kinds)
+        self.numeric = any(k.sign for k in kinds)
 
     def arg(self, rule: str, *, unique_hlcs: bool) -> str:
         """The key a node's best edit maximizes. When no two different edits of a node share
@@ -211,22 +237,13 @@ class _Order:
 
     @staticmethod
     def _p(rule: str) -> str:
-        return (
-            f"CASE {rule} WHEN 'prefer_device' THEN CAST(origin = 'device' AS INTEGER) "
-            f"WHEN 'prefer_central' THEN CAST(origin = 'central' AS INTEGER) ELSE 0 END"
-        )
+        return f"CASE {rule} {_PREFERS} ELSE 0 END"
 
     def parts(self, rule: str) -> list[tuple[str, str]]:
         """(name, SQL) of the order columns before ``hlc`` for an edit or stored head."""
         parts = [("p", self._p(rule))] if self.prefer else []
         if self.numeric:
-            parts.append(
-                (
-                    "n",
-                    f"CASE {rule} WHEN 'max' THEN TRY_CAST(value AS DOUBLE) "
-                    f"WHEN 'min' THEN -TRY_CAST(value AS DOUBLE) ELSE 0.0 END",
-                )
-            )
+            parts.append(("n", f"CASE {rule} {_NUMBERS} ELSE 0.0 END"))
         return parts
 
 
@@ -278,15 +295,15 @@ def custom_value(rule: str, values: Iterable[str], where: str = "custom") -> str
 def _checks(used: set[str], rule: str = "rule") -> dict[str, tuple[str, str]]:
     """Per path ('heads', 'counter'): a SQL condition true for an edit its rule rejects, and the need."""
     checks = {}
-    if used & {"max", "min"}:
+    if used & {r.name for r in _NUMERIC}:
         checks["heads"] = (
-            f"{rule} IN ('max', 'min') AND NOT (regexp_full_match(value, '{JSON_NUMBER}') "
+            f"{rule} IN {_sql_names(_NUMERIC)} AND NOT (regexp_full_match(value, '{JSON_NUMBER}') "
             "AND isfinite(TRY_CAST(value AS DOUBLE)))",
             "needs a finite JSON number",
         )
-    if "counter" in used:
+    if COUNTER.name in used:
         checks["counter"] = (
-            f"{rule} = 'counter' AND NOT regexp_full_match(value, '{JSON_INTEGER}')",
+            f"{rule} = {_COUNTER} AND NOT regexp_full_match(value, '{JSON_INTEGER}')",
             "needs a JSON integer increment",
         )
     return checks
@@ -309,7 +326,6 @@ def _order_columns(heads: pa.Table) -> list[np.ndarray]:
 
 
 _SCAN_BATCH = 16_384
-_PICKING = "(" + ", ".join(_sql_str(r) for r in sorted(PICKING_RULES)) + ")"
 STATE_ROW = pa.schema(
     [*(pa.field(c, pa.string()) for c in (*KEY_COLUMNS, "value")), pa.field("hlc", pa.int64())]
     + [pa.field(c, pa.string()) for c in ("node_id", "origin", "rule")]
@@ -441,9 +457,9 @@ class StateMerger:
             t for t, full in zip(tables, self.con.execute(f"SELECT {probe}").fetchone(), strict=True) if full
         }
         # Everything is read and checked before the first write: a rejected batch writes nothing.
-        h = self._heads(table, inp, used, counting) if used - {"counter"} else None
+        h = self._heads(table, inp, used, counting) if used - {COUNTER.name} else None
         distinct, _ = counting.result()
-        ci = self._stage_increments(ruled, checks.get("counter")) if "counter" in used else None
+        ci = self._stage_increments(ruled, checks.get("counter")) if COUNTER.name in used else None
         for view, path in ((h, "heads"), (ci, "counter")):
             if view and path in checks and pc.sum(self._tables[view]["bad"]).as_py():
                 self._reject(ruled, checks[path])
@@ -549,7 +565,7 @@ class StateMerger:
         extra += [f"count_if({check[0]}) AS bad"] if check else []
         found = self.con.execute(
             f"SELECT {', '.join([f'arg_max(_row, {arg}) AS _row', f'{rule} AS rule', *extra])} "
-            f"FROM {inp} WHERE {rule} <> 'counter' GROUP BY {_K}, node_id"
+            f"FROM {inp} WHERE {rule} <> {_COUNTER} GROUP BY {_K}, node_id"
         ).to_arrow_table()
         # Taking rows in batch order reads the batch's columns front to back (several times faster).
         found = found.take(pa.array(np.argsort(found["_row"].to_numpy())))
@@ -592,7 +608,7 @@ class StateMerger:
         parts = "".join(f", {sql} AS {name}" for name, sql in self._order.parts("rule"))
         batch = self._tables[h].drop_columns([c for c in ("bad",) if c in self._tables[h].column_names])
         old = self.con.execute(
-            f"SELECT {_K}, node_id, rule{parts}, hlc, value, origin FROM ({ruled}) WHERE rule <> 'counter'"
+            f"SELECT {_K}, node_id, rule{parts}, hlc, value, origin FROM ({ruled}) WHERE rule <> {_COUNTER}"
         ).to_arrow_table()
         both = pa.concat_tables([batch, old.cast(batch.schema)])
         # Each node's greatest head under the order (p, n, hlc, value, origin).
@@ -618,7 +634,7 @@ class StateMerger:
         cols |= {f"_order{i}": column for i, column in enumerate(order)}
         hw = pa.table(cols)
         used = rules_used(self.rules)
-        if any(u == "set_union" or custom_name(u) for u in used):
+        if any(rule_kind(u).folds for u in used):
             combined = self._combined(ruled, s).rename_columns([*KEY_COLUMNS, "_combined"])
             hw = hw.join(combined, keys=list(KEY_COLUMNS), join_type="left outer")
         nodes = hw["node_id"]
@@ -635,15 +651,17 @@ class StateMerger:
         # Without set_union/custom fields every head is under a picking rule.
         picking = None
         if "_combined" in hw.column_names:
-            picking = pc.is_in(hw["rule"], value_set=pa.array(sorted(PICKING_RULES)))
+            picking = pc.is_in(hw["rule"], value_set=_PICKING_NAMES)
             w_value = pc.if_else(picking, w_value, hw["_combined"])
         same = pc.equal(hw["value"], w_value)
         state = _where(
             hw, win, {"value": w_value, **{c: hw[c] for c in ("hlc", "node_id", "origin", "rule")}}
         )
         lost = pc.fill_null(pc.invert(same), False)
-        if "set_union" in used:
-            lost = pc.and_(lost, pc.not_equal(hw["rule"], "set_union"))
+        if used.intersection(_LOSE_NOTHING):
+            lost = pc.and_(
+                lost, pc.invert(pc.is_in(hw["rule"], value_set=pa.array(_LOSE_NOTHING, pa.string())))
+            )
         loser = {f"loser_{c}": hw[c] for c in ("value", "hlc", "node_id", "origin")}
         conflicts = _where(hw, lost, {"rule": hw["rule"], **loser, "winner_value": w_value})
         # The winner's stamp is only needed on the (few) conflict rows.
@@ -662,8 +680,7 @@ class StateMerger:
         """set_union and custom values: union/fold of the state value and the incoming values, in Python."""
         v = self._stage(
             "v",
-            f"SELECT {_K}, rule, list(DISTINCT value) AS vals FROM {ruled} "
-            "WHERE rule = 'set_union' OR starts_with(rule, 'custom:') GROUP BY ALL",
+            f"SELECT {_K}, rule, list(DISTINCT value) AS vals FROM {ruled} WHERE {_FOLDED} GROUP BY ALL",
         )
         rows = self.con.execute(
             f"SELECT v.*, s.value FROM {v} v LEFT JOIN {s} s ON {_on('v', 's')} AND s.rule = v.rule"
@@ -674,7 +691,9 @@ class StateMerger:
             values = [*vals, *([existing] if existing is not None else [])]
             where = f"{key[2]}.{key[4]} key {key[3]!r} ({rule})"
             value = (
-                set_union_value(values, where) if rule == "set_union" else custom_value(rule, values, where)
+                set_union_value(values, where)
+                if rule == SET_UNION.name
+                else custom_value(rule, values, where)
             )
             for col, x in zip(KEY_COLUMNS, key, strict=True):
                 out[col].append(x)
@@ -687,7 +706,7 @@ class StateMerger:
         return self._stage(
             "c",
             f"SELECT {_K}, node_id, hlc, max(struct_pack(value := value, origin := origin)) AS vo{bad} "
-            f"FROM {ruled} WHERE rule = 'counter' GROUP BY ALL",
+            f"FROM {ruled} WHERE rule = {_COUNTER} GROUP BY ALL",
         )
 
     def _counters(self, ci: str) -> str:
@@ -699,13 +718,13 @@ class StateMerger:
             f"WHERE {_on('x', 'c', ident)} AND x.vo > struct_pack(value := c.value, origin := c.origin))"
         )
         self._rows(
-            f"INSERT INTO {c} SELECT {_K}, node_id, hlc, vo.value, vo.origin, 'increment', 'counter' FROM {ci} x "
+            f"INSERT INTO {c} SELECT {_K}, node_id, hlc, vo.value, vo.origin, 'increment', {_COUNTER} FROM {ci} x "
             f"WHERE NOT EXISTS (SELECT 1 FROM {c} c WHERE c.kind = 'increment' AND {_on('x', 'c', ident)})"
         )
         latest = "max(struct_pack(hlc := hlc, node_id := node_id, value := value, origin := origin))"
         return (
             f"SELECT {_K}, CAST(sum(CAST(value AS HUGEINT)) AS VARCHAR) AS value, {latest}.hlc AS hlc, "
-            f"{latest}.node_id AS node_id, {latest}.origin AS origin, 'counter' AS rule FROM {c} c WHERE c.kind = 'increment' "
+            f"{latest}.node_id AS node_id, {latest}.origin AS origin, {_COUNTER} AS rule FROM {c} c WHERE c.kind = 'increment' "
             f"AND EXISTS (SELECT 1 FROM {ci} x WHERE {_on('x', 'c')}) GROUP BY ALL"
         )
 
@@ -723,90 +742,3 @@ def _count_distinct(table: pa.Table, key: tuple[str, ...]) -> cf.Future:
         return pool.submit(distinct_edits, table, key)
     finally:
         pool.shutdown(wait=False)  # the thread ends with its one task
-
-
-# -- the reference: small, obviously correct, used by the tests as the oracle ------------
-
-
-def _num(value: str) -> float:
-    if not re.fullmatch(JSON_NUMBER, value) or not math.isfinite(float(value)):
-        raise EditError(f"value {value!r} is not a finite JSON number")
-    return float(value)
-
-
-def _order(rule: str, e: dict) -> tuple:
-    p = (
-        int(e["origin"] == "device")
-        if rule == "prefer_device"
-        else int(e["origin"] == "central")
-        if rule == "prefer_central"
-        else 0
-    )
-    n = _num(e["value"]) if rule == "max" else -_num(e["value"]) if rule == "min" else 0.0
-    return (p, n, e["hlc"], e["node_id"], e["value"], e["origin"])
-
-
-def _latest(e: dict) -> tuple:
-    return (e["hlc"], e["node_id"], e["value"], e["origin"])
-
-
-def _key(e: dict) -> tuple[str, ...]:
-    return tuple(e[c] for c in KEY_COLUMNS)
-
-
-def _picks_order(rule: str):
-    return (lambda e: _order(rule, e)) if rule in PICKING_RULES else _latest
-
-
-def merge_reference(edits: list[dict], rules: RuleSet) -> dict[tuple[str, ...], dict]:
-    """The merged state of ``edits`` computed directly: key -> {value, hlc, node_id, origin, rule}."""
-    groups: dict[tuple[str, ...], list[dict]] = defaultdict(list)
-    for e in edits:
-        groups[_key(e)].append(e)
-    state = {}
-    for key, es in groups.items():
-        rule = rules.rule_for(key[2], key[4])
-        if rule in PICKING_RULES:
-            win = max(es, key=lambda e, r=rule: _order(r, e))
-            value = win["value"]
-        elif rule == "counter":
-            by_id: dict[tuple, dict] = {}
-            for e in es:
-                ident = (e["node_id"], e["hlc"])
-                if ident not in by_id or (e["value"], e["origin"]) > (
-                    by_id[ident]["value"],
-                    by_id[ident]["origin"],
-                ):
-                    by_id[ident] = e
-            value = str(sum(int(e["value"]) for e in by_id.values()))
-            win = max(by_id.values(), key=_latest)
-        else:
-            win = max(es, key=_latest)
-            vals = [e["value"] for e in es]
-            value = set_union_value(vals) if rule == "set_union" else custom_value(rule, vals)
-        state[key] = {
-            "value": value,
-            "hlc": win["hlc"],
-            "node_id": win["node_id"],
-            "origin": win["origin"],
-            "rule": rule,
-        }
-    return state
-
-
-def conflicts_reference(edits: list[dict], rules: RuleSet) -> set[tuple]:
-    """The conflicts of ``edits`` computed directly: (key..., loser_node_id, loser_hlc, loser_value, winner_node_id)."""
-    state = merge_reference(edits, rules)
-    out = set()
-    by_key_node = itertools.groupby(
-        sorted(edits, key=lambda e: (_key(e), e["node_id"])), key=lambda e: (_key(e), e["node_id"])
-    )
-    for (key, node), es in by_key_node:
-        rule = state[key]["rule"]
-        if rule in ("counter", "set_union"):
-            continue
-        head = max(es, key=_picks_order(rule))
-        win = state[key]
-        if head["value"] != win["value"] and (custom_name(rule) or node != win["node_id"]):
-            out.add((*key, node, head["hlc"], head["value"], win["node_id"]))
-    return out

@@ -10,7 +10,7 @@ A versioned YAML file, validated with pydantic; every error names the offending 
         fields: {threshold: max, boot_count: counter, tags: set_union,
                  firmware_pin: prefer_central, calibration: prefer_device, label: "custom:longest"}
 
-Rules (see ``edge_sync.merge`` for how each merges):
+Rules (``RULES`` below is their registry; ``edge_sync.merge`` says how each merges):
 
 - ``lww``: last writer wins by HLC, equal HLCs broken by node id.
 - ``max`` / ``min``: the numerically greatest / smallest JSON number wins (then LWW).
@@ -25,26 +25,81 @@ Rules (see ``edge_sync.merge`` for how each merges):
 
 from __future__ import annotations
 
+import importlib.resources
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from edge_sync import resolvers
 
-BUILTIN_RULES: tuple[str, ...] = (
-    "lww",
-    "max",
-    "min",
-    "counter",
-    "set_union",
-    "prefer_device",
-    "prefer_central",
-)
-# Rules whose state is one of the edits (a loser can be named); the others combine edits.
-PICKING_RULES: frozenset[str] = frozenset({"lww", "max", "min", "prefer_device", "prefer_central"})
+
+@dataclass(frozen=True)
+class Rule:
+    """One conflict rule as the merge, the downlink and the ingest metadata see it.
+
+    The merge builds its SQL and Arrow forms from these fields and the registry below is
+    the one list of rule names, so a rule is described in one place.
+    """
+
+    name: str
+    # How edits combine: "pick" one of them, "sum" increments, "union" arrays, "fold" with a resolver.
+    combine: Literal["pick", "sum", "union", "fold"]
+    prefers: str | None = None  # prefer_*: this origin's edits beat the other's whatever the HLCs
+    sign: int = 0  # max (1) / min (-1): edits are ordered by their JSON number times this
+
+    @property
+    def picks(self) -> bool:
+        """The state is one of the edits, so a losing edit can be named."""
+        return self.combine == "pick"
+
+    @property
+    def sums(self) -> bool:
+        """Each edit is an increment: applying one twice counts it twice."""
+        return self.combine == "sum"
+
+    @property
+    def folds(self) -> bool:
+        """The state combines every value and is stamped with the latest edit."""
+        return self.combine in ("union", "fold")
+
+    @property
+    def conflicts(self) -> bool:
+        """A head whose value is not the state's lost something (sums and unions lose nothing)."""
+        return self.combine in ("pick", "fold")
+
+
+COUNTER = Rule("counter", "sum")
+SET_UNION = Rule("set_union", "union")
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in (
+        Rule("lww", "pick"),
+        Rule("max", "pick", sign=1),
+        Rule("min", "pick", sign=-1),
+        COUNTER,
+        SET_UNION,
+        Rule("prefer_device", "pick", prefers="device"),
+        Rule("prefer_central", "pick", prefers="central"),
+    )
+}
 CUSTOM_PREFIX = "custom:"
+# Every ``custom:<name>`` rule: values folded with the named resolver.
+CUSTOM = Rule(CUSTOM_PREFIX, "fold")
+
+
+def rule_kind(name: str) -> Rule:
+    """The registry entry of a rule name (``CUSTOM`` for any ``custom:<name>``)."""
+    if name.startswith(CUSTOM_PREFIX):
+        return CUSTOM
+    try:
+        return RULES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown rule {name!r}; expected one of {', '.join(RULES)} or custom:<name>"
+        ) from None
 
 
 class RulesError(ValueError):
@@ -52,14 +107,14 @@ class RulesError(ValueError):
 
 
 def check_rule(rule: str) -> str:
-    if rule in BUILTIN_RULES:
+    if rule in RULES:
         return rule
     if isinstance(rule, str) and rule.startswith(CUSTOM_PREFIX):
         name = rule[len(CUSTOM_PREFIX) :]
         if resolvers._NAME.match(name):
             return rule
         raise ValueError(f"custom rule {rule!r} needs a resolver name matching {resolvers._NAME.pattern}")
-    raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(BUILTIN_RULES)} or custom:<name>")
+    raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(RULES)} or custom:<name>")
 
 
 RuleName = Annotated[str, AfterValidator(check_rule)]
@@ -143,20 +198,34 @@ def parse_rules(data: Any, *, source: str = "state rules", require_resolvers: bo
 
 
 def load_rules(path: str | Path, *, require_resolvers: bool = True) -> RuleSet:
-    """Load and validate a rules YAML file; errors name the file and each bad field."""
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise RulesError(f"state rules file {p} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise RulesError(f"state rules file {p} is not valid YAML: {exc}") from None
-    return parse_rules(data, source=f"state rules file {p}", require_resolvers=require_resolvers)
+    """Load and validate a rules YAML file; errors name the file, each bad field and the fix."""
+    return _load(Path(path), "fix the path or put the platform's rules file there", require_resolvers)
 
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "edgeplat" / "config" / "state_rules.yaml"
+# Package data of edge_sync, so a device merges under the same rules as the platform.
+RULES_FILE = "state_rules.yaml"
 
 
 def default_rules() -> RuleSet:
-    """The platform's default rules file (edgeplat/config/state_rules.yaml)."""
-    return load_rules(DEFAULT_RULES_PATH)
+    """The rules file that ships with edge_sync (``edge_sync/state_rules.yaml``); the platform's too."""
+    with importlib.resources.as_file(importlib.resources.files(__package__) / RULES_FILE) as path:
+        return _load(
+            path,
+            f"reinstall edge-sync (its package data must include edge_sync/{RULES_FILE}) "
+            "or set rules_path in device.toml",
+            require_resolvers=True,
+        )
+
+
+def _load(path: Path, fix: str, require_resolvers: bool) -> RuleSet:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RulesError(f"state rules file {path} does not exist: {fix}") from None
+    except OSError as exc:
+        raise RulesError(f"state rules file {path} cannot be read ({exc.strerror or exc}): {fix}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError(f"state rules file {path} is not valid YAML: {exc}") from None
+    return parse_rules(data, source=f"state rules file {path}", require_resolvers=require_resolvers)

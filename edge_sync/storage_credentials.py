@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_sync.objectstore import ObjectStore, from_url
+from edge_sync.objectstore import ObjectStore
+from edge_sync.objectstore_url import from_url
 
 SECRET_NAME = "objectstore"
 REQUIRED = ("url", "access_key_id", "secret_access_key")

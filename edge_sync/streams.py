@@ -1,7 +1,8 @@
-"""The device streams: their schemas, priority classes and time-to-live.
+"""The device streams: their schemas, priority classes, time-to-live and central tables.
 
-One definition shared by the device cache, the batch format (schema fingerprints) and the
-central ingest, so both sides agree on what a ``telemetry`` row is.
+One definition shared by the device cache, the batch format (schema fingerprints and
+grouping columns) and the central ingest (the lakehouse table each stream's rows go to),
+so both sides agree on what a ``telemetry`` row is and where it lands.
 
 Every stream row carries the envelope columns ``tenant_id``, ``device_id``, ``stream``,
 ``seq`` (per device and stream), ``hlc``, ``node_id`` and ``ts`` (device wall time);
@@ -32,12 +33,24 @@ ENVELOPE_NAMES = tuple(ENVELOPE.names)
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """A stream: payload schema, priority (higher is more important) and default TTL."""
+    """A stream: payload schema, priority (higher is more important), default TTL, the
+    lakehouse table of its rows (``table``, the stream's name unless set) and the payload
+    columns that group its rows into series (``group_by``: the batch encoding sorts and
+    scales per series)."""
 
     name: str
     payload: pa.Schema
     priority: int
     ttl_seconds: int | None
+    table: str = ""
+    group_by: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.table:
+            object.__setattr__(self, "table", self.name)
+        unknown = [c for c in self.group_by if c not in self.payload.names]
+        if unknown:
+            raise ValueError(f"stream {self.name!r} groups by {unknown}, which are not payload columns")
 
     @property
     def schema(self) -> pa.Schema:
@@ -74,6 +87,7 @@ STREAMS: dict[str, StreamSpec] = {
             ),
             priority=40,
             ttl_seconds=None,  # alerts never expire on the device
+            group_by=("code",),
         ),
         StreamSpec(
             "health",
@@ -96,18 +110,21 @@ STREAMS: dict[str, StreamSpec] = {
             ),
             priority=30,
             ttl_seconds=30 * DAY,
+            group_by=("version", "slot"),
         ),
         StreamSpec(
             "telemetry",
             pa.schema([pa.field("metric", pa.string()), pa.field("value", pa.float64())]),
             priority=20,
             ttl_seconds=14 * DAY,
+            group_by=("metric",),
         ),
         StreamSpec(
             "logs",
             pa.schema([pa.field("level", pa.string()), pa.field("message", pa.string())]),
             priority=10,
             ttl_seconds=7 * DAY,
+            group_by=("level",),
         ),
         # Edits to keyed mutable state records travel as a stream too: one row per field edit.
         StreamSpec(
@@ -123,6 +140,8 @@ STREAMS: dict[str, StreamSpec] = {
             ),
             priority=35,
             ttl_seconds=None,
+            table="state_edits",
+            group_by=("namespace", "key", "field"),
         ),
     )
 }

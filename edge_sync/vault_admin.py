@@ -96,6 +96,19 @@ def shared_kv_path(tenant_id: str, name: str = "") -> str:
     return f"{base}/{name}" if name else base
 
 
+# Every platform token looks up, renews and revokes itself (the AppRole session's lifecycle).
+_TOKEN_SELF = """path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-self" {
+  capabilities = ["update"]
+}
+"""
+
+
 def device_policy(tenant_id: str, device_id: str) -> str:
     """HCL policy of one device."""
     key = tenant_key_name(tenant_id)
@@ -113,16 +126,7 @@ path "{KV_MOUNT}/data/{own}/*" {{
 path "{KV_MOUNT}/data/{shared}/*" {{
   capabilities = ["read"]
 }}
-path "auth/token/lookup-self" {{
-  capabilities = ["read"]
-}}
-path "auth/token/renew-self" {{
-  capabilities = ["update"]
-}}
-path "auth/token/revoke-self" {{
-  capabilities = ["update"]
-}}
-"""
+{_TOKEN_SELF}"""
 
 
 def central_policy() -> str:
@@ -131,16 +135,7 @@ def central_policy() -> str:
 path "{TRANSIT_MOUNT}/decrypt/tenant-*" {{
   capabilities = ["update"]
 }}
-path "auth/token/lookup-self" {{
-  capabilities = ["read"]
-}}
-path "auth/token/renew-self" {{
-  capabilities = ["update"]
-}}
-path "auth/token/revoke-self" {{
-  capabilities = ["update"]
-}}
-"""
+{_TOKEN_SELF}"""
 
 
 class VaultAdmin:
@@ -256,23 +251,9 @@ class VaultAdmin:
         self.ensure_tenant(tenant_id)
         role = device_role_name(tenant_id, device_id)
         self.client.sys.create_or_update_policy(role, device_policy(tenant_id, device_id))
-        self.client.auth.approle.create_or_update_approle(
-            role,
-            bind_secret_id=True,
-            secret_id_num_uses=0,
-            secret_id_ttl=secret_id_ttl,
-            token_ttl=token_ttl,
-            token_max_ttl=token_max_ttl,
-            token_policies=[role],
-            token_no_default_policy=True,
-            token_type="service",
-            mount_point=APPROLE_MOUNT,
+        return self._approle(
+            role, role, secret_id_ttl=secret_id_ttl, token_ttl=token_ttl, token_max_ttl=token_max_ttl
         )
-        role_id = self.client.auth.approle.read_role_id(role, mount_point=APPROLE_MOUNT)["data"]["role_id"]
-        secret_id = self.client.auth.approle.generate_secret_id(role, mount_point=APPROLE_MOUNT)["data"][
-            "secret_id"
-        ]
-        return role_id, secret_id
 
     def device_enrolled(self, tenant_id: str, device_id: str) -> bool:
         """True while the device's AppRole role exists (it can log in with its secret id)."""
@@ -333,13 +314,18 @@ class VaultAdmin:
         """Create an AppRole ``central.<name>`` holding the central policy; return ``(role_id, secret_id)``."""
         role = f"central.{_name_part(_vault_safe('node', name))}"
         self.ensure_central_policy()
+        return self._approle(role, CENTRAL_POLICY, token_ttl=token_ttl, token_max_ttl=token_max_ttl)
+
+    def _approle(self, role: str, policy: str, **ttls: str) -> tuple[str, str]:
+        """Create or update AppRole ``role`` whose service tokens hold ``policy`` alone (``ttls``:
+        its TTL settings); return ``(role_id, secret_id)``. Secret ids are reusable, since a
+        node logs in again whenever its token reaches its max TTL."""
         self.client.auth.approle.create_or_update_approle(
             role,
             bind_secret_id=True,
             secret_id_num_uses=0,
-            token_ttl=token_ttl,
-            token_max_ttl=token_max_ttl,
-            token_policies=[CENTRAL_POLICY],
+            **ttls,
+            token_policies=[policy],
             token_no_default_policy=True,
             token_type="service",
             mount_point=APPROLE_MOUNT,

@@ -22,7 +22,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +99,11 @@ class LakehouseConfig:
 
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def sql_list(values: Iterable[str]) -> str:
+    """The distinct ``values`` as a sorted list of SQL strings for ``IN (...)``; NULL (no match) if none."""
+    return ", ".join(_sql_str(v) for v in sorted(set(values))) or "NULL"
 
 
 class Lakehouse:

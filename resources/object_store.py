@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from edge_sync.objectstore import ObjectStore, from_url
+from edge_sync.objectstore import ObjectStore
+from edge_sync.objectstore_url import from_url
 
 
 class ObjectStoreResource(dg.ConfigurableResource):

@@ -5,32 +5,11 @@ from pathlib import Path
 import dagster as dg
 
 from assets.sync.common import counts_metadata, sync_env
-from edgeplat.sync.ingest import REPLAY_REASON, IngestReport, ingest_objects
-from edgeplat.sync.ledger import DEFERRED_REASON
+from edge_sync.rules import RULES
+from edgeplat.sync.ingest import IngestReport, ingest_objects, quarantine_reasons
 from resources.keys import DeviceRegistryResource, KeyServiceResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
-
-# Always reported (0 when absent) so each reason is a continuous series in the UI's plots.
-QUARANTINE_REASONS = (
-    "bad_signature",
-    "unknown_device",
-    "tenant_mismatch",
-    "decryption_failure",
-    "truncated",
-    "hash_mismatch",
-    "unknown_schema",
-    REPLAY_REASON,
-    DEFERRED_REASON,
-    "path_mismatch",
-    "bad_manifest",
-    "bad_magic",
-    "unsupported_version",
-    "oversized_manifest",
-    "corrupt_payload",
-    "bad_range",
-)
-RULES = ("lww", "max", "min", "counter", "set_union", "prefer_device", "prefer_central")
 
 
 class IngestConfig(dg.Config):
@@ -44,7 +23,8 @@ class IngestConfig(dg.Config):
 
 
 def report_metadata(report: IngestReport) -> dict:
-    quarantined = {r: report.quarantined.get(r, 0) for r in QUARANTINE_REASONS} | dict(report.quarantined)
+    # Every reason and rule is reported (0 when absent) so each is a continuous series in the UI's plots.
+    quarantined = {r: report.quarantined.get(r, 0) for r in quarantine_reasons()} | dict(report.quarantined)
     conflicts = {r: report.conflicts.get(r, 0) for r in RULES} | dict(report.conflicts)
     return {
         "objects": report.objects,

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edge_sync.streams import STREAMS
 from edgeplat.lakehouse import Lakehouse
 from edgeplat.settings import paths
 from edgeplat.simulator import SimulationConfig, simulate, write_truth
@@ -28,13 +29,6 @@ FLEET = {
     "seed": 7,
     "device_edit_rate_per_hour": 3.0,
     "central_edit_rate_per_hour": 2.0,
-}
-STREAM_TABLES = {
-    "alerts": "alerts",
-    "health": "health",
-    "telemetry": "telemetry",
-    "logs": "logs",
-    "state": "state_edits",
 }
 
 
@@ -65,10 +59,10 @@ def stored_rows(lake: Lakehouse, tenants: set[str]) -> dict[str, int]:
     with lake.session(read_only=True) as con:
         return {
             stream: con.execute(
-                f'SELECT count(*) FROM "{table}" WHERE list_contains(?, tenant_id)', [tenant_list]
+                f'SELECT count(*) FROM "{spec.table}" WHERE list_contains(?, tenant_id)', [tenant_list]
             ).fetchone()[0]
-            for stream, table in STREAM_TABLES.items()
-            if _has_table(con, table)
+            for stream, spec in STREAMS.items()
+            if _has_table(con, spec.table)
         }
 
 

@@ -47,7 +47,7 @@ METRICS: tuple[tuple[str, float, float | None, float, float], ...] = (
     ("rssi_dbm", -67.0, 0.1, 2.0, 1.0),
     ("packets_total", 0.0, None, 40.0, 1.0),
 )
-# State records both sides edit (namespace config: see edgeplat/config/state_rules.yaml for the rules).
+# State records both sides edit (namespace config: see edge_sync/state_rules.yaml for the rules).
 EDIT_KEYS = ("sampling", "thresholds", "display")
 EDIT_FIELDS = ("threshold", "mode", "label", "calibration", "firmware_pin", "sample_s")
 MODES = ("eco", "normal", "burst")

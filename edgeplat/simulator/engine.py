@@ -281,29 +281,10 @@ def _run_chunk(
     return done, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def simulate(
-    config: SimulationConfig,
-    *,
-    store: ObjectStore | None = None,
-    keyring: KeyService | None = None,
-    registry: LocalDeviceRegistry | None = None,
-    signer: PlatformSigner | None = None,
-    home: str | Path | None = None,
-    profiles: ReleaseProfiles | None = None,
-    central_edit_sink: CentralEditSink | None = None,
-    progress: Progress | None = None,
-) -> SimulationResult:
-    """Run ``config`` from start to end (then drain, unless ``leave_offline``) and return the result."""
-    with SimulatedFleet(
-        config,
-        store=store,
-        keyring=keyring,
-        registry=registry,
-        signer=signer,
-        home=home,
-        profiles=profiles,
-        central_edit_sink=central_edit_sink,
-        progress=progress,
-    ) as fleet:
+def simulate(config: SimulationConfig, **fleet_options: Any) -> SimulationResult:
+    """Run ``config`` from start to end (then drain, unless ``leave_offline``) and return the result.
+
+    ``fleet_options`` are :class:`SimulatedFleet`'s keywords (store, keyring, home, sinks...)."""
+    with SimulatedFleet(config, **fleet_options) as fleet:
         fleet._step(config.minutes, drain=not config.leave_offline)
         return fleet.finish(drain=False)

@@ -29,7 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from edge_sync.batch import parse_object_key, read_batch
+from edge_sync.batch import read_batch
+from edge_sync.batch_keys import BATCH_SUFFIX, parse_object_key
 from edge_sync.keys import KeyService
 from edge_sync.objectstore import ObjectStore
 from edge_sync.streams import STREAMS
@@ -114,7 +115,7 @@ def delivered_seqs(
     while True:
         page = store.list(prefix, after=after)
         for info in page.objects:
-            if not info.key.endswith(".batch"):
+            if not info.key.endswith(BATCH_SUFFIX):
                 continue
             where = parse_object_key(info.key)
             batch = read_batch(

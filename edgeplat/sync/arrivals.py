@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from edge_sync.batch import parse_object_key
+from edge_sync.batch_keys import BATCH_SUFFIX, parse_object_key
 from edge_sync.objectstore import ObjectStore
 
 CURSOR_VERSION = 1
@@ -106,7 +106,7 @@ def runs_for(keys: Iterable[str], keys_per_run: int = DEFAULT_KEYS_PER_RUN) -> l
 
 
 def is_batch_key(key: str) -> bool:
-    if not key.endswith(".batch"):
+    if not key.endswith(BATCH_SUFFIX):
         return False
     try:
         parse_object_key(key)
@@ -142,7 +142,7 @@ def plan_arrivals(
         if page.next_after is None:
             caught_up = True
             break
-    batch_keys = [k for k in listed if k.endswith(".batch")]
+    batch_keys = [k for k in listed if k.endswith(BATCH_SUFFIX)]
     known = settled(batch_keys) if (settled is not None and batch_keys) else set()
     fresh = [k for k in batch_keys if k not in known]
     parseable = [k for k in fresh if is_batch_key(k)]

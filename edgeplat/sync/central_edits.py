@@ -24,9 +24,10 @@ import pyarrow as pa
 from edge_sync.desired import StateEdit
 from edge_sync.hlc import CENTRAL_NODE, HybridLogicalClock
 from edge_sync.ids import validate_id
-from edge_sync.merge import EDIT_SCHEMA, StateMerger
+from edge_sync.merge import EDIT_SCHEMA
 from edge_sync.rules import RuleSet
 from edgeplat.lakehouse import Lakehouse, retried
+from edgeplat.sync.central_state import STATE_TABLE, central_merger
 from edgeplat.sync.env import wall_ms
 
 Publish = Callable[[str, str, list[StateEdit]], object]
@@ -87,7 +88,7 @@ def apply_central_edits(
     with lakehouse.session() as con:
         devices = sorted({(e.tenant_id, e.device_id) for e in edits})
         seen = con.execute(
-            "SELECT coalesce(max(hlc), 0) FROM device_state WHERE (tenant_id || '/' || device_id) IN "
+            f"SELECT coalesce(max(hlc), 0) FROM {STATE_TABLE} WHERE (tenant_id || '/' || device_id) IN "
             f"({', '.join('?' for _ in devices)})",
             [f"{t}/{d}" for t, d in devices],
         ).fetchone()[0]
@@ -108,13 +109,7 @@ def apply_central_edits(
             },
             schema=EDIT_SCHEMA,
         )
-        merger = StateMerger(
-            con,
-            rules,
-            state_table="device_state",
-            conflicts_table="state_conflicts",
-            contributions_table="state_contributions",
-        )
+        merger = central_merger(con, rules)
         stats = retried(
             con,
             lambda c: merger.merge(table),

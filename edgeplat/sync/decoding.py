@@ -24,7 +24,10 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from edge_sync.batch import BatchError, Manifest, OpenedBatch, decode_batches, open_batch, parse_object_key
+from edge_sync.batch import OpenedBatch, decode_batches, open_batch
+from edge_sync.batch_errors import BadManifest, BatchError
+from edge_sync.batch_keys import parse_object_key
+from edge_sync.batch_manifest import Manifest
 from edge_sync.hlc import physical_ms
 from edge_sync.identity import DeviceRegistry
 from edge_sync.keys import KeyService
@@ -146,7 +149,7 @@ def _open_object(
         except BatchError as exc:
             return _rejected(key, len(data), exc)
         except ValueError as exc:  # ids in the manifest the registry refuses: not a batch we can trust
-            return Rejected(key, len(data), "bad_manifest", str(exc))
+            return Rejected(key, len(data), BadManifest.reason, str(exc))
         except Exception as exc:  # the key service or registry is unreachable: never quarantine for that
             if attempt == retries:
                 raise KeyServiceUnavailable(

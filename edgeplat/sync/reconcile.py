@@ -16,17 +16,19 @@ Every step is idempotent: running it twice gives the same tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 
+from edge_sync.batch_keys import BATCH_SUFFIX
+from edge_sync.streams import STREAMS
 from edgeplat.lakehouse import retried
 from edgeplat.sync.arrivals import is_batch_key
 from edgeplat.sync.compaction import compact_isolated
 from edgeplat.sync.env import SyncEnv
-from edgeplat.sync.ingest import STREAM_TABLES, IngestReport, ingest_objects
+from edgeplat.sync.ingest import IngestReport, ingest_objects
 from edgeplat.sync.ledger import PENDING_SQL, all_settled_keys, pending_deferred
 
 FIRST_SEQ = 1  # device caches number every stream from 1 (edge_sync.cache)
@@ -39,7 +41,7 @@ def list_batch_keys(env: SyncEnv, prefix: str = "") -> Iterator[str]:
     while True:
         page = env.store.list(prefix, after=after, limit=1000)
         for o in page.objects:
-            if o.key.endswith(".batch"):
+            if o.key.endswith(BATCH_SUFFIX):
                 yield o.key
         if page.next_after is None:
             return
@@ -66,6 +68,10 @@ def admit_deferred(env: SyncEnv, con: duckdb.DuckDBPyConnection) -> IngestReport
     return report
 
 
+# A stream row is stored once per (tenant, device, stream, seq).
+_STREAM_KEY = ("tenant_id", "device_id", "stream", "seq")
+
+
 def remove_duplicates(
     env: SyncEnv, con: duckdb.DuckDBPyConnection, *, window: timedelta | None = timedelta(days=1)
 ) -> dict[str, int]:
@@ -73,20 +79,33 @@ def remove_duplicates(
     (None: the whole table); keeps the first copy (by ingest time, batch key). Returns rows removed."""
     since = None if window is None else datetime.fromtimestamp(env.now_ms() / 1000, UTC) - window
     removed: dict[str, int] = {}
-    for table in STREAM_TABLES.values():
-        removed[table] = retried(con, lambda c, t=table: _dedupe_table(c, t, since), what=f"dedupe {table}")
-    removed["batches"] = retried(con, lambda c: _dedupe_ledger(c, since), what="dedupe batches")
+    for table in (spec.table for spec in STREAMS.values()):
+        removed[table] = retried(
+            con,
+            lambda c, t=table: _keep_first(c, t, _STREAM_KEY, "ingested_at, batch_key", since),
+            what=f"dedupe {table}",
+        )
+    removed["batches"] = retried(
+        con,
+        lambda c: _keep_first(c, "batches", ("object_key",), "ingested_at, rows_new DESC", since),
+        what="dedupe batches",
+    )
     return removed
 
 
-def _dedupe_table(con: duckdb.DuckDBPyConnection, table: str, since: datetime | None) -> int:
+def _keep_first(
+    con: duckdb.DuckDBPyConnection, table: str, key: Sequence[str], order: str, since: datetime | None
+) -> int:
+    """Delete every row of ``table`` but the first by ``order`` among rows sharing ``key``, for the
+    keys with a row ingested since ``since`` (None: every key). Returns the rows removed."""
     recent = "" if since is None else "WHERE ingested_at >= $since"
     params = {} if since is None else {"since": since}
-    key = "tenant_id, device_id, stream, seq"
-    on = "t.tenant_id = d.tenant_id AND t.device_id = d.device_id AND t.stream = d.stream AND t.seq = d.seq"
+    cols = ", ".join(key)
+    t_cols = ", ".join(f"t.{c}" for c in key)
+    on = " AND ".join(f"t.{c} = d.{c}" for c in key)
     dups = con.execute(
-        f"""SELECT t.tenant_id, t.device_id, t.stream, t.seq, count(*) AS n FROM "{table}" t
-            WHERE EXISTS (SELECT 1 FROM (SELECT DISTINCT {key} FROM "{table}" {recent}) d WHERE {on})
+        f"""SELECT {t_cols}, count(*) AS n FROM "{table}" t
+            WHERE EXISTS (SELECT 1 FROM (SELECT DISTINCT {cols} FROM "{table}" {recent}) d WHERE {on})
             GROUP BY ALL HAVING count(*) > 1""",
         params,
     ).to_arrow_table()
@@ -96,36 +115,11 @@ def _dedupe_table(con: duckdb.DuckDBPyConnection, table: str, since: datetime | 
     try:
         keep = con.execute(
             f"""SELECT t.* FROM "{table}" t WHERE EXISTS (SELECT 1 FROM _dups d WHERE {on})
-                QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY ingested_at, batch_key) = 1"""
+                QUALIFY row_number() OVER (PARTITION BY {cols} ORDER BY {order}) = 1"""
         ).to_arrow_table()
         con.execute(f'DELETE FROM "{table}" t WHERE EXISTS (SELECT 1 FROM _dups d WHERE {on})')
         con.register("_keep", keep)
         con.execute(f'INSERT INTO "{table}" SELECT * FROM _keep')
-        con.unregister("_keep")
-    finally:
-        con.unregister("_dups")
-    return int(sum(dups.column("n").to_pylist())) - dups.num_rows
-
-
-def _dedupe_ledger(con: duckdb.DuckDBPyConnection, since: datetime | None) -> int:
-    recent = "" if since is None else "WHERE ingested_at >= $since"
-    params = {} if since is None else {"since": since}
-    dups = con.execute(
-        f"""SELECT object_key, count(*) AS n FROM batches WHERE object_key IN
-            (SELECT object_key FROM batches {recent}) GROUP BY 1 HAVING count(*) > 1""",
-        params,
-    ).to_arrow_table()
-    if dups.num_rows == 0:
-        return 0
-    con.register("_dups", dups)
-    try:
-        keep = con.execute(
-            "SELECT * FROM batches WHERE object_key IN (SELECT object_key FROM _dups) "
-            "QUALIFY row_number() OVER (PARTITION BY object_key ORDER BY ingested_at, rows_new DESC) = 1"
-        ).to_arrow_table()
-        con.execute("DELETE FROM batches WHERE object_key IN (SELECT object_key FROM _dups)")
-        con.register("_keep", keep)
-        con.execute("INSERT INTO batches SELECT * FROM _keep")
         con.unregister("_keep")
     finally:
         con.unregister("_dups")

@@ -12,9 +12,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from edge_sync.merge import EDIT_SCHEMA, MergeStats, StateMerger
+from edge_sync.merge import EDIT_SCHEMA, MergeStats
 from edge_sync.rules import RuleSet, default_rules
 from edgeplat.lakehouse import Lakehouse
+from edgeplat.sync.central_state import central_merger
 
 
 def record_stamped_edits(
@@ -25,13 +26,6 @@ def record_stamped_edits(
     rules = rules or default_rules()
 
     def unit(con) -> MergeStats:
-        merger = StateMerger(
-            con,
-            rules,
-            state_table="device_state",
-            conflicts_table="state_conflicts",
-            contributions_table="state_contributions",
-        )
-        return merger.merge(table, own_transaction=False)
+        return central_merger(con, rules).merge(table, own_transaction=False)
 
     return lake.write(unit, what="central state edits")

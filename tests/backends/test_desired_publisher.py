@@ -149,7 +149,7 @@ def test_concurrent_edits_and_release_changes_all_survive(store, signer):
 
 @pytest.mark.services
 def test_publishes_to_s3(s3_bucket, signer):
-    from edge_sync.objectstore import S3ObjectStore
+    from edge_sync.objectstore_s3 import S3ObjectStore
 
     endpoint, bucket = s3_bucket
     s3 = S3ObjectStore(

@@ -21,16 +21,14 @@ from edge_sync.batch import (
     FORMAT_VERSION,
     MAGIC,
     MAX_MANIFEST_BYTES,
-    BatchError,
-    Manifest,
-    ObjectKey,
-    object_key,
-    parse_object_key,
     read_batch,
     read_manifest,
     write_batch,
 )
 from edge_sync.batch_encoding import encode_table
+from edge_sync.batch_errors import BatchError
+from edge_sync.batch_keys import ObjectKey, object_key, parse_object_key
+from edge_sync.batch_manifest import Manifest
 from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry, canonical_json
 from edge_sync.keys import DataKey, LocalKeyring
 from edge_sync.streams import STREAMS, get_stream

@@ -6,8 +6,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from edge_sync.merge import EditError, StateMerger, conflicts_reference, merge_reference
+from edge_sync.merge import EditError, StateMerger
 from edge_sync.rules import RuleSet, default_rules, parse_rules
+from tests.support.merge_oracle import conflicts_reference, merge_reference
 
 RULES = default_rules()
 

@@ -11,10 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from edge_sync.merge import StateMerger, conflicts_reference, merge_reference
+from edge_sync.merge import StateMerger
 from edge_sync.merge_arrow import best_per_key, distinct_edits, key_codes, text_ranks
 from edge_sync.resolvers import canonical_json, register_resolver
 from edge_sync.rules import parse_rules
+from tests.support.merge_oracle import conflicts_reference, merge_reference
 
 
 @register_resolver("layout_lexmax")

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_sync.merge import StateMerger, conflicts_reference, merge_reference
+from edge_sync.merge import StateMerger
 from edge_sync.resolvers import canonical_json, register_resolver
 from edge_sync.rules import parse_rules
+from tests.support.merge_oracle import conflicts_reference, merge_reference
 
 
 @register_resolver("prop_lexmax")

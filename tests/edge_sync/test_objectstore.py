@@ -12,18 +12,17 @@ from typing import Any
 
 import pytest
 
-from edge_sync import objectstore
+from edge_sync import objectstore_s3
 from edge_sync.objectstore import (
     BucketNotFound,
     LocalObjectStore,
-    MiB,
     ObjectNotFound,
     ObjectStore,
     ObjectStoreError,
-    S3ObjectStore,
     StoreUnavailable,
-    from_url,
 )
+from edge_sync.objectstore_s3 import MiB, S3ObjectStore
+from edge_sync.objectstore_url import from_url
 from tests.support.fault_proxy import FaultProxy
 
 MOTO_OPTIONS: dict[str, Any] = {
@@ -125,7 +124,7 @@ def test_list_is_lexicographic_across_folders(store: ObjectStore) -> None:
 
 def test_list_follows_continuation_up_to_limit(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
     # S3 pages of 40 keys: a list() of limit 100 has to follow continuation tokens
-    monkeypatch.setattr(objectstore, "LIST_PAGE_MAX", 40)
+    monkeypatch.setattr(objectstore_s3, "LIST_PAGE_MAX", 40)
     keys = [f"p/{i:03d}" for i in range(250)]
     put_many(store, keys)
     first = store.list("p/", limit=100)

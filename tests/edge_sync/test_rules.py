@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.resources
+from pathlib import Path
+
 import duckdb
 import pytest
 
 from edge_sync import resolvers
+from edge_sync import rules as rules_mod
+from edge_sync.config import ConfigError, state_rules
 from edge_sync.merge import rule_sql
 from edge_sync.resolvers import ResolverLawError, register_resolver, unregister_resolver
-from edge_sync.rules import DEFAULT_RULES_PATH, RulesError, default_rules, load_rules, parse_rules
+from edge_sync.rules import RULES_FILE, RulesError, default_rules, load_rules, parse_rules
 
 
 def test_default_rules_file_loads_and_looks_up_fields() -> None:
@@ -141,5 +146,17 @@ def test_rule_sql_agrees_with_rule_for() -> None:
         assert got == rules.rule_for(ns, f), (ns, f)
 
 
-def test_default_rules_path_is_in_edgeplat_config() -> None:
-    assert DEFAULT_RULES_PATH.parts[-3:] == ("edgeplat", "config", "state_rules.yaml")
+def test_default_rules_ship_with_edge_sync() -> None:
+    packaged = importlib.resources.files("edge_sync") / RULES_FILE
+    assert packaged.is_file()
+    assert default_rules() == load_rules(Path(str(packaged)))
+
+
+def test_a_missing_rules_file_is_an_error_not_a_fallback(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(rules_mod, "RULES_FILE", "no_such_rules.yaml")
+    with pytest.raises(RulesError, match=r"no_such_rules\.yaml does not exist: reinstall edge-sync"):
+        default_rules()
+    with pytest.raises(ConfigError, match=r"no_such_rules\.yaml does not exist"):
+        state_rules(None)
+    with pytest.raises(ConfigError, match=r"rules_path: state rules file .*nope\.yaml does not exist"):
+        state_rules(tmp_path / "nope.yaml")

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from edge_sync.bandwidth import Backoff, BandwidthBudget, TokenBucket
-from edge_sync.batch import parse_object_key, read_batch
+from edge_sync.batch import read_batch
+from edge_sync.batch_keys import parse_object_key
 from edge_sync.cache import DeviceCache
 from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import LocalKeyring

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from edge_sync.batch import parse_object_key, read_batch
+from edge_sync.batch import read_batch
+from edge_sync.batch_keys import parse_object_key
 from edgeplat.simulator.rollout_fleet import DemoFleet
 
 

@@ -22,7 +22,7 @@ from assets.fleet.lakehouse import lakehouse_tables
 from assets.sync.ingest import ingested_batches
 from edge_sync.identity import LocalDeviceRegistry
 from edge_sync.keys import DataKey
-from edge_sync.objectstore import from_url
+from edge_sync.objectstore_url import from_url
 from edge_sync.vault import VaultSession
 from edge_sync.vault_keys import VaultTransitKeyService
 from edgeplat.simulator import SimulationConfig, simulate

@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from edge_sync.batch import parse_object_key, read_batch
+from edge_sync.batch import read_batch
+from edge_sync.batch_keys import parse_object_key
 from edge_sync.desired import Release
 from edgeplat.simulator import (
     SimulatedFleet,

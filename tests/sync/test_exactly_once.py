@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_sync.merge import merge_reference
 from edge_sync.rules import default_rules
 from edgeplat.sync import ingest as ingest_mod
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.sync.reconcile import reconcile
+from tests.support.merge_oracle import merge_reference
 from tests.sync.conftest import Fleet, rows
 
 N = 24
