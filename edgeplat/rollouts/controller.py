@@ -68,6 +68,8 @@ class TickResult:
     sent: dict[str, int] = field(default_factory=dict)  # action -> devices changed by the backend
     gates: GateReport | None = None
     log_size: int = 0  # events in the log after the tick
+    # What a tick would act on (decision keys, "late-deploy:N", "late-stage:N"): filled by ``due_all``.
+    due: list[str] = field(default_factory=list)
 
     @property
     def waiting(self) -> list[str]:
@@ -185,19 +187,27 @@ class Controller:
     # ------------------------------------------------------------------ ticks
 
     def tick_all(self, now: datetime | None = None) -> list[TickResult]:
-        """One tick of every active rollout (what the promotion sensor runs).
+        """One tick of every active rollout.
 
         Reads are batched: one query for every log, one per distinct target set, and one
         health aggregation for every rollout's cohorts together (one scan of ``health``).
         """
-        now = _now(now)
-        out = []
+        return self._tick_active(_now(now), act=True)
+
+    def due_all(self, now: datetime | None = None) -> list[TickResult]:
+        """What a tick of every active rollout would do now, without doing it (``TickResult.due``).
+
+        The promotion sensor reads this and requests a run for each rollout with work, so the
+        backend calls happen in runs, with their logs and retries, never inside a sensor tick.
+        """
+        return self._tick_active(_now(now), act=False)
+
+    def _tick_active(self, now: datetime, *, act: bool) -> list[TickResult]:
         with self.store.session() as con:
             ids = self.store.active_ids()
             logs = self.store.events_many(ids, con)
             states = {rid: RolloutState.from_events(logs[rid]) for rid in ids if logs.get(rid)}
-            out = self._tick_many(con, states, now)
-        return out
+            return self._tick_many(con, states, now, act=act)
 
     def tick(self, rollout_id: str, now: datetime | None = None) -> TickResult:
         """Fold, observe, decide, act, append for one rollout."""
@@ -207,7 +217,12 @@ class Controller:
             return self._tick_many(con, {rollout_id: state}, now)[0]
 
     def _tick_many(
-        self, con: duckdb.DuckDBPyConnection, states: dict[str, RolloutState], now: datetime
+        self,
+        con: duckdb.DuckDBPyConnection,
+        states: dict[str, RolloutState],
+        now: datetime,
+        *,
+        act: bool = True,
     ) -> list[TickResult]:
         targets: dict[str, pa.Table] = {}
         worlds: dict[str, World] = {}
@@ -230,7 +245,7 @@ class Controller:
                 out.append(TickResult(rid, str(state.status), state.phase, log_size=len(state.events)))
                 continue
             try:
-                out.append(self._run(worlds[rid], state, samples.get(rid), now))
+                out.append(self._run(worlds[rid], state, samples.get(rid), now, act=act))
             except Exception:
                 if len(states) == 1:
                     raise
@@ -245,23 +260,39 @@ class Controller:
         members = cohorts.cohort_members(w.rollout_id, w.tenants, w.devices, w.platforms, w.sent_phase)
         return cohorts.CohortQuery(w.rollout_id, members, window, now, s.spec.release.version)
 
-    def _run(self, world: World, state: RolloutState, samples: pa.Table | None, now: datetime) -> TickResult:
+    def _run(
+        self, world: World, state: RolloutState, samples: pa.Table | None, now: datetime, *, act: bool = True
+    ) -> TickResult:
         result = TickResult(world.rollout_id, str(state.status), state.phase, log_size=len(state.events))
         obs = self._observe(world, state, samples)
         result.gates = obs.gates
         decisions = decide(state, obs, now)
         result.decisions = decisions
+        todo = [d for d in decisions if d.kind != Kind.WAIT and d.key not in state.keys]
         idle = (Status.ROLLING_BACK, Status.PAUSED, Status.FAILED)
-        if state.status not in idle and in_window(state.spec, now):
-            # Devices that registered after a deploy fall into already-deployed phases by the
-            # selection rule: send them the release too (inside the maintenance window only).
-            if self._stages(state) and (state.staged or state.status == Status.STAGING):
-                self._stage_late(world, state, now, result)
-            if state.deployed:
-                self._deploy_late(world, state, now, result)
-        for d in decisions:
-            if d.kind == Kind.WAIT or d.key in state.keys:
-                continue
+        # Devices that registered after a deploy fall into already-deployed phases by the
+        # selection rule: send them the release too (inside the maintenance window only).
+        late = self._late(world, state) if state.status not in idle and in_window(state.spec, now) else {}
+        if not act:
+            result.due = [d.key for d in todo] + [f"late-{what}:{n}" for what, n in sorted(late.items())]
+            return result
+        if late.get("stage"):
+            self._stage(
+                world, state, f"{state.rollout}:stage:late", now, result, skip=self._switched(world, state)
+            )
+        if late.get("deploy"):
+            key = f"{state.rollout}:{state.deployed_phase}:late"
+            self._deploy(
+                world,
+                state,
+                world.assignment(state),
+                state.deployed_phase,
+                key,
+                now,
+                self._slot(state),
+                result,
+            )
+        for d in todo:
             if self.fault:
                 self.fault("before_act", d)
             extra = self._act(world, state, d, now, result)
@@ -378,11 +409,25 @@ class Controller:
             "devices_skipped": skipped,
         }
 
-    def _stage_late(self, w: World, s: RolloutState, now: datetime, result: TickResult) -> None:
-        # Devices in phases already switched get the switch itself (install on switch) instead.
-        deployed = w.assignment(s).in_phase(s.deployed_phase) if s.deployed_phase >= 0 else None
-        if any(k not in w.sent_stage for k in w.keys):
-            self._stage(w, s, f"{s.rollout}:stage:late", now, result, skip=deployed)
+    @staticmethod
+    def _switched(w: World, s: RolloutState) -> Any:
+        """Mask of devices in phases already deployed (switched), or None before the first deploy."""
+        return w.assignment(s).in_phase(s.deployed_phase) if s.deployed_phase >= 0 else None
+
+    def _late(self, w: World, s: RolloutState) -> dict[str, int]:
+        """Devices still to stage or deploy in phases the rollout has already reached (late registrations).
+
+        Devices in phases already switched get the switch itself (install on switch), not a stage.
+        """
+        late: dict[str, int] = {}
+        if self._stages(s) and (s.staged or s.status == Status.STAGING):
+            switched = self._switched(w, s)
+            late["stage"] = sum(
+                k not in w.sent_stage and (switched is None or not switched[i]) for i, k in enumerate(w.keys)
+            )
+        if s.deployed:
+            late["deploy"] = int((w.assignment(s).in_phase(s.deployed_phase) & ~w.sent_mask()).sum())
+        return {what: n for what, n in late.items() if n}
 
     def _deploy(
         self,
@@ -420,10 +465,3 @@ class Controller:
             w.sent_deploy[dev], w.sent_phase[dev] = now, p
         result.sent["deploy"] = result.sent.get("deploy", 0) + changed
         return len(todo)
-
-    def _deploy_late(self, w: World, s: RolloutState, now: datetime, result: TickResult) -> None:
-        a = w.assignment(s)
-        late = int((a.in_phase(s.deployed_phase) & ~w.sent_mask()).sum())
-        if late:
-            key = f"{s.rollout}:{s.deployed_phase}:late"
-            self._deploy(w, s, a, s.deployed_phase, key, now, self._slot(s), result)

@@ -1,7 +1,8 @@
-"""Sensors: new batch objects -> ingest runs; active rollouts -> promotion steps; the GitOps repository."""
+"""Sensors: new batch objects -> ingest runs; active rollouts -> advance runs; the GitOps repository."""
 
 from pipelines.sensors.batch_arrival import batch_arrival_sensor
-from pipelines.sensors.rollouts import rollout_gitops_sensor, rollout_promotion_sensor
+from pipelines.sensors.rollout_gitops import rollout_gitops_sensor
+from pipelines.sensors.rollout_promotion import rollout_promotion_sensor
 
 SYNC_SENSORS = [batch_arrival_sensor]
 ROLLOUT_SENSORS = [rollout_promotion_sensor, rollout_gitops_sensor]

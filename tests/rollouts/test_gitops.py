@@ -89,7 +89,7 @@ def test_commits_launch_supersede_and_abort(tmp_path, repos, lake, backend) -> N
 
 
 def test_sensor_launches_from_git_and_writes_status_back(tmp_path, repos, lake) -> None:
-    from pipelines.sensors.rollouts import rollout_gitops_sensor
+    from pipelines.sensors.rollout_gitops import rollout_gitops_sensor
     from resources.backends import FleetBackendResource
     from resources.gitops import GitOpsRepoResource
     from resources.keys import PlatformSignerResource
@@ -114,6 +114,8 @@ def test_sensor_launches_from_git_and_writes_status_back(tmp_path, repos, lake) 
             result = rollout_gitops_sensor(ctx)
         cursor = json.loads(result.cursor)
         assert result.dynamic_partitions_requests[0].partition_keys[0].startswith("api-")
+        (step,) = result.run_requests  # the first deploy happens in a run, not in the sensor
+        assert step.job_name == "advance_rollout" and step.tags["edgeplat/rollout"].startswith("api-")
         git(dev, "pull", "--quiet", "origin", "main")
         status = json.loads((dev / "status" / "rollouts.json").read_text())
         assert status["rollouts/api.yaml"]["status"] == "pending"

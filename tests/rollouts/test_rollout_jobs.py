@@ -149,28 +149,42 @@ def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_pat
         assert con.execute("SELECT count(*) FROM device_drift WHERE rolled_back").fetchone()[0] > 0
 
 
-def test_promotion_sensor_ticks_and_requests_refreshes_once(defs, resources, lake) -> None:
-    from pipelines.sensors.rollouts import rollout_promotion_sensor
+def test_promotion_sensor_requests_a_run_that_deploys_and_never_acts_itself(defs, resources, lake) -> None:
+    from pipelines.sensors.rollout_promotion import rollout_promotion_sensor
 
     # 200 devices: the salt is per rollout (random id), and 10% of 40 was empty once in ~70 launches
     DemoFleet(
         lake, resources["fleet_backend"].get(), devices=200, start=datetime.now(UTC), upload_every=None
     ).close()
     store = RolloutStore(lake)
+
+    def tick(instance, cursor=None):
+        with dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs, cursor=cursor
+        ) as ctx:
+            return rollout_promotion_sensor(ctx)
+
     with dg.instance_for_test() as instance:
         rid = Controller(store, resources["fleet_backend"].get()).launch(small_spec(), actor="alice")
-        with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as ctx:
-            first = rollout_promotion_sensor(ctx)
+        first = tick(instance)
         assert [p for r in first.dynamic_partitions_requests for p in r.partition_keys] == [rid]
+        # the sensor decided, but nothing was sent: the backend is called in the run it requested
+        assert store.state(rid).status == Status.PENDING and store.sent(rid).num_rows == 0
+        (advance,) = [r for r in first.run_requests if r.job_name == "advance_rollout"]
+        assert advance.tags["edgeplat/rollout"] == rid and advance.run_key.startswith(f"advance:{rid}:1:")
+        assert f"refresh:{rid}:1" in {r.run_key for r in first.run_requests}
+        assert tick(instance, first.cursor).run_requests[0].run_key == advance.run_key  # same work, same key
+
+        run = defs.resolve_job_def("advance_rollout").execute_in_process(
+            instance=instance, run_config=advance.run_config, tags=advance.tags
+        )
+        assert run.success
         assert store.state(rid).status == Status.DEPLOYING and store.sent(rid).num_rows > 0
-        keys = {r.run_key for r in first.run_requests}
-        assert f"refresh:{rid}:{len(store.events(rid))}" in keys
-        with dg.build_sensor_context(
-            instance=instance, resources=resources, definitions=defs, cursor=first.cursor
-        ) as ctx:
-            second = rollout_promotion_sensor(ctx)
+        second = tick(instance, first.cursor)
+        # deployed and waiting for acknowledgements: no step is due, the assets refresh once
+        assert not [r for r in second.run_requests if r.job_name == "advance_rollout"]
+        assert f"refresh:{rid}:{len(store.events(rid))}" in {r.run_key for r in second.run_requests}
         assert [e.kind for e in store.events(rid)].count(Kind.DEPLOY_PHASE) == 1  # no double promotion
-        assert {r.run_key for r in second.run_requests} <= keys | {None}
 
 
 def test_rollout_definitions_load_and_the_launchpad_shows_the_spec() -> None:
