@@ -6,7 +6,7 @@ import pytest
 
 from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import LocalKeyring
-from tests.edge_sync.test_batch import D, T
+from tests.support.batches import D, T
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import zstandard
 from edge_sync import batch_encoding as enc
 from edge_sync.batch_encoding import PayloadDecodeError, decode_table, encode_table
 from edge_sync.streams import STREAMS, StreamSpec, get_stream
-from tests.edge_sync.test_batch import D, T, assert_identical, forge, make_table, read, reason_of, write
+from tests.support.batches import D, T, assert_identical, forge, make_table, read, reason_of, write
 
 # sha256 of encode_table(make_table(stream, n=40)) as format 2 writes it (pyarrow 26.0.1,
 # zstandard 0.25): the writer's output must not change. Another pyarrow (Parquet writer) or
