@@ -16,7 +16,7 @@ from edgeplat.backends.base import ReleaseSpec
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.desired_publisher import DesiredStatePublisher
 from tests.backends.test_edge_agent_backend import V2, devs, signer, store  # noqa: F401  (fixtures)
-from tests.edge_sync.test_downlink_staging import recording_downlink
+from tests.support.downlink import recording_downlink
 
 V3 = ReleaseSpec("app", "3.0.0")
 FACTORY = "1.0.0"

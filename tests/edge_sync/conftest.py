@@ -1,4 +1,5 @@
-"""Fixtures the batch-format tests share: a tenant keyring and the device identity that signs."""
+"""Fixtures the edge_sync tests share: a tenant keyring and the device identity that signs batches
+(the batch-format tests), and a device ``env`` with its cache open (uploader, agent, downlink)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import LocalKeyring
 from tests.support.batches import D, T
+from tests.support.device import make_env
 
 
 @pytest.fixture
@@ -17,3 +19,10 @@ def keyring(tmp_path):
 @pytest.fixture
 def ident():
     return DeviceIdentity.generate(T, D)
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = make_env(tmp_path)
+    yield e
+    e.cache.close()

@@ -16,8 +16,8 @@ from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.rollouts.controller import Controller, assignments
 from edgeplat.rollouts.machine import TERMINAL, Decision, Kind, Status
 from edgeplat.rollouts.store import RolloutStore
-from tests.edge_sync.test_downlink_staging import recording_downlink
 from tests.rollouts.test_controller import Crash, small_spec
+from tests.support.downlink import recording_downlink
 
 OLD = Release(version="2.0.0", slot="a")
 NEW = "3.0.0"
