@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from edgeplat.rollouts.machine import CommandError, Kind, Status, spec_change, spec_updated_event
-from tests.rollouts.test_machine import Driver, make_spec
+from tests.support.machine import Driver, make_spec
 
 PHASES = [
     {"percent": 1, "bake": "1h"},
