@@ -9,15 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.moto_server import running_moto_server
+from tests.support.moto_server import MOTO_CREDENTIALS, running_moto_server
 
 # Tests never touch a developer's ./.edgeplat: every test session gets its own state
 # directory (and Dagster instance inside it), set before any test module is imported.
 os.environ["EDGEPLAT_HOME"] = tempfile.mkdtemp(prefix="edgeplat-test-")
 os.environ.pop("DAGSTER_HOME", None)
 os.environ.pop("EDGEPLAT_ENV", None)
-
-MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 @pytest.fixture(scope="session")

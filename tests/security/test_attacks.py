@@ -32,7 +32,7 @@ from edge_sync.keys import DataKey, LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
 from edge_sync.streams import STREAMS
 from edgeplat.sync.ingest import ingest_objects
-from tests.sync.conftest import Fleet, rows
+from tests.support.fleet import Fleet, rows
 
 T, OTHER, RETIRED = "tenant-a", "tenant-b", "tenant-r"
 RESULTS: list[tuple[str, str, str]] = []

@@ -31,7 +31,7 @@ from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.tenant_sql import tenant_relations
 from tests.edgeplat.test_cli import cli
-from tests.sync.conftest import rows
+from tests.support.fleet import rows
 
 A, B = "tenant-a", "tenant-b"
 SHARED_IDS = ("d1", "d2")  # the same device ids exist in both tenants

@@ -9,7 +9,7 @@ from edge_sync.desired import decode, desired_key
 from edge_sync.identity import PlatformSigner
 from pipelines.resources import embedded_sync_resources, resources_for
 from pipelines.sync_defs import SYNC_ASSETS, SYNC_SCHEDULES, sync_definitions
-from tests.sync.conftest import Fleet
+from tests.support.fleet import Fleet
 
 
 def definitions(fleet: Fleet) -> dg.Definitions:

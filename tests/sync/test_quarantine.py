@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edge_sync.keys import DataKey, LocalKeyring
 from edgeplat.sync.ingest import ingest_objects
-from tests.sync.conftest import Fleet, forge
+from tests.support.fleet import Fleet, forge
 
 
 class _OtherTenantKeys:
@@ -22,7 +22,7 @@ class _OtherTenantKeys:
 
 def test_each_reason_is_quarantined_and_good_batches_beside_it_are_ingested(fleet: Fleet, tmp_path) -> None:
     from edge_sync.batch import write_batch
-    from tests.sync.conftest import rows
+    from tests.support.fleet import rows
 
     t, up = "t1", fleet.upload
     good = [
