@@ -30,7 +30,7 @@ from edgeplat.settings import Paths
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.tenant_sql import tenant_relations
-from tests.edgeplat.test_cli import cli
+from tests.support.cli import cli
 from tests.support.fleet import rows
 
 A, B = "tenant-a", "tenant-b"
