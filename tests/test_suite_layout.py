@@ -58,3 +58,22 @@ def test_the_check_sees_every_form_of_import() -> None:
         "tests.sync.test_jobs.helper",
         "tests.rollouts.test_store",
     ]
+
+
+def test_the_suite_needs_nothing_beside_the_clone() -> None:
+    """The benchmarks' yardstick lives in ../shared beside the clone; tests neither import the
+    benchmarks nor read that folder, so they pass in a clone with nothing beside it."""
+    offenders = []
+    for path in sorted(TESTS.rglob("*.py")):
+        if path == Path(__file__).resolve():
+            continue
+        text = path.read_text()
+        package = ".".join(path.relative_to(TESTS.parent).parent.parts)
+        offenders += [
+            f"{path.relative_to(TESTS.parent)}:{line} imports {name}"
+            for line, name in imported_names(text, package)
+            if name.split(".")[0] == "bench"
+        ]
+        if "../shared" in text:
+            offenders.append(f"{path.relative_to(TESTS.parent)} names ../shared")
+    assert offenders == [], "\n".join(offenders)
