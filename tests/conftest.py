@@ -1,4 +1,5 @@
-"""Shared fixtures. Service-backed ones: mark tests using them ``@pytest.mark.services``."""
+"""Shared fixtures. Service-backed ones: mark tests using them ``@pytest.mark.services``; a service
+that cannot start skips them, or fails them under ``CI=true`` (tests/support/services.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.moto_server import MOTO_CREDENTIALS, running_moto_server
+from tests.support.services import started
 
 # Tests never touch a developer's ./.edgeplat: every test session gets its own state
 # directory (and Dagster instance inside it), set before any test module is imported.
@@ -21,7 +23,7 @@ os.environ.pop("EDGEPLAT_ENV", None)
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """Endpoint URL of a moto S3 server on loopback, one per test session (per xdist worker)."""
-    with running_moto_server() as endpoint:
+    with started("moto", running_moto_server()) as endpoint:
         yield endpoint
 
 

@@ -13,6 +13,7 @@ import pytest
 from edgeplat.lake_files import append_rows
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig, S3Settings
 from edgeplat.lakehouse_schema import TABLES, utc_day
+from tests.support.services import require_service
 
 PG_DSN = os.environ.get("EDGEPLAT_TEST_PG_DSN", "dbname=test host=127.0.0.1 port=5432 user=postgres")
 
@@ -21,11 +22,14 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        import psycopg2
+    except ImportError as exc:
+        require_service("PostgreSQL", f"its driver psycopg2 does not import ({exc})")
     try:
         conn = psycopg2.connect(PG_DSN, connect_timeout=3)
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL answers at '{PG_DSN}' (set EDGEPLAT_TEST_PG_DSN): {exc}")
+        require_service("PostgreSQL", f"nothing answers at '{PG_DSN}': {exc}")
     conn.autocommit = True
     schema = f"edgeplat_test_{uuid.uuid4().hex[:12]}"
     try:

@@ -18,6 +18,7 @@ import pytest
 from edge_sync.vault_admin import VaultAdmin
 from tests.support.moto_server import running_moto_server
 from tests.support.openbao_server import running_openbao
+from tests.support.services import started
 
 _counter = itertools.count()
 
@@ -25,7 +26,7 @@ _counter = itertools.count()
 @pytest.fixture(scope="session")
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """``(addr, root_token)`` of a running OpenBao dev server on loopback."""
-    with running_openbao(log_dir=tmp_path_factory.mktemp("openbao")) as server:
+    with started("OpenBao", running_openbao(log_dir=tmp_path_factory.mktemp("openbao"))) as server:
         yield server
 
 
@@ -101,7 +102,7 @@ def moto_iam() -> Iterator[MotoIam]:
     import boto3
     import requests
 
-    with running_moto_server() as endpoint:
+    with started("moto", running_moto_server()) as endpoint:
         iam = boto3.client(
             "iam",
             endpoint_url=endpoint,
