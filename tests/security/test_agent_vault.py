@@ -1,7 +1,9 @@
 """The device agent on Vault, against a real OpenBao server: token expiry, outage, re-auth, revocation;
 and the cache key at rest.
 
-TTLs are compressed to two seconds. Vault is made unreachable with a loopback HTTP proxy
+TTLs are compressed to four seconds; the sessions decide on a fake clock the tests move by hand,
+so the work between a login and the token's last use in a sync has the whole TTL of Vault's
+real clock to spare on a loaded machine. Vault is made unreachable with a loopback HTTP proxy
 in front of OpenBao that answers 503 (what a sealed or overloaded Vault says) until it is
 switched back. Uploads land in a local object store and are decoded with the central
 AppRole (transit ``decrypt``), as the ingest would.
@@ -29,7 +31,7 @@ from tests.support.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.services, pytest.mark.xdist_group("openbao")]
 
-TTL_S = 2.0
+TTL_S = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +83,13 @@ def _record(agent: DeviceAgent, n: int, start: int) -> None:
 
 @pytest.mark.slow
 def test_agent_records_offline_while_its_token_expired_and_syncs_after_a_new_login(
-    openbao, vault_admin, central_keys, unique_id, tmp_path
+    openbao, vault_admin, central_keys, unique_id, fake_clock, tmp_path
 ) -> None:
     tenant, device = unique_id("t"), unique_id("d")
     creds = vault_admin.enrol_device(tenant, device, token_ttl=f"{TTL_S:.0f}s", token_max_ttl=f"{TTL_S:.0f}s")
     proxy = FaultProxy(openbao[0])
     with proxy as vault_url:
-        session = VaultSession(vault_url, *creds, timeout=2)
+        session = VaultSession(vault_url, *creds, timeout=2, clock=fake_clock)
         agent, identity = _agent(tmp_path, tenant, device, VaultTransitKeyService(session))
         with agent:
             _record(agent, 2, 0)
@@ -98,6 +100,7 @@ def test_agent_records_offline_while_its_token_expired_and_syncs_after_a_new_log
             # Vault goes away, and the token's max TTL passes meanwhile: the token is dead for good.
             outage = proxy.inject("*", r".*", status=503, times=10**6)
             time.sleep(TTL_S + 0.3)
+            fake_clock.advance(TTL_S + 0.3)  # the session's clock too: it knows the token expired
             for i in range(3):
                 _record(agent, 2, 10 + 2 * i)
                 report = agent.sync_once()
