@@ -25,11 +25,21 @@ from edge_sync.batch import (
     write_batch,
 )
 from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry, canonical_json
-from edge_sync.keys import DataKey, LocalKeyring
+from edge_sync.keys import LocalKeyring
 from edge_sync.streams import STREAMS, get_stream
 from edgeplat.simulator import SimulationConfig
 from edgeplat.simulator.vectorized import device_hour_batches
-from tests.support.batches import D, T, assert_identical, forge, make_table, read, reason_of, write
+from tests.support.batches import (
+    D,
+    OtherTenantKeys,
+    T,
+    assert_identical,
+    forge,
+    make_table,
+    read,
+    reason_of,
+    write,
+)
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -243,21 +253,12 @@ def test_device_key_rotation_accepts_any_registered_key(keyring, ident, tmp_path
 
 
 def test_wrong_tenant_key(keyring, ident):
-    class CrossTenant:
-        """A misconfigured device that wraps its data keys under another tenant's key."""
-
-        def generate_data_key(self, tenant_id: str) -> DataKey:
-            return keyring.generate_data_key("tenant-b")
-
-        def unwrap(self, tenant_id, key_id, wrapped):  # pragma: no cover - not used for writing
-            raise AssertionError
-
     enc = write_batch(
         make_table("telemetry"),
         tenant_id=T,
         device_id=D,
         stream="telemetry",
-        key_service=CrossTenant(),
+        key_service=OtherTenantKeys(keyring, "tenant-b"),
         identity=ident,
     )
     with pytest.raises(BatchError) as info:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from edge_sync.batch import FORMAT_VERSION, MAGIC, BatchError, read_batch, write_batch
 from edge_sync.batch_encoding import encode_table
 from edge_sync.identity import canonical_json
+from edge_sync.keys import DataKey, LocalKeyring
 from edge_sync.streams import get_stream
 
 T, D = "tenant-a", "dev-1"
@@ -84,6 +85,38 @@ def reason_of(data, keyring, ident, **kw) -> str:
     return info.value.reason
 
 
+def seal(
+    manifest: dict,
+    payload: bytes,
+    data_key: DataKey,
+    signer,
+    *,
+    changes: dict | None = None,
+    version: int = FORMAT_VERSION,
+    announced_length: int | None = None,
+) -> bytes:
+    """The object ``write_batch`` makes of ``manifest`` and ``payload``: header, manifest, the payload
+    encrypted under ``data_key``, ``signer``'s signature. ``changes`` are made to the manifest after
+    its encryption fields are set, and the header may announce a ``version`` and manifest length of
+    the caller's choice, so that exactly one thing is wrong when a test wants it wrong."""
+    nonce = secrets.token_bytes(12)
+    m = {
+        **manifest,
+        "key_id": data_key.key_id,
+        "wrapped_key": base64.b64encode(data_key.wrapped).decode(),
+        "nonce": base64.b64encode(nonce).decode(),
+        "payload_bytes": len(payload) + 16,
+        "plaintext_sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    m.update(changes or {})
+    mb = canonical_json(m)
+    head = (
+        struct.pack(">4sBI", MAGIC, version, len(mb) if announced_length is None else announced_length) + mb
+    )
+    body = head + AESGCM(data_key.plaintext).encrypt(nonce, payload, head)
+    return body + signer.sign(body)
+
+
 def forge(
     ident,
     keyring,
@@ -99,19 +132,19 @@ def forge(
     table = table if table is not None else make_table(stream)
     good = write(table, keyring, ident, stream=stream)
     payload = payload if payload is not None else encode_table(table, spec, D)
+    manifest = good.manifest.model_dump(mode="json") | {"format_version": version}
     dk = data_key or keyring.generate_data_key(T)
-    nonce = secrets.token_bytes(12)
-    m = good.manifest.model_dump(mode="json")
-    m.update(
-        key_id=dk.key_id,
-        wrapped_key=base64.b64encode(dk.wrapped).decode(),
-        nonce=base64.b64encode(nonce).decode(),
-        payload_bytes=len(payload) + 16,
-        plaintext_sha256=hashlib.sha256(payload).hexdigest(),
-        format_version=version,
-    )
-    m.update(changes or {})
-    mb = canonical_json(m)
-    head = struct.pack(">4sBI", MAGIC, version, len(mb)) + mb
-    body = head + AESGCM(dk.plaintext).encrypt(nonce, payload, head)
-    return body + ident.sign(body)
+    return seal(manifest, payload, dk, ident, changes=changes, version=version)
+
+
+class OtherTenantKeys:
+    """A device (misconfigured or malicious) that wraps its data keys under another tenant's key."""
+
+    def __init__(self, keyring: LocalKeyring, tenant: str) -> None:
+        self.keyring, self.tenant = keyring, tenant
+
+    def generate_data_key(self, tenant_id: str) -> DataKey:
+        return self.keyring.generate_data_key(self.tenant)
+
+    def unwrap(self, tenant_id: str, key_id: str, wrapped: bytes) -> bytes:  # pragma: no cover - writer only
+        raise AssertionError("writer only")

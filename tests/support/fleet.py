@@ -12,13 +12,15 @@ from pathlib import Path
 import pyarrow as pa
 
 from edge_sync.batch import EncodedBatch, write_batch
+from edge_sync.batch_encoding import encode_table
 from edge_sync.hlc import pack
 from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry
-from edge_sync.keys import LocalKeyring
+from edge_sync.keys import KeyService, LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
 from edge_sync.streams import STREAMS
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.sync.env import SyncEnv, SyncSettings, local_decoder
+from tests.support.batches import seal
 
 T0_MS = 1_790_000_000_000  # a fixed "now" for the tests (2026-09-21)
 
@@ -129,8 +131,17 @@ class Fleet:
         return self.ids[(tenant, device)]
 
     def batch(
-        self, tenant: str, device: str, stream: str, seqs: Sequence[int], *, evictions=(), **kw
+        self,
+        tenant: str,
+        device: str,
+        stream: str,
+        seqs: Sequence[int],
+        *,
+        evictions=(),
+        key_service: KeyService | None = None,
+        **kw,
     ) -> EncodedBatch:
+        """The device's batch of ``rows(...)``, its data key from ``key_service`` (default: the fleet's)."""
         table = rows(stream, tenant, device, seqs, **kw) if seqs else STREAMS[stream].schema.empty_table()
         return write_batch(
             table,
@@ -138,7 +149,7 @@ class Fleet:
             device_id=device,
             stream=stream,
             evictions=evictions,
-            key_service=self.keys,
+            key_service=key_service or self.keys,
             identity=self.device(tenant, device),
             created_ms=self.clock(),
         )
@@ -185,31 +196,8 @@ def forge(
     fleet: Fleet, tenant: str, device: str, seqs: Sequence[int], changes: dict, stream: str = "telemetry"
 ) -> tuple[str, bytes]:
     """A batch encrypted and signed by the device's real key, with chosen (signed) manifest fields."""
-    import base64
-    import hashlib
-    import secrets
-    import struct
-
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    from edge_sync.batch import FORMAT_VERSION, MAGIC
-    from edge_sync.batch_encoding import encode_table
-    from edge_sync.identity import canonical_json
-
     good = fleet.batch(tenant, device, stream, seqs)
     payload = encode_table(rows(stream, tenant, device, seqs), STREAMS[stream], device)
+    manifest = good.manifest.model_dump(mode="json")
     dk = fleet.keys.generate_data_key(tenant)
-    nonce = secrets.token_bytes(12)
-    m = good.manifest.model_dump(mode="json")
-    m.update(
-        key_id=dk.key_id,
-        wrapped_key=base64.b64encode(dk.wrapped).decode(),
-        nonce=base64.b64encode(nonce).decode(),
-        payload_bytes=len(payload) + 16,
-        plaintext_sha256=hashlib.sha256(payload).hexdigest(),
-    )
-    m.update(changes)
-    mb = canonical_json(m)
-    head = struct.pack(">4sBI", MAGIC, FORMAT_VERSION, len(mb)) + mb
-    body = head + AESGCM(dk.plaintext).encrypt(nonce, payload, head)
-    return good.key, body + fleet.device(tenant, device).sign(body)
+    return good.key, seal(manifest, payload, dk, fleet.device(tenant, device), changes=changes)
