@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.moto_server import MOTO_CREDENTIALS, running_moto_server
+from tests.support.moto_server import moto_client, running_moto_server
 from tests.support.services import started
 
 # Tests never touch a developer's ./.edgeplat: every test session gets its own state
@@ -30,10 +30,8 @@ def moto_server() -> Iterator[str]:
 @pytest.fixture
 def s3_bucket(moto_server: str) -> tuple[str, str]:
     """A fresh, empty bucket on the moto server: (endpoint_url, bucket)."""
-    import boto3
-
     bucket = f"test-{uuid.uuid4().hex}"
-    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1", **MOTO_CREDENTIALS)
+    client = moto_client(moto_server)
     client.create_bucket(Bucket=bucket)
     client.close()
     return moto_server, bucket

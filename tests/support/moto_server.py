@@ -22,6 +22,16 @@ HOST = "127.0.0.1"
 MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto accepts any
 
 
+def moto_client(endpoint: str, service: str = "s3", **credentials: str):
+    """A boto3 client of ``service`` on the moto server at ``endpoint`` (region us-east-1), signed
+    with ``credentials`` (``aws_access_key_id``, ``aws_secret_access_key``), MOTO_CREDENTIALS by default."""
+    import boto3
+
+    return boto3.client(
+        service, endpoint_url=endpoint, region_name="us-east-1", **(credentials or MOTO_CREDENTIALS)
+    )
+
+
 def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
