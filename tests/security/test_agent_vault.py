@@ -27,6 +27,7 @@ from edge_sync.objectstore import LocalObjectStore
 from edge_sync.vault import VaultSession
 from edge_sync.vault_admin import device_kv_path
 from edge_sync.vault_keys import VaultTransitKeyService
+from tests.support.device import agent_on
 from tests.support.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.services, pytest.mark.xdist_group("openbao")]
@@ -37,24 +38,6 @@ TTL_S = 4.0
 @pytest.fixture(scope="module")
 def central_keys(openbao, vault_admin) -> VaultTransitKeyService:
     return VaultTransitKeyService(VaultSession(openbao[0], *vault_admin.enrol_central("agent-tests")))
-
-
-def _agent(
-    root: Path, tenant: str, device: str, keys: VaultTransitKeyService
-) -> tuple[DeviceAgent, DeviceIdentity]:
-    identity = DeviceIdentity.generate(tenant, device)
-    agent = DeviceAgent.for_device(
-        tenant,
-        device,
-        cache_path=root / "cache.duckdb",
-        cache_key=secrets.token_bytes(32),
-        store=LocalObjectStore(root / "store"),
-        key_service=keys,
-        identity=identity,
-        platform_keys=PlatformSigner.generate().public_key_bytes(),
-        sleep=lambda s: None,
-    )
-    return agent, identity
 
 
 def _uploaded(
@@ -90,7 +73,7 @@ def test_agent_records_offline_while_its_token_expired_and_syncs_after_a_new_log
     proxy = FaultProxy(openbao[0])
     with proxy as vault_url:
         session = VaultSession(vault_url, *creds, timeout=2, clock=fake_clock)
-        agent, identity = _agent(tmp_path, tenant, device, VaultTransitKeyService(session))
+        agent, identity = agent_on(tmp_path, tenant, device, VaultTransitKeyService(session))
         with agent:
             _record(agent, 2, 0)
             assert agent.sync_once().ok
@@ -127,7 +110,7 @@ def test_token_refused_by_vault_is_replaced_without_going_offline(
     creds = vault_admin.enrol_device(tenant, device, token_ttl=f"{TTL_S:.0f}s", token_max_ttl=f"{TTL_S:.0f}s")
     # the session's own clock stands still: only Vault knows the token has expired
     session = VaultSession(openbao[0], *creds, clock=fake_clock)
-    agent, identity = _agent(tmp_path, tenant, device, VaultTransitKeyService(session))
+    agent, identity = agent_on(tmp_path, tenant, device, VaultTransitKeyService(session))
     with agent:
         _record(agent, 2, 0)
         assert agent.sync_once().ok
@@ -147,7 +130,7 @@ def test_revoked_device_keeps_its_rows_cached_and_uploads_nothing(
     tenant, device = unique_id("t"), unique_id("d")
     creds = vault_admin.enrol_device(tenant, device, token_ttl="60s")
     session = VaultSession(openbao[0], *creds)
-    agent, _ = _agent(tmp_path, tenant, device, VaultTransitKeyService(session))
+    agent, _ = agent_on(tmp_path, tenant, device, VaultTransitKeyService(session))
     with agent:
         _record(agent, 2, 0)
         assert agent.sync_once().ok

@@ -1,16 +1,18 @@
 """A device under test: its ids, cache key and fixed wall time, its cache, store, keyring and
 identity (``Env``, the ``env`` fixture of tests/edge_sync), a store that records puts and can
-fail, and the central view of what it uploaded."""
+fail, the central view of what it uploaded, and an agent of any tenant and device."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_sync.agent import DeviceAgent
 from edge_sync.batch import read_batch
 from edge_sync.cache import DeviceCache
-from edge_sync.identity import DeviceIdentity
-from edge_sync.keys import LocalKeyring
+from edge_sync.identity import DeviceIdentity, PlatformSigner
+from edge_sync.keys import KeyService, LocalKeyring
 from edge_sync.objectstore import LocalObjectStore, ObjectStore, StoreUnavailable
 from edge_sync.uploader import Uploader
 
@@ -98,3 +100,23 @@ class RecordingStore(ObjectStore):
 
     def delete(self, key):
         self.inner.delete(key)
+
+
+def agent_on(
+    root: Path, tenant: str, device: str, key_service: KeyService, store: ObjectStore | None = None
+) -> tuple[DeviceAgent, DeviceIdentity]:
+    """An agent of a fresh device identity with a random cache key under ``root``, its data keys from
+    ``key_service``, uploading to ``store`` (default: a local store in ``root/store``); no retry sleeps."""
+    identity = DeviceIdentity.generate(tenant, device)
+    agent = DeviceAgent.for_device(
+        tenant,
+        device,
+        cache_path=root / "cache.duckdb",
+        cache_key=secrets.token_bytes(32),
+        store=store if store is not None else LocalObjectStore(root / "store"),
+        key_service=key_service,
+        identity=identity,
+        platform_keys=PlatformSigner.generate().public_key_bytes(),
+        sleep=lambda s: None,
+    )
+    return agent, identity
