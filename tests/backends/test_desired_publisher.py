@@ -19,16 +19,6 @@ T, D = "t1", "d1"
 NOW_MS = 1_800_000_000_000
 
 
-@pytest.fixture
-def signer() -> PlatformSigner:
-    return PlatformSigner.generate()
-
-
-@pytest.fixture
-def store(tmp_path) -> LocalObjectStore:
-    return LocalObjectStore(tmp_path / "store", fsync=False)
-
-
 def publisher(store, signer, now_ms: int = NOW_MS, **kw) -> DesiredStatePublisher:
     return DesiredStatePublisher(store, signer, HybridLogicalClock("central", wall_ms=lambda: now_ms), **kw)
 

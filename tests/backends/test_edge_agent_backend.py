@@ -5,59 +5,10 @@ from __future__ import annotations
 import pytest
 
 from edge_sync.desired import Release, decode, desired_key
-from edge_sync.identity import PlatformSigner
-from edge_sync.objectstore import LocalObjectStore
 from edgeplat.backends.base import DeviceRef, ReleaseSpec
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.desired_publisher import DesiredStatePublisher
-
-V1 = ReleaseSpec("app", "1.0.0")
-V2 = ReleaseSpec("app", "2.0.0")
-
-
-@pytest.fixture
-def signer() -> PlatformSigner:
-    return PlatformSigner.generate()
-
-
-@pytest.fixture
-def store(tmp_path) -> LocalObjectStore:
-    return LocalObjectStore(tmp_path / "store", fsync=False)
-
-
-@pytest.fixture
-def backend(store, signer) -> EdgeAgentBackend:
-    return EdgeAgentBackend(DesiredStatePublisher(store, signer))
-
-
-def devs(*names: str, tenant: str = "t1") -> list[DeviceRef]:
-    return [DeviceRef(tenant, n) for n in names]
-
-
-class Device:
-    """A minimal device: pulls its document like the agent does (verify, refuse stale)."""
-
-    def __init__(self, store, signer, tenant: str, device: str) -> None:
-        self.store, self.signer, self.tenant, self.device = store, signer, tenant, device
-        self.applied = 0
-        self.release: Release | None = None
-
-    def pull(self) -> None:
-        doc = decode(
-            self.store.get(desired_key(self.tenant, self.device)),
-            platform_keys=[self.signer.public_key_bytes()],
-            tenant_id=self.tenant,
-            device_id=self.device,
-            applied_revision=self.applied,
-        )
-        self.applied, self.release = doc.revision, doc.release
-
-    def report(self) -> tuple[str | None, str | None, int]:
-        return (
-            self.release.version if self.release else None,
-            self.release.slot if self.release else None,
-            self.applied,
-        )
+from tests.support.edge_agent import V1, V2, Device, devs
 
 
 def test_phases_are_cumulative_and_repeat_is_a_noop(backend, store, signer):

@@ -15,8 +15,8 @@ from edge_sync.objectstore import StoreUnavailable
 from edgeplat.backends.base import ReleaseSpec
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.desired_publisher import DesiredStatePublisher
-from tests.backends.test_edge_agent_backend import V2, devs, signer, store  # noqa: F401  (fixtures)
-from tests.edge_sync.test_downlink_staging import recording_downlink
+from tests.support.downlink import recording_downlink
+from tests.support.edge_agent import V2, devs
 
 V3 = ReleaseSpec("app", "3.0.0")
 FACTORY = "1.0.0"
@@ -50,11 +50,6 @@ class Agent:
 
     def runs(self) -> tuple[str | None, str | None]:
         return active_release(self.cache)
-
-
-@pytest.fixture
-def backend(store, signer) -> EdgeAgentBackend:  # noqa: F811
-    return EdgeAgentBackend(DesiredStatePublisher(store, signer))
 
 
 @pytest.fixture
@@ -114,7 +109,7 @@ def test_rollback_returns_a_factory_device_to_what_it_ran(backend, agents):
     assert {s.state for s in again.status("r1").devices} == {"rolling_back"}  # no reported source here
 
 
-def test_a_stale_document_does_not_undo_the_rollback(backend, agents, store):  # noqa: F811
+def test_a_stale_document_does_not_undo_the_rollback(backend, agents, store):
     a = agents("d1")
     backend.deploy(devs("d1"), V2, rollout_id="r1", phase=0)
     deployed = store.get(desired_key("t1", "d1"))
@@ -156,7 +151,7 @@ def test_blue_green_without_a_document_switches_back_without_download(backend, a
     assert installed_slots(a.cache) == {"a": FACTORY, "b": "2.0.0"}
 
 
-def test_a_rollback_whose_index_write_was_lost_is_recorded_on_repeat(backend, agents, store):  # noqa: F811
+def test_a_rollback_whose_index_write_was_lost_is_recorded_on_repeat(backend, agents, store):
     a = agents("d1")
     backend.deploy(devs("d1"), V2, rollout_id="r1", phase=0)
     a.pull()

@@ -9,12 +9,12 @@ from edge_sync.desired import Release, StateEdit
 from edgeplat.backends.azure_iot_edge import AzureIotEdgeBackend
 from edgeplat.backends.base import StagingNotSupported
 from edgeplat.backends.greengrass import GreengrassBackend
-from tests.backends.test_edge_agent_backend import V1, V2, Device, backend, devs, signer, store  # noqa: F401
+from tests.support.edge_agent import V1, V2, Device, devs
 
 OLD = Release(version="1.0.0", slot="a")
 
 
-def test_stage_switch_and_switch_back(backend, store, signer):  # noqa: F811
+def test_stage_switch_and_switch_back(backend, store, signer):
     for name in ("d1", "d2"):
         backend.publisher.set_release("t1", name, OLD)  # the factory release, revision 1
     staged = backend.stage(devs("d1", "d2"), V2, rollout_id="r2")
@@ -45,7 +45,7 @@ def test_stage_switch_and_switch_back(backend, store, signer):  # noqa: F811
     assert device.release == OLD and device.applied == 3
 
 
-def test_stage_keeps_state_edits_and_edits_keep_the_stage(backend):  # noqa: F811
+def test_stage_keeps_state_edits_and_edits_keep_the_stage(backend):
     pub = backend.publisher
     edit = StateEdit(namespace="config", key="k", field="f", value="1", hlc=1 << 16)
     pub.add_state_edits("t1", "d1", [edit])
@@ -59,14 +59,14 @@ def test_stage_keeps_state_edits_and_edits_keep_the_stage(backend):  # noqa: F81
     assert pub.current("t1", "d1").staged == doc.staged
 
 
-def test_switch_without_staging_installs_on_the_inactive_slot(backend):  # noqa: F811
+def test_switch_without_staging_installs_on_the_inactive_slot(backend):
     backend.publisher.set_release("t1", "d1", OLD)
     backend.deploy(devs("d1"), V2, rollout_id="r2", phase=0, slot="inactive")
     doc = backend.publisher.current("t1", "d1")
     assert doc.release.slot == "b" and doc.previous == OLD and doc.staged is None
 
 
-def test_another_rollouts_stage_survives_a_switch(backend):  # noqa: F811
+def test_another_rollouts_stage_survives_a_switch(backend):
     backend.stage(devs("d1"), V2, rollout_id="r2")
     backend.deploy(devs("d1"), V1, rollout_id="r1", phase=0)  # an in-place release of another rollout
     assert backend.publisher.current("t1", "d1").staged.rollout_id == "r2"

@@ -10,8 +10,8 @@ import pytest
 
 from edgeplat.backends.base import BackendError, DeviceRef, GreengrassComponent, ReleaseSpec
 from edgeplat.backends.greengrass import GreengrassBackend, JobPolicy, group_name
-from tests.conftest import MOTO_CREDENTIALS
 from tests.support.greengrass_double import ApiError, GreengrassDouble, running_greengrass_double, validate
+from tests.support.moto_server import MOTO_CREDENTIALS
 
 pytestmark = pytest.mark.services
 

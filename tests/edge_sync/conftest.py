@@ -1,4 +1,6 @@
-"""Fixtures the batch-format tests share: a tenant keyring and the device identity that signs."""
+"""Fixtures the edge_sync tests share: a tenant keyring, the device identity that signs batches and
+a good batch of it (the batch-format tests), and a device ``env`` with its cache open (uploader,
+agent, downlink)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import pytest
 
 from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import LocalKeyring
-from tests.edge_sync.test_batch import D, T
+from tests.support.batches import D, T, make_table, write
+from tests.support.device import make_env
 
 
 @pytest.fixture
@@ -17,3 +20,16 @@ def keyring(tmp_path):
 @pytest.fixture
 def ident():
     return DeviceIdentity.generate(T, D)
+
+
+@pytest.fixture
+def good(keyring, ident):
+    """A valid telemetry batch of ``ident`` (23 rows, seqs 100 to 144)."""
+    return write(make_table("telemetry"), keyring, ident, stream="telemetry")
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = make_env(tmp_path)
+    yield e
+    e.cache.close()

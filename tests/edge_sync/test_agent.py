@@ -22,7 +22,7 @@ from edge_sync.config import ConfigError, load_config, load_public_key
 from edge_sync.identity import DeviceIdentity, PlatformSigner
 from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore, StoreUnavailable
-from tests.edge_sync.test_uploader import DEVICE, KEY, NOW, TENANT, RecordingStore, central_view
+from tests.support.device import DEVICE, KEY, NOW, TENANT, RecordingStore, central_view
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "edge_sync" / "packaging"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,11 +17,13 @@ import zstandard
 from edge_sync import batch_encoding as enc
 from edge_sync.batch_encoding import PayloadDecodeError, decode_table, encode_table
 from edge_sync.streams import STREAMS, StreamSpec, get_stream
-from tests.edge_sync.test_batch import D, T, assert_identical, forge, make_table, read, reason_of, write
+from tests.support.batches import D, T, assert_identical, forge, make_table, read, reason_of, write
 
 # sha256 of encode_table(make_table(stream, n=40)) as format 2 writes it (pyarrow 26.0.1,
 # zstandard 0.25): the writer's output must not change. Another pyarrow (Parquet writer) or
-# zstd may legitimately write other bytes, so the pin only holds for the versions that made it.
+# zstd may legitimately write other bytes, so the hashes hold for the versions that made them:
+# when requirements.lock moves either on, test_encoder_output_is_unchanged fails and prints
+# the pins to update (and the hashes of this environment's bytes).
 PINNED_PYARROW = "26.0.1"
 PINNED_ZSTANDARD = "0.25.0"
 ENCODED_SHA256 = {
@@ -95,14 +98,25 @@ def test_format_1_batch_still_reads(keyring, ident):
     assert_identical(decoded.table, _old_telemetry_table())
 
 
-@pytest.mark.skipif(
-    (pa.__version__, zstandard.__version__) != (PINNED_PYARROW, PINNED_ZSTANDARD),
-    reason=f"pinned bytes are pyarrow {PINNED_PYARROW}'s and zstandard {PINNED_ZSTANDARD}'s",
-)
+def _encoded_sha256(stream: str) -> str:
+    return hashlib.sha256(encode_table(make_table(stream, n=40), get_stream(stream), D)).hexdigest()
+
+
 @pytest.mark.parametrize("stream", sorted(STREAMS))
 def test_encoder_output_is_unchanged(stream):
-    payload = encode_table(make_table(stream, n=40), get_stream(stream), D)
-    assert hashlib.sha256(payload).hexdigest() == ENCODED_SHA256[stream]
+    installed = (pa.__version__, zstandard.__version__)
+    if installed != (PINNED_PYARROW, PINNED_ZSTANDARD):
+        here = Path(__file__).relative_to(Path(__file__).parents[2])
+        hashes = {s: _encoded_sha256(s) for s in sorted(STREAMS)}
+        pytest.fail(
+            f"the pinned versions changed: the pinned bytes are pyarrow {PINNED_PYARROW}'s and zstandard "
+            f"{PINNED_ZSTANDARD}'s, this environment has pyarrow {installed[0]} and zstandard {installed[1]}. "
+            f"If requirements.lock moved them on purpose, update the pins in {here}: "
+            f"PINNED_PYARROW = {installed[0]!r}, PINNED_ZSTANDARD = {installed[1]!r}, ENCODED_SHA256 = {hashes!r}; "
+            "the tests of old payloads in this module must still pass: objects written before must decode.",
+            pytrace=False,
+        )
+    assert _encoded_sha256(stream) == ENCODED_SHA256[stream]
 
 
 def test_format_2_payload_is_one_zstd_frame_around_the_format_1_columns():

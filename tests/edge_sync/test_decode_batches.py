@@ -12,7 +12,7 @@ import pytest
 
 from edge_sync.batch import decode_batches, open_batch
 from edge_sync.streams import STREAMS, get_stream
-from tests.edge_sync.test_batch import D, assert_identical, forge, make_table, read, write
+from tests.support.batches import D, assert_identical, forge, make_table, read, write
 
 
 def _open(data, keyring, ident, key=None):

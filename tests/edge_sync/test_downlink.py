@@ -6,43 +6,26 @@ import json
 
 import pytest
 
-from edge_sync import desired
-from edge_sync.desired import DesiredState, Release, StateEdit
+from edge_sync.desired import Release, StateEdit
 from edge_sync.downlink import Downlink, active_release, applied_revision, merge_central_edits
 from edge_sync.hlc import pack
 from edge_sync.identity import PlatformSigner
 from edge_sync.rules import default_rules, parse_rules
-from tests.edge_sync.test_uploader import DEVICE, NOW, TENANT, env  # noqa: F401  (fixture)
-
-PLATFORM = PlatformSigner.generate()
-KEY = desired.desired_key(TENANT, DEVICE)
+from tests.support.device import DEVICE, NOW, TENANT
+from tests.support.downlink import DESIRED_KEY, PLATFORM, alerts, publish
 
 
-def publish(
-    store, revision: int, *, device: str = DEVICE, signer: PlatformSigner = PLATFORM, **fields
-) -> bytes:
-    fields.setdefault("issued_hlc", pack(NOW, 0))
-    doc = DesiredState(tenant_id=TENANT, device_id=device, revision=revision, **fields)
-    data = desired.encode(doc, signer)
-    store.put(KEY, data)
-    return data
-
-
-def downlink(env, **kw) -> Downlink:  # noqa: F811
+def downlink(env, **kw) -> Downlink:
     return Downlink(
         env.cache, env.store, platform_keys=PLATFORM.public_key_bytes(), rules=default_rules(), **kw
     )
 
 
-def alerts(cache) -> list[dict]:
-    return cache.pending("alerts").select(["severity", "code", "message"]).to_pylist()
-
-
-def test_absent_document_is_a_no_op(env):  # noqa: F811
+def test_absent_document_is_a_no_op(env):
     assert downlink(env).pull().status == "absent"
 
 
-def test_release_applied_and_reported_in_health(env):  # noqa: F811
+def test_release_applied_and_reported_in_health(env):
     publish(
         env.store,
         3,
@@ -61,11 +44,11 @@ def test_release_applied_and_reported_in_health(env):  # noqa: F811
     assert env.cache.pending("health").num_rows == 1
 
 
-def test_tampered_document_is_refused_with_one_alert(env):  # noqa: F811
+def test_tampered_document_is_refused_with_one_alert(env):
     data = publish(env.store, 1, release=Release(version="1.0.0"))
     signed = json.loads(data)
     signed["document"]["release"]["version"] = "6.6.6-evil"
-    env.store.put(KEY, json.dumps(signed).encode())
+    env.store.put(DESIRED_KEY, json.dumps(signed).encode())
     dl = downlink(env)
     for _ in range(2):
         result = dl.pull()
@@ -74,12 +57,12 @@ def test_tampered_document_is_refused_with_one_alert(env):  # noqa: F811
     assert [(a["severity"], a["code"]) for a in alerts(env.cache)] == [("critical", "desired_bad_signature")]
 
 
-def test_document_signed_by_another_key_is_refused(env):  # noqa: F811
+def test_document_signed_by_another_key_is_refused(env):
     publish(env.store, 1, release=Release(version="1.0.0"), signer=PlatformSigner.generate())
     assert downlink(env).pull().reason == "bad_signature"
 
 
-def test_older_revision_is_refused(env):  # noqa: F811
+def test_older_revision_is_refused(env):
     publish(env.store, 5, release=Release(version="2.0.0", slot="b"))
     assert downlink(env).pull().status == "applied"
     publish(env.store, 4, release=Release(version="1.0.0", slot="a"))  # a replayed older document
@@ -89,14 +72,14 @@ def test_older_revision_is_refused(env):  # noqa: F811
     assert [a["code"] for a in alerts(env.cache)] == ["desired_stale_revision"]
 
 
-def test_document_for_another_device_is_refused(env):  # noqa: F811
+def test_document_for_another_device_is_refused(env):
     publish(env.store, 1, device="dev-2", release=Release(version="1.0.0"))
     result = downlink(env).pull()
     assert result.status == "refused" and result.reason == "wrong_device"
     assert alerts(env.cache)[0]["code"] == "desired_wrong_device"
 
 
-def test_central_edits_merge_with_the_shared_rules(env):  # noqa: F811
+def test_central_edits_merge_with_the_shared_rules(env):
     # device edits at HLC ~ NOW; central edits one second later
     env.cache.put("config", "pump", {"mode": "eco", "calibration": 1.5, "threshold": 10})
     later = pack(NOW + 1000, 0)
@@ -125,7 +108,7 @@ def test_central_edits_merge_with_the_shared_rules(env):  # noqa: F811
     assert env.cache.pending("state").num_rows == 3
 
 
-def test_a_central_lww_edit_older_than_the_device_edit_loses(env):  # noqa: F811
+def test_a_central_lww_edit_older_than_the_device_edit_loses(env):
     env.cache.put("config", "pump", {"mode": "eco"})
     publish(
         env.store,
@@ -180,7 +163,7 @@ def test_merge_matches_the_reference_merge():
     assert changed == {"n": "7", "t": '["a","b"]'}
 
 
-def test_counter_increments_are_not_applied_twice(env):  # noqa: F811
+def test_counter_increments_are_not_applied_twice(env):
     edit = StateEdit(namespace="config", key="pump", field="boot_count", value="2", hlc=pack(NOW + 10, 0))
     publish(env.store, 1, state_edits=[edit])
     downlink(env).pull()
@@ -190,7 +173,7 @@ def test_counter_increments_are_not_applied_twice(env):  # noqa: F811
     assert result.dropped_edits and "already applied" in result.dropped_edits[0]
 
 
-def test_reserved_namespace_edits_are_dropped(env):  # noqa: F811
+def test_reserved_namespace_edits_are_dropped(env):
     publish(
         env.store,
         1,
@@ -217,7 +200,7 @@ class BrokenInstaller:
         self.calls.append(("rollback", previous))
 
 
-def test_failed_install_rolls_back_and_alerts(env):  # noqa: F811
+def test_failed_install_rolls_back_and_alerts(env):
     installer = BrokenInstaller()
     publish(
         env.store, 2, release=Release(version="3.0.0", slot="b"), previous=Release(version="2.9.0", slot="a")
@@ -243,7 +226,7 @@ class RecordingInstaller:
         self.calls.append(("rollback", previous))
 
 
-def test_pluggable_installer_gets_install_then_switch(env):  # noqa: F811
+def test_pluggable_installer_gets_install_then_switch(env):
     installer = RecordingInstaller()
     publish(env.store, 1, release=Release(version="1.1.0", slot="b"))
     downlink(env, installer=installer).pull()
@@ -252,6 +235,6 @@ def test_pluggable_installer_gets_install_then_switch(env):  # noqa: F811
 
 
 @pytest.mark.parametrize("junk", [b"not json", b'{"document": {}, "signature": "AAAA"}'])
-def test_junk_documents_are_refused(env, junk):  # noqa: F811
-    env.store.put(KEY, junk)
+def test_junk_documents_are_refused(env, junk):
+    env.store.put(DESIRED_KEY, junk)
     assert downlink(env).pull().status == "refused"

@@ -10,15 +10,14 @@ from edge_sync import desired
 from edge_sync.desired import DesiredState, Release, RollbackOf
 from edge_sync.downlink import Downlink, active_release, before_rollout, installed_slots
 from edge_sync.hlc import pack
-from tests.edge_sync.test_downlink import PLATFORM, alerts, publish
-from tests.edge_sync.test_downlink_staging import RecordingInstaller, recording_downlink
-from tests.edge_sync.test_uploader import DEVICE, NOW, TENANT, env  # noqa: F401  (fixture)
+from tests.support.device import DEVICE, NOW, TENANT
+from tests.support.downlink import PLATFORM, RecordingInstaller, alerts, publish, recording_downlink
 
 BAD = Release(version="2.0.0", slot="a", rollout_id="r1", phase=0)
 UNDO = RollbackOf(rollout_id="r1", version="2.0.0")
 
 
-def factory_device(env, version: str | None = "1.0.0") -> tuple[Downlink, RecordingInstaller]:  # noqa: F811
+def factory_device(env, version: str | None = "1.0.0") -> tuple[Downlink, RecordingInstaller]:
     """A device running its factory image on slot a, with no desired-state document so far."""
     dl, installer = recording_downlink(env.cache, env.store, PLATFORM.public_key_bytes())
     if version is not None:
@@ -28,7 +27,7 @@ def factory_device(env, version: str | None = "1.0.0") -> tuple[Downlink, Record
     return dl, installer
 
 
-def test_goes_back_to_the_release_it_ran_before_the_rollout(env):  # noqa: F811
+def test_goes_back_to_the_release_it_ran_before_the_rollout(env):
     dl, installer = factory_device(env)
     publish(env.store, 1, release=BAD)
     assert dl.pull().install_error is None
@@ -52,7 +51,7 @@ def test_goes_back_to_the_release_it_ran_before_the_rollout(env):  # noqa: F811
     assert active_release(env.cache) == ("1.0.0", "a") and alerts(env.cache) == []
 
 
-def test_going_back_to_a_kept_slot_is_a_switch(env):  # noqa: F811
+def test_going_back_to_a_kept_slot_is_a_switch(env):
     dl, installer = factory_device(env)
     publish(env.store, 1, release=BAD.model_copy(update={"slot": "b"}))  # a blue/green switch to slot b
     dl.pull()
@@ -63,7 +62,7 @@ def test_going_back_to_a_kept_slot_is_a_switch(env):  # noqa: F811
     assert installed_slots(env.cache) == {"a": "1.0.0", "b": "2.0.0"}
 
 
-def test_the_first_record_of_a_rollout_wins(env):  # noqa: F811
+def test_the_first_record_of_a_rollout_wins(env):
     dl, _ = factory_device(env)
     publish(env.store, 1, release=BAD)
     dl.pull()
@@ -75,7 +74,7 @@ def test_the_first_record_of_a_rollout_wins(env):  # noqa: F811
     assert before_rollout(env.cache, "r2") == ("2.0.0", "a")
 
 
-def test_a_device_that_never_installed_the_release_keeps_what_it_runs(env):  # noqa: F811
+def test_a_device_that_never_installed_the_release_keeps_what_it_runs(env):
     """Offline for the whole rollout: its first document is the rollback."""
     dl, installer = factory_device(env)
     publish(env.store, 2, rollback_of=UNDO)
@@ -85,7 +84,7 @@ def test_a_device_that_never_installed_the_release_keeps_what_it_runs(env):  # n
     assert alerts(env.cache) == []
 
 
-def test_a_failed_install_then_the_rollback_changes_nothing(env):  # noqa: F811
+def test_a_failed_install_then_the_rollback_changes_nothing(env):
     dl, installer = factory_device(env)
 
     def broken(version: str, slot: str) -> None:
@@ -99,7 +98,7 @@ def test_a_failed_install_then_the_rollback_changes_nothing(env):  # noqa: F811
     assert dl.pull().install_error is None and active_release(env.cache) == ("1.0.0", "a")
 
 
-def test_without_a_record_the_device_says_so_and_keeps_running(env):  # noqa: F811
+def test_without_a_record_the_device_says_so_and_keeps_running(env):
     """No factory bookkeeping (an agent with a fresh cache): it cannot know what to go back to."""
     dl, installer = factory_device(env, version=None)
     publish(env.store, 1, release=BAD)

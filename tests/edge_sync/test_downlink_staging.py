@@ -7,39 +7,15 @@ import json
 
 from edge_sync import desired
 from edge_sync.desired import DesiredState, Release
-from edge_sync.downlink import CacheInstaller, Downlink, active_release, installed_slots, staged_release
+from edge_sync.downlink import active_release, installed_slots, staged_release
 from edge_sync.hlc import pack
-from edge_sync.rules import default_rules
-from tests.edge_sync.test_downlink import KEY, PLATFORM, alerts, publish
-from tests.edge_sync.test_uploader import NOW, TENANT, env  # noqa: F401  (fixture)
+from tests.support.device import NOW, TENANT
+from tests.support.downlink import DESIRED_KEY, PLATFORM, alerts, publish, recording_downlink
 
 OLD = Release(version="1.0.0", slot="a")
 
 
-class RecordingInstaller(CacheInstaller):
-    """The cache installer, counting what it is asked to do (an install is a download)."""
-
-    def __init__(self, cache) -> None:
-        super().__init__(cache)
-        self.calls: list[tuple[str, ...]] = []
-
-    def install(self, version: str, slot: str) -> None:
-        self.calls.append(("install", version, slot))
-        super().install(version, slot)
-
-    def switch(self, slot: str) -> None:
-        self.calls.append(("switch", slot))
-        super().switch(slot)
-
-
-def recording_downlink(cache, store, platform_keys: bytes) -> tuple[Downlink, RecordingInstaller]:
-    """The real downlink on ``cache``, installing through an installer that records its calls."""
-    installer = RecordingInstaller(cache)
-    downlink = Downlink(cache, store, platform_keys=platform_keys, rules=default_rules(), installer=installer)
-    return downlink, installer
-
-
-def setup(env):  # noqa: F811
+def setup(env):
     dl, installer = recording_downlink(env.cache, env.store, PLATFORM.public_key_bytes())
     publish(env.store, 1, release=OLD)
     assert dl.pull().status == "applied"
@@ -47,7 +23,7 @@ def setup(env):  # noqa: F811
     return dl, installer
 
 
-def test_stage_then_switch_then_switch_back_without_downloads(env):  # noqa: F811
+def test_stage_then_switch_then_switch_back_without_downloads(env):
     dl, installer = setup(env)
     new = Release(version="2.0.0", slot="b", rollout_id="r1")
     publish(env.store, 2, release=OLD, staged=new)
@@ -76,7 +52,7 @@ def test_stage_then_switch_then_switch_back_without_downloads(env):  # noqa: F81
     assert env.cache.pending("health").to_pylist()[-1]["version"] == "1.0.0"
 
 
-def test_restaging_the_same_release_installs_nothing(env):  # noqa: F811
+def test_restaging_the_same_release_installs_nothing(env):
     dl, installer = setup(env)
     new = Release(version="2.0.0", slot="b", rollout_id="r1")
     publish(env.store, 2, release=OLD, staged=new)
@@ -87,7 +63,7 @@ def test_restaging_the_same_release_installs_nothing(env):  # noqa: F811
     assert staged_release(env.cache) == ("2.0.0", "b")
 
 
-def test_staging_onto_the_running_slot_is_refused(env):  # noqa: F811
+def test_staging_onto_the_running_slot_is_refused(env):
     dl, installer = setup(env)
     publish(env.store, 2, release=OLD, staged=Release(version="2.0.0", slot="a", rollout_id="r1"))
     result = dl.pull()
@@ -98,7 +74,7 @@ def test_staging_onto_the_running_slot_is_refused(env):  # noqa: F811
     assert [a["code"] for a in alerts(env.cache)] == ["stage_refused"]
 
 
-def test_a_failed_staging_is_reported_and_changes_nothing_that_runs(env):  # noqa: F811
+def test_a_failed_staging_is_reported_and_changes_nothing_that_runs(env):
     dl, installer = setup(env)
 
     def broken(version: str, slot: str) -> None:
@@ -112,15 +88,18 @@ def test_a_failed_staging_is_reported_and_changes_nothing_that_runs(env):  # noq
     assert [a["code"] for a in alerts(env.cache)] == ["stage_failed"]
 
 
-def test_documents_without_staged_are_signed_without_the_field(env):  # noqa: F811
+def test_documents_without_staged_are_signed_without_the_field(env):
     """Agents that predate ``staged`` forbid unknown fields: a document staging nothing must not carry it."""
     doc = DesiredState(tenant_id=TENANT, device_id="dev-1", revision=1, issued_hlc=pack(NOW, 0), release=OLD)
     signed = json.loads(desired.encode(doc, PLATFORM))
     assert "staged" not in signed["document"]
     staging = doc.model_copy(update={"staged": Release(version="2.0.0", slot="b")})
     assert json.loads(desired.encode(staging, PLATFORM))["document"]["staged"]["slot"] == "b"
-    env.store.put(KEY, desired.encode(doc, PLATFORM))
+    env.store.put(DESIRED_KEY, desired.encode(doc, PLATFORM))
     back = desired.decode(
-        env.store.get(KEY), platform_keys=PLATFORM.public_key_bytes(), tenant_id=TENANT, device_id="dev-1"
+        env.store.get(DESIRED_KEY),
+        platform_keys=PLATFORM.public_key_bytes(),
+        tenant_id=TENANT,
+        device_id="dev-1",
     )
     assert back.staged is None and back.release == OLD

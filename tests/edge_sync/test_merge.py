@@ -9,6 +9,7 @@ import pytest
 from edge_sync.merge import EditError, StateMerger
 from edge_sync.rules import RuleSet, default_rules, parse_rules
 from tests.support.merge_oracle import conflicts_reference, merge_reference
+from tests.support.services import require_service
 
 RULES = default_rules()
 
@@ -277,8 +278,8 @@ def test_works_on_ducklake_tables(tmp_path) -> None:
 
     try:
         con = connect(extensions=("ducklake",))
-    except ExtensionMissing:
-        pytest.skip("duckdb-extension-ducklake is not installed")
+    except ExtensionMissing as exc:
+        require_service("DuckLake extension", str(exc))
     con.execute(f"ATTACH 'ducklake:{tmp_path}/meta.ducklake' AS lake (DATA_PATH '{tmp_path}/data')")
     m = merger(con, prefix="lake.main.")
     edits = [

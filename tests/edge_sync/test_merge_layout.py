@@ -13,35 +13,12 @@ import pytest
 
 from edge_sync.merge import StateMerger
 from edge_sync.merge_arrow import best_per_key, distinct_edits, key_codes, text_ranks
-from edge_sync.resolvers import canonical_json, register_resolver
 from edge_sync.rules import parse_rules
+from tests.support.merge import EVERY_RULE
 from tests.support.merge_oracle import conflicts_reference, merge_reference
 
+RULES = parse_rules({"version": 3, "namespaces": {"config": {"fields": EVERY_RULE}}})
 
-@register_resolver("layout_lexmax")
-def lexmax(a, b):
-    """Greatest value by canonical JSON text (commutative, associative, idempotent)."""
-    return max(a, b, key=canonical_json)
-
-
-RULES = parse_rules(
-    {
-        "version": 3,
-        "namespaces": {
-            "config": {
-                "fields": {
-                    "hi": "max",
-                    "lo": "min",
-                    "n": "counter",
-                    "tags": "set_union",
-                    "pin": "prefer_central",
-                    "cal": "prefer_device",
-                    "lbl": "custom:layout_lexmax",
-                }
-            }
-        },
-    }
-)
 VALUES = {
     "hi": ["1", "2.5", "-3"],
     "lo": ["1", "2.5", "-3"],

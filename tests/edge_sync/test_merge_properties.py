@@ -15,35 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_sync.merge import StateMerger
-from edge_sync.resolvers import canonical_json, register_resolver
 from edge_sync.rules import parse_rules
+from tests.support.merge import EVERY_RULE
 from tests.support.merge_oracle import conflicts_reference, merge_reference
-
-
-@register_resolver("prop_lexmax")
-def lexmax(a, b):
-    """Greatest value by canonical JSON text: a commutative, associative, idempotent pick."""
-    return max(a, b, key=canonical_json)
-
 
 RULES = parse_rules(
     {
         "version": 4,
         "default": "lww",
-        "namespaces": {
-            "config": {
-                "fields": {
-                    "hi": "max",
-                    "lo": "min",
-                    "n": "counter",
-                    "tags": "set_union",
-                    "pin": "prefer_central",
-                    "cal": "prefer_device",
-                    "lbl": "custom:prop_lexmax",
-                    "long": "custom:longest",
-                }
-            }
-        },
+        "namespaces": {"config": {"fields": {**EVERY_RULE, "long": "custom:longest"}}},
     }
 )
 
@@ -53,15 +33,7 @@ RULES_NO_NUMERIC = parse_rules(
     {
         "version": 5,
         "namespaces": {
-            "config": {
-                "fields": {
-                    "n": "counter",
-                    "tags": "set_union",
-                    "pin": "prefer_central",
-                    "cal": "prefer_device",
-                    "lbl": "custom:prop_lexmax",
-                }
-            }
+            "config": {"fields": {f: r for f, r in EVERY_RULE.items() if r not in ("max", "min")}}
         },
     }
 )

@@ -22,7 +22,7 @@ from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
 from edge_sync.uploader import STEPS
-from tests.edge_sync.test_uploader import DEVICE, TENANT, central_view
+from tests.support.device import DEVICE, TENANT, central_view
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,80 +3,20 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from edge_sync.bandwidth import Backoff, BandwidthBudget, TokenBucket
-from edge_sync.batch import read_batch
 from edge_sync.batch_keys import parse_object_key
-from edge_sync.cache import DeviceCache
 from edge_sync.identity import DeviceIdentity
-from edge_sync.keys import LocalKeyring
-from edge_sync.objectstore import LocalObjectStore, ObjectStore, StoreUnavailable
+from edge_sync.objectstore import StoreUnavailable
 from edge_sync.streams import BY_PRIORITY
 from edge_sync.uploader import Uploader, UploadPolicy
 from edge_sync.vault import VaultUnavailable
+from tests.support.device import DEVICE, NOW, TENANT, RecordingStore, central_view, make_env
 
-TENANT, DEVICE = "t1", "dev-1"
-KEY = bytes(range(32))
-NOW = 1_800_000_000_000  # fixed device wall time, ms (on an hour boundary + 0)
 HOUR = 3_600_000
-
-
-@dataclass
-class Env:
-    root: Path
-    cache: DeviceCache
-    store: ObjectStore
-    keys: LocalKeyring
-    identity: DeviceIdentity
-
-    def uploader(self, **kw) -> Uploader:
-        kw.setdefault("sleep", lambda s: None)
-        kw.setdefault("wall_ms", lambda: NOW)
-        return Uploader(self.cache, self.store, key_service=self.keys, identity=self.identity, **kw)
-
-
-def make_env(root: Path, identity: DeviceIdentity | None = None, **cache_kw) -> Env:
-    cache_kw.setdefault("wall_ms", lambda: NOW)
-    cache = DeviceCache.open(root / "cache.db", tenant_id=TENANT, device_id=DEVICE, key=KEY, **cache_kw)
-    return Env(
-        root,
-        cache,
-        LocalObjectStore(root / "store"),
-        LocalKeyring(root / "keys"),
-        identity or DeviceIdentity.generate(TENANT, DEVICE),
-    )
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = make_env(tmp_path)
-    yield e
-    e.cache.close()
-
-
-def central_view(store: ObjectStore, keys, public_key: bytes):
-    """What the central ingest would hold: rows deduplicated by (stream, seq), evictions by range."""
-    rows: dict[tuple[str, int], dict] = {}
-    evictions: set[tuple[str, int, int, int]] = set()
-    after = None
-    while True:
-        page = store.list(f"tenant={TENANT}/device={DEVICE}/stream=", after=after)
-        for obj in page.objects:
-            batch = read_batch(
-                store.get(obj.key), key_service=keys, public_keys=[public_key], expected_key=obj.key
-            )
-            m = batch.manifest
-            for r in batch.table.to_pylist():
-                rows.setdefault((m.stream, r["seq"]), r)
-            evictions |= {(m.stream, e.first_seq, e.last_seq, e.count) for e in m.evictions}
-        if page.next_after is None:
-            return rows, evictions
-        after = page.next_after
 
 
 def telemetry(n: int, start_ms: int = NOW, step_ms: int = 1000) -> pa.Table:
@@ -87,41 +27,6 @@ def telemetry(n: int, start_ms: int = NOW, step_ms: int = 1000) -> pa.Table:
             "ts": pa.array([start_ms + i * step_ms for i in range(n)], pa.int64()),
         }
     )
-
-
-class RecordingStore(ObjectStore):
-    """Wraps a store: logs puts, can fail the next ``fail`` calls with an exception."""
-
-    def __init__(self, inner: ObjectStore, fail: int = 0, exc: Exception | None = None) -> None:
-        self.inner, self.fail, self.exc = inner, fail, exc or StoreUnavailable("offline (test)")
-        self.puts: list[str] = []
-
-    def _maybe_fail(self) -> None:
-        if self.fail:
-            self.fail -= 1
-            raise self.exc
-
-    def put_if_absent(self, key, data):
-        self._maybe_fail()
-        self.puts.append(key)
-        return self.inner.put_if_absent(key, data)
-
-    def put(self, key, data):
-        self._maybe_fail()
-        self.inner.put(key, data)
-
-    def get(self, key):
-        self._maybe_fail()
-        return self.inner.get(key)
-
-    def head(self, key):
-        return self.inner.head(key)
-
-    def list(self, prefix="", *, after=None, limit=1000):
-        return self.inner.list(prefix, after=after, limit=limit)
-
-    def delete(self, key):
-        self.inner.delete(key)
 
 
 def test_incremental_batches_past_the_watermark(env):

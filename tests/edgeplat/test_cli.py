@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,18 +12,9 @@ from pathlib import Path
 import pytest
 
 from cli import build_parser
+from tests.support.cli import cli
 
-EDGEPLAT = str(Path(sys.executable).parent / "edgeplat")
 WORKER = str(Path(__file__).with_name("lakehouse_worker.py"))
-
-
-def cli(*args: str, home: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EDGEPLAT_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)
-    out = subprocess.run([EDGEPLAT, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert out.returncode == 0, out.stdout + out.stderr
-    return out
 
 
 def all_command_paths(parser: argparse.ArgumentParser, prefix=()) -> list[tuple[str, ...]]:

@@ -5,24 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import EDGEPLAT
+from tests.support.processes import free_port
+
 pytestmark = pytest.mark.slow
-
-EDGEPLAT = str(Path(sys.executable).parent / "edgeplat")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(port: int, query: str) -> dict:

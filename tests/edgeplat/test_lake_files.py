@@ -12,29 +12,14 @@ from edgeplat import lake_files
 from edgeplat.lake_files import append_rows, conform, partitions
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.lakehouse_schema import TABLES
+from tests.support.lake import ingest_rows
 
 DAY = dt.date(2026, 3, 4)
 
 
 def rows(tenants: list[str], days: list[dt.date]) -> pa.Table:
-    n = len(tenants)
     ts = pa.array([dt.datetime.combine(d, dt.time(12), dt.UTC) for d in days], pa.timestamp("ms", tz="UTC"))
-    return pa.table(
-        {
-            "tenant_id": tenants,
-            "device_id": ["d1"] * n,
-            "stream": ["telemetry"] * n,
-            "seq": pa.array(range(n), pa.int64()),
-            "hlc": pa.array(range(n), pa.int64()),
-            "node_id": ["d1"] * n,
-            "ts": ts,
-            "metric": ["cpu"] * n,
-            "value": pa.array([float(i) for i in range(n)]),
-            "batch_key": pa.array(["k"] * n).dictionary_encode(),
-            "ingested_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")),
-            "day": pa.array(days, pa.date32()),
-        }
-    )
+    return ingest_rows(tenants, ts, [float(i) for i in range(len(tenants))], pa.array(days, pa.date32()))
 
 
 def test_partitions_group_runs_by_value_and_keep_every_row() -> None:

@@ -6,13 +6,15 @@ import os
 import uuid
 from collections.abc import Iterator
 
-import boto3
 import pyarrow as pa
 import pytest
 
 from edgeplat.lake_files import append_rows
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig, S3Settings
 from edgeplat.lakehouse_schema import TABLES, utc_day
+from tests.support.lake import ingest_rows
+from tests.support.moto_server import moto_client
+from tests.support.services import require_service
 
 PG_DSN = os.environ.get("EDGEPLAT_TEST_PG_DSN", "dbname=test host=127.0.0.1 port=5432 user=postgres")
 
@@ -21,11 +23,14 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        import psycopg2
+    except ImportError as exc:
+        require_service("PostgreSQL", f"its driver psycopg2 does not import ({exc})")
     try:
         conn = psycopg2.connect(PG_DSN, connect_timeout=3)
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL answers at '{PG_DSN}' (set EDGEPLAT_TEST_PG_DSN): {exc}")
+        require_service("PostgreSQL", f"nothing answers at '{PG_DSN}': {exc}")
     conn.autocommit = True
     schema = f"edgeplat_test_{uuid.uuid4().hex[:12]}"
     try:
@@ -36,16 +41,28 @@ def pg_schema() -> Iterator[str]:
         conn.close()
 
 
-def test_postgres_catalog_with_s3_data(pg_schema: str, s3_bucket: tuple[str, str]) -> None:
+@pytest.fixture
+def config(pg_schema: str, s3_bucket: tuple[str, str]) -> LakehouseConfig:
+    """The production layout: the catalog in a fresh PostgreSQL schema, the data in a fresh bucket."""
     endpoint, bucket = s3_bucket
-    lake = Lakehouse(
-        LakehouseConfig(
-            catalog=f"postgres:{PG_DSN}",
-            data_path=f"s3://{bucket}/lake/",
-            metadata_schema=pg_schema,
-            s3=S3Settings(endpoint_url=endpoint, access_key_id="testing", secret_access_key="testing"),
-        )
+    return LakehouseConfig(
+        catalog=f"postgres:{PG_DSN}",
+        data_path=f"s3://{bucket}/lake/",
+        metadata_schema=pg_schema,
+        s3=S3Settings(endpoint_url=endpoint, access_key_id="testing", secret_access_key="testing"),
     )
+
+
+def lake_keys(s3_bucket: tuple[str, str]) -> list[str]:
+    endpoint, bucket = s3_bucket
+    return [
+        o["Key"]
+        for o in moto_client(endpoint).list_objects_v2(Bucket=bucket, Prefix="lake/").get("Contents", [])
+    ]
+
+
+def test_postgres_catalog_with_s3_data(config: LakehouseConfig, s3_bucket: tuple[str, str]) -> None:
+    lake = Lakehouse(config)
     assert "telemetry" in lake.ensure_schema()
     assert lake.ensure_schema() == []
     lake.write(
@@ -60,49 +77,20 @@ def test_postgres_catalog_with_s3_data(pg_schema: str, s3_bucket: tuple[str, str
             3000,
             0.5 * sum(range(3000)),
         )
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="lake/").get("Contents", [])]
+    keys = lake_keys(s3_bucket)
     assert any(k.endswith(".parquet") and "tenant_id=tenant-1" in k for k in keys), keys
 
 
 def test_ingest_files_are_written_to_s3_and_registered_in_the_transaction(
-    pg_schema: str, s3_bucket: tuple[str, str]
+    config: LakehouseConfig, s3_bucket: tuple[str, str]
 ) -> None:
     """The ingest's own Parquet files (``lake_files.append_rows``) on the production layout."""
-    endpoint, bucket = s3_bucket
-    config = LakehouseConfig(
-        catalog=f"postgres:{PG_DSN}",
-        data_path=f"s3://{bucket}/lake/",
-        metadata_schema=pg_schema,
-        s3=S3Settings(endpoint_url=endpoint, access_key_id="testing", secret_access_key="testing"),
-    )
     lake = Lakehouse(config)
     lake.ensure_schema()
     n = 4000
     day_ms = 86_400_000
     ts = pa.array([1_772_000_000_000 + i * (day_ms // 1000) for i in range(n)], pa.timestamp("ms", tz="UTC"))
-    rows = pa.table(
-        {
-            "tenant_id": [f"tenant-{i % 2}" for i in range(n)],
-            "device_id": ["d1"] * n,
-            "stream": ["telemetry"] * n,
-            "seq": pa.array(range(n), pa.int64()),
-            "hlc": pa.array(range(n), pa.int64()),
-            "node_id": ["d1"] * n,
-            "ts": ts,
-            "metric": ["cpu"] * n,
-            "value": pa.array([i * 0.5 for i in range(n)]),
-            "batch_key": ["k"] * n,
-            "ingested_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")),
-            "day": utc_day(ts),
-        }
-    )
+    rows = ingest_rows([f"tenant-{i % 2}" for i in range(n)], ts, [i * 0.5 for i in range(n)], utc_day(ts))
 
     def rolled_back(con) -> None:
         append_rows(con, config, TABLES["telemetry"], rows)
@@ -122,14 +110,7 @@ def test_ingest_files_are_written_to_s3_and_registered_in_the_transaction(
             "EXPLAIN ANALYZE SELECT count(*) FROM telemetry WHERE tenant_id = 'tenant-9'"
         ).fetchall()
         assert "EMPTY_RESULT" in pruned[0][1]  # the partition values are in the catalog: no file read
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="lake/").get("Contents", [])]
+    keys = lake_keys(s3_bucket)
     ingest_files = [k for k in keys if "/ingest-" in k]
     # the rolled-back attempt's files stay behind unregistered (orphans, removed by compaction)
     assert len(ingest_files) == 2 * written

@@ -5,11 +5,9 @@ process restart around every action; and the install-on-switch fallback of a bac
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from edge_sync.cache import DeviceCache
 from edge_sync.desired import Release
 from edge_sync.downlink import active_release, installed_slots, staged_release
 from edgeplat.backends.edge_agent import EdgeAgentBackend
@@ -17,43 +15,10 @@ from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.decide import Decision
 from edgeplat.rollouts.events import TERMINAL, Kind, Status
 from edgeplat.rollouts.store import RolloutStore
-from edgeplat.rollouts.world import assignments
-from tests.edge_sync.test_downlink_staging import recording_downlink
-from tests.rollouts.test_controller import Crash, small_spec
+from tests.support.rollouts import Agent, Crash, bg_spec, phases_of
 
 OLD = Release(version="2.0.0", slot="a")
 NEW = "3.0.0"
-
-
-def bg_spec(**over):
-    phases = [{"percent": 25, "bake": "10m"}, {"percent": 60, "bake": "10m"}, {"percent": 100, "bake": "10m"}]
-    return small_spec(name="bg", strategy={"type": "blueGreen", "phases": phases}, gates=[], **over)
-
-
-class Agent:
-    """One device running the real downlink (verify, refuse stale, install, switch) on a real cache."""
-
-    def __init__(self, root: Path, backend: EdgeAgentBackend, tenant: str, device: str) -> None:
-        self.cache = DeviceCache.open(
-            root / f"{tenant}-{device}.db",
-            tenant_id=tenant,
-            device_id=device,
-            key=bytes(32),
-            wall_ms=lambda: 1_800_000_000_000,
-        )
-        self.downlink, self.installer = recording_downlink(
-            self.cache, backend.store, backend.publisher.signer.public_key_bytes()
-        )
-
-    def pull(self) -> None:
-        result = self.downlink.pull()
-        assert result.status in ("applied", "unchanged"), result
-
-
-def phases_of(lake, store: RolloutStore, rid: str) -> dict[tuple[str, str], int]:
-    with lake.session(read_only=True) as con:
-        rows = assignments(con, store, rid).to_pylist()
-    return {(r["tenant_id"], r["device_id"]): r["phase"] for r in rows}
 
 
 @pytest.mark.slow

@@ -16,47 +16,8 @@ from edgeplat.rollouts.commands import CommandError
 from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.decide import Decision
 from edgeplat.rollouts.events import TERMINAL, Kind, Status
-from edgeplat.rollouts.spec import RolloutSpec, load_spec
 from edgeplat.rollouts.store import RolloutStore
-
-
-def small_spec(**over) -> RolloutSpec:
-    data = {
-        "name": "r1",
-        "release": {
-            "name": "app",
-            "version": "3.0.0",
-            "greengrass": {"component": "com.acme.App", "version": "3.0.0"},
-            "iot_edge": {"module": "app", "image": "acr.example.io/app:3.0.0"},
-        },
-        "target": {"tenants": ["acme", "globex"]},
-        "strategy": {
-            "type": "canary",
-            "phases": [
-                {"percent": 10, "bake": "30m"},
-                {"percent": 50, "bake": "30m"},
-                {"percent": 100, "bake": "15m"},
-            ],
-        },
-        "gates": [{"metric": "error_rate", "max_ratio": 1.5, "min_devices": 10, "min_samples": 300}],
-        "gate_interval": "5m",
-        "max_inconclusive": 6,
-        "progress_deadline": "2h",
-        "device_timeout": "20m",
-    }
-    data.update(over)
-    return load_spec(data)
-
-
-# Selection hashes device ids with the rollout id, so a fresh id draws a fresh canary set, and
-# about 3 launches in 100 draw 12 or fewer of 200 devices for the 10% phase: too few for
-# min_devices once some are offline, and the gates stay inconclusive until the rollout rolls
-# back. Tests that judge what the gates decide launch under this id (22 devices in phase 0).
-GATED_ID = "r1-00000001"
-
-
-class Crash(Exception):
-    """A simulated process death inside a tick."""
+from tests.support.rollouts import GATED_ID, Crash, small_spec
 
 
 def drive(ctl: Controller, fleet, rid: str, *, steps: int = 200, step: int = 5, on_state=None) -> Status:

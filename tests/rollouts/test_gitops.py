@@ -14,7 +14,7 @@ from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.events import Kind, Status
 from edgeplat.rollouts.gitops import GitOpsWatcher
 from edgeplat.rollouts.store import RolloutStore
-from tests.rollouts.test_controller import small_spec
+from tests.support.rollouts import small_spec
 
 
 def git(cwd: Path, *args: str) -> str:

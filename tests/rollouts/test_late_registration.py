@@ -13,8 +13,7 @@ from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.events import Kind, Status
 from edgeplat.rollouts.selection import bucket, rollout_salt
 from edgeplat.rollouts.store import RolloutStore
-from tests.rollouts.test_blue_green import bg_spec
-from tests.rollouts.test_controller import small_spec
+from tests.support.rollouts import bg_spec, small_spec
 
 PHASES = [{"percent": 10, "bake": "30m"}, {"percent": 50, "bake": "30m"}, {"percent": 100, "bake": "30m"}]
 

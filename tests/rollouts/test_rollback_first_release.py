@@ -12,8 +12,7 @@ from edgeplat.backends.base import DeviceRef
 from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.events import Kind, Status
 from edgeplat.rollouts.store import RolloutStore
-from tests.rollouts.test_blue_green import Agent, phases_of
-from tests.rollouts.test_controller import GATED_ID, small_spec
+from tests.support.rollouts import GATED_ID, Agent, phases_of, small_spec
 
 FACTORY = "2.0.0"  # what the demo fleet's devices run before any rollout
 BAD = "3.0.0"

@@ -10,7 +10,7 @@ import yaml
 
 from cli import main
 from edgeplat.simulator.rollout_fleet import DemoFleet
-from tests.rollouts.test_controller import small_spec
+from tests.support.rollouts import small_spec
 
 
 @pytest.fixture

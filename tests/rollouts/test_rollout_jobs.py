@@ -19,7 +19,7 @@ from resources.gitops import GitOpsRepoResource
 from resources.keys import PlatformSignerResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
-from tests.rollouts.test_controller import GATED_ID, small_spec
+from tests.support.rollouts import GATED_ID, small_spec
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from edgeplat.rollouts.commands import CommandError, spec_change, spec_updated_event
 from edgeplat.rollouts.events import Kind, Status
-from tests.rollouts.test_machine import Driver, make_spec
+from tests.support.machine import Driver, make_spec
 
 PHASES = [
     {"percent": 1, "bake": "1h"},

@@ -10,7 +10,7 @@ import pytest
 from edgeplat.rollouts.commands import command
 from edgeplat.rollouts.events import Event, Kind, RolloutState, Status, created_event
 from edgeplat.rollouts.store import RolloutNotFound, RolloutStore
-from tests.rollouts.test_controller import small_spec
+from tests.support.rollouts import small_spec
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

@@ -16,8 +16,9 @@ import hvac
 import pytest
 
 from edge_sync.vault_admin import VaultAdmin
-from tests.support.moto_server import running_moto_server
+from tests.support.moto_server import moto_client, running_moto_server
 from tests.support.openbao_server import running_openbao
+from tests.support.services import started
 
 _counter = itertools.count()
 
@@ -25,7 +26,7 @@ _counter = itertools.count()
 @pytest.fixture(scope="session")
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """``(addr, root_token)`` of a running OpenBao dev server on loopback."""
-    with running_openbao(log_dir=tmp_path_factory.mktemp("openbao")) as server:
+    with started("OpenBao", running_openbao(log_dir=tmp_path_factory.mktemp("openbao"))) as server:
         yield server
 
 
@@ -81,12 +82,9 @@ class MotoIam:
     admin_secret: str
 
     def client(self, service: str, key_id: str | None = None, secret: str | None = None):
-        import boto3
-
-        return boto3.client(
+        return moto_client(
+            self.endpoint,
             service,
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
             aws_access_key_id=key_id or self.admin_key_id,
             aws_secret_access_key=secret or self.admin_secret,
         )
@@ -98,17 +96,10 @@ def moto_iam() -> Iterator[MotoIam]:
     request's signature and IAM policies, like AWS: an admin user is created while moto still
     lets everything through, then ``/moto-api/reset-auth`` with 0 turns enforcement on (the
     server-mode form of ``INITIAL_NO_AUTH_ACTION_COUNT``)."""
-    import boto3
     import requests
 
-    with running_moto_server() as endpoint:
-        iam = boto3.client(
-            "iam",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="bootstrap",
-            aws_secret_access_key="bootstrap",
-        )
+    with started("moto", running_moto_server()) as endpoint:
+        iam = moto_client(endpoint, "iam", aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
         iam.create_user(UserName="edgeplat-operator")
         iam.put_user_policy(
             UserName="edgeplat-operator",

@@ -1,7 +1,9 @@
 """The device agent on Vault, against a real OpenBao server: token expiry, outage, re-auth, revocation;
 and the cache key at rest.
 
-TTLs are compressed to two seconds. Vault is made unreachable with a loopback HTTP proxy
+TTLs are compressed to four seconds; the sessions decide on a fake clock the tests move by hand,
+so the work between a login and the token's last use in a sync has the whole TTL of Vault's
+real clock to spare on a loaded machine. Vault is made unreachable with a loopback HTTP proxy
 in front of OpenBao that answers 503 (what a sealed or overloaded Vault says) until it is
 switched back. Uploads land in a local object store and are decoded with the central
 AppRole (transit ``decrypt``), as the ingest would.
@@ -25,34 +27,17 @@ from edge_sync.objectstore import LocalObjectStore
 from edge_sync.vault import VaultSession
 from edge_sync.vault_admin import device_kv_path
 from edge_sync.vault_keys import VaultTransitKeyService
+from tests.support.device import agent_on
 from tests.support.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.services, pytest.mark.xdist_group("openbao")]
 
-TTL_S = 2.0
+TTL_S = 4.0
 
 
 @pytest.fixture(scope="module")
 def central_keys(openbao, vault_admin) -> VaultTransitKeyService:
     return VaultTransitKeyService(VaultSession(openbao[0], *vault_admin.enrol_central("agent-tests")))
-
-
-def _agent(
-    root: Path, tenant: str, device: str, keys: VaultTransitKeyService
-) -> tuple[DeviceAgent, DeviceIdentity]:
-    identity = DeviceIdentity.generate(tenant, device)
-    agent = DeviceAgent.for_device(
-        tenant,
-        device,
-        cache_path=root / "cache.duckdb",
-        cache_key=secrets.token_bytes(32),
-        store=LocalObjectStore(root / "store"),
-        key_service=keys,
-        identity=identity,
-        platform_keys=PlatformSigner.generate().public_key_bytes(),
-        sleep=lambda s: None,
-    )
-    return agent, identity
 
 
 def _uploaded(
@@ -81,14 +66,14 @@ def _record(agent: DeviceAgent, n: int, start: int) -> None:
 
 @pytest.mark.slow
 def test_agent_records_offline_while_its_token_expired_and_syncs_after_a_new_login(
-    openbao, vault_admin, central_keys, unique_id, tmp_path
+    openbao, vault_admin, central_keys, unique_id, fake_clock, tmp_path
 ) -> None:
     tenant, device = unique_id("t"), unique_id("d")
     creds = vault_admin.enrol_device(tenant, device, token_ttl=f"{TTL_S:.0f}s", token_max_ttl=f"{TTL_S:.0f}s")
     proxy = FaultProxy(openbao[0])
     with proxy as vault_url:
-        session = VaultSession(vault_url, *creds, timeout=2)
-        agent, identity = _agent(tmp_path, tenant, device, VaultTransitKeyService(session))
+        session = VaultSession(vault_url, *creds, timeout=2, clock=fake_clock)
+        agent, identity = agent_on(tmp_path, tenant, device, VaultTransitKeyService(session))
         with agent:
             _record(agent, 2, 0)
             assert agent.sync_once().ok
@@ -98,6 +83,7 @@ def test_agent_records_offline_while_its_token_expired_and_syncs_after_a_new_log
             # Vault goes away, and the token's max TTL passes meanwhile: the token is dead for good.
             outage = proxy.inject("*", r".*", status=503, times=10**6)
             time.sleep(TTL_S + 0.3)
+            fake_clock.advance(TTL_S + 0.3)  # the session's clock too: it knows the token expired
             for i in range(3):
                 _record(agent, 2, 10 + 2 * i)
                 report = agent.sync_once()
@@ -124,7 +110,7 @@ def test_token_refused_by_vault_is_replaced_without_going_offline(
     creds = vault_admin.enrol_device(tenant, device, token_ttl=f"{TTL_S:.0f}s", token_max_ttl=f"{TTL_S:.0f}s")
     # the session's own clock stands still: only Vault knows the token has expired
     session = VaultSession(openbao[0], *creds, clock=fake_clock)
-    agent, identity = _agent(tmp_path, tenant, device, VaultTransitKeyService(session))
+    agent, identity = agent_on(tmp_path, tenant, device, VaultTransitKeyService(session))
     with agent:
         _record(agent, 2, 0)
         assert agent.sync_once().ok
@@ -144,7 +130,7 @@ def test_revoked_device_keeps_its_rows_cached_and_uploads_nothing(
     tenant, device = unique_id("t"), unique_id("d")
     creds = vault_admin.enrol_device(tenant, device, token_ttl="60s")
     session = VaultSession(openbao[0], *creds)
-    agent, _ = _agent(tmp_path, tenant, device, VaultTransitKeyService(session))
+    agent, _ = agent_on(tmp_path, tenant, device, VaultTransitKeyService(session))
     with agent:
         _record(agent, 2, 0)
         assert agent.sync_once().ok

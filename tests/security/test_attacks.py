@@ -14,25 +14,21 @@ table is in docs/security.md.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import secrets
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge_sync import desired
-from edge_sync.batch import FORMAT_VERSION, MAGIC, MAX_MANIFEST_BYTES, write_batch
+from edge_sync.batch import FORMAT_VERSION, MAX_MANIFEST_BYTES, write_batch
 from edge_sync.batch_encoding import encode_table
-from edge_sync.identity import DeviceIdentity, PlatformSigner, canonical_json
-from edge_sync.keys import DataKey, LocalKeyring
+from edge_sync.identity import DeviceIdentity, PlatformSigner
 from edge_sync.objectstore import LocalObjectStore
 from edge_sync.streams import STREAMS
 from edgeplat.sync.ingest import ingest_objects
-from tests.sync.conftest import Fleet, rows
+from tests.support.batches import OtherTenantKeys, seal
+from tests.support.fleet import Fleet, rows
 
 T, OTHER, RETIRED = "tenant-a", "tenant-b", "tenant-r"
 RESULTS: list[tuple[str, str, str]] = []
@@ -68,7 +64,6 @@ def forge(
     table = rows("telemetry", tenant, device, list(seqs))
     payload = encode_table(table, spec, device) if payload is None else payload
     dk = fleet.keys.generate_data_key(tenant)
-    nonce = secrets.token_bytes(12)
     signer = signer or fleet.device(tenant, device)
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -82,38 +77,18 @@ def forge(
         "hlc_min": min(table.column("hlc").to_pylist()),
         "hlc_max": max(table.column("hlc").to_pylist()),
         "evictions": [],
-        "key_id": dk.key_id,
-        "wrapped_key": base64.b64encode(dk.wrapped).decode(),
-        "nonce": base64.b64encode(nonce).decode(),
-        "payload_bytes": len(payload) + 16,
-        "plaintext_sha256": hashlib.sha256(payload).hexdigest(),
         "signer_key_id": signer.key_id,
         "created_ms": fleet.clock(),
     }
-    manifest.update(changes or {})
-    mb = canonical_json(manifest)
-    head = (
-        struct.pack(">4sBI", MAGIC, version, len(mb) if announced_length is None else announced_length) + mb
+    data = seal(
+        manifest, payload, dk, signer, changes=changes, version=version, announced_length=announced_length
     )
-    body = head + AESGCM(dk.plaintext).encrypt(nonce, payload, head)
+    named = manifest | (changes or {})
     key = (
-        f"tenant={manifest['tenant_id']}/device={manifest['device_id']}/stream=telemetry/"
-        f"{manifest['first_seq']:020d}-{manifest['last_seq']:020d}.batch"
+        f"tenant={named['tenant_id']}/device={named['device_id']}/stream=telemetry/"
+        f"{named['first_seq']:020d}-{named['last_seq']:020d}.batch"
     )
-    return key, body + signer.sign(body)
-
-
-class _OtherTenantKeys:
-    """A device (misconfigured or malicious) wrapping its data keys under another tenant's key."""
-
-    def __init__(self, keyring: LocalKeyring, tenant: str) -> None:
-        self.keyring, self.tenant = keyring, tenant
-
-    def generate_data_key(self, tenant_id: str) -> DataKey:
-        return self.keyring.generate_data_key(self.tenant)
-
-    def unwrap(self, tenant_id: str, key_id: str, wrapped: bytes) -> bytes:  # pragma: no cover - writer only
-        raise AssertionError("writer only")
+    return key, data
 
 
 # ----------------------------------------------------------------------------- batch attacks
@@ -225,15 +200,7 @@ def other_tenants_device_identity(f: Fleet, d: str) -> str:
 
 
 def other_tenants_key(f: Fleet, d: str) -> str:
-    b = write_batch(
-        rows("telemetry", T, d, range(1, 11)),
-        tenant_id=T,
-        device_id=d,
-        stream="telemetry",
-        key_service=_OtherTenantKeys(f.keys, OTHER),
-        identity=f.device(T, d),
-    )
-    return f.upload(b)
+    return f.upload(f.batch(T, d, "telemetry", range(1, 11), key_service=OtherTenantKeys(f.keys, OTHER)))
 
 
 def relabelled_key_id(f: Fleet, d: str) -> str:

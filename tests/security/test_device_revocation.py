@@ -14,7 +14,7 @@ from edge_sync.vault_keys import VaultTransitKeyService
 from edgeplat.security.revocation import RevocationIncomplete, revoke_device
 from edgeplat.security.tenant_storage import SECRET_NAME, StorageTarget, TenantStorageAdmin
 from edgeplat.sync.ingest import ingest_objects
-from tests.sync.conftest import Fleet
+from tests.support.fleet import Fleet
 
 pytestmark = [pytest.mark.services, pytest.mark.xdist_group("openbao")]
 

@@ -30,8 +30,8 @@ from edgeplat.settings import Paths
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.tenant_sql import tenant_relations
-from tests.edgeplat.test_cli import cli
-from tests.sync.conftest import rows
+from tests.support.cli import cli
+from tests.support.fleet import rows
 
 A, B = "tenant-a", "tenant-b"
 SHARED_IDS = ("d1", "d2")  # the same device ids exist in both tenants

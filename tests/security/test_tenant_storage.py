@@ -31,6 +31,7 @@ from edgeplat.security.tenant_storage import (
     TenantStorageAdmin,
     iam_user_name,
 )
+from tests.support.device import agent_on
 
 pytestmark = [pytest.mark.services, pytest.mark.xdist_group("openbao")]
 
@@ -260,18 +261,7 @@ def test_an_agent_uploads_under_its_prefix_with_the_credential_rendered_from_vau
     assert creds.secret_access_key not in repr(creds)
     store = creds.store()
 
-    identity = DeviceIdentity.generate(tenant, device)
-    agent = DeviceAgent.for_device(
-        tenant,
-        device,
-        cache_path=tmp_path / "cache.duckdb",
-        cache_key=secrets.token_bytes(32),
-        store=store,
-        key_service=VaultTransitKeyService(session),
-        identity=identity,
-        platform_keys=PlatformSigner.generate().public_key_bytes(),
-        sleep=lambda s: None,
-    )
+    agent, identity = agent_on(tmp_path, tenant, device, VaultTransitKeyService(session), store)
     with agent:
         for i in range(5):
             agent.record("telemetry", {"metric": "temp", "value": float(i)})

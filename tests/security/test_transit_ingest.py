@@ -22,7 +22,7 @@ from edge_sync.vault_keys import VaultTransitKeyService
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import ingest_objects
-from tests.sync.conftest import rows
+from tests.support.fleet import rows
 
 pytestmark = [pytest.mark.services, pytest.mark.xdist_group("openbao")]
 

@@ -3,6 +3,8 @@
 TTLs are compressed to seconds. Sleeps let Vault's own clock move a token past its TTL or
 max TTL; the session's schedule runs on a fake clock, so every renewal decision is the
 test's choice and the assertions are on outcomes (which token, which error), not timings.
+Each step that must come before or after one of Vault's deadlines has at least 2.5 s to
+spare, so a stall of a loaded machine between two steps does not decide the outcome.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def test_token_is_renewed_before_expiry_and_outlives_its_first_ttl(
     openbao, vault_admin, unique_id, fake_clock
 ):
     tenant, device = unique_id("t"), unique_id("d")
-    creds = vault_admin.enrol_device(tenant, device, token_ttl="3s", token_max_ttl="30s")
+    creds = vault_admin.enrol_device(tenant, device, token_ttl="6s", token_max_ttl="30s")
     session = _session(openbao, creds, fake_clock)
     session.ensure_token()
     # Control: a token from the same role that nobody renews.
@@ -40,12 +42,13 @@ def test_token_is_renewed_before_expiry_and_outlives_its_first_ttl(
     started = time.monotonic()
     accessor = session.token_accessor
 
-    time.sleep(1.5)
-    fake_clock.advance(1.6)  # past renew_fraction (0.5) of the 3 s TTL
+    time.sleep(3.0)  # half the TTL: the renewal has 3 s to spare before the token would expire
+    fake_clock.advance(3.1)  # past renew_fraction (0.5) of the 6 s TTL
     session.ensure_token()
     assert (session.logins, session.renewals, session.token_accessor) == (1, 1, accessor)
 
-    time.sleep(max(0.0, 3.5 - (time.monotonic() - started)))  # beyond the first TTL, within the renewed one
+    # beyond the first TTL (the control is dead), 2.5 s within the renewed one
+    time.sleep(max(0.0, 6.5 - (time.monotonic() - started)))
     with pytest.raises(hvac_exc.Forbidden):
         control.auth.token.lookup_self()
     info = session.call(lambda c: c.auth.token.lookup_self())["data"]
@@ -55,19 +58,18 @@ def test_token_is_renewed_before_expiry_and_outlives_its_first_ttl(
 
 def test_past_max_ttl_the_session_logs_in_again(openbao, vault_admin, unique_id, fake_clock):
     tenant, device = unique_id("t"), unique_id("d")
-    creds = vault_admin.enrol_device(tenant, device, token_ttl="2s", token_max_ttl="3s")
+    creds = vault_admin.enrol_device(tenant, device, token_ttl="3s", token_max_ttl="5s")
     session = _session(openbao, creds, fake_clock)
     session.ensure_token()
     first = session.token_accessor
     started = time.monotonic()
 
-    time.sleep(0.8)
-    fake_clock.advance(1.1)
-    session.ensure_token()  # renewal granted (2 s, or capped near 2.2 s by the 3 s max TTL)
+    fake_clock.advance(1.6)  # past renew_fraction (0.5) of the 3 s TTL, at once: 3 s to spare
+    session.ensure_token()  # renewal granted: 3 s, or from 2 s up if capped by the 5 s max TTL
     assert session.renewals == 1 and session.logins == 1
 
-    time.sleep(max(0.0, 3.3 - (time.monotonic() - started)))  # Vault has expired the token (max TTL)
-    fake_clock.advance(1.1)  # locally not yet expired: the session tries to renew, is refused, logs in
+    time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))  # Vault has expired the token (max TTL)
+    fake_clock.advance(1.6)  # locally not yet expired: the session tries to renew, is refused, logs in
     session.ensure_token()
     assert session.logins == 2
     assert session.token_accessor != first
@@ -78,18 +80,19 @@ def test_renewal_capped_by_max_ttl_triggers_a_fresh_login(
     openbao, vault_admin, unique_id, fake_clock, caplog
 ):
     tenant, device = unique_id("t"), unique_id("d")
-    creds = vault_admin.enrol_device(tenant, device, token_ttl="3s", token_max_ttl="4s")
+    creds = vault_admin.enrol_device(tenant, device, token_ttl="6s", token_max_ttl="7s")
     session = _session(openbao, creds, fake_clock, renew_fraction=0.9)
     old_token = session.ensure_token().token
     first = session.token_accessor
     caplog.set_level(logging.INFO, logger="edge_sync.vault")
 
-    time.sleep(2.0)  # still alive (TTL 3 s), but at most 2 s of max TTL left: less than 0.9 x 3 s
-    fake_clock.advance(2.8)
+    # still alive (TTL 6 s, 4 s to spare), but at most 5 s of max TTL left: less than 0.9 x 6 s
+    time.sleep(2.0)
+    fake_clock.advance(5.7)
     session.ensure_token()
     assert (session.logins, session.renewals) == (2, 0)
     assert session.token_accessor != first
-    assert session.token_ttl == 3
+    assert session.token_ttl == 6
     assert "capped" in caplog.text
     # The old token was still valid (renewed, capped): the new login was a choice, not a rescue.
     old = hvac.Client(url=openbao[0], token=old_token)

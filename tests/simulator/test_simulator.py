@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,8 +21,9 @@ from edgeplat.simulator import (
 )
 from edgeplat.simulator.fleet import build_fleet
 from edgeplat.simulator.parts import default_parts
+from edgeplat.simulator.truth import STREAM_FIELDS
+from tests.support.cli import cli
 
-EDGEPLAT = str(Path(sys.executable).parent / "edgeplat")  # the console script
 pytestmark = pytest.mark.slow  # every test here runs real device agents (encrypted DuckDB caches)
 
 # Small but eventful: outages, crashes mid-upload, skew, edits on both sides.
@@ -196,54 +194,17 @@ def test_config_errors_name_the_field():
 
 
 def test_cli_simulate_writes_truth_and_json(tmp_path):
-    env = {**os.environ, "EDGEPLAT_HOME": str(tmp_path / "home")}
+    home = tmp_path / "home"
     truth = tmp_path / "t.json"
-    out = subprocess.run(
-        [
-            EDGEPLAT,
-            "simulate",
-            "--devices",
-            "5",
-            "--tenants",
-            "2",
-            "--hours",
-            "0.5",
-            "--seed",
-            "1",
-            "--truth",
-            str(truth),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert out.returncode == 0, out.stderr
+    args = ("simulate", "--devices", "5", "--tenants", "2", "--hours", "0.5")
+    out = cli(*args, "--seed", "1", "--truth", str(truth), "--json", home=home)
     summary = json.loads(out.stdout)
     assert summary["devices"] == 5 and summary["rows"]["pending"] == 0
     data = json.loads(truth.read_text())
     assert set(data) == {"streams", "state_edits"}
     assert len({r["device_id"] for r in data["streams"]}) == 5
-    assert set(data["streams"][0]) == {
-        "tenant_id",
-        "device_id",
-        "stream",
-        "generated",
-        "first_seq",
-        "last_seq",
-        "evicted",
-        "pending",
-    }
-    again = subprocess.run(
-        [EDGEPLAT, "simulate", "--devices", "5", "--tenants", "2", "--hours", "0.5"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    assert set(data["streams"][0]) == set(STREAM_FIELDS)
+    again = cli(*args, home=home, check=False)
     assert again.returncode == 2 and "fresh EDGEPLAT_HOME" in again.stderr
 
 

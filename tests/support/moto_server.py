@@ -7,7 +7,6 @@ and stops it afterwards by process id: terminate, then kill if it does not exit 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,13 +17,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from tests.support.processes import HOST, free_port, stop
+
+MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto accepts any
 
 
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def moto_client(endpoint: str, service: str = "s3", **credentials: str):
+    """A boto3 client of ``service`` on the moto server at ``endpoint`` (region us-east-1), signed
+    with ``credentials`` (``aws_access_key_id``, ``aws_secret_access_key``), MOTO_CREDENTIALS by default."""
+    import boto3
+
+    return boto3.client(
+        service, endpoint_url=endpoint, region_name="us-east-1", **(credentials or MOTO_CREDENTIALS)
+    )
 
 
 def _answers(url: str) -> bool:
@@ -35,17 +40,6 @@ def _answers(url: str) -> bool:
         return True  # any HTTP answer means the server is up
     except OSError:
         return False
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
 
 
 def _start(log: Path, startup_timeout: float) -> tuple[subprocess.Popen[bytes], str]:
@@ -65,7 +59,7 @@ def _start(log: Path, startup_timeout: float) -> tuple[subprocess.Popen[bytes], 
         if _answers(f"{url}/moto-api/"):
             return proc, url
         time.sleep(0.1)
-    _stop(proc)
+    stop(proc)
     tail = log.read_text(errors="replace")[-2000:]
     raise RuntimeError(f"moto server on {url} did not start (exit code {proc.returncode}):\n{tail}")
 
@@ -85,4 +79,4 @@ def running_moto_server(*, startup_timeout: float = 30.0, tries: int = 3) -> Ite
         try:
             yield url
         finally:
-            _stop(proc)
+            stop(proc)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+
+from tests.support.processes import free_port, stop
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -42,12 +43,6 @@ def bao_binary() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_healthy(addr: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -65,17 +60,6 @@ def _wait_healthy(addr: str, proc: subprocess.Popen[bytes], log_path: Path) -> N
     raise RuntimeError(f"OpenBao did not answer sys/health at {addr} within {START_TIMEOUT_S:.0f} s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT_S)
-
-
 @contextmanager
 def running_openbao(log_dir: Path | None = None) -> Iterator[tuple[str, str]]:
     """Start ``bao server -dev`` on a free loopback port; yield ``(addr, root_token)``.
@@ -83,7 +67,7 @@ def running_openbao(log_dir: Path | None = None) -> Iterator[tuple[str, str]]:
     The root token is random per run and is not written to ``~/.vault-token``
     (``-dev-no-store-token``). The server log goes to ``log_dir/openbao.log`` when given.
     """
-    port = _free_port()
+    port = free_port()
     root_token = "root-" + secrets.token_hex(16)
     addr = f"http://127.0.0.1:{port}"
     log_root = log_dir if log_dir is not None else Path(os.environ.get("TMPDIR", "/tmp"))
@@ -108,4 +92,4 @@ def running_openbao(log_dir: Path | None = None) -> Iterator[tuple[str, str]]:
         _wait_healthy(addr, proc, log_path)
         yield addr, root_token
     finally:
-        _stop(proc)
+        stop(proc, STOP_TIMEOUT_S)

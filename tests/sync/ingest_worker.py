@@ -1,7 +1,7 @@
 """A child process for the concurrency tests: runs the ingest of the given object keys, prints JSON.
 
 Usage: ``python -m tests.sync.ingest_worker <root> <keys-file> <chunk>``; ``root`` holds the
-fleet's keys/, devices/, objects/, catalog.sqlite and lake/ (see tests/sync/conftest.Fleet).
+fleet's keys/, devices/, objects/, catalog.sqlite and lake/ (see tests/support/fleet.Fleet).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from edge_sync.rules import default_rules
 from edgeplat.sync.central_edits import CentralEdit, apply_central_edits
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.sync.reconcile import reconcile
-from tests.sync.conftest import T0_MS, Fleet, rows
+from tests.support.fleet import T0_MS, Fleet, rows
 
 HOUR = 3_600_000
 DAY = 24 * HOUR

@@ -14,7 +14,7 @@ import pytest
 from edgeplat.lakehouse import LakehouseConfig, LakehouseError
 from edgeplat.sync.compaction import CompactionCrashed, CompactionTimedOut, compact_isolated
 from edgeplat.sync.ingest import ingest_objects
-from tests.sync.conftest import Fleet
+from tests.support.fleet import Fleet
 
 # The targets run in a spawned child: they count their attempts in files under the data path.
 

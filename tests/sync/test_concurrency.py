@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgeplat.sync.reconcile import remove_duplicates
-from tests.sync.conftest import Fleet
+from tests.support.fleet import Fleet
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from edgeplat import lakehouse_schema
 from edgeplat.lakehouse_schema import BY_TENANT_AND_DAY, TABLES, utc_day
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.sync.views import create_views
-from tests.sync.conftest import T0_MS, Fleet
+from tests.support.fleet import T0_MS, Fleet
 
 OLD_KEYS = ("tenant_id", "year(ts)", "month(ts)", "day(ts)")
 DAY_MS = 86_400_000

@@ -17,8 +17,8 @@ from edge_sync.rules import default_rules
 from edgeplat.sync import ingest as ingest_mod
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.sync.reconcile import reconcile
+from tests.support.fleet import Fleet, rows
 from tests.support.merge_oracle import merge_reference
-from tests.sync.conftest import Fleet, rows
 
 N = 24
 _tenants = itertools.count()

@@ -8,7 +8,7 @@ import pytest
 
 from edgeplat.sync import decoding
 from edgeplat.sync.ingest import ingest_objects
-from tests.sync.conftest import Fleet
+from tests.support.fleet import Fleet
 
 
 class CountingRegistry:

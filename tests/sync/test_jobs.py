@@ -10,7 +10,7 @@ from edge_sync.identity import PlatformSigner
 from pipelines.definitions import sync_definitions
 from pipelines.resources import embedded_sync_resources, resources_for
 from pipelines.schedules import SCHEDULES
-from tests.sync.conftest import Fleet
+from tests.support.fleet import Fleet
 
 
 def definitions(fleet: Fleet) -> dg.Definitions:

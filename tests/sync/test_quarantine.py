@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from edge_sync.keys import DataKey, LocalKeyring
+from edge_sync.keys import LocalKeyring
 from edgeplat.sync.ingest import ingest_objects
-from tests.sync.conftest import Fleet, forge
-
-
-class _OtherTenantKeys:
-    """A misconfigured device that wraps its data keys under another tenant's key."""
-
-    def __init__(self, keyring: LocalKeyring) -> None:
-        self.keyring = keyring
-
-    def generate_data_key(self, tenant_id: str) -> DataKey:
-        return self.keyring.generate_data_key("t-other")
-
-    def unwrap(self, tenant_id, key_id, wrapped):  # pragma: no cover - writing only
-        raise AssertionError
+from tests.support.batches import OtherTenantKeys
+from tests.support.fleet import Fleet, forge
 
 
 def test_each_reason_is_quarantined_and_good_batches_beside_it_are_ingested(fleet: Fleet, tmp_path) -> None:
-    from edge_sync.batch import write_batch
-    from tests.sync.conftest import rows
-
     t, up = "t1", fleet.upload
     good = [
         up(fleet.batch(t, "good", "telemetry", range(1, 21))),
@@ -38,23 +23,9 @@ def test_each_reason_is_quarantined_and_good_batches_beside_it_are_ingested(flee
     stranger = fleet.batch(t, "stranger", "telemetry", range(1, 5))
     fleet.registry.revoke(t, "stranger", fleet.device(t, "stranger").key_id)
     bad["unknown_device"] = up(stranger)
-    cross = write_batch(
-        rows("telemetry", t, "d2", range(1, 5)),
-        tenant_id=t,
-        device_id="d2",
-        stream="telemetry",
-        key_service=_OtherTenantKeys(fleet.keys),
-        identity=fleet.device(t, "d2"),
-    )
+    cross = fleet.batch(t, "d2", "telemetry", range(1, 5), key_service=OtherTenantKeys(fleet.keys, "t-other"))
     bad["tenant_mismatch"] = up(cross)
-    other = write_batch(
-        rows("telemetry", t, "d3", range(1, 5)),
-        tenant_id=t,
-        device_id="d3",
-        stream="telemetry",
-        key_service=LocalKeyring(tmp_path / "elsewhere"),
-        identity=fleet.device(t, "d3"),
-    )
+    other = fleet.batch(t, "d3", "telemetry", range(1, 5), key_service=LocalKeyring(tmp_path / "elsewhere"))
     bad["decryption_failure"] = up(other)
     key, data = forge(fleet, t, "d4", range(1, 5), {"plaintext_sha256": "0" * 64})
     bad["hash_mismatch"] = up(None, key=key, data=data)

@@ -15,7 +15,7 @@ from edgeplat.sync.ingest import ingest_objects
 from edgeplat.sync.reconcile import Gap, find_gaps, mark_offline, remove_duplicates
 from edgeplat.sync.rollups import roll_up_health
 from edgeplat.sync.views import VIEWS, create_views
-from tests.sync.conftest import T0_MS, Fleet
+from tests.support.fleet import T0_MS, Fleet
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from edgeplat.sync.reconcile import reconcile
 from pipelines.sensors import batch_arrival
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
-from tests.sync.conftest import Fleet
+from tests.support.fleet import Fleet
 
 
 def upload_many(fleet: Fleet, tenant: str, device: str, n: int) -> list[str]:

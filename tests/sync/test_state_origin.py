@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgeplat.sync.ingest import ingest_objects
-from tests.sync.conftest import Fleet
+from tests.support.fleet import Fleet
 
 
 def test_device_state_rows_claiming_central_origin_merge_as_the_devices(fleet: Fleet) -> None:

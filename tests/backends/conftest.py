@@ -1,0 +1,26 @@
+"""Fixtures the backend tests share: a platform signer, a local object store, and the
+edge_agent backend publishing signed desired-state documents into that store."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_sync.identity import PlatformSigner
+from edge_sync.objectstore import LocalObjectStore
+from edgeplat.backends.edge_agent import EdgeAgentBackend
+from edgeplat.desired_publisher import DesiredStatePublisher
+
+
+@pytest.fixture
+def signer() -> PlatformSigner:
+    return PlatformSigner.generate()
+
+
+@pytest.fixture
+def store(tmp_path) -> LocalObjectStore:
+    return LocalObjectStore(tmp_path / "store", fsync=False)
+
+
+@pytest.fixture
+def backend(store, signer) -> EdgeAgentBackend:
+    return EdgeAgentBackend(DesiredStatePublisher(store, signer))
