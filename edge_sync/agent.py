@@ -69,10 +69,10 @@ from edge_sync.uploader import StepHook, SyncReport, Uploader, UploadPolicy, tra
 
 log = logging.getLogger(__name__)
 
-# glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which
-# DuckDB's 256 KB buffers and Arrow's batch buffers come from the heap, interleave with
-# long-lived objects and are never returned: a 1M-row drain then peaked anywhere between +24
-# and +44 MB over idle from run to run. Pinning the threshold keeps them mmapped (freed at once).
+# glibc raises its mmap threshold each time a large block is freed, after which DuckDB's and
+# Arrow's buffers come from the heap, interleave with long-lived objects and are never returned,
+# so a drain's peak memory varies from run to run. Pinning the threshold keeps them mmapped
+# (freed at once). Evidence: docs/decisions.md, "Agent memory".
 MMAP_THRESHOLD_BYTES = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 

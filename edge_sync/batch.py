@@ -36,10 +36,9 @@ The central ingest runs the same checks in two steps: :func:`open_batch` for eac
 (everything up to the payload's hash), then :func:`decode_batches` for many opened batches
 of one stream at once (payload and ranges): one pass over their columns, not one per batch.
 
-Size: 1.51 B/row on the reference telemetry (one device-hour, ~3,600 rows per batch; format 1:
-1.63), against
-10.7 B/row for zstd JSON lines and 8.5 for default Parquet+zstd; see batch_encoding for the
-decisions and bench/bench_batch_size.py for the current figures.
+Size: the payload encoding makes a batch several times smaller than zstd JSON lines or default
+Parquet; see batch_encoding for the choices, docs/decisions.md for the evidence and
+bench/bench_batch_size.py for the current figures.
 """
 
 from __future__ import annotations
@@ -101,7 +100,7 @@ _NONCE_BYTES = 12
 
 # ----------------------------------------------------------------------------- schema fingerprints
 # ``StreamSpec.fingerprint`` rebuilds the schema and hashes it on every access, and finding the
-# spec of a fingerprint did that for every stream on every batch read. Cached per spec object
+# spec of a fingerprint would do that for every stream on every batch read. Cached per spec object
 # (the entry holds the spec, so a replaced spec is hashed afresh, never served a stale value).
 _FINGERPRINTS: dict[int, tuple[StreamSpec, str]] = {}
 

@@ -2,35 +2,34 @@
 
 :func:`encode_table` turns a stream table (envelope + payload, one device, seqs strictly
 ascending) into small Parquet bytes; :func:`decode_table` restores exactly the same table
-(column order, types, nulls, row order). The batch manifest carries tenant, device and
-stream, so the encoding drops what the manifest or the schema already says.
-
-Decisions, measured on the reference dataset (one device-hour of telemetry, 3,580 rows;
-zstd JSON lines 11.1 B/row, pyarrow default Parquet+zstd 8.5 B/row):
+(column order, types, nulls, row order). Every byte of a payload crosses a device's link, so
+the encoding drops what the manifest or the schema already says and picks each column's
+layout for size (the measurements behind each choice: docs/decisions.md, "Batch payload
+encoding"; current figures: bench/bench_batch_size.py):
 
 * ``tenant_id``, ``device_id``, ``stream`` are constant in a batch: not stored (manifest).
   ``node_id`` is stored only when some row differs from the device id.
 * Rows are sorted by the stream's grouping columns (telemetry: ``metric``) with seq as the
-  tie-break, so each metric's series is contiguous; the reader restores seq order (seqs
-  are strictly ascending in every batch, so no permutation is stored). 2.55 -> 2.30 B/row.
+  tie-break, so each metric's series is contiguous and compresses well; the reader restores
+  seq order (seqs are strictly ascending in every batch, so no permutation is stored).
 * ``seq``: DELTA_BINARY_PACKED (constant stride within a metric: almost free).
 * ``ts`` is stored as ``ts.d``, the difference to the previous row in *seq* order, PLAIN +
-  zstd (mostly zeros and one period value). Delta bit-packing of the sorted ``ts`` cost
-  1.0 B/row, PLAIN of the sorted ts 0.30, the seq-order difference 0.22.
+  zstd (mostly zeros and one period value), which is smaller than delta bit-packing or
+  storing the sorted ``ts``.
 * ``hlc`` is stored as ``hlc.lo`` = hlc - (ts << 16) (wrapping int64 arithmetic, so always
   exact): dictionary-encoded when it has few distinct values, else delta-packed.
 * float64 payload columns become scaled integers per group when that round-trips bitwise:
   ``<col>.i`` (int64, DELTA_BINARY_PACKED), ``<col>.s`` (decimal scale, dictionary/RLE:
   constant per metric) and ``<col>.f`` (the raw float, BYTE_STREAM_SPLIT) for rows that do
   not round-trip (NaN, inf, -0.0, full-precision values). The check runs the reader's
-  exact arithmetic, so decoding is bit-exact. Values: 0.90 B/row instead of ~5.
+  exact arithmetic, so decoding is bit-exact; sensor readings shrink to a fraction of their
+  raw float bytes.
 * int64 payload columns: DELTA_BINARY_PACKED; strings: dictionary.
 * The Parquet file is written uncompressed and the whole file is one zstd frame, level 19
-  (a batch is ~30 KB raw: a few ms), with its size in the frame header. Format 1 compressed
-  each Parquet page with zstd instead: every page then pays for its own zstd context on
-  both sides. One frame is ~10% smaller (3,870 against 4,325 bytes for a 3,600-row
-  telemetry batch) and reads in 0.28 ms instead of 0.49. Payloads of format 1 (Parquet
-  bytes, ``PAR1``) still decode; the reader tells the two apart by their magic bytes.
+  (cheap at a batch's size), with its size in the frame header: one frame is smaller and
+  faster to read than zstd inside each Parquet page, where every page pays for its own zstd
+  context on both sides. Format 1 payloads (per-page zstd, bare Parquet bytes ``PAR1``),
+  which batch version 1 carries, still decode; the reader tells the two apart by their magic bytes.
 * No statistics, no page index, no stored Arrow schema (the stream schema is known from the
   manifest's fingerprint).
 
@@ -40,10 +39,6 @@ numpy views of the Arrow buffers, and what depends only on the stream is worked 
 pass over their concatenated columns instead of one per payload, and string columns kept
 dictionary-encoded, as Parquet stores them (no per-row strings are built, and a Parquet
 writer writes them again without hashing every value).
-
-Result: 1.51 B/row uploaded with the ~600-byte manifest, GCM tag and signature (format 1:
-1.63; bench/bench_batch_size.py, 200 devices: JSON lines 185.6, gzip JSON lines
-13.0, zstd JSON lines 10.7, default Parquet+zstd 8.5 B/row).
 """
 
 from __future__ import annotations
@@ -62,8 +57,8 @@ from edge_sync.streams import StreamSpec
 
 ZSTD_LEVEL = 19
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# The most a payload may decompress to: far above any real batch (a 3,600-row telemetry batch is
-# ~30 KB), low enough that a hostile frame cannot exhaust the ingest's memory.
+# The most a payload may decompress to: far above any real batch (a device-hour of telemetry),
+# low enough that a hostile frame cannot exhaust the ingest's memory.
 MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
 MAX_SCALE = 9
 _POW10 = np.array([10.0**d for d in range(MAX_SCALE + 1)], dtype=np.float64)  # exact for d <= 22
@@ -77,9 +72,9 @@ class PayloadDecodeError(ValueError):
     """The payload is not a readable Parquet file with the columns the writer writes."""
 
 
-# numpy.ma costs ~10 MB of resident memory once imported, and both ``np.unique`` and
-# ``pa.array(<ndarray>)`` (its masked-array check) import it; the encoder avoids both, so an
-# agent draining a backlog never pays for it (bench/bench_agent_memory.py).
+# numpy.ma costs resident memory once imported, and both ``np.unique`` and ``pa.array(<ndarray>)``
+# (its masked-array check) import it; the encoder avoids both, so an agent draining a backlog
+# never pays for it (docs/decisions.md, "Agent memory").
 _NUMPY_TYPES = {pa.int64(): np.int64, pa.int8(): np.int8, pa.float64(): np.float64}
 
 
@@ -240,7 +235,7 @@ class _Layout:
 
 
 # Keyed by id(spec) and holding the spec, so a replaced spec (tests, a reload) is never served a
-# stale layout; ``spec.schema`` builds a new schema on every access, which showed in profiles.
+# stale layout; ``spec.schema`` builds a new schema on every access, too slow to repeat per payload.
 _LAYOUTS: dict[int, tuple[StreamSpec, _Layout]] = {}
 _TS_TYPE = pa.timestamp("ms", tz="UTC")
 _DICTIONARY_STRING = pa.dictionary(pa.int32(), pa.string())
@@ -407,7 +402,7 @@ def _read_stored(data: bytes, strings: Sequence[str]) -> pa.Table:
 
     ParquetFile.read, single-threaded: read_table goes through the dataset layer, and a
     payload is one small row group, where thread hand-offs cost more than they save. No
-    pre-buffering: the payload is in memory already (0.31 -> 0.29 ms a payload).
+    pre-buffering: the payload is in memory already, so buffering it again only costs time.
     """
     try:
         try:

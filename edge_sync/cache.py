@@ -70,8 +70,8 @@ class CacheFullError(OSError):
 class Durability:
     """How many single-row records may wait in memory: at most ``max_rows`` rows or ``max_ms``."""
 
-    # The time bound is what limits a crash's loss (1 s); the row bound only caps memory
-    # (10k rows are ~1 MB) and how often a busy device pays a DuckDB commit (~10 ms).
+    # The time bound is what limits a crash's loss; the row bound only caps the buffer's memory
+    # and how often a busy device pays for a DuckDB commit.
     max_rows: int = 10_000
     max_ms: int = 1000
 

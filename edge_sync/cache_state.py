@@ -59,8 +59,8 @@ def merged_rows(table: pa.Table) -> pa.Table:
             raise ValueError(f"replace_state_rows: column {name!r} has nulls")
     if rows.num_rows == 0:
         return rows
-    # A dict, not Table.group_by: that imports pyarrow.acero and pyarrow.dataset (~7 MB of RSS on a
-    # device) for what is a handful of rows per sync.
+    # A dict, not Table.group_by: that imports pyarrow.acero and pyarrow.dataset, whose memory a
+    # device would pay for what is a handful of rows per sync.
     last: dict[tuple[str, str, str], int] = {}
     keys = zip(*(rows.column(c).to_pylist() for c in ("namespace", "key", "field")), strict=True)
     for i, k in enumerate(keys):

@@ -52,11 +52,11 @@ STATE_SCHEMA = pa.schema(
 # The cache's DuckDB instance: no vacuum on checkpoint. The cache is a queue, deleted from the
 # front, so a row group is dropped whole once its last row is acknowledged or evicted; vacuum
 # would instead rewrite the whole table into fewer row groups as soon as the deleted rows add
-# up to one (+33 MB resident on a 1M-row backlog, measured with bench/bench_agent_memory.py),
-# to reclaim file space the size bound does not count.
+# up to one, costing the draining agent memory to reclaim file space the size bound does not
+# count (docs/decisions.md, "Agent memory").
 CONNECTION_CONFIG: dict[str, int] = {"max_vacuum_tasks": 0}
-# DuckDB keeps the versions of deleted rows in memory until a checkpoint (~12 MB per 1M rows);
-# acks and evictions checkpoint once this many rows were deleted since the last one.
+# DuckDB keeps the versions of deleted rows in memory until a checkpoint, so a long drain would
+# grow without one; acks and evictions checkpoint once this many rows were deleted since the last.
 CHECKPOINT_DELETED_ROWS = 50_000
 _STATE_ROWS_PER_STATEMENT = 256  # state upserts are bound as parameters, this many rows a statement
 _SQL_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE"}
@@ -230,8 +230,8 @@ class CacheStore:
     def _upsert_state(self, rows: pa.Table) -> None:
         # rows are already deduplicated by (namespace, key, field): INSERT OR REPLACE would keep
         # the first of duplicates inside one statement. Bound as parameters, not registered as an
-        # Arrow view: registering makes DuckDB import pyarrow.dataset (~7 MB resident), which an
-        # agent would otherwise pay for its per-sync bookkeeping rows alone.
+        # Arrow view: registering makes DuckDB import pyarrow.dataset, whose memory an agent
+        # would otherwise pay for its per-sync bookkeeping rows alone.
         values = list(zip(*(rows.column(c).to_pylist() for c in STATE_SCHEMA.names), strict=True))
         width = len(STATE_SCHEMA.names)
         for start in range(0, len(values), _STATE_ROWS_PER_STATEMENT):

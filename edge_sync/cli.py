@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     # Arrow's default mimalloc pool keeps freed memory; the system allocator returns it, which
-    # lowers the agent's peak RSS by ~5 MB (bench_agent_memory). Only effective before pyarrow loads.
+    # lowers the agent's peak memory (docs/decisions.md, "Agent memory"). Only effective before
+    # pyarrow loads.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     args = build_parser().parse_args(argv)
     logging.basicConfig(

@@ -348,7 +348,7 @@ _session: Any = None
 
 def _new_s3_client(**kwargs: Any) -> Any:
     """An S3 client from one shared boto3 session: a fresh session reloads the service
-    models (~0.2 s); clients are thread-safe, creating them from one session is not."""
+    models, which is slow; clients are thread-safe, creating them from one session is not."""
     global _session
     import boto3
 

@@ -57,7 +57,7 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "try again later", not "this batch is bad" (a sync retries, then reports offline).
 
     ``edge_sync.vault.VaultUnavailable`` counts once that module is loaded; it is looked up
-    lazily so a device without Vault never imports hvac (and its ~15 MB of requests).
+    lazily so a device without Vault never imports hvac (and the requests stack behind it).
     """
     vault = sys.modules.get("edge_sync.vault")
     return (*_TRANSIENT_BASE, vault.VaultUnavailable) if vault is not None else _TRANSIENT_BASE

@@ -1,13 +1,13 @@
 """Append Arrow rows to a DuckLake table as Parquet files written by pyarrow.
 
 DuckDB's ``INSERT`` converts every value through its Arrow scan and re-encodes it with its
-own Parquet writer; for stream rows that cost about 2.8 CPU-seconds per 2M telemetry rows,
-pyarrow's writer about 1.0 for the same rows (dictionary columns are written as they are).
-So the ingest writes the files itself, one per partition, at the hive path DuckLake expects
-for that partition (``<table path>/tenant_id=<t>/day=<d>/``: DuckLake reads the partition
-values from it and refuses a file whose path disagrees), and registers them with
-``ducklake_add_data_files`` in the caller's transaction: the rows, the ledger and the
-catalog still commit or roll back together.
+own Parquet writer; pyarrow's writer takes a fraction of that CPU for the same rows, since
+dictionary columns are written as they are (docs/decisions.md, "Ingest writes its own
+Parquet files"). So the ingest writes the files itself, one per partition, at the hive
+path DuckLake expects for that partition (``<table path>/tenant_id=<t>/day=<d>/``: DuckLake
+reads the partition values from it and refuses a file whose path disagrees), and registers
+them with ``ducklake_add_data_files`` in the caller's transaction: the rows, the ledger and
+the catalog still commit or roll back together.
 
 A transaction that rolls back leaves its files behind unregistered. They are never read;
 reconciliation's compaction deletes orphaned files older than a day
@@ -38,11 +38,11 @@ ROW_GROUP_ROWS = 122_880
 # Files written at once by one append.
 WRITERS = 2
 # Columns whose min/max go into the files (and so DuckLake's file statistics): the ones queries
-# filter stream tables by. Payload, node and batch-key statistics cost a fifth of the write.
+# filter stream tables by. Payload, node and batch-key statistics would cost write time for no query.
 STATS_COLUMNS = frozenset({"tenant_id", "device_id", "stream", "seq", "hlc", "ts", "day", "ingested_at"})
-# Integer columns that rise within a batch, written DELTA_BINARY_PACKED: on a 1.8M-row commit of
-# telemetry the file was 5.3 MB against 8.5 MB plain, writing it took 249 against 295 ms of CPU,
-# and DuckDB summed those columns in 31 against 47 ms.
+# Integer columns that rise within a batch, written DELTA_BINARY_PACKED: smaller files, cheaper
+# to write and faster for DuckDB to scan than plain (docs/decisions.md, "Ingest writes its own
+# Parquet files").
 DELTA_COLUMNS = frozenset({"seq", "hlc", "ts"})
 # Past this many runs of one partition the rows are sorted once instead of sliced run by run.
 _MAX_RUNS = 4_096
@@ -74,7 +74,7 @@ def append_rows(con: duckdb.DuckDBPyConnection, config: LakehouseConfig, table: 
     rows = conform(rows, table)
     names = {name for name, _ in table.columns}
     if not set(table.partitioned_by) <= names:
-        # Partition transforms (``year(ts)``: an old layout) are DuckLake's to compute.
+        # Partition transforms (``year(ts)``: a table not switched to ``day``) are DuckLake's to compute.
         insert_rows(con, table.name, rows)
         return 0
     fs, root = _filesystem(config)

@@ -152,8 +152,8 @@ class Lakehouse:
             if cfg.metadata_schema:
                 options.append(f"METADATA_SCHEMA {_sql_str(cfg.metadata_schema)}")
             if cfg.catalog.startswith("sqlite:"):
-                # Not WAL mode: with writers in several processes, DuckDB's SQLite scanner crashed
-                # (SIGSEGV) in 9 of 32 runs of tests/sync/test_concurrency.py; never without it.
+                # Not WAL mode: DuckDB's SQLite scanner crashes in it when writers in several
+                # processes share the catalog (docs/decisions.md, "SQLite catalog without WAL").
                 options.append(f"META_BUSY_TIMEOUT {_SQLITE_BUSY_TIMEOUT_MS}")
             if read_only:
                 options.append("READ_ONLY")
@@ -214,9 +214,9 @@ class Lakehouse:
                 added = [(name, type_) for name, type_ in table.columns if name not in have]
                 for name, type_ in added:
                     con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{name}" {type_}')
-                # A new partition key column (``day`` replacing the ICU transforms of ts) means the
-                # table has the old layout: switch it, in the same transaction. DuckLake keeps the
-                # files written before under their old keys; only new files follow the new ones.
+                # A new partition key column (``day``) means the table is still partitioned by
+                # transforms of ts: switch it, in the same transaction. DuckLake keeps the files
+                # written before under their keys; only new files follow the new ones.
                 if {name for name, _ in added} & set(table.partitioned_by):
                     con.execute(table.partition_sql())
             return created

@@ -7,14 +7,14 @@ step adds missing columns to existing tables (``ALTER TABLE ... ADD COLUMN IF NO
 
 Partitioning by day: the stream tables carry ``day DATE``, the UTC date of ``ts``, filled by
 the ingest (:func:`utc_day`), and are partitioned by ``(tenant_id, day)`` (identity keys).
-They used to be partitioned by ``year(ts), month(ts), day(ts)``: DuckLake computes those
-transforms of a TIMESTAMPTZ with ICU calendar functions on every insert, which cost about
-half of the ingest's insert time (1 µs a row); a date computed in numpy costs nothing.
-(A lone ``day(ts)`` is not a day key: DuckLake partitions it by day of the month.)
-Existing lakehouses: when the schema step adds ``day`` to a table of the old layout it also
-sets the new partitioning. DuckLake keeps files written before under the keys they were
-written with, so old files stay as they are, readable, and their rows have ``day`` NULL, as
-do rows of writers that do not fill it (they land in the tenant's ``day=NULL`` partition).
+A date computed in numpy is far cheaper than partition transforms such as
+``year(ts), month(ts), day(ts)``, which DuckLake computes with ICU calendar functions on
+every insert (docs/decisions.md, "Stream tables partitioned by a day column"). (A lone
+``day(ts)`` is not a day key: DuckLake partitions it by day of the month.)
+A table still partitioned by transforms of ``ts`` is switched when the schema step adds
+``day`` to it. DuckLake keeps files written before under the keys they were written with,
+so those files stay as they are, readable, and their rows have ``day`` NULL, as do rows of
+writers that do not fill it (they land in the tenant's ``day=NULL`` partition).
 Queries therefore select days by ``ts`` (every view does); ``day`` is a partition key.
 """
 

@@ -1,7 +1,7 @@
 """SQL over the lakehouse for a rollout: its target devices, who still owes an acknowledgement,
 and the per-device health aggregates of the canary and baseline cohorts the gates compare.
 
-Cohorts (issue 5, part 5):
+Cohorts:
 
 * canary: devices this rollout deployed to, counting only their health rows *on the new
   release* inside the gate window (rows from before the update are not canary evidence);

@@ -56,7 +56,7 @@ class BatchUplink:
         self.env = env
         self.workers = workers
         # The devices' side of the store: the same objects; locally without fsync, as the
-        # simulator's devices upload (a demo tests the protocol, not the disk; ~5 ms a batch).
+        # simulator's devices upload (a demo tests the protocol, not the disk, and fsync per batch is slow).
         store = env.store
         self.upload_store = (
             LocalObjectStore(store.root, fsync=False) if isinstance(store, LocalObjectStore) else store

@@ -1,20 +1,15 @@
 """The simulated fleet over time: :class:`SimulatedFleet` (steppable) and :func:`simulate` (one run).
 
 Devices are independent between steps, so a step runs device after device (each device
-through the whole window, opening its cache once, not once per minute: opening an
-encrypted DuckDB cache costs ~0.3 s here), optionally spread over worker processes. The
-central side of the simulation (release assignments, central state edits) goes through
+through the whole window, opening its cache once, not once per minute: opening an encrypted
+DuckDB cache is the dominant fixed cost of a device), optionally spread over worker processes.
+The central side of the simulation (release assignments, central state edits) goes through
 ``DesiredStatePublisher`` documents the device agents pull, exactly as in production.
 
-Cost (measured on this 2-core machine shared with other jobs, load average 10-30):
-1,000 devices x 1 simulated hour (default rates: 3 metrics every 10 s, a sync every
-15 min, ~1.17M rows, 5,000 syncs) takes ~700 s of CPU: 9m19s wall with ``workers=2``
-(peak RSS 135 MB parent, 237 MB per worker), 17 min in one process (peak RSS 246 MB).
-Per device the fixed cost is opening the
-encrypted cache (~0.3-0.5 s, mostly DuckDB loading and verifying the httpfs extension, plus
-~0.2-0.7 s creating the schema of a new cache); each sync costs ~0.1-0.3 s (about fifty
-small DuckDB statements). Fleets up to ``keep_open_max`` devices keep their caches open
-between steps (~4.5 MB each) so stepping minute by minute stays cheap.
+Every device runs the real agent, so a simulation costs what its devices' caches and syncs
+cost: a large fleet over hours takes minutes of CPU (docs/decisions.md, "Simulator runs
+the real agent"). Fleets up to ``keep_open_max`` devices keep their caches open between
+steps so stepping minute by minute stays cheap.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ ingested centrally by ``edgeplat.sync.ingest.ingest_objects``, which also sets
 ``devices.reported_version/slot`` (the rollout's acknowledgements) from the health rows.
 
 What is simulated: the device process itself (a few fields per device, no DuckDB cache per
-device: opening 2,000 caches alone would take minutes) and the health metrics, drawn per
+device: opening a cache per device would take minutes for a demo fleet) and the health metrics, drawn per
 version from release profiles (``set_release_profile``). Time is simulated: ``advance``
 moves every device forward a number of minutes, one health row per device and minute.
 

@@ -3,13 +3,9 @@
 :func:`compact` flushes inlined data, merges small files, expires old snapshots, deletes files
 no snapshot needs, and orphans of rolled-back ingests.
 
-DuckLake 1.5.5's maintenance calls corrupt the heap now and then. In stress runs (a fresh
-SQLite-catalog lake, 8 ingest commits, one maintenance pass, four such processes on two
-cores), 6 of 468 passes died: SIGABRT from glibc ("double free or corruption", "unaligned
-tcache chunk") or SIGSEGV, inside ``ducklake_merge_adjacent_files``' file listing or the
-commit of a maintenance call. It happened with our Parquet files and with rows that came
-through ``INSERT``, and with data inlining off. A native crash takes the whole process with
-it: a Dagster run worker, or a test worker (CI saw one).
+DuckLake's maintenance calls crash now and then (native heap corruption, evidence in
+docs/decisions.md, "DuckLake maintenance in a child process"), and a native crash takes the
+whole process with it: a Dagster run worker, or a test worker.
 
 So :func:`compact_isolated` runs the maintenance in a spawned child, and a crash fails
 that attempt only; the next attempt starts a fresh child. Retrying is safe: each
