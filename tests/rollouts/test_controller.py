@@ -17,7 +17,7 @@ from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.decide import Decision
 from edgeplat.rollouts.events import TERMINAL, Kind, Status
 from edgeplat.rollouts.store import RolloutStore
-from tests.support.rollouts import GATED_ID, Crash, small_spec
+from tests.support.rollouts import Crash, gated_spec, small_spec
 
 
 def drive(ctl: Controller, fleet, rid: str, *, steps: int = 200, step: int = 5, on_state=None) -> Status:
@@ -48,7 +48,7 @@ def test_good_release_goes_to_100_percent_deploying_each_device_once(lake, backe
     fleet = make_fleet(devices=200)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
-    rid = ctl.launch(small_spec(), actor="alice", now=fleet.now, rollout_id=GATED_ID)
+    rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
     assert drive(ctl, fleet, rid) == Status.COMPLETED
     assert fleet.running("3.0.0") == 200
     assert revisions(backend, fleet) == Counter({1: 200})  # one document write per device, ever
@@ -74,7 +74,7 @@ def test_bad_release_is_rolled_back_in_phase_0_and_reaches_no_one_else(lake, bac
     fleet.set_release_profile("3.0.0", error_rate=0.03)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
-    rid = ctl.launch(small_spec(), actor="alice", now=fleet.now, rollout_id=GATED_ID)
+    rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
     assert drive(ctl, fleet, rid) == Status.ROLLED_BACK
     events = ctl.store.events(rid)
     rollback = next(e for e in events if e.kind == Kind.ROLLBACK)
@@ -105,7 +105,7 @@ def test_restart_at_every_point_of_a_promotion_and_a_rollback(lake, backend, mak
             raise Crash(f"{point} {d.key}")
 
     store = RolloutStore(lake)
-    spec = small_spec(
+    spec = gated_spec(
         strategy={
             "type": "canary",
             "phases": [
@@ -115,7 +115,7 @@ def test_restart_at_every_point_of_a_promotion_and_a_rollback(lake, backend, mak
             ],
         }
     )
-    rid = Controller(store, backend).launch(spec, actor="alice", now=fleet.now, rollout_id=GATED_ID)
+    rid = Controller(store, backend).launch(spec, actor="alice", now=fleet.now)
     restarts = 0
     bad_from = None
     for _ in range(400):
@@ -157,7 +157,7 @@ def test_unreachable_devices_do_not_block_and_get_the_rollback_when_back(lake, b
     fleet = make_fleet(devices=200, batches=True, upload_every=15)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
-    rid = ctl.launch(small_spec(), actor="alice", now=fleet.now, rollout_id=GATED_ID)
+    rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
     ctl.tick(rid, fleet.now)  # deploys phase 0
     phase0 = [r["device_id"] for r in ctl.store.sent(rid).to_pylist()]
     offline = set(phase0[:3])

@@ -1,5 +1,5 @@
-"""Rollouts under test: a canary spec over two tenants (and its blue/green variant), the rollout
-id whose canary draw the gate tests rely on, a simulated crash, the phase each device was
+"""Rollouts under test: a canary spec over two tenants (and its blue/green variant), the
+spec the gate tests use (canaries sized by placement), a simulated crash, the phase each device was
 assigned, and a device running the real downlink on a real cache."""
 
 from __future__ import annotations
@@ -42,11 +42,16 @@ def small_spec(**over) -> RolloutSpec:
     return load_spec(data)
 
 
-# Selection hashes device ids with the rollout id, so a fresh id draws a fresh canary set, and
-# about 3 launches in 100 draw 12 or fewer of 200 devices for the 10% phase: too few for
-# min_devices once some are offline, and the gates stay inconclusive until the rollout rolls
-# back. Tests that judge what the gates decide launch under this id (22 devices in phase 0).
-GATED_ID = "r1-00000001"
+# Tests that judge what the gates decide need a canary phase that holds enough devices whatever
+# the rollout id. Placement stratified by tenant gives each tenant exactly its share of every
+# phase (20 of the 200 test devices in a 10% phase), and the fleet salt draws the same
+# devices at every launch, so the seeded fleet's health tells the same story run after run.
+GATED_SELECTION = {"salt": "fleet", "stratify_by": "tenant"}
+
+
+def gated_spec(**over) -> RolloutSpec:
+    """``small_spec`` with a canary phase sized by placement, not by the luck of a hash draw."""
+    return small_spec(selection=GATED_SELECTION, **over)
 
 
 class Crash(Exception):
