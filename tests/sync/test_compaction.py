@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -14,34 +13,8 @@ import pytest
 from edgeplat.lakehouse import LakehouseConfig, LakehouseError
 from edgeplat.sync.compaction import CompactionCrashed, CompactionTimedOut, compact_isolated
 from edgeplat.sync.ingest import ingest_objects
+from tests.support.compaction_targets import crash_always, crash_first, fail, hang
 from tests.support.fleet import Fleet
-
-# The targets run in a spawned child: they count their attempts in files under the data path.
-
-
-def _attempt(config: LakehouseConfig) -> int:
-    marks = Path(config.data_path) / "attempts"
-    marks.mkdir(parents=True, exist_ok=True)
-    n = len(list(marks.iterdir())) + 1
-    (marks / str(n)).touch()
-    return n
-
-
-def crash_first(config: LakehouseConfig, keep: timedelta) -> dict[str, int]:
-    if _attempt(config) == 1:
-        os.kill(os.getpid(), signal.SIGKILL)  # what a native crash looks like from outside
-    return {"merge_adjacent_files": int(keep.days)}
-
-
-def crash_always(config: LakehouseConfig, keep: timedelta) -> dict[str, int]:
-    _attempt(config)
-    os.kill(os.getpid(), signal.SIGKILL)
-    raise AssertionError("unreachable")
-
-
-def fail(config: LakehouseConfig, keep: timedelta) -> dict[str, int]:
-    _attempt(config)
-    raise ValueError("the catalog is read-only")
 
 
 def attempts(config: LakehouseConfig) -> int:
@@ -91,13 +64,6 @@ def test_the_real_maintenance_runs_in_the_child_and_its_commits_are_seen(fleet: 
     assert out["flush_inlined_data"] >= 1
     assert fleet.snapshot() == before
     assert fleet.count("SELECT count(*) FROM telemetry")[0][0] == 30
-
-
-def hang(config: LakehouseConfig, keep: timedelta) -> dict[str, int]:
-    _attempt(config)
-    (Path(config.data_path) / "child.pid").write_text(str(os.getpid()))
-    time.sleep(600)
-    raise AssertionError("unreachable")
 
 
 def test_a_child_past_its_timeout_is_killed_and_not_retried(config) -> None:
