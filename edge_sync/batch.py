@@ -64,6 +64,7 @@ from pydantic import ValidationError
 
 from edge_sync.batch_encoding import (
     PayloadDecodeError,
+    RowCountMismatch,
     decode_table,
     decode_tables,
     dictionary_schema,
@@ -412,7 +413,9 @@ def read_batch(
     opened = open_batch(data, key_service=key_service, public_keys=public_keys, expected_key=expected_key)
     manifest = opened.manifest
     try:
-        table = decode_table(opened.payload, opened.spec, manifest.tenant_id, manifest.device_id)
+        table = decode_table(
+            opened.payload, opened.spec, manifest.tenant_id, manifest.device_id, manifest.row_count
+        )
     except Exception as exc:  # any failure to decode is the payload's (module docstring)
         raise _corrupt(exc, expected_key) from None
     _check_ranges(manifest, table.column("seq").to_numpy(), table.column("hlc").to_numpy(), expected_key)
@@ -539,11 +542,17 @@ def decode_batches(opened: Sequence[OpenedBatch], keys: Sequence[str | None]) ->
 def _decode_payloads(opened: Sequence[OpenedBatch]) -> tuple[pa.Table, np.ndarray]:
     m = [o.manifest for o in opened]
     return decode_tables(
-        [o.payload for o in opened], opened[0].spec, [x.tenant_id for x in m], [x.device_id for x in m]
+        [o.payload for o in opened],
+        opened[0].spec,
+        [x.tenant_id for x in m],
+        [x.device_id for x in m],
+        [x.row_count for x in m],
     )
 
 
-def _corrupt(exc: Exception, key: str | None) -> CorruptPayload:
+def _corrupt(exc: Exception, key: str | None) -> CorruptPayload | BadRange:
+    if isinstance(exc, RowCountMismatch):
+        return BadRange(f"{exc}: the writer is broken; quarantine the batch", key=key)
     what = str(exc) if isinstance(exc, PayloadDecodeError) else f"payload does not decode ({exc!r:.500})"
     return CorruptPayload(f"{what}; the writer is broken or of another format revision", key=key)
 

@@ -6,8 +6,15 @@ batch the ingest may accept.
 
 from __future__ import annotations
 
+import functools
+import io
 import random
 import struct
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
 
 from edge_sync.batch import FORMAT_VERSION, MAGIC
 
@@ -54,3 +61,25 @@ def huge_payload_length(tenant: str, device: str) -> bytes:
 def huge_manifest_length() -> bytes:
     """A header announcing a 4 GiB manifest in a small object."""
     return framed(b"{}", bytes(80), announced=2**32 - 1)
+
+
+# Rows the amplification payload declares: 200 Mi values of one int64 column are 1.6 GB decoded.
+AMPLIFIED_ROWS = 200 * 2**20
+
+
+@functools.cache
+def parquet_amplification() -> bytes:
+    """A format-2 payload (zstd frame around Parquet) of a few hundred bytes declaring
+    ``AMPLIFIED_ROWS`` rows: one dictionary value repeated by RLE runs."""
+    chunk = pa.array(np.zeros(2**20, dtype=np.int64))
+    table = pa.table({"hlc.lo": pa.chunked_array([chunk] * (AMPLIFIED_ROWS // 2**20))})
+    out = io.BytesIO()
+    pq.write_table(
+        table,
+        out,
+        compression="none",
+        use_dictionary=["hlc.lo"],
+        write_statistics=False,
+        row_group_size=2**30,
+    )
+    return zstandard.ZstdCompressor(level=19, write_content_size=True).compress(out.getvalue())

@@ -6,12 +6,16 @@ a run; nothing an object holds may.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from edgeplat.sync.decoding import KeyServiceUnavailable
 from edgeplat.sync.ingest import ingest_objects, quarantine_reasons
 from tests.support import poison
-from tests.support.fleet import Fleet
+from tests.support.fleet import Fleet, forge
 
 T = "t1"
 
@@ -29,9 +33,20 @@ def _plant(fleet: Fleet) -> dict[str, str]:
         ),
         poison.object_key(T, "p-huge-manifest"): (poison.huge_manifest_length(), "oversized_manifest"),
     }
+    key, data = _amplification(fleet, "p-amplified")
+    planted[key] = (data, "corrupt_payload")
+    key, data = forge(fleet, T, "p-row-count", range(1, 11), {"row_count": 11})
+    planted[key] = (data, "bad_range")
     for key, (data, _) in planted.items():
         fleet.store.put(key, data)
     return {key: reason for key, (_, reason) in planted.items()}
+
+
+def _amplification(fleet: Fleet, device: str) -> tuple[str, bytes]:
+    """The device signs a tiny payload whose Parquet declares hundreds of millions of rows, and
+    a manifest that agrees with it."""
+    changes = {"row_count": poison.AMPLIFIED_ROWS}
+    return forge(fleet, T, device, range(1, 11), changes, payload=poison.parquet_amplification())
 
 
 def _good(fleet: Fleet) -> list[str]:
@@ -95,3 +110,38 @@ def test_only_service_failures_fail_the_run(fleet: Fleet) -> None:
     # the poison alone never fails a run
     assert sum(ingest_objects(fleet.env(), list(bad)).quarantined.values()) == len(bad)
     assert ingest_objects(fleet.env(), good).accepted == len(good)
+
+
+_DECODE_ONE = """
+import resource, sys
+from edge_sync.batch import decode_batches, open_batch
+from edge_sync.identity import LocalDeviceRegistry
+from edge_sync.keys import LocalKeyring
+
+root, key, path = sys.argv[1:]
+data = open(path, "rb").read()
+keys, registry = LocalKeyring(root + "/keys"), LocalDeviceRegistry(root + "/devices")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+opened = open_batch(data, key_service=keys, public_keys=registry.public_keys, expected_key=key)
+got = decode_batches([opened], [key])
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(got.errors[0].reason, grown // 1024)
+"""
+
+
+def test_parquet_amplification_is_refused_by_the_footer_within_a_memory_bound(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    assert len(poison.parquet_amplification()) < 2048
+    key, data = _amplification(fleet, "p-amplified")
+    (tmp_path / "bomb").write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODE_ONE, str(fleet.root), key, str(tmp_path / "bomb")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    reason, grown_mb = done.stdout.split()
+    assert reason == "corrupt_payload"
+    assert int(grown_mb) < 200, f"decoding grew the peak resident set by {grown_mb} MB"
