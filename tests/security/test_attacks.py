@@ -450,6 +450,10 @@ def oversized_document(platform: PlatformSigner) -> bytes:
     )
 
 
+def deeply_nested_document(platform: PlatformSigner) -> bytes:
+    return b'{"document": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+
+
 DESIRED_ATTACKS = [
     ("tampered desired-state document (release changed after signing)", tampered_release, "bad_signature"),
     ("desired state signed by a key other than the platform's", signed_by_another_key, "bad_signature"),
@@ -459,6 +463,7 @@ DESIRED_ATTACKS = [
     ("desired state of another tenant's device of the same id", for_another_tenant, "wrong_device"),
     ("path traversal in desired-state device id ('../d1')", traversal_device_id, "wrong_device"),
     ("oversized desired-state document (> 1 MiB)", oversized_document, "oversized"),
+    ("deeply nested desired-state document (20 000 levels)", deeply_nested_document, "bad_json"),
 ]
 
 
