@@ -32,6 +32,10 @@ differs from header + manifest ``payload_bytes`` + signature), ``unknown_device`
 ``unknown_schema``, ``tenant_mismatch``, ``decryption_failure``, ``hash_mismatch``,
 ``corrupt_payload``, ``bad_range``. Nothing from the manifest is trusted before the
 signature verifies, except the signer's ids and the length used to find the signature.
+Any other failure while reading (a parser's own error, an Arrow error, memory) is the
+object's fault too: ``malformed`` while opening, ``corrupt_payload`` while decoding. Only a
+failure of the key service or the device registry raises :class:`ServiceError`, which is
+never a reason to quarantine.
 The central ingest runs the same checks in two steps: :func:`open_batch` for each object
 (everything up to the payload's hash), then :func:`decode_batches` for many opened batches
 of one stream at once (payload and ranges): one pass over their columns, not one per batch.
@@ -45,7 +49,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import struct
 import time
@@ -61,6 +64,7 @@ from pydantic import ValidationError
 
 from edge_sync.batch_encoding import (
     PayloadDecodeError,
+    RowCountMismatch,
     decode_table,
     decode_tables,
     dictionary_schema,
@@ -76,8 +80,10 @@ from edge_sync.batch_errors import (
     CrossTenantKey,
     DecryptionFailure,
     HashMismatch,
+    MalformedBatch,
     OversizedManifest,
     PathMismatch,
+    ServiceError,
     TruncatedBatch,
     UnknownDevice,
     UnknownSchema,
@@ -87,6 +93,8 @@ from edge_sync.batch_keys import MAX_SEQ, ObjectKey, parse_object_key
 from edge_sync.batch_manifest import TAG_BYTES, Eviction, Manifest
 from edge_sync.identity import SIGNATURE_BYTES, DeviceIdentity, verify_signature
 from edge_sync.ids import is_valid_id, validate_id
+from edge_sync.json_bounded import TooDeep
+from edge_sync.json_bounded import loads as bounded_loads
 from edge_sync.keys import KeyService, KeyServiceError
 from edge_sync.streams import STREAMS, StreamSpec, get_stream
 
@@ -341,7 +349,9 @@ def _parse_manifest(manifest_bytes: bytes, key: str | None) -> Manifest:
 def _pre_parse(manifest_bytes: bytes, key: str | None) -> dict:
     """The few manifest fields needed before the signature can be checked (signer, payload length)."""
     try:
-        doc = json.loads(manifest_bytes)
+        doc = bounded_loads(manifest_bytes)
+    except TooDeep as exc:
+        raise BadManifest(f"manifest is not a plain JSON object ({exc})", key=key) from None
     except ValueError:
         raise BadManifest("manifest is not JSON (corrupted or tampered)", key=key) from None
     if not isinstance(doc, dict):
@@ -357,7 +367,12 @@ def _pre_parse(manifest_bytes: bytes, key: str | None) -> dict:
 def _verify(
     signed: bytes, signature: bytes, tenant: str, device: str, public_keys: PublicKeys, key: str | None
 ) -> None:
-    keys = public_keys(tenant, device) if callable(public_keys) else public_keys
+    try:
+        keys = public_keys(tenant, device) if callable(public_keys) else public_keys
+    except ValueError as exc:  # ids the registry refuses: not a batch we can trust
+        raise BadManifest(f"device {tenant}/{device} cannot be looked up: {exc}", key=key) from None
+    except Exception as exc:
+        raise ServiceError(f"device registry failed looking up {tenant}/{device}: {exc!r}") from exc
     raw = [k[1] if isinstance(k, tuple) else k for k in keys]
     if not raw:
         raise UnknownDevice(
@@ -398,8 +413,10 @@ def read_batch(
     opened = open_batch(data, key_service=key_service, public_keys=public_keys, expected_key=expected_key)
     manifest = opened.manifest
     try:
-        table = decode_table(opened.payload, opened.spec, manifest.tenant_id, manifest.device_id)
-    except PayloadDecodeError as exc:
+        table = decode_table(
+            opened.payload, opened.spec, manifest.tenant_id, manifest.device_id, manifest.row_count
+        )
+    except Exception as exc:  # any failure to decode is the payload's (module docstring)
         raise _corrupt(exc, expected_key) from None
     _check_ranges(manifest, table.column("seq").to_numpy(), table.column("hlc").to_numpy(), expected_key)
     return DecodedBatch(manifest=manifest, table=table)
@@ -412,7 +429,23 @@ def open_batch(
     public_keys: PublicKeys,
     expected_key: str | None = None,
 ) -> OpenedBatch:
-    """Every check of :func:`read_batch` up to the decrypted payload's hash; the payload stays encoded."""
+    """Every check of :func:`read_batch` up to the decrypted payload's hash; the payload stays encoded.
+
+    Raises a :class:`BatchError` for anything wrong with the object, whatever failed inside
+    (a parser's own error included), and :class:`ServiceError` only when the key service or
+    the registry failed.
+    """
+    try:
+        return _open(data, key_service, public_keys, expected_key)
+    except (BatchError, ServiceError):
+        raise
+    except Exception as exc:
+        raise MalformedBatch(f"cannot be read ({type(exc).__name__}: {exc})", key=expected_key) from exc
+
+
+def _open(
+    data: bytes, key_service: KeyService, public_keys: PublicKeys, expected_key: str | None
+) -> OpenedBatch:
     key = expected_key
     parts = _split(data, key)
     _verify(parts.signed, parts.signature, parts.tenant_id, parts.device_id, public_keys, key)
@@ -478,12 +511,12 @@ def decode_batches(opened: Sequence[OpenedBatch], keys: Sequence[str | None]) ->
     errors: dict[int, BatchError] = {}
     try:
         table, counts = _decode_payloads(opened)
-    except PayloadDecodeError:  # which one? each alone says
+    except Exception:  # which one? each alone says
         parts, counts = [], np.zeros(len(opened), dtype=np.int64)
         for i, o in enumerate(opened):
             try:
                 part, _ = _decode_payloads([o])
-            except PayloadDecodeError as exc:
+            except Exception as exc:  # any failure to decode is the payload's (module docstring)
                 errors[i] = _corrupt(exc, keys[i])
                 continue
             parts.append(part)
@@ -509,12 +542,19 @@ def decode_batches(opened: Sequence[OpenedBatch], keys: Sequence[str | None]) ->
 def _decode_payloads(opened: Sequence[OpenedBatch]) -> tuple[pa.Table, np.ndarray]:
     m = [o.manifest for o in opened]
     return decode_tables(
-        [o.payload for o in opened], opened[0].spec, [x.tenant_id for x in m], [x.device_id for x in m]
+        [o.payload for o in opened],
+        opened[0].spec,
+        [x.tenant_id for x in m],
+        [x.device_id for x in m],
+        [x.row_count for x in m],
     )
 
 
-def _corrupt(exc: PayloadDecodeError, key: str | None) -> CorruptPayload:
-    return CorruptPayload(f"{exc}; the writer is broken or of another format revision", key=key)
+def _corrupt(exc: Exception, key: str | None) -> CorruptPayload | BadRange:
+    if isinstance(exc, RowCountMismatch):
+        return BadRange(f"{exc}: the writer is broken; quarantine the batch", key=key)
+    what = str(exc) if isinstance(exc, PayloadDecodeError) else f"payload does not decode ({exc!r:.500})"
+    return CorruptPayload(f"{what}; the writer is broken or of another format revision", key=key)
 
 
 def _decrypt(
@@ -532,6 +572,8 @@ def _decrypt(
         raise cls(
             f"data key {manifest.key_id!r} cannot be unwrapped: {exc}", key=key, detail=exc.reason
         ) from None
+    except Exception as exc:  # the service itself failed (unreachable, timed out): not the batch's fault
+        raise ServiceError(f"key service failed unwrapping data key {manifest.key_id!r}: {exc!r}") from exc
     if len(nonce) != _NONCE_BYTES or len(data_key) != 32:
         raise DecryptionFailure(
             f"nonce is {len(nonce)} bytes or data key {len(data_key)} bytes; expected 12 and 32", key=key

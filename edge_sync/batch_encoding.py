@@ -68,8 +68,35 @@ _DICT_MAX_DISTINCT = 256
 _DROPPED = ("tenant_id", "device_id", "stream")
 
 
+# What a payload's Parquet footer may declare (checked before any column is decoded, see
+# ``_check_footer``): dictionary and RLE runs let a few bytes stand for any number of values, so
+# the decoded size is bounded by the rows, not by the bytes.
+MAX_DECODED_BYTES = MAX_PAYLOAD_BYTES  # rows x 8 bytes per stream column
+ENCODINGS = frozenset(
+    {
+        "PLAIN",
+        "RLE",
+        "BIT_PACKED",
+        "PLAIN_DICTIONARY",
+        "RLE_DICTIONARY",
+        "DELTA_BINARY_PACKED",
+        "BYTE_STREAM_SPLIT",
+    }
+)
+COMPRESSIONS = frozenset({"UNCOMPRESSED", "ZSTD"})  # format 2 payloads, format 1 payloads
+# A fixed-width column chunk holds at most this many bytes per row (value, levels, dictionary
+# indices) plus one page's worth of slack for headers and a dictionary.
+_BYTES_PER_ROW = 16
+_CHUNK_SLACK = 64 * 1024
+_PHYSICAL = {pa.int64(): "INT64", pa.int8(): "INT32", pa.float64(): "DOUBLE", pa.string(): "BYTE_ARRAY"}
+
+
 class PayloadDecodeError(ValueError):
     """The payload is not a readable Parquet file with the columns the writer writes."""
+
+
+class RowCountMismatch(PayloadDecodeError):
+    """The payload's footer declares another number of rows than the caller expects."""
 
 
 # numpy.ma costs resident memory once imported, and both ``np.unique`` and ``pa.array(<ndarray>)``
@@ -232,6 +259,7 @@ class _Layout:
     allowed: frozenset[str]  # ... plus the optional ones
     floats: frozenset[str]  # payload columns stored as scaled ints (<col>.i/.s/.f)
     strings: tuple[str, ...]  # payload columns of strings (read as Parquet's dictionary codes)
+    physical: dict[str, str]  # stored column -> the Parquet physical type the writer gives it
 
 
 # Keyed by id(spec) and holding the spec, so a replaced spec (tests, a reload) is never served a
@@ -257,7 +285,15 @@ def _layout(spec: StreamSpec) -> _Layout:
         ]
     )
     strings = tuple(f.name for f in spec.payload if pa.types.is_string(f.type))
-    layout = _Layout(schema, coded, frozenset(needed), frozenset(needed | {"node_id"}), floats, strings)
+    physical = {"seq": "INT64", "ts.d": "INT64", "hlc.lo": "INT64", "node_id": "BYTE_ARRAY"}
+    for field in spec.payload:
+        if field.name in floats:
+            physical |= {f"{field.name}.i": "INT64", f"{field.name}.s": "INT32", f"{field.name}.f": "DOUBLE"}
+        elif field.type in _PHYSICAL:
+            physical[field.name] = _PHYSICAL[field.type]
+    layout = _Layout(
+        schema, coded, frozenset(needed), frozenset(needed | {"node_id"}), floats, strings, physical
+    )
     _LAYOUTS[id(spec)] = (spec, layout)  # a benign race between decode threads: same value
     return layout
 
@@ -300,19 +336,25 @@ def _constant(values: Sequence[str], counts: np.ndarray) -> pa.DictionaryArray:
 
 
 def decode_tables(
-    payloads: Sequence[bytes], spec: StreamSpec, tenant_ids: Sequence[str], device_ids: Sequence[str]
+    payloads: Sequence[bytes],
+    spec: StreamSpec,
+    tenant_ids: Sequence[str],
+    device_ids: Sequence[str],
+    row_counts: Sequence[int] | None = None,
 ) -> tuple[pa.Table, np.ndarray]:
     """Many payloads of stream ``spec`` decoded together: (rows, row count per payload).
 
     The rows are each payload's table (what :func:`encode_table` was given, in seq order), one
     payload after the other, with string columns dictionary-encoded. ``PayloadDecodeError`` if
-    any payload is bad, without saying which: decode a single payload to find out.
+    any payload is bad, without saying which: decode a single payload to find out;
+    :class:`RowCountMismatch` if a footer declares other rows than ``row_counts`` (when given).
     """
     layout = _layout(spec)
     stored_tables, node_ids = [], []
     unzstd = zstandard.ZstdDecompressor()  # one per call: not safe to share between threads
-    for data in payloads:
-        t = _read_stored(_parquet_bytes(data, unzstd), layout.strings)
+    for k, data in enumerate(payloads):
+        expected = None if row_counts is None else row_counts[k]
+        t = _read_stored(_parquet_bytes(data, unzstd), layout, expected)
         names = set(t.column_names)
         missing = layout.needed - names
         if missing:
@@ -322,7 +364,7 @@ def decode_tables(
             raise PayloadDecodeError(
                 f"payload has unexpected columns {sorted(extra)} for stream {spec.name!r}"
             )
-        if "node_id" in names and t.schema.field("node_id").type != pa.string():
+        if "node_id" in names and t.schema.field("node_id").type not in (pa.string(), _DICTIONARY_STRING):
             raise PayloadDecodeError(
                 f"payload column 'node_id' is {t.schema.field('node_id').type}, not string"
             )
@@ -397,21 +439,85 @@ def _seq_order(seq: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.lexsort((seq, owner))
 
 
-def _read_stored(data: bytes, strings: Sequence[str]) -> pa.Table:
-    """The payload's stored columns, its ``strings`` as dictionary arrays (the codes Parquet stores).
+def _read_stored(data: bytes, layout: _Layout, expected_rows: int | None) -> pa.Table:
+    """The payload's stored columns, its string columns as dictionary arrays (the codes Parquet stores).
 
-    ParquetFile.read, single-threaded: read_table goes through the dataset layer, and a
-    payload is one small row group, where thread hand-offs cost more than they save. No
-    pre-buffering: the payload is in memory already, so buffering it again only costs time.
+    The footer is checked first (:func:`_check_footer`), so nothing is decoded that could
+    expand beyond the bounds. ParquetFile.read, single-threaded: read_table goes through the
+    dataset layer, and a payload is one small row group, where thread hand-offs cost more than
+    they save. No pre-buffering: the payload is in memory already, so buffering it again only
+    costs time.
     """
     try:
+        meta = pq.read_metadata(pa.BufferReader(data))
+        present = set(_check_footer(meta, layout, expected_rows))
+        # node_id too: a long value repeated by RLE must not become one string per row
+        dictionary = [c for c in (*layout.strings, "node_id") if c in present]
         try:
-            reader = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(strings), pre_buffer=False)
-        except KeyError:  # a string column missing or not a plain column: the checks after say which
-            reader = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
+            reader = pq.ParquetFile(
+                pa.BufferReader(data), metadata=meta, read_dictionary=dictionary, pre_buffer=False
+            )
+        except KeyError:  # a string column not a plain column: the checks after say which
+            reader = pq.ParquetFile(pa.BufferReader(data), metadata=meta, pre_buffer=False)
         return reader.read(use_threads=False)
-    except (pa.ArrowException, OSError) as exc:
+    except PayloadDecodeError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, KeyError, IndexError) as exc:
         raise PayloadDecodeError(f"payload is not readable Parquet ({exc})") from None
+
+
+def _check_footer(meta: pq.FileMetaData, layout: _Layout, expected_rows: int | None) -> list[str]:
+    """Refuse a footer that declares more than the writer ever writes; returns the stored column names.
+
+    Rows (as expected, and few enough that the decoded table stays under
+    ``MAX_DECODED_BYTES``), flat columns, their types, encodings, compression, and each
+    column chunk's uncompressed size per row. Which columns are present is checked after
+    reading (``decode_tables``), where the messages name them.
+    """
+    rows = meta.num_rows
+    if expected_rows is not None and rows != expected_rows:
+        raise RowCountMismatch(f"row_count {expected_rows} but the payload's footer declares {rows} rows")
+    if rows < 0 or rows * 8 * len(layout.schema) > MAX_DECODED_BYTES:
+        raise PayloadDecodeError(
+            f"payload declares {rows} rows, which would decode to more than {MAX_DECODED_BYTES} bytes"
+        )
+    for i in range(meta.num_columns):  # a repeated column could hold any number of values per row
+        column = meta.schema.column(i)
+        if column.max_repetition_level or ("." in column.path and column.path not in layout.allowed):
+            raise PayloadDecodeError(
+                f"payload column {column.path!r} is nested or repeated; the writer writes flat columns"
+            )
+    in_groups, total = 0, 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        in_groups += group.num_rows
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            name = chunk.path_in_schema
+            want = layout.physical.get(name, chunk.physical_type)
+            if chunk.physical_type != want:
+                raise PayloadDecodeError(f"payload column {name!r} is {chunk.physical_type}, not {want}")
+            bad = set(chunk.encodings) - ENCODINGS
+            if bad or chunk.compression not in COMPRESSIONS:
+                raise PayloadDecodeError(
+                    f"payload column {name!r} uses {sorted(bad) or chunk.compression}, which the writer never does"
+                )
+            if chunk.num_values != group.num_rows:
+                raise PayloadDecodeError(
+                    f"payload column {name!r} declares {chunk.num_values} values in a {group.num_rows}-row group"
+                )
+            size = chunk.total_uncompressed_size
+            total += size
+            if chunk.physical_type != "BYTE_ARRAY" and size > _CHUNK_SLACK + _BYTES_PER_ROW * group.num_rows:
+                raise PayloadDecodeError(
+                    f"payload column {name!r} declares {size} uncompressed bytes for {group.num_rows} rows"
+                )
+    if in_groups != rows or total > MAX_PAYLOAD_BYTES:
+        raise PayloadDecodeError(
+            f"payload footer declares {rows} rows but {in_groups} in its row groups, "
+            f"{total} uncompressed bytes (limit {MAX_PAYLOAD_BYTES})"
+        )
+    return [meta.schema.column(i).path for i in range(meta.num_columns)]
 
 
 def _node_ids(
@@ -419,10 +525,11 @@ def _node_ids(
 ) -> pa.DictionaryArray:
     """The node_id column when some payloads store one (the others' rows are the device's own)."""
     parts = [
-        pa.repeat(pa.scalar(d, pa.string()), int(n)) if s is None else s.combine_chunks()
+        _constant([d], np.array([n])) if s is None else s.combine_chunks()
         for s, d, n in zip(stored, device_ids, counts, strict=True)
     ]
-    return pa.concat_arrays(parts).take(take).dictionary_encode()
+    parts = [p if pa.types.is_dictionary(p.type) else p.dictionary_encode() for p in parts]
+    return pa.concat_arrays([p.cast(_DICTIONARY_STRING) for p in parts]).take(take)
 
 
 def _envelope_int64(stored: pa.Table, name: str) -> np.ndarray:
@@ -432,9 +539,13 @@ def _envelope_int64(stored: pa.Table, name: str) -> np.ndarray:
     return values
 
 
-def decode_table(data: bytes, spec: StreamSpec, tenant_id: str, device_id: str) -> pa.Table:
+def decode_table(
+    data: bytes, spec: StreamSpec, tenant_id: str, device_id: str, row_count: int | None = None
+) -> pa.Table:
     """The exact table :func:`encode_table` was given, in seq order with ``spec.schema``."""
-    table, _ = decode_tables([data], spec, [tenant_id], [device_id])
+    table, _ = decode_tables(
+        [data], spec, [tenant_id], [device_id], None if row_count is None else [row_count]
+    )
     return table.cast(_layout(spec).schema)
 
 

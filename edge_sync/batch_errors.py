@@ -1,7 +1,8 @@
 """The errors of the batch format: one class per ``reason`` a batch is refused for.
 
 The central ingest quarantines a refused batch under ``err.reason`` (machine-readable) and
-keeps ``str(err)``, which names the object and the fix. ``detail`` carries the key
+keeps ``str(err)``, which names the object and the fix. A failure of a service the reader
+asks is a :class:`ServiceError` instead, never a reason to quarantine. ``detail`` carries the key
 service's own reason when unwrapping the data key failed. :func:`reasons` lists every
 subclass's reason, so reports can show each one before it first occurs.
 """
@@ -114,3 +115,17 @@ class BadRange(BatchError):
     """Seq range, row count, HLC range or evictions disagree with the rows."""
 
     reason = "bad_range"
+
+
+class MalformedBatch(BatchError):
+    """Reading the object failed in a way no named check describes; still the object's fault."""
+
+    reason = "malformed"
+
+
+class ServiceError(Exception):
+    """A platform service the reader asked (key service, device registry) failed.
+
+    Not a :class:`BatchError`: the object is not at fault, so it is never quarantined for
+    this; the caller retries or fails its run.
+    """

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge_sync.identity import PlatformSigner, SignatureError, verify_document
 from edge_sync.ids import validate_id
+from edge_sync.json_bounded import loads as bounded_loads
 
 FORMAT = 1
 MAX_DOCUMENT_BYTES = 1 << 20
@@ -127,9 +128,11 @@ def decode(
             "oversized", f"desired-state document is {len(data)} bytes, over {MAX_DOCUMENT_BYTES}"
         )
     try:
-        signed: dict[str, Any] = json.loads(data)
+        signed: dict[str, Any] = bounded_loads(data)  # deep nesting: bad_json, not RecursionError
     except ValueError as exc:
         raise DesiredStateError("bad_json", f"desired-state document is not JSON: {exc}") from exc
+    if not isinstance(signed, dict):
+        raise DesiredStateError("bad_json", "desired-state document is not a JSON object")
     try:
         body = verify_document(signed, platform_keys)
     except SignatureError as exc:

@@ -1,8 +1,15 @@
 """Central writer of the signed desired-state documents devices pull (``desired.json``).
 
-Every change is a read-modify-write of one device's document: read and verify the current
-one with the platform key, apply the change, bump ``revision``, stamp ``issued_hlc`` from the
-central clock, sign and ``put``. Two callers use it: the ``edge_agent`` fleet backend
+Every change is a read-modify-write of one device's document: read and verify the last one
+this publisher signed, apply the change, bump ``revision``, stamp ``issued_hlc`` from the
+central clock, sign and ``put``.
+
+The last signed document is read from the publisher's own record
+(``<record_prefix>/tenant=<T>/device=<D>.json``, outside every tenant's prefix, so no device
+credential can write it), never from the device-visible ``desired.json``: a device that puts
+an old, validly signed document there (a peer's, to roll it back) must not make the publisher
+sign the old release again. The device-visible copy only ever raises the next revision (the
+revision it claims), so the device never refuses the next document as stale. Two callers use it: the ``edge_agent`` fleet backend
 (``set_release``, ``set_staged``) and the central sync (``add_state_edits``). Each call changes
 only its own part of the document and keeps the rest (release, staged release, state edits,
 ``rollback_of``). ``rollback_of`` belongs to the release decision: only ``set_release`` sets or
@@ -21,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import threading
@@ -42,13 +48,17 @@ from edge_sync.desired import (
 )
 from edge_sync.hlc import CENTRAL_NODE, HybridLogicalClock, physical_ms
 from edge_sync.identity import PlatformSigner
-from edge_sync.objectstore import TMP_PREFIX, LocalObjectStore, ObjectNotFound, ObjectStore
+from edge_sync.ids import validate_id
+from edge_sync.json_bounded import loads as bounded_loads
+from edge_sync.objectstore import TMP_PREFIX, LocalObjectStore, ObjectNotFound, ObjectStore, validate_prefix
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EDIT_HORIZON = timedelta(days=7)
 # Listings skip names with the store's temp prefix, so the lock file never shows up as an object.
 LOCK_FILE = f"{TMP_PREFIX}desired-publisher.lock"
+# Where the publisher records what it signed: outside every ``tenant=<T>/`` prefix a device may write.
+RECORD_PREFIX = "platform/desired"
 
 
 class _Keep:
@@ -84,7 +94,13 @@ class DesiredStatePublisher:
         clock: HybridLogicalClock | None = None,
         *,
         edit_horizon: timedelta = DEFAULT_EDIT_HORIZON,
+        record_prefix: str = RECORD_PREFIX,
     ) -> None:
+        if record_prefix.strip("/").startswith("tenant="):
+            raise ValueError(
+                f"record_prefix {record_prefix!r} is inside a tenant's prefix, which devices write"
+            )
+        self.record_prefix = validate_prefix(record_prefix.strip("/") + "/").rstrip("/")
         self.store = store
         self.signer = signer
         self.clock = clock or HybridLogicalClock(CENTRAL_NODE)
@@ -95,7 +111,8 @@ class DesiredStatePublisher:
     # ------------------------------------------------------------------ public API
 
     def current(self, tenant_id: str, device_id: str) -> DesiredState | None:
-        """The device's verified document, or None if there is none (or it does not verify)."""
+        """The last document this publisher signed for the device, or None if there is none
+        (or its record does not verify)."""
         return self._read(tenant_id, device_id)[0]
 
     def set_release(
@@ -169,9 +186,24 @@ class DesiredStatePublisher:
 
     # ------------------------------------------------------------------ internals
 
+    def record_key(self, tenant_id: str, device_id: str) -> str:
+        """The key of the publisher's own record of the device's last signed document."""
+        return (
+            f"{self.record_prefix}/tenant={validate_id('tenant', tenant_id)}/"
+            f"device={validate_id('device', device_id)}.json"
+        )
+
     def _read(self, tenant_id: str, device_id: str) -> tuple[DesiredState | None, int]:
-        """(verified document or None, the lowest revision the next document may use minus 1)."""
-        key = desired_key(tenant_id, device_id)
+        """(the recorded document or None, the lowest revision the next document may use minus 1)."""
+        doc, floor = self._recorded(tenant_id, device_id)
+        try:  # the device-visible copy may only raise the revision, never supply content
+            shown = _claimed_revision(self.store.get(desired_key(tenant_id, device_id)))
+        except ObjectNotFound:
+            shown = 0
+        return doc, max(floor, shown)
+
+    def _recorded(self, tenant_id: str, device_id: str) -> tuple[DesiredState | None, int]:
+        key = self.record_key(tenant_id, device_id)
         try:
             data = self.store.get(key)
         except ObjectNotFound:
@@ -221,6 +253,7 @@ class DesiredStatePublisher:
                 f"{MAX_DOCUMENT_BYTES} devices accept: {len(doc.state_edits)} state edits are pending; shorten "
                 "edit_horizon or stop editing this device's state centrally until it syncs"
             )
+        self.store.put(self.record_key(tenant_id, device_id), data)  # first: a failed put below is re-signed
         self.store.put(desired_key(tenant_id, device_id), data)
         return doc
 
@@ -267,7 +300,7 @@ def _dedupe(edits: list[StateEdit]) -> list[StateEdit]:
 def _claimed_revision(data: bytes) -> int:
     """The revision an unverifiable document claims, or 0 (only ever used to go higher)."""
     try:
-        rev = json.loads(data)["document"]["revision"]
+        rev = bounded_loads(data)["document"]["revision"]
     except (ValueError, KeyError, TypeError):
         return 0
     return rev if isinstance(rev, int) and not isinstance(rev, bool) and 0 <= rev < 1 << 62 else 0

@@ -11,6 +11,9 @@ A tenant's devices share one S3 credential. What it may do, and why:
   seq range and a conditional write settles a resumed upload). ``allow_list=True`` adds it
   on the bucket, limited by an ``s3:prefix`` condition to the tenant prefix;
 - no delete, no ACL, no bucket configuration;
+- an explicit Deny of writing any ``desired.json``: desired state is the platform's to write
+  (``edgeplat.desired_publisher``), and a device that could put a peer's old, validly signed
+  document back would roll the peer back;
 - an explicit Deny of keys with ``.`` or ``..`` segments: S3 takes them literally (so
   ``tenant=A/../tenant=B/x`` is a key inside A's prefix, not B's object), but S3-compatible
   stores and proxies that normalize paths would not, and no key of ours has such a segment.
@@ -35,6 +38,7 @@ from edge_sync.ids import validate_id
 from edge_sync.objectstore import validate_key
 
 POLICY_VERSION = "2012-10-17"
+DESIRED_NAME = "desired.json"  # the last segment of edge_sync.desired.desired_key
 OBJECT_ACTIONS = ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload")
 LIST_ACTION = "s3:ListBucket"
 # IfExists variants, ForAnyValue/ForAllValues and negations are true when the key is
@@ -88,6 +92,12 @@ def tenant_storage_policy(
         },
         # (moto matches resource patterns as regexes, '.' being any character: there these
         # also refuse every 1- or 2-character segment. No key of ours has one; AWS is literal.)
+        {
+            "Sid": "NoDesiredStateWrites",
+            "Effect": "Deny",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": f"{bucket_res}/{prefix}*/{DESIRED_NAME}",
+        },
         {
             "Sid": "NoDotSegments",
             "Effect": "Deny",

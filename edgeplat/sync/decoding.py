@@ -5,9 +5,10 @@ manifest, object key, schema, AEAD, hash) and checked against the HLC drift boun
 group's payloads are decoded and range-checked together, one stream at a time
 (:func:`edge_sync.batch.decode_batches`: one pass over their concatenated columns, where
 one per object cost the ingest about half of its decoding). A bad batch becomes a
-:class:`Rejected` with ``BatchError.reason``; errors of the key service's infrastructure
-(anything but a ``KeyServiceError``) are retried and then raise
-:class:`KeyServiceUnavailable`: the object stays unsettled for a later run.
+:class:`Rejected` with ``BatchError.reason``, whatever failed while parsing or verifying it;
+only failures of the platform's services fail a run: the key service or registry
+(``ServiceError``) after retries, as :class:`KeyServiceUnavailable`, and the store (its
+errors pass through): the object stays unsettled for a later run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from edge_sync.batch import OpenedBatch, decode_batches, open_batch
-from edge_sync.batch_errors import BadManifest, BatchError
+from edge_sync.batch_errors import BatchError, ServiceError
 from edge_sync.batch_keys import parse_object_key
 from edge_sync.batch_manifest import Manifest
 from edge_sync.hlc import physical_ms
@@ -148,9 +149,7 @@ def _open_object(
             return clock.check(key, len(data), opened.manifest) or _Opened(key, len(data), opened)
         except BatchError as exc:
             return _rejected(key, len(data), exc)
-        except ValueError as exc:  # ids in the manifest the registry refuses: not a batch we can trust
-            return Rejected(key, len(data), BadManifest.reason, str(exc))
-        except Exception as exc:  # the key service or registry is unreachable: never quarantine for that
+        except ServiceError as exc:  # the key service or registry failed: never quarantine for that
             if attempt == retries:
                 raise KeyServiceUnavailable(
                     f"decoding {key} failed {retries + 1} times for an infrastructure reason ({exc!r}); "

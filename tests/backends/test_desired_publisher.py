@@ -87,13 +87,35 @@ def test_unverifiable_document_is_replaced_with_a_higher_revision(store, signer,
     assert read(store, signer).release == Release(version="1.0")
 
 
-def test_tampered_document_is_detected(store, signer):
+def test_tampered_record_is_detected(store, signer):
     pub = publisher(store, signer)
     pub.set_release(T, D, Release(version="1.0"))
-    signed = json.loads(store.get(desired_key(T, D)))
+    signed = json.loads(store.get(pub.record_key(T, D)))
     signed["document"]["release"]["version"] = "6.6.6"
-    store.put(desired_key(T, D), json.dumps(signed).encode())
+    store.put(pub.record_key(T, D), json.dumps(signed).encode())
     assert pub.current(T, D) is None
+
+
+def test_the_store_copy_is_never_taken_as_truth(store, signer):
+    pub = publisher(store, signer)
+    pub.set_release(T, D, Release(version="1.0"))
+    old = store.get(desired_key(T, D))
+    pub.set_release(T, D, Release(version="2.0"))
+    store.put(desired_key(T, D), old)  # an old, validly signed document put back (a replay)
+    assert pub.current(T, D).release == Release(version="2.0")
+    doc = pub.add_state_edits(T, D, [edit("a", pack(NOW_MS, 0))])
+    assert (doc.release, doc.revision) == (Release(version="2.0"), 3)
+    assert read(store, signer) == doc
+
+
+def test_a_higher_revision_in_the_store_only_raises_the_next_one(store, signer):
+    pub = publisher(store, signer)
+    pub.set_release(T, D, Release(version="1.0"))
+    store.put(desired_key(T, D), b'{"document": {"revision": 40}}')  # unsigned: its content is ignored
+    doc = pub.set_release(T, D, Release(version="2.0"))
+    assert (doc.release, doc.revision) == (Release(version="2.0"), 41)
+    store.put(desired_key(T, D), b"[" * 20_000 + b"]" * 20_000)  # deep nesting: no RecursionError
+    assert pub.set_staged(T, D, Release(version="3.0", slot="b")).revision == 42
 
 
 def test_oversized_document_is_refused_with_advice(store, signer):

@@ -7,11 +7,14 @@ import struct
 
 import pytest
 
-from edge_sync.batch import MAGIC, MAX_MANIFEST_BYTES, BatchError, write_batch
+from edge_sync import batch
+from edge_sync.batch import MAGIC, MAX_MANIFEST_BYTES, BatchError, read_batch, write_batch
+from edge_sync.batch_errors import ServiceError
 from edge_sync.batch_keys import object_key
 from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry
 from edge_sync.keys import LocalKeyring
 from edge_sync.streams import get_stream
+from tests.support import poison
 from tests.support.batches import D, OtherTenantKeys, T, forge, make_table, read, reason_of, write
 
 
@@ -204,3 +207,40 @@ def test_signed_but_invalid_manifest(keyring, ident):
 def test_error_names_the_object(good, keyring, ident):
     with pytest.raises(BatchError, match=r"batch tenant=tenant-a/device=dev-1/.*\.batch: .*re-upload"):
         read(good.data[:20], keyring, ident, expected_key=good.key)
+
+
+def test_deeply_nested_manifest_is_bad_manifest_not_recursion(keyring, ident):
+    assert reason_of(poison.deep_array_manifest(), keyring, ident) == "bad_manifest"
+    assert reason_of(poison.deep_field_manifest(T, D), keyring, ident) == "bad_manifest"
+
+
+def test_registry_that_refuses_the_ids_is_bad_manifest(good, keyring):
+    def refuses(tenant_id, device_id):
+        raise ValueError("invalid device id")
+
+    with pytest.raises(BatchError) as err:
+        read_batch(good.data, key_service=keyring, public_keys=refuses)
+    assert err.value.reason == "bad_manifest"
+
+
+class _Down:
+    def unwrap(self, tenant_id, key_id, wrapped):
+        raise ConnectionError("key service unreachable")
+
+
+def test_service_failures_are_service_errors_not_batch_errors(good, keyring, ident):
+    def down(tenant_id, device_id):
+        raise TimeoutError("registry unreachable")
+
+    with pytest.raises(ServiceError, match="registry"):
+        read_batch(good.data, key_service=keyring, public_keys=down)
+    with pytest.raises(ServiceError, match="key service"):
+        read_batch(good.data, key_service=_Down(), public_keys=[ident.public_key_bytes()])
+
+
+def test_an_unexpected_failure_while_opening_is_malformed(good, keyring, ident, monkeypatch):
+    def explode(*args, **kwargs):
+        raise OverflowError("a parser's own error")
+
+    monkeypatch.setattr(batch, "_stream_for_fingerprint", explode)
+    assert reason_of(good.data, keyring, ident) == "malformed"

@@ -27,6 +27,7 @@ from edge_sync.identity import DeviceIdentity, PlatformSigner
 from edge_sync.objectstore import LocalObjectStore
 from edge_sync.streams import STREAMS
 from edgeplat.sync.ingest import ingest_objects
+from tests.support import poison
 from tests.support.batches import OtherTenantKeys, seal
 from tests.support.fleet import Fleet, rows
 
@@ -146,6 +147,21 @@ def decompression_bomb(f: Fleet, d: str) -> str:
     # The device (stolen) signs a payload whose zstd frame declares 4 GiB: refused before decompressing.
     frame = b"\x28\xb5\x2f\xfd" + bytes([0xC0, 0x58]) + (4 << 30).to_bytes(8, "little") + bytes([1, 0, 0])
     key, data = forge(f, T, d, range(1, 11), payload=frame)
+    f.store.put(key, data)
+    return key
+
+
+def deeply_nested_manifest(f: Fleet, d: str) -> str:
+    # Any device of the tenant can write its prefix: 40 KB of nested brackets in a valid header.
+    key = poison.object_key(T, d)
+    f.store.put(key, poison.deep_field_manifest(T, d))
+    return key
+
+
+def parquet_amplification(f: Fleet, d: str) -> str:
+    # The device signs a few hundred bytes of Parquet whose RLE runs declare 200 Mi rows.
+    changes = {"row_count": poison.AMPLIFIED_ROWS}
+    key, data = forge(f, T, d, range(1, 11), changes=changes, payload=poison.parquet_amplification())
     f.store.put(key, data)
     return key
 
@@ -280,6 +296,12 @@ BATCH_ATTACKS = [
     BatchAttack("oversized manifest (64 KiB + 1)", oversized_manifest, "oversized_manifest"),
     BatchAttack(
         "payload zstd frame declaring 4 GiB, signed by the device", decompression_bomb, "corrupt_payload"
+    ),
+    BatchAttack("deeply nested manifest (20 000 levels, 40 KB)", deeply_nested_manifest, "bad_manifest"),
+    BatchAttack(
+        "Parquet dictionary/RLE runs declaring 200 Mi rows, signed by the device",
+        parquet_amplification,
+        "corrupt_payload",
     ),
     BatchAttack(
         "oversized manifest announced in the header (4 GiB)",
@@ -450,6 +472,10 @@ def oversized_document(platform: PlatformSigner) -> bytes:
     )
 
 
+def deeply_nested_document(platform: PlatformSigner) -> bytes:
+    return b'{"document": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+
+
 DESIRED_ATTACKS = [
     ("tampered desired-state document (release changed after signing)", tampered_release, "bad_signature"),
     ("desired state signed by a key other than the platform's", signed_by_another_key, "bad_signature"),
@@ -459,6 +485,7 @@ DESIRED_ATTACKS = [
     ("desired state of another tenant's device of the same id", for_another_tenant, "wrong_device"),
     ("path traversal in desired-state device id ('../d1')", traversal_device_id, "wrong_device"),
     ("oversized desired-state document (> 1 MiB)", oversized_document, "oversized"),
+    ("deeply nested desired-state document (20 000 levels)", deeply_nested_document, "bad_json"),
 ]
 
 

@@ -193,11 +193,19 @@ def ts(ms: int) -> datetime:
 
 
 def forge(
-    fleet: Fleet, tenant: str, device: str, seqs: Sequence[int], changes: dict, stream: str = "telemetry"
+    fleet: Fleet,
+    tenant: str,
+    device: str,
+    seqs: Sequence[int],
+    changes: dict,
+    stream: str = "telemetry",
+    payload: bytes | None = None,
 ) -> tuple[str, bytes]:
-    """A batch encrypted and signed by the device's real key, with chosen (signed) manifest fields."""
+    """A batch encrypted and signed by the device's real key, with chosen (signed) manifest fields
+    and, if given, a payload of the caller's making."""
     good = fleet.batch(tenant, device, stream, seqs)
-    payload = encode_table(rows(stream, tenant, device, seqs), STREAMS[stream], device)
+    if payload is None:
+        payload = encode_table(rows(stream, tenant, device, seqs), STREAMS[stream], device)
     manifest = good.manifest.model_dump(mode="json")
     dk = fleet.keys.generate_data_key(tenant)
     return good.key, seal(manifest, payload, dk, fleet.device(tenant, device), changes=changes)
