@@ -318,7 +318,10 @@ def vault_session(config: AgentConfig) -> Any:
         ) from None
     except InsecureFileError as exc:
         raise ConfigError(str(exc)) from None
-    return VaultSession(v.addr, role_id, secret_id, verify=v.verify, timeout=v.timeout_s)
+    # the session writes the secret ids it renews back to the same file
+    return VaultSession(
+        v.addr, role_id, secret_id, verify=v.verify, timeout=v.timeout_s, secret_id_path=v.secret_id_path
+    )
 
 
 def cache_key(config: AgentConfig, vault: Any) -> bytes:
