@@ -64,10 +64,10 @@ from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry
 from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
-from pipelines.sensors import batch_arrival
 from pipelines.definitions import sync_definitions
 from pipelines.resources import embedded_sync_resources
 from pipelines.schedules import reconcile_every_15_minutes
+from pipelines.sensors import batch_arrival
 
 DEQUEUE_INTERVAL_S = 5.0  # QueuedRunCoordinator's default dequeue_interval_seconds
 REPO = BENCH_DIR.parent
