@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from edge_sync.private_files import private_dir
 from edgeplat.lakehouse import Lakehouse
 from edgeplat.settings import Paths, paths
 from pipelines.definitions import build_definitions
@@ -32,8 +33,11 @@ def prepare_home() -> Paths:
     """Create the state directory, export it and ``DAGSTER_HOME`` to this process and its children,
     and write the local instance's ``dagster.yaml`` unless one exists."""
     p = paths()
-    for d in (p.home, p.lakehouse, p.lake_data, p.objects, p.keys, p.devices, p.plots):
+    for d in (p.home, p.objects, p.plots):
         d.mkdir(parents=True, exist_ok=True)
+    # keys, identities and every tenant's lakehouse rows: for this user only
+    for d in (p.keys, p.devices, p.lakehouse, p.lake_data):
+        private_dir(d, tighten=True)
     os.environ["EDGEPLAT_HOME"] = str(p.home)
     home = dagster_home(p)
     os.environ["DAGSTER_HOME"] = str(home)

@@ -68,6 +68,9 @@ from edge_sync.streams import STREAMS
 from edge_sync.uploader import StepHook, SyncReport, Uploader, UploadPolicy, transient_errors
 
 log = logging.getLogger(__name__)
+# How often the sync loop asks Vault whether the AppRole secret id is due for renewal: a
+# request per check, and the secret id lives for weeks.
+SECRET_ID_CHECK_S = 600.0
 
 # glibc raises its mmap threshold each time a large block is freed, after which DuckDB's and
 # Arrow's buffers come from the heap, interleave with long-lived objects and are never returned,
@@ -141,6 +144,7 @@ class DeviceAgent:
         self.config = config
         self._owns_store = True  # built here, so closed here (from_parts leaves a caller's store open)
         self._store_source = store_source
+        self._vault = vault
 
     @classmethod
     def from_parts(
@@ -263,6 +267,8 @@ class DeviceAgent:
         self._server: _SocketServer | None = None
         self._owns_store = False
         self._store_source: VaultRenderedStore | None = None
+        self._vault: Any = None  # a VaultSession whose secret id the sync loop keeps fresh
+        self._secret_id_checked: float | None = None
 
     # -- recording -----------------------------------------------------------------------
     def record(self, stream: str, row: dict[str, Any]) -> tuple[int, int]:
@@ -282,6 +288,7 @@ class DeviceAgent:
         with self._sync_lock:
             started = self._wall_ms()
             self._refresh_store()
+            self._renew_secret_id()
             downlink: dict[str, Any]
             offline_error = None
             try:
@@ -323,6 +330,19 @@ class DeviceAgent:
         self.uploader.store = self.downlink.store = fresh
         old.close()
         log.info("object-store credential rotated: store rebuilt from %s", self._store_source.path)
+
+    def _renew_secret_id(self) -> None:
+        """Replace the Vault AppRole secret id before it expires or runs out of logins."""
+        now = time.monotonic()
+        if self._vault is None or (
+            self._secret_id_checked is not None and now - self._secret_id_checked < SECRET_ID_CHECK_S
+        ):
+            return
+        self._secret_id_checked = now
+        try:
+            self._vault.renew_secret_id()
+        except Exception as exc:  # Vault down: the secret id we hold is still valid for a while
+            log.warning("vault secret id not renewed (%s); trying again at the next sync", exc)
 
     def _remember(self, report: SyncReport) -> None:
         """Keep a summary of the last sync in local state, for ``edge-sync status`` after a restart."""

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge_sync.identity import DeviceIdentity
 from edge_sync.ids import validate_id
 from edge_sync.keys import KeyService, LocalKeyring
+from edge_sync.private_files import InsecureFileError, private_dir, read_private_bytes
 from edge_sync.rules import RulesError, RuleSet, default_rules, load_rules
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,8 @@ def device_identity(config: AgentConfig) -> DeviceIdentity:
             f"identity_path: {config.identity_path} does not exist; enrol the device "
             "(DeviceIdentity.generate(...).save(path)) and register its public key"
         ) from None
+    except InsecureFileError as exc:
+        raise ConfigError(str(exc)) from None
     if (identity.tenant_id, identity.device_id) != (config.tenant_id, config.device_id):
         raise ConfigError(
             f"identity_path: {config.identity_path} is the identity of {identity.tenant_id}/{identity.device_id}, "
@@ -307,13 +310,18 @@ def vault_session(config: AgentConfig) -> Any:
     v = config.vault
     assert v is not None
     try:
-        role_id = v.role_id_path.read_text().strip()
-        secret_id = v.secret_id_path.read_text().strip()
+        role_id = read_private_bytes(v.role_id_path, "vault.role_id_path").decode().strip()
+        secret_id = read_private_bytes(v.secret_id_path, "vault.secret_id_path").decode().strip()
     except FileNotFoundError as exc:
         raise ConfigError(
             f"vault: {exc.filename} does not exist; write the device's AppRole credentials there"
         ) from None
-    return VaultSession(v.addr, role_id, secret_id, verify=v.verify, timeout=v.timeout_s)
+    except InsecureFileError as exc:
+        raise ConfigError(str(exc)) from None
+    # the session writes the secret ids it renews back to the same file
+    return VaultSession(
+        v.addr, role_id, secret_id, verify=v.verify, timeout=v.timeout_s, secret_id_path=v.secret_id_path
+    )
 
 
 def cache_key(config: AgentConfig, vault: Any) -> bytes:
@@ -322,11 +330,15 @@ def cache_key(config: AgentConfig, vault: Any) -> bytes:
     if ck.source == "file":
         assert ck.path is not None
         try:
-            return decode_key_text(ck.path.read_bytes(), f"cache_key.path ({ck.path})")
+            return decode_key_text(
+                read_private_bytes(ck.path, "cache_key.path"), f"cache_key.path ({ck.path})"
+            )
         except FileNotFoundError:
             raise ConfigError(
                 f"cache_key.path: {ck.path} does not exist; provision the device's cache key"
             ) from None
+        except InsecureFileError as exc:
+            raise ConfigError(str(exc)) from None
     from edge_sync.vault import VaultUnavailable
 
     try:
@@ -335,7 +347,8 @@ def cache_key(config: AgentConfig, vault: Any) -> bytes:
         if ck.runtime_copy is not None and ck.runtime_copy.exists():
             log.warning("Vault unreachable: opening the cache with the runtime copy of its key")
             return decode_key_text(
-                ck.runtime_copy.read_bytes(), f"cache_key.runtime_copy ({ck.runtime_copy})"
+                read_private_bytes(ck.runtime_copy, "cache_key.runtime_copy"),
+                f"cache_key.runtime_copy ({ck.runtime_copy})",
             )
         raise
     if ck.field not in secret:
@@ -344,8 +357,9 @@ def cache_key(config: AgentConfig, vault: Any) -> bytes:
         )
     key = decode_key_text(str(secret[ck.field]).encode(), f"cache_key (vault {ck.secret_path}#{ck.field})")
     if ck.runtime_copy is not None:
-        ck.runtime_copy.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(ck.runtime_copy.parent)
         fd = os.open(ck.runtime_copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
         with os.fdopen(fd, "wb") as f:
             f.write(key.hex().encode())
     return key

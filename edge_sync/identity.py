@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_sync.ids import validate_id
+from edge_sync.private_files import private_dir, read_private_bytes
 
 SIGNATURE_BYTES = 64
 PUBLIC_KEY_BYTES = 32
@@ -68,7 +69,7 @@ def _raw_public(key: Ed25519PrivateKey) -> bytes:
 
 def _write_private(path: Path, text: str) -> None:
     """Write a secret file atomically with mode 0600 (never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -117,7 +118,7 @@ class DeviceIdentity:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DeviceIdentity:
         path = Path(path)
-        text = path.read_text()
+        text = read_private_bytes(path, "device identity").decode()
         begin = text.find("-----BEGIN")
         if begin < 0:
             raise ValueError(
@@ -301,7 +302,7 @@ class PlatformSigner:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PlatformSigner:
         path = Path(path)
-        return cls(_load_private_pem(path.read_text(), path))
+        return cls(_load_private_pem(read_private_bytes(path, "platform signing key").decode(), path))
 
     def public_key_bytes(self) -> bytes:
         return _raw_public(self._key)

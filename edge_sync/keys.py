@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge_sync.ids import validate_id
+from edge_sync.private_files import private_dir, read_private_bytes
 
 DATA_KEY_BYTES = 32
 _NONCE_BYTES = 12
@@ -212,7 +213,7 @@ class LocalKeyring:
 
     @contextlib.contextmanager
     def _locked(self, tenant_id: str) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.directory, tighten=True)
         lock_path = self.directory / f".{tenant_id}.lock"
         with self._lock:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -242,7 +243,7 @@ class LocalKeyring:
 
     def _load(self, tenant_id: str) -> dict | None:
         try:
-            ring = json.loads(self._path(tenant_id).read_text())
+            ring = json.loads(read_private_bytes(self._path(tenant_id), "keyring file"))
         except FileNotFoundError:
             return None
         except ValueError as exc:

@@ -4,7 +4,10 @@ A device holds a role id and a secret id (written at enrolment, see
 ``edge_sync.vault_admin``). :class:`VaultSession` logs in with them, renews its token at
 ``renew_fraction`` of the TTL, logs in again when renewal is refused or capped by the max
 TTL, and tells a revoked device (:class:`DeviceRevoked`) from an unreachable server
-(:class:`VaultUnavailable`). Secrets are read from KV v2 and, like Vault Agent templates,
+(:class:`VaultUnavailable`). The AppRole secret id itself expires and serves a limited
+number of logins: :meth:`VaultSession.renew_secret_id` swaps it for a new one (written back
+to its file) at ``renew_fraction`` of its TTL or when few uses remain, and destroys the old
+one. Secrets are read from KV v2 and, like Vault Agent templates,
 rendered into mode-0600 files inside one runtime directory, rewritten only when their KV
 version changes. Neither the token, the secret id nor any secret value is ever logged or
 shown by ``repr``.
@@ -15,11 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +49,8 @@ UNAVAILABLE_ERRORS = (
     hvac_exc.RateLimitExceeded,
     hvac_exc.UnexpectedError,
 )
+# A secret id with this many logins left or fewer is replaced whatever its age.
+SECRET_ID_MIN_USES = 10
 # The server answered and said no.
 REFUSED_ERRORS = (hvac_exc.InvalidRequest, hvac_exc.Forbidden, hvac_exc.Unauthorized, hvac_exc.InvalidPath)
 
@@ -107,6 +114,8 @@ class VaultSession:
         approle_mount: str = APPROLE_MOUNT,
         timeout: float = 10.0,
         verify: bool | str = True,
+        secret_id_path: str | os.PathLike[str] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not 0.0 < renew_fraction < 1.0:
             raise ValueError(f"renew_fraction must be between 0 and 1 (exclusive), got {renew_fraction}")
@@ -118,9 +127,13 @@ class VaultSession:
         self.renew_fraction = renew_fraction
         self.logins = 0
         self.renewals = 0
+        self.secret_id_renewals = 0
+        self.secret_id_path = Path(secret_id_path) if secret_id_path is not None else None
         self._role_id = role_id
         self._secret_id = secret_id
+        self._role_name: str | None = None
         self._clock = clock
+        self._wall_clock = wall_clock  # compared with the server's secret id creation time
         # token="" stops hvac from picking up VAULT_TOKEN or ~/.vault-token.
         self._client = hvac.Client(url=addr, token="", timeout=timeout, verify=verify)
         self._token: _Token | None = None
@@ -255,6 +268,70 @@ class VaultSession:
         except UNAVAILABLE_ERRORS as exc:
             raise VaultUnavailable(f"Vault at {self.addr} is unavailable: {type(exc).__name__}") from None
 
+    # -- the AppRole secret id ------------------------------------------------------------
+
+    def renew_secret_id(self, *, force: bool = False) -> bool:
+        """Replace the secret id when it is due (or ``force``); True when it was replaced.
+
+        Due means: past ``renew_fraction`` of its TTL, or at most ``SECRET_ID_MIN_USES``
+        logins left. A new secret id is generated under the device's own role, written to
+        ``secret_id_path`` (mode 0600, atomically) before it is used, and the old one is then
+        destroyed, so a copy of the old file stops working at once.
+        """
+        with self._lock:
+            role = self._own_role()
+            try:
+                info = self.call(
+                    lambda c: c.auth.approle.read_secret_id(
+                        role, self._secret_id, mount_point=self.approle_mount
+                    )
+                )
+            except hvac_exc.Forbidden:
+                raise SecretAccessDenied(
+                    f"this device's policy does not allow managing its secret id under role {role}: "
+                    "enrol it again with the current VaultAdmin"
+                ) from None
+            data = (info or {}).get("data") or {}
+            if not (force or self._secret_id_due(data)):
+                return False
+            new = self.call(lambda c: c.auth.approle.generate_secret_id(role, mount_point=self.approle_mount))
+            secret_id = new["data"]["secret_id"]
+            if self.secret_id_path is not None:
+                _write_private(self.secret_id_path, (secret_id + "\n").encode())
+            old, self._secret_id = self._secret_id, secret_id
+            self.secret_id_renewals += 1
+            try:
+                self.call(
+                    lambda c: c.auth.approle.destroy_secret_id(role, old, mount_point=self.approle_mount)
+                )
+            except (VaultError, *REFUSED_ERRORS) as exc:  # it still expires by its TTL
+                log.warning(
+                    "old vault secret id not destroyed (%s); it expires by its TTL", type(exc).__name__
+                )
+            log.info("vault secret id replaced for role %s (renewal %d)", role, self.secret_id_renewals)
+            return True
+
+    def _own_role(self) -> str:
+        if self._role_name is None:
+            info = self.call(lambda c: c.auth.token.lookup_self())
+            role = ((info.get("data") or {}).get("meta") or {}).get("role_name")
+            if not role:
+                raise VaultError(
+                    "this token did not come from an AppRole login: no role to renew a secret id of"
+                )
+            self._role_name = role
+        return self._role_name
+
+    def _secret_id_due(self, data: Mapping[str, Any]) -> bool:
+        uses = int(data.get("secret_id_num_uses") or 0)
+        if uses and uses <= SECRET_ID_MIN_USES:
+            return True
+        ttl = float(data.get("secret_id_ttl") or 0)
+        created = _vault_time(data.get("creation_time"))
+        if ttl <= 0 or created is None:
+            return False
+        return self._wall_clock() - created >= ttl * self.renew_fraction
+
     def close(self) -> None:
         """Revoke the current token (best effort) so it cannot be used after shutdown."""
         with self._lock:
@@ -344,6 +421,17 @@ def vault_error_message(exc: hvac_exc.VaultError) -> str:
     # hvac's str() of an error carries Vault's messages and the URL, never request bodies.
     errors = getattr(exc, "errors", None)
     return "; ".join(str(e) for e in errors) if errors else type(exc).__name__
+
+
+def _vault_time(value: object) -> float | None:
+    """Seconds since the epoch of a Vault RFC 3339 time (nanoseconds trimmed), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
 
 
 def _kv_path(path: str) -> str:

@@ -11,8 +11,14 @@ import it for anything but the naming helpers. The layout it creates:
   and ``central.<name>`` roles for the central ingest.
 
 A device policy allows only: data keys from its tenant's transit key, KV reads under its
-own and its tenant's shared paths, and looking up / renewing / revoking its own token. It
+own and its tenant's shared paths, looking up / renewing / revoking its own token, and
+replacing its own AppRole secret id (generate, look up, destroy under its own role). It
 cannot decrypt anything: unwrapping data keys is the central ingest's job.
+
+A device's secret id expires (``DEVICE_SECRET_ID_TTL``) and allows a limited number of
+logins (``DEVICE_SECRET_ID_USES``); the agent replaces it before either runs out
+(``VaultSession.renew_secret_id``). A copied secret id is therefore worth little for long,
+but a device offline for longer than the TTL must be enrolled again (docs/vault.md).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ TRANSIT_MOUNT = "transit"
 KV_MOUNT = "edgeplat"
 APPROLE_MOUNT = "approle"
 CENTRAL_POLICY = "edgeplat-central-ingest"
+# A device's AppRole secret id: valid for 30 days and 100 logins (a login per token max TTL,
+# 24 h, plus restarts); the agent replaces it at half of either.
+DEVICE_SECRET_ID_TTL = "720h"
+DEVICE_SECRET_ID_USES = 100
 
 
 def _vault_safe(kind: str, value: str) -> str:
@@ -114,6 +124,7 @@ def device_policy(tenant_id: str, device_id: str) -> str:
     key = tenant_key_name(tenant_id)
     own = device_kv_path(tenant_id, device_id)
     shared = shared_kv_path(tenant_id)
+    role = f"auth/{APPROLE_MOUNT}/role/{device_role_name(tenant_id, device_id)}"
     # datakey/plaintext, not datakey/wrapped: the device must hold the plaintext data key
     # to encrypt batches locally; it still cannot decrypt (unwrap) any wrapped key.
     return f"""
@@ -126,7 +137,16 @@ path "{KV_MOUNT}/data/{own}/*" {{
 path "{KV_MOUNT}/data/{shared}/*" {{
   capabilities = ["read"]
 }}
-{_TOKEN_SELF}"""
+{_TOKEN_SELF}path "{role}/secret-id" {{
+  capabilities = ["update"]
+}}
+path "{role}/secret-id/lookup" {{
+  capabilities = ["update"]
+}}
+path "{role}/secret-id/destroy" {{
+  capabilities = ["update"]
+}}
+"""
 
 
 def central_policy() -> str:
@@ -241,18 +261,25 @@ class VaultAdmin:
         device_id: str,
         token_ttl: str = "1h",
         token_max_ttl: str = "24h",
-        secret_id_ttl: str = "0",
+        secret_id_ttl: str = DEVICE_SECRET_ID_TTL,
+        secret_id_num_uses: int = DEVICE_SECRET_ID_USES,
     ) -> tuple[str, str]:
         """Create the device's policy and AppRole; return ``(role_id, secret_id)``.
 
-        The secret id is reusable (the device logs in again whenever its token reaches its
-        max TTL) and, by default, does not expire; revoke the device to withdraw it.
+        The secret id serves ``secret_id_num_uses`` logins (the device logs in again whenever
+        its token reaches its max TTL) for ``secret_id_ttl``; the agent replaces it before
+        either runs out. Revoke the device to withdraw it and every secret id it made.
         """
         self.ensure_tenant(tenant_id)
         role = device_role_name(tenant_id, device_id)
         self.client.sys.create_or_update_policy(role, device_policy(tenant_id, device_id))
         return self._approle(
-            role, role, secret_id_ttl=secret_id_ttl, token_ttl=token_ttl, token_max_ttl=token_max_ttl
+            role,
+            role,
+            secret_id_num_uses=secret_id_num_uses,
+            secret_id_ttl=secret_id_ttl,
+            token_ttl=token_ttl,
+            token_max_ttl=token_max_ttl,
         )
 
     def device_enrolled(self, tenant_id: str, device_id: str) -> bool:
@@ -316,14 +343,16 @@ class VaultAdmin:
         self.ensure_central_policy()
         return self._approle(role, CENTRAL_POLICY, token_ttl=token_ttl, token_max_ttl=token_max_ttl)
 
-    def _approle(self, role: str, policy: str, **ttls: str) -> tuple[str, str]:
+    def _approle(
+        self, role: str, policy: str, *, secret_id_num_uses: int = 0, **ttls: str
+    ) -> tuple[str, str]:
         """Create or update AppRole ``role`` whose service tokens hold ``policy`` alone (``ttls``:
-        its TTL settings); return ``(role_id, secret_id)``. Secret ids are reusable, since a
-        node logs in again whenever its token reaches its max TTL."""
+        its TTL settings); return ``(role_id, secret_id)``. A node logs in again whenever its token
+        reaches its max TTL, so its secret id serves ``secret_id_num_uses`` logins (0: unlimited)."""
         self.client.auth.approle.create_or_update_approle(
             role,
             bind_secret_id=True,
-            secret_id_num_uses=0,
+            secret_id_num_uses=secret_id_num_uses,
             **ttls,
             token_policies=[policy],
             token_no_default_policy=True,

@@ -20,11 +20,12 @@ import contextlib
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
@@ -32,6 +33,7 @@ from urllib.parse import urlparse
 import duckdb
 
 from edge_sync.duck import connect
+from edge_sync.private_files import private_dir
 from edgeplat.lakehouse_schema import TABLES
 
 log = logging.getLogger(__name__)
@@ -59,13 +61,23 @@ class S3Settings:
 
     endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000; None = AWS
     access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
     region: str = "us-east-1"
     url_style: str = "path"
 
 
-@dataclass(frozen=True)
+def redact_catalog(catalog: str) -> str:
+    """The catalog string with any password replaced by ``***``, for errors and logs.
+
+    Covers libpq's key/value form (``password=pw``, ``password='a b'`` with ``\\'`` escapes),
+    the URI form (``postgresql://user:pw@host/db``) and a ``password`` URI parameter.
+    """
+    text = re.sub(r"(://[^:/@\s]*:)[^\s]*@", r"\1***@", catalog)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]+)", r"\1***", text, flags=re.IGNORECASE)
+
+
+@dataclass(frozen=True, repr=False)
 class LakehouseConfig:
     """Catalog and data location.
 
@@ -80,6 +92,12 @@ class LakehouseConfig:
     metadata_schema: str | None = None
     max_retries: int = 20
 
+    def __repr__(self) -> str:
+        return (
+            f"LakehouseConfig(catalog={redact_catalog(self.catalog)!r}, data_path={self.data_path!r}, "
+            f"s3={self.s3!r}, metadata_schema={self.metadata_schema!r})"
+        )
+
     @property
     def extensions(self) -> tuple[str, ...]:
         exts = ["ducklake"]
@@ -91,7 +109,8 @@ class LakehouseConfig:
     def validate(self) -> None:
         if not (self.catalog.startswith("sqlite:") or self.catalog.startswith("postgres:")):
             raise LakehouseError(
-                f"lakehouse catalog {self.catalog!r} is not supported: use 'sqlite:<path>' or 'postgres:<dsn>'"
+                f"lakehouse catalog {redact_catalog(self.catalog)!r} is not supported: "
+                "use 'sqlite:<path>' or 'postgres:<dsn>'"
             )
         if self.data_path.startswith("s3://") and self.s3 is None:
             raise LakehouseError(f"data path {self.data_path} is on S3 but no S3 settings were given")
@@ -163,7 +182,8 @@ class Lakehouse:
         except duckdb.Error as exc:
             con.close()
             raise LakehouseError(
-                f"cannot attach the lakehouse (catalog {self._redacted_catalog()}, data {cfg.data_path}): {exc}"
+                f"cannot attach the lakehouse (catalog {self._redacted_catalog()}, data {cfg.data_path}): "
+                f"{redact_catalog(str(exc))}"
             ) from exc
         return con
 
@@ -236,11 +256,15 @@ class Lakehouse:
 
     # -- helpers -----------------------------------------------------------------------
     def _make_local_folders(self) -> None:
-        """A writer creates the local folders it uses: a SQLite catalog's and local data."""
+        """A writer creates the local folders it uses: a SQLite catalog's and local data.
+
+        Both hold every tenant's rows, so they are private to this user (0700): DuckDB writes
+        its files with the process umask, and a closed folder keeps them unreadable to others.
+        """
         if self.config.catalog.startswith("sqlite:"):
-            Path(self.config.catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
+            private_dir(Path(self.config.catalog.removeprefix("sqlite:")).parent)
         if "://" not in self.config.data_path:
-            Path(self.config.data_path).mkdir(parents=True, exist_ok=True)
+            private_dir(self.config.data_path, tighten=True)
 
     @staticmethod
     def _secret_sql(s3: S3Settings) -> str:
@@ -259,9 +283,7 @@ class Lakehouse:
 
     def _redacted_catalog(self) -> str:
         # DSNs may carry a password: never echo it into errors or logs.
-        import re
-
-        return re.sub(r"(password=)\S+", r"\1***", self.config.catalog)
+        return redact_catalog(self.config.catalog)
 
 
 class ReadRetrying:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry, PlatformSigner
 from edge_sync.keys import KeyService, LocalKeyring
 from edge_sync.objectstore import LocalObjectStore, ObjectStore
+from edge_sync.private_files import private_dir, read_private_bytes
 from edgeplat.settings import Paths, paths
 
 SECRET_BYTES = 32
@@ -91,7 +92,7 @@ def load_or_create_signer(path: Path) -> PlatformSigner:
     """The platform signer at ``path``, created (mode 0600) on first use."""
     if path.exists():
         return PlatformSigner.load(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     signer = PlatformSigner.generate()
     signer.save(path)
     return signer
@@ -112,8 +113,9 @@ def default_parts(
     ``store=`` for a durable one).
     """
     p = Paths(Path(home).expanduser().resolve()) if home is not None else paths()
-    for d in (p.objects, p.keys, p.devices):
-        d.mkdir(parents=True, exist_ok=True)
+    p.objects.mkdir(parents=True, exist_ok=True)
+    for d in (p.keys, p.devices):  # private keys, identities and cache secrets live below these
+        private_dir(d, tighten=True)
     signer_path = None
     if signer is None:
         signer_path = p.keys / "platform.pem"
@@ -156,7 +158,7 @@ def cache_key(secret: bytes, tenant_id: str, device_id: str) -> bytes:
 
 
 def _write_secret(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     secret = secrets.token_bytes(SECRET_BYTES)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -176,7 +178,7 @@ def provision(parts: Parts, tenant_id: str, device_id: str) -> tuple[DeviceIdent
             f"simulated device {tenant_id}/{device_id} already has a cache at {files.cache} from an earlier "
             "run; simulate into a fresh EDGEPLAT_HOME (or home=) so seqs and ground truth start together"
         )
-    files.directory.mkdir(parents=True, exist_ok=True)
+    private_dir(files.directory)
     identity = DeviceIdentity.generate(tenant_id, device_id)
     identity.save(files.identity)
     parts.registry.register(tenant_id, device_id, identity.public_key_bytes())
@@ -187,5 +189,5 @@ def provision(parts: Parts, tenant_id: str, device_id: str) -> tuple[DeviceIdent
 def load_device(parts: Parts, tenant_id: str, device_id: str) -> tuple[DeviceIdentity, bytes]:
     """The identity and cache key of a provisioned device (a worker process reopening it)."""
     files = device_files(parts, tenant_id, device_id)
-    secret = bytes.fromhex(files.secret.read_text().strip())
+    secret = bytes.fromhex(read_private_bytes(files.secret, "simulated device cache secret").decode().strip())
     return DeviceIdentity.load(files.identity), cache_key(secret, tenant_id, device_id)

@@ -57,6 +57,7 @@ def write_device(
     platform = PlatformSigner.generate()
     (root / "platform.pub").write_text(platform.public_key_bytes().hex() + "\n")
     (root / "cache.key").write_text(KEY.hex() + "\n")
+    (root / "cache.key").chmod(0o600)  # credential files must be private
     path = root / "device.toml"
     path.write_text(TOML.format(tenant=TENANT, device=device, extra=extra))
     return path, identity, platform

@@ -47,6 +47,7 @@ def test_load_rejects_files_without_header_or_key(tmp_path):
         DeviceIdentity.load(bare)
     junk = tmp_path / "junk.pem"
     junk.write_text("Tenant-Id: t\nDevice-Id: d\n")
+    junk.chmod(0o600)
     with pytest.raises(ValueError, match="no PEM"):
         DeviceIdentity.load(junk)
 

@@ -201,6 +201,8 @@ def test_cache_key_comes_from_vault_kv_and_is_never_stored_beside_the_database(
     (tmp_path / "creds").mkdir()
     (tmp_path / "creds" / "role_id").write_text(role_id)
     (tmp_path / "creds" / "secret_id").write_text(secret_id)
+    for name in ("role_id", "secret_id"):  # credential files must be private
+        (tmp_path / "creds" / name).chmod(0o600)
     data = tmp_path / "data"
     data.mkdir()
     identity = DeviceIdentity.generate(tenant, device)

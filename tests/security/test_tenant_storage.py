@@ -369,6 +369,8 @@ def test_agent_configured_with_vault_credentials_syncs_and_follows_a_rotation(
     DeviceIdentity.generate(tenant, device).save(tmp_path / "id.pem")
     (tmp_path / "platform.pub").write_text(PlatformSigner.generate().public_key_bytes().hex())
     (tmp_path / "cache.key").write_text(secrets.token_hex(32))
+    for name in ("role_id", "secret_id", "cache.key"):  # credential files must be private
+        (tmp_path / name).chmod(0o600)
     (tmp_path / "device.toml").write_text(
         f'tenant_id = "{tenant}"\ndevice_id = "{device}"\ncache_path = "cache.duckdb"\n'
         'identity_path = "id.pem"\nplatform_public_key_path = "platform.pub"\n'
