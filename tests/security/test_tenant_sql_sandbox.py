@@ -29,7 +29,7 @@ from edgeplat.lakehouse_schema import TABLES
 from edgeplat.settings import Paths
 from edgeplat.sync.views import create_views
 from edgeplat.tenant_sql import TenantScopeError, check_query, open_tenant_session
-from tests.edgeplat.test_cli import cli
+from tests.support.cli import cli
 
 A, B = "tenant-a", "tenant-b"
 B_MARK, FILE_MARK = "B-SECRET", "FILE-MARKER-5d1c"

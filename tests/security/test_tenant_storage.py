@@ -172,7 +172,7 @@ def test_provisioning_is_idempotent_and_rotation_kills_the_old_key(
     rotated = storage.rotate(tenant)
     assert rotated.access_key_id != first.access_key_id and rotated.deleted_keys == [first.access_key_id]
     assert rotated.kv_version == first.kv_version + 1
-    key = f"tenant={tenant}/device=d1/desired.json"
+    key = f"tenant={tenant}/device=d1/stream=telemetry/x.batch"  # (devices may not write desired.json)
     with pytest.raises(ClientError, match="InvalidAccessKeyId"):
         moto_iam.client("s3", *old).put_object(Bucket=bucket, Key=key, Body=b"x")
     moto_iam.client("s3", *_keys(vault_admin, tenant)).put_object(Bucket=bucket, Key=key, Body=b"x")
