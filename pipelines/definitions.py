@@ -4,6 +4,7 @@ Loading it has no side effects: it reads the environment (``EDGEPLAT_ENV``, path
 nothing; the entry points prepare the state directory (cli/environment.py).
 """
 
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -16,6 +17,12 @@ from pipelines.jobs import JOBS, ROLLOUT_JOBS, SYNC_JOBS
 from pipelines.resources import resources_for
 from pipelines.schedules import SCHEDULES
 from pipelines.sensors import ROLLOUT_SENSORS, SENSORS, SYNC_SENSORS
+
+# Binding resources to an op job that a sensor targets (advance_rollout), Dagster rebuilds the
+# sensor and passes its unset ``owners`` along, then warns that ``owners`` is in beta: its own call.
+warnings.filterwarnings(
+    "ignore", message="Parameter `owners` of initializer `SensorDefinition.__init__`", category=dg.BetaWarning
+)
 
 
 def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions:

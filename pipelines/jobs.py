@@ -7,7 +7,6 @@ The main job, ``sync_fleet``, is what ``make demo``, ``edgeplat sync`` and the U
 import dagster as dg
 
 from assets.rollouts.commands import COMMAND_OPS, advance_rollout_op, launch_rollout_op
-from assets.rollouts.common import ROLLOUTS
 from assets.sync.central_edits import apply_state_edits
 from assets.sync.ingest import ingested_batches
 from assets.sync.reconcile import RECONCILE_ASSETS, RECONCILE_CHECKS
@@ -80,7 +79,6 @@ rollout_refresh = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         "rollout_assignments", "rollout_phase_status", "rollout_health", "rollout_events"
     ),
-    partitions_def=ROLLOUTS,
     description="Refresh one rollout's assets (assignments, phase status, health with gate checks, events).",
 )
 device_drift_refresh = dg.define_asset_job(

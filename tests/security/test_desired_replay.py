@@ -12,25 +12,17 @@ import json
 import secrets
 
 import pytest
-from botocore.exceptions import ClientError
 
 from edge_sync.desired import Release, StateEdit, decode, desired_key
 from edge_sync.identity import PlatformSigner
 from edge_sync.objectstore_s3 import S3ObjectStore
 from edgeplat.desired_publisher import DesiredStatePublisher
 from edgeplat.security.storage_policy import tenant_storage_policy
+from tests.support.moto_server import s3_outcome
 
 pytestmark = pytest.mark.services
 
 T, BASE = "tenant-a", "fleet"
-
-
-def _outcome(call) -> str:
-    try:
-        call()
-    except ClientError as exc:
-        return exc.response["Error"]["Code"]
-    return "allowed"
 
 
 def test_a_device_cannot_roll_a_peer_back(moto_iam) -> None:
@@ -62,15 +54,15 @@ def test_a_device_cannot_roll_a_peer_back(moto_iam) -> None:
         put = lambda d=device: device_s3.put_object(  # noqa: E731
             Bucket=bucket, Key=f"{BASE}/{desired_key(T, d)}", Body=old
         )
-        assert _outcome(put) == "AccessDenied"
+        assert s3_outcome(put) == "AccessDenied"
     record = f"{BASE}/{publisher.record_key(T, 'd1')}"
-    assert _outcome(lambda: device_s3.put_object(Bucket=bucket, Key=record, Body=old)) == "AccessDenied"
+    assert s3_outcome(lambda: device_s3.put_object(Bucket=bucket, Key=record, Body=old)) == "AccessDenied"
     # what the tenant's devices need still works: read their document, upload a batch
-    assert _outcome(lambda: device_s3.get_object(Bucket=bucket, Key=f"{BASE}/{desired_key(T, 'd1')}")) == (
+    assert s3_outcome(lambda: device_s3.get_object(Bucket=bucket, Key=f"{BASE}/{desired_key(T, 'd1')}")) == (
         "allowed"
     )
     batch = f"{BASE}/tenant={T}/device=d2/stream=telemetry/{1:020d}-{2:020d}.batch"
-    assert _outcome(lambda: device_s3.put_object(Bucket=bucket, Key=batch, Body=b"x")) == "allowed"
+    assert s3_outcome(lambda: device_s3.put_object(Bucket=bucket, Key=batch, Body=b"x")) == "allowed"
 
     # someone with wider rights puts the old signed document back: the publisher does not take it
     store.put(desired_key(T, "d1"), old)

@@ -32,6 +32,7 @@ from edgeplat.security.tenant_storage import (
     iam_user_name,
 )
 from tests.support.device import agent_on
+from tests.support.moto_server import s3_outcome
 
 pytestmark = [pytest.mark.services, pytest.mark.xdist_group("openbao")]
 
@@ -56,14 +57,6 @@ def _s3_of(moto_iam, vault_admin, tenant: str):
     client-side key checks, so the server's answer is what counts)."""
     data, _ = vault_admin.read_shared_secret(tenant, SECRET_NAME)
     return moto_iam.client("s3", data["access_key_id"], data["secret_access_key"])
-
-
-def _outcome(call) -> str:
-    try:
-        call()
-    except ClientError as exc:
-        return exc.response["Error"]["Code"]
-    return "allowed"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -144,7 +137,7 @@ def test_a_tenants_credential_reaches_only_its_own_prefix(
             "AccessDenied",
         ),
     ]
-    observed = [(what, expected, _outcome(call)) for what, call, expected in cases]
+    observed = [(what, expected, s3_outcome(call)) for what, call, expected in cases]
     ACCESS_TABLE.extend(observed)
     assert [(w, o) for w, _, o in observed] == [(w, e) for w, e, _ in observed]
     # the victims' objects are untouched, and nothing landed outside A's prefix

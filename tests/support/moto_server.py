@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from botocore.exceptions import ClientError
+
 from tests.support.processes import HOST, free_port, stop
 
 MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto accepts any
@@ -80,3 +82,12 @@ def running_moto_server(*, startup_timeout: float = 30.0, tries: int = 3) -> Ite
             yield url
         finally:
             stop(proc)
+
+
+def s3_outcome(call) -> str:
+    """What the S3 API answered a call: "allowed", or its error code (e.g. "AccessDenied")."""
+    try:
+        call()
+    except ClientError as exc:
+        return exc.response["Error"]["Code"]
+    return "allowed"
