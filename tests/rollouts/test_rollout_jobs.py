@@ -173,7 +173,9 @@ def test_promotion_sensor_requests_a_run_that_deploys_and_never_acts_itself(defs
         (advance,) = [r for r in first.run_requests if r.job_name == "advance_rollout"]
         assert advance.tags["edgeplat/rollout"] == rid and advance.run_key.startswith(f"advance:{rid}:1:")
         assert f"refresh:{rid}:1" in {r.run_key for r in first.run_requests}
-        assert tick(instance, first.cursor).run_requests[0].run_key == advance.run_key  # same work, same key
+        again = tick(instance, first.cursor).run_requests[0].run_key
+        # same work, same key (the last part is the retry window, which may have turned meanwhile)
+        assert again.rsplit(":", 1)[0] == advance.run_key.rsplit(":", 1)[0]
 
         run = defs.resolve_job_def("advance_rollout").execute_in_process(
             instance=instance, run_config=advance.run_config, tags=advance.tags
@@ -199,3 +201,17 @@ def test_rollout_definitions_load_and_the_launchpad_shows_the_spec() -> None:
     assert {s.name for s in defs.sensors} >= {"rollout_promotion_sensor", "rollout_gitops_sensor"}
     graph = defs.resolve_asset_graph()
     assert {k.name for k in graph.asset_check_keys} >= {"gates", "error_rate", "crash_count"}
+
+
+def test_a_failed_step_is_requested_again_in_the_next_retry_window(monkeypatch) -> None:
+    from pipelines.sensors import rollout_promotion
+
+    def key(at: float, due: list[str]) -> str:
+        monkeypatch.setattr(rollout_promotion.time, "time", lambda: at)
+        return rollout_promotion.advance_request("r1-x", 4, due, "why").run_key
+
+    window = rollout_promotion.RETRY_WINDOW_S
+    start = 100 * window
+    assert key(start, ["r1:0:deploy"]) == key(start + window - 1, ["r1:0:deploy"])  # one run per window
+    assert key(start, ["r1:0:deploy"]) != key(start + window, ["r1:0:deploy"])  # retried after it
+    assert key(start, ["r1:0:deploy"]) != key(start, ["r1:0:deploy", "late-deploy:3"])  # new work: new run
