@@ -28,46 +28,46 @@ def failure_message(result: Any) -> str:
     return "see the run in the Dagster UI"
 
 
-def run_job(job: str, op: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Run an op job in process on the shared instance; returns (run id, the op's output metadata)."""
-    lakehouse()  # creates the lakehouse on first use, like every other command
-    result = (
+def _execute(job: str, run_config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Execute a job of the code location in process on the shared instance, quietly, never raising."""
+    return (
         definitions()
         .resolve_job_def(job)
         .execute_in_process(
             instance=instance(),
             raise_on_error=False,
-            run_config={**QUIET_LOGS, "ops": {op: {"config": config}}},
+            run_config={**QUIET_LOGS, **(run_config or {})},
+            **kwargs,
         )
     )
+
+
+def _values(metadata: Any) -> dict[str, Any]:
+    """Metadata entries as plain values."""
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
+def run_job(job: str, op: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Run an op job in process on the shared instance; returns (run id, the op's output metadata)."""
+    lakehouse()  # creates the lakehouse on first use, like every other command
+    result = _execute(job, {"ops": {op: {"config": config}}})
     if not result.success:
         raise CliError(f"{failure_message(result)} (run {result.run_id})")
     meta: dict[str, Any] = {}
     for ev in result.all_events:
         if ev.event_type_value == "STEP_OUTPUT" and ev.event_specific_data.metadata:
-            meta = {k: getattr(v, "value", v) for k, v in ev.event_specific_data.metadata.items()}
+            meta = _values(ev.event_specific_data.metadata)
     return result.run_id, meta
 
 
 def run_partition(job: str, partition_key: str) -> str:
     """Run an asset job for one partition on the shared instance; returns the run id (failures logged)."""
-    result = (
-        definitions()
-        .resolve_job_def(job)
-        .execute_in_process(
-            instance=instance(), partition_key=partition_key, run_config=QUIET_LOGS, raise_on_error=False
-        )
-    )
-    return result.run_id
+    return _execute(job, partition_key=partition_key).run_id
 
 
 def run_main_job() -> dict[str, Any]:
     """Run the main job (``sync_fleet``); returns its run id and the counts its assets reported."""
-    result = (
-        definitions()
-        .resolve_job_def(MAIN_JOB)
-        .execute_in_process(instance=instance(), raise_on_error=False, run_config=QUIET_LOGS)
-    )
+    result = _execute(MAIN_JOB)
     if not result.success:
         raise CliError(
             f"the job {MAIN_JOB} failed (run {result.run_id}); open the Dagster UI (make dev) to see why"
@@ -75,9 +75,7 @@ def run_main_job() -> dict[str, Any]:
     metadata: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
-        metadata[mat.asset_key.to_user_string()] = {
-            k: getattr(v, "value", v) for k, v in mat.metadata.items()
-        }
+        metadata[mat.asset_key.to_user_string()] = _values(mat.metadata)
     checks = {
         e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
         for e in result.all_events
