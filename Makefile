@@ -10,7 +10,8 @@ export EDGEPLAT_HOME ?= $(CURDIR)/.edgeplat
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on this CI image), every process would
 # otherwise recompile dagster, pandas & co. from source: about 3 s for each of the many processes the tests and the demo start.
-$(STAMP): pyproject.toml edge_sync/pyproject.toml requirements.lock
+$(STAMP): pyproject.toml edge_sync/pyproject.toml requirements.lock system-packages.txt
+	@scripts/install-system-packages
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
