@@ -80,7 +80,8 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    registry = registry_for(lakehouse(), **_options(args))
+    options = _options(args)
+    registry = registry_for(lakehouse(), **options)
     server, _thread = serve(registry, args.port, args.addr)
     print(f"metrics: http://{args.addr}:{args.port}/metrics  (stop with Ctrl-C)", flush=True)
     stopped = threading.Event()
@@ -92,6 +93,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    registry = registry_for(lakehouse(), **_options(args))
+    options = _options(args)
+    registry = registry_for(lakehouse(), **options)
     sys.stdout.write(generate_latest(registry).decode())
     return 0
