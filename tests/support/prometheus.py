@@ -112,7 +112,6 @@ def running_prometheus(*, targets: list[str], rule_files: list[Path], alertmanag
             f"--config.file={cfg}",
             f"--storage.tsdb.path={tmp}/data",
             f"--web.listen-address={HOST}:{port}",
-            "--web.enable-lifecycle",
         ]
         with _server(argv, f"{url}/-/ready", Path(tmp) / "log", "Prometheus"):
             yield url
