@@ -30,6 +30,8 @@ HOW_TO_GET = {
         "`make venv` installs it (requirements.lock)"
     ),
     "DuckLake extension": "`make venv` installs duckdb-extension-ducklake, pinned to DuckDB's version",
+    "Prometheus": "`make venv` installs the Debian package prometheus (system-packages.txt): prometheus, promtool",
+    "Alertmanager": "`make venv` installs the Debian package prometheus-alertmanager (system-packages.txt)",
 }
 
 
