@@ -30,6 +30,10 @@ HOW_TO_GET = {
         "`make venv` installs it (requirements.lock)"
     ),
     "DuckLake extension": "`make venv` installs duckdb-extension-ducklake, pinned to DuckDB's version",
+    "deployment checkers": (
+        "`make tools` (which `make test` runs) installs checkov and kubectl into .tools/venv and the "
+        "custom-resource schema packages into .tools/node (needs node and npm: system-packages.txt)"
+    ),
 }
 
 
