@@ -18,7 +18,7 @@ import yaml
 from tests.support.dagster_chart import ChartValues, chart_pods
 from tests.support.deploy_tools import REPO, tool
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.xdist_group("deploy")]
 
 # check id -> what it holds; each must pass on every workload
 REQUIRED_K8S = {

@@ -18,6 +18,7 @@ from dagster._core.instance.config import dagster_instance_config
 from tests.support.dagster_chart import ChartValues, chart_pods
 from tests.support.deploy_tools import ENVIRONMENTS, KUBERNETES_VERSION, REPO
 
+pytestmark = pytest.mark.xdist_group("deploy")  # shares the rendered overlays with the other deploy tests
 VALUES = {env: REPO / "deploy" / "helm" / f"values-{env}.yaml" for env in ENVIRONMENTS}
 
 

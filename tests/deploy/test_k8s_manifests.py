@@ -22,7 +22,8 @@ from tests.support.deploy_tools import (
     yaml_documents,
 )
 
-pytestmark = pytest.mark.services  # kubectl, node and the schema packages of `make tools`
+# kubectl, node and the schema packages of `make tools`; one group renders the overlays once
+pytestmark = [pytest.mark.services, pytest.mark.xdist_group("deploy")]
 
 
 def _workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
