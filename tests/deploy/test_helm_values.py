@@ -161,3 +161,15 @@ def test_the_migration_instance_config_is_a_valid_dagster_instance(
         monkeypatch.setenv(var, "x")
     instance_config, _ = dagster_instance_config(str(tmp_path))
     assert instance_config["storage"]["postgres"]["postgres_db"]["hostname"] == {"env": "DAGSTER_PG_HOST"}
+
+
+@pytest.mark.services
+def test_step_logs_go_to_the_environments_lake_bucket(
+    chart_values: dict[str, ChartValues], rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    for env, values in chart_values.items():
+        config = next(o for o in rendered[env] if o["metadata"]["name"] == "edgeplat-config")["data"]
+        assert values.computeLogManager is not None
+        logs = values.computeLogManager.config.s3ComputeLogManager
+        assert f"s3://{logs.bucket}/" == config["EDGEPLAT_LAKE_DATA"].removesuffix("edgeplat/")
+        assert logs.region == config["AWS_REGION"]

@@ -4,7 +4,7 @@ The chart validates its values with a JSON schema generated from pydantic models
 (dagster-io/dagster, helm/dagster/schema/schema/charts/...), which no package ships: these
 models restate, for the blocks we use, the fields and types of that schema
 (``Webserver``, ``UserDeployment``, ``PostgreSQL``, ``K8sRunLauncherConfig``, ``RunK8sConfig``,
-``QueuedRunCoordinatorConfig``, ``Daemon``, ``Global``, ``PythonLogs``), with unknown keys
+``QueuedRunCoordinatorConfig``, ``Daemon``, ``Global``, ``S3ComputeLogManager``, ``PythonLogs``), with unknown keys
 refused, so a misspelt or misplaced key fails here instead of being ignored by ``helm``.
 The chart's schema points its Kubernetes sub-objects (security contexts, resources, volumes)
 at Kubernetes' own definitions; :func:`chart_pods` puts them into the pods the chart renders,
@@ -185,6 +185,30 @@ class PythonLogs(_Strict):
     dagsterHandlerConfig: dict[str, Any] | None = None
 
 
+class S3ComputeLogManager(_Strict):
+    bucket: str
+    localDir: str | None = None
+    prefix: str | None = None
+    useSsl: bool | None = None
+    verify: bool | None = None
+    verifyCertPath: str | None = None
+    endpointUrl: str | None = None
+    skipEmptyFiles: bool | None = None
+    uploadInterval: int | None = None
+    uploadExtraArgs: dict[str, Any] | None = None
+    showUrlOnly: bool | None = None
+    region: str | None = None
+
+
+class ComputeLogManagerConfig(_Strict):
+    s3ComputeLogManager: S3ComputeLogManager
+
+
+class ComputeLogManager(_Strict):
+    type: Literal["S3ComputeLogManager"]
+    config: ComputeLogManagerConfig
+
+
 class ChartValues(_Strict):
     """The values files: only keys the chart knows, in the places it reads them."""
 
@@ -197,6 +221,7 @@ class ChartValues(_Strict):
     dagster_user_deployments: UserDeployments = Field(alias="dagster-user-deployments")
     runLauncher: RunLauncher
     dagsterDaemon: Daemon
+    computeLogManager: ComputeLogManager | None = None
     pythonLogs: PythonLogs | None = None
     additionalInstanceConfig: dict[str, Any] | None = None
 
