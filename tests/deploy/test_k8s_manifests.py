@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 
 from cli import COMMANDS, build_parser
+from pipelines.resources import PRODUCTION_ENV
 from tests.support.deploy_tools import (
     ENVIRONMENTS,
     KUBERNETES_VERSION,
@@ -179,3 +180,21 @@ def test_the_manifests_commands_parse_with_the_cli(args: list[str]) -> None:
         pytest.skip(f"`edgeplat {args[0]}` is not registered in cli.COMMANDS on this branch yet")
     parsed = build_parser().parse_args(args)
     assert parsed.handler is not None
+
+
+def test_the_pods_get_every_production_setting_from_its_right_place(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """pipelines/resources.py names the production settings: the plain ones that are not optional
+    are in the edgeplat-config ConfigMap, and no secret one is (those come from Vault)."""
+    plain = {
+        k for k, (secret, what) in PRODUCTION_ENV.items() if not secret and not what.startswith("optional")
+    }
+    secret = {k for k, (is_secret, _) in PRODUCTION_ENV.items() if is_secret}
+    for env, objects in rendered.items():
+        config = next(o for o in objects if o["metadata"]["name"] == "edgeplat-config")["data"]
+        assert plain <= set(config), f"{env}: {sorted(plain - set(config))} missing from edgeplat-config"
+        assert not secret & set(config), (
+            f"{env}: secret settings {sorted(secret & set(config))} in a ConfigMap"
+        )
+        assert config["EDGEPLAT_ENV"] == "production"
