@@ -108,28 +108,51 @@ def _tag_limits(instance: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(limits, key=lambda t: t["key"])
 
 
-def test_the_run_queue_keeps_the_local_instance_limits(chart_values: dict[str, ChartValues]) -> None:
-    """The tag limits (one ingest per tenant, one run per rollout) are the local instance's, and
-    the production instance's once deploy/dagster/dagster.production.yaml sets any."""
-    sources = [REPO / "cli" / "dagster.local.yaml", REPO / "deploy" / "dagster" / "dagster.production.yaml"]
-    expected = [_tag_limits(yaml.safe_load(p.read_text())) for p in sources if p.exists()]
-    assert expected[0], "cli/dagster.local.yaml has no tag limits to compare with"
-    for values in chart_values.values():
+def _limits(values: ChartValues) -> list[dict[str, Any]]:
+    assert values.concurrency is not None and values.concurrency.enabled
+    return sorted(
+        (
+            {
+                "key": t.key,
+                "value": t.value.model_dump() if isinstance(t.value, pydantic.BaseModel) else t.value,
+                "limit": t.limit,
+            }
+            for t in values.concurrency.runs.tagConcurrencyLimits
+        ),
+        key=lambda t: (t["key"], t["limit"]),
+    )
+
+
+def _sorted(limits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(({"value": None, **t} for t in limits), key=lambda t: (t["key"], t["limit"]))
+
+
+def test_the_run_limits_are_the_instances(chart_values: dict[str, ChartValues]) -> None:
+    """The tag limits keep every limit of the local instance (one ingest per tenant, one run per
+    rollout) and are those of deploy/dagster/dagster.production.yaml where it exists; the
+    limits live in the chart's `concurrency` block only (Dagster refuses them in two places)."""
+    local = _sorted(_tag_limits(yaml.safe_load((REPO / "cli" / "dagster.local.yaml").read_text())))
+    assert local, "cli/dagster.local.yaml has no tag limits to compare with"
+    production_file = REPO / "deploy" / "dagster" / "dagster.production.yaml"
+    production = yaml.safe_load(production_file.read_text()) if production_file.exists() else None
+    for env, values in chart_values.items():
+        ours = _limits(values)
+        assert all(limit in ours for limit in local), env
         queued = values.dagsterDaemon.runCoordinator.config.queuedRunCoordinator
-        ours = sorted(
-            (
-                {
-                    "key": t.key,
-                    "value": t.value.model_dump() if isinstance(t.value, pydantic.BaseModel) else t.value,
-                    "limit": t.limit,
-                }
-                for t in queued.tagConcurrencyLimits or []
-            ),
-            key=lambda t: t["key"],
-        )
-        for limits in expected:
-            if limits:
-                assert ours == limits
+        assert queued.tagConcurrencyLimits is None and queued.maxConcurrentRuns is None
+        if production is not None and _tag_limits(production):
+            assert ours == _sorted(_tag_limits(production)), env
+            pools = production["concurrency"]["pools"]
+            assert values.concurrency is not None
+            assert (values.concurrency.pools.defaultLimit, values.concurrency.pools.granularity) == (
+                pools.get("default_limit"),
+                pools.get("granularity"),
+            )
+            if env == "prod":
+                assert (
+                    values.concurrency.runs.maxConcurrentRuns
+                    == production["concurrency"]["runs"]["max_concurrent_runs"]
+                )
 
 
 @pytest.mark.services  # the rendered overlays: kubectl of `make tools`
@@ -172,7 +195,7 @@ def test_step_logs_go_to_the_environments_lake_bucket(
     chart_values: dict[str, ChartValues], rendered: dict[str, list[dict[str, Any]]]
 ) -> None:
     for env, values in chart_values.items():
-        config = next(o for o in rendered[env] if o["metadata"]["name"] == "edgeplat-config")["data"]
+        config = next(o for o in rendered[env] if o["metadata"]["name"] == "edgeplat-env")["data"]
         assert values.computeLogManager is not None
         logs = values.computeLogManager.config.s3ComputeLogManager
         assert f"s3://{logs.bucket}/" == config["EDGEPLAT_LAKE_DATA"].removesuffix("edgeplat/")

@@ -153,7 +153,10 @@ def test_each_environment_gets_its_own_namespace_and_the_image(
         assert len(images) == 1 and images.pop().startswith("registry.example.com/edgeplat/code-location:")
 
 
-EDGEPLAT_COMMANDS = {"edgeplat-live": ["live"], "edgeplat-metrics": ["metrics", "serve", "--port", "9464"]}
+EDGEPLAT_COMMANDS = {
+    "edgeplat-live": ["live"],
+    "edgeplat-metrics": ["metrics", "serve", "--port", "9464", "--addr", "0.0.0.0"],
+}
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -186,14 +189,14 @@ def test_the_pods_get_every_production_setting_from_its_right_place(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     """pipelines/resources.py names the production settings: the plain ones that are not optional
-    are in the edgeplat-config ConfigMap, and no secret one is (those come from Vault)."""
+    are in the edgeplat-env ConfigMap, and no secret one is (those come from Vault)."""
     plain = {
         k for k, (secret, what) in PRODUCTION_ENV.items() if not secret and not what.startswith("optional")
     }
     secret = {k for k, (is_secret, _) in PRODUCTION_ENV.items() if is_secret}
     for env, objects in rendered.items():
-        config = next(o for o in objects if o["metadata"]["name"] == "edgeplat-config")["data"]
-        assert plain <= set(config), f"{env}: {sorted(plain - set(config))} missing from edgeplat-config"
+        config = next(o for o in objects if o["metadata"]["name"] == "edgeplat-env")["data"]
+        assert plain <= set(config), f"{env}: {sorted(plain - set(config))} missing from edgeplat-env"
         assert not secret & set(config), (
             f"{env}: secret settings {sorted(secret & set(config))} in a ConfigMap"
         )

@@ -28,7 +28,7 @@ def _document(env: str) -> dict[str, Any]:
 
 def _overlay_config(env: str) -> dict[str, str]:
     docs = yaml_documents(REPO / "deploy" / "k8s" / "overlays" / env / "config.yaml")
-    return next(d for d in docs if d["metadata"]["name"] == "edgeplat-config")["data"]
+    return next(d for d in docs if d["metadata"]["name"] == "edgeplat-env")["data"]
 
 
 def test_every_terraform_file_parses() -> None:

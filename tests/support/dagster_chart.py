@@ -4,7 +4,8 @@ The chart validates its values with a JSON schema generated from pydantic models
 (dagster-io/dagster, helm/dagster/schema/schema/charts/...), which no package ships: these
 models restate, for the blocks we use, the fields and types of that schema
 (``Webserver``, ``UserDeployment``, ``PostgreSQL``, ``K8sRunLauncherConfig``, ``RunK8sConfig``,
-``QueuedRunCoordinatorConfig``, ``Daemon``, ``Global``, ``S3ComputeLogManager``, ``PythonLogs``), with unknown keys
+``QueuedRunCoordinatorConfig``, ``Concurrency``, ``Daemon``, ``Global``, ``S3ComputeLogManager``,
+``PythonLogs``), with unknown keys
 refused, so a misspelt or misplaced key fails here instead of being ignored by ``helm``.
 The chart's schema points its Kubernetes sub-objects (security contexts, resources, volumes)
 at Kubernetes' own definitions; :func:`chart_pods` puts them into the pods the chart renders,
@@ -168,6 +169,23 @@ class Daemon(_Pod):
     heartbeatTolerance: int | None = None
 
 
+class ConcurrencyPools(_Strict):
+    defaultLimit: int | None = None
+    granularity: Literal["run", "op"] | None = None
+    opGranularityRunBuffer: int | None = None
+
+
+class ConcurrencyRuns(_Strict):
+    maxConcurrentRuns: int | None = None
+    tagConcurrencyLimits: list[TagConcurrencyLimit] = []
+
+
+class Concurrency(_Strict):
+    enabled: bool = False
+    pools: ConcurrencyPools = ConcurrencyPools()
+    runs: ConcurrencyRuns = ConcurrencyRuns()
+
+
 class Global(_Strict):
     postgresqlSecretName: str
     dagsterHome: str | None = None
@@ -221,6 +239,7 @@ class ChartValues(_Strict):
     dagster_user_deployments: UserDeployments = Field(alias="dagster-user-deployments")
     runLauncher: RunLauncher
     dagsterDaemon: Daemon
+    concurrency: Concurrency | None = None
     computeLogManager: ComputeLogManager | None = None
     pythonLogs: PythonLogs | None = None
     additionalInstanceConfig: dict[str, Any] | None = None
