@@ -201,3 +201,20 @@ def test_the_pods_get_every_production_setting_from_its_right_place(
             f"{env}: secret settings {sorted(secret & set(config))} in a ConfigMap"
         )
         assert config["EDGEPLAT_ENV"] == "production"
+
+
+def test_every_manifest_under_deploy_k8s_is_rendered() -> None:
+    """A manifest added under deploy/k8s but left out of its kustomization would be neither
+    deployed nor checked: each file is a resource or a patch of the kustomization beside it."""
+    k8s = REPO / "deploy" / "k8s"
+    missing = []
+    for path in sorted(k8s.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        kustomization = yaml_documents(path.parent / "kustomization.yaml")[0]
+        used = set(kustomization.get("resources", [])) | {
+            p["path"] for p in kustomization.get("patches", []) if "path" in p
+        }
+        if path.name not in used:
+            missing.append(str(path.relative_to(REPO)))
+    assert missing == []
