@@ -32,6 +32,10 @@ HOW_TO_GET = {
     "DuckLake extension": "`make venv` installs duckdb-extension-ducklake, pinned to DuckDB's version",
     "Prometheus": "`make venv` installs the Debian package prometheus (system-packages.txt): prometheus, promtool",
     "Alertmanager": "`make venv` installs the Debian package prometheus-alertmanager (system-packages.txt)",
+    "deployment checkers": (
+        "`make tools` (which `make test` runs) installs checkov and kubectl into .tools/venv and the "
+        "custom-resource schema packages into .tools/node (needs node and npm: system-packages.txt)"
+    ),
 }
 
 
