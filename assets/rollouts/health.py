@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets.rollouts.charts import chart_markdown, progress_metadata
 from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
 from edgeplat.rollouts import cohorts
 from edgeplat.rollouts.events import RolloutState
 from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_phase, overall_verdict
+from edgeplat.rollouts.progress import error_rates, release_progress
 from edgeplat.rollouts.spec import HEALTH_METRICS
-from edgeplat.settings import paths
 from resources.lakehouse import LakehouseResource
 
 CHECKS = ["gates", *HEALTH_METRICS]
@@ -99,15 +100,15 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
             )
             if phase == state.phase:
                 report = rep
-    plot_md = ""
+        progress = release_progress(con, rid, state, now)
+        rates = error_rates(con, rid, state)
+    chart = None
     try:
-        from edgeplat.rollouts.plots import plot_rollout
+        from edgeplat.rollouts.plots import render_png
 
-        png = plot_rollout(store.lake, rid, paths().plots)[0]
-        plot_md = f"![rollout {rid}]({png})"
+        chart = render_png(state, progress, rates)
     except Exception as exc:  # a chart must never fail the asset
         context.log.warning("could not plot rollout %s: %s", rid, exc)
-        png = None
     metadata = {
         "status": str(state.status),
         "phase": state.phase,
@@ -128,9 +129,9 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
             )
         ),
     }
-    if png is not None:
-        metadata["plot"] = dg.MetadataValue.path(str(png))
-        metadata["chart"] = dg.MetadataValue.md(plot_md)
+    metadata.update(progress_metadata(state, progress, rows))
+    if chart is not None:
+        metadata["chart"] = chart_markdown(rid, chart)
     return dg.MaterializeResult(
         metadata=metadata, check_results=[_check_result(name, report, state) for name in CHECKS]
     )
