@@ -42,7 +42,7 @@ def progress_metadata(
     state: RolloutState, progress: Sequence[ProgressPoint], phase_rows: Sequence[tuple]
 ) -> dict[str, dg.MetadataValue]:
     """Numeric entries (plotted across materializations) and the ``progress`` table."""
-    now = progress[-1]
+    last = progress[-1]
     steps = [
         (
             e.at.isoformat(timespec="minutes"),
@@ -56,11 +56,11 @@ def progress_metadata(
         for p in [_at(progress, e.at)]
     ]
     steps.append(
-        (now.at.isoformat(timespec="minutes"), f"now ({state.status})", now.phase, now.sent, now.on_release)
+        (last.at.isoformat(timespec="minutes"), f"latest ({state.status})", last.phase, last.sent, last.on_release)
     )
     out: dict[str, dg.MetadataValue] = {
-        "devices_on_release": dg.MetadataValue.int(now.on_release),
-        "devices_sent": dg.MetadataValue.int(now.sent),
+        "devices_on_release": dg.MetadataValue.int(last.on_release),
+        "devices_sent": dg.MetadataValue.int(last.sent),
         "progress": dg.MetadataValue.md(
             md_table(["at", "step", "phase", "devices sent", "devices on the release"], steps[-50:])
         ),

@@ -7,7 +7,7 @@ Check ``gates`` carries the overall verdict; one check per health metric carries
 metric's limits (passing with "no gate" when the spec does not gate it).
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -21,6 +21,7 @@ from edgeplat.rollouts.spec import HEALTH_METRICS
 from resources.lakehouse import LakehouseResource
 
 CHECKS = ["gates", *HEALTH_METRICS]
+CHART_BUCKET_MINUTES = 10
 
 
 def _check_result(name: str, report: GateReport | None, state: RolloutState) -> dg.AssetCheckResult:
@@ -100,8 +101,11 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
             )
             if phase == state.phase:
                 report = rep
-        progress = release_progress(con, rid, state, now)
-        rates = error_rates(con, rid, state)
+        rates = error_rates(con, rid, state, bucket_minutes=CHART_BUCKET_MINUTES)
+        # the series end at the rollout's latest event or report, not at now: on the demo's
+        # simulated clock (or a fleet gone quiet) the story would shrink to the chart's left edge
+        latest = [state.events[-1].at, *(r.at + timedelta(minutes=CHART_BUCKET_MINUTES) for r in rates[-1:])]
+        progress = release_progress(con, rid, state, min(now, max(latest)))
     chart = None
     try:
         from edgeplat.rollouts.plots import render_png

@@ -1,0 +1,46 @@
+"""The rollout chart as a user sees it: ``rollout_health``'s page in a real ``dagster dev``, loaded
+in headless Chromium, shows the progress table inline and the chart image rendered (a ``data:``
+image the browser decoded: a broken image has no natural width)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support.dagster_ui import chromium_page, dagster_dev, require_chromium, rollout_in_phase_1
+
+pytestmark = [pytest.mark.slow, pytest.mark.services]
+
+
+def test_rollout_health_page_renders_the_chart_and_the_progress(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("EDGEPLAT_HOME", str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    require_chromium()  # first: without a browser there is no point preparing the rest
+    rid = rollout_in_phase_1()
+    with dagster_dev(tmp_path) as url, chromium_page() as page:
+        page.goto(f"{url}/assets/rollout_health?partition={rid}")
+        show_chart = chart_entry(page).get_by_text("[Show Markdown]")
+        show_chart.wait_for(timeout=120_000)
+
+        # the progress table renders inline: both phases, devices on the release rising
+        body = page.inner_text("body")
+        steps = re.findall(r"deploy_phase\s+(\d)\s+(\d+)\s+(\d+)", body)
+        assert [phase for phase, _, _ in steps] == ["0", "1"], body
+        assert 0 < int(steps[0][2]) < int(steps[1][2]) <= 200
+
+        show_chart.click()
+        img = page.locator(f'img[alt="rollout {rid}"]')
+        img.wait_for(timeout=60_000)
+        page.wait_for_function(
+            "el => el.complete && el.naturalWidth > 0", arg=img.element_handle(), timeout=60_000
+        )
+        width, height, src = img.evaluate("el => [el.naturalWidth, el.naturalHeight, el.src.slice(0, 22)]")
+        assert src == "data:image/png;base64,"
+        assert width > 300 and height > 200
+
+
+def chart_entry(page):
+    """The ``chart`` row of the page's metadata table."""
+    return page.locator("tr", has=page.locator("td", has_text=re.compile(r"^\s*chart\s*$")))
