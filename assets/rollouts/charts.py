@@ -56,7 +56,13 @@ def progress_metadata(
         for p in [_at(progress, e.at)]
     ]
     steps.append(
-        (last.at.isoformat(timespec="minutes"), f"latest ({state.status})", last.phase, last.sent, last.on_release)
+        (
+            last.at.isoformat(timespec="minutes"),
+            f"latest ({state.status})",
+            last.phase,
+            last.sent,
+            last.on_release,
+        )
     )
     out: dict[str, dg.MetadataValue] = {
         "devices_on_release": dg.MetadataValue.int(last.on_release),
