@@ -1,6 +1,6 @@
 """The rollout chart as a user sees it: ``rollout_health``'s page in a real ``dagster dev``, loaded
-in headless Chromium, shows the progress table inline and the chart image rendered (a ``data:``
-image the browser decoded: a broken image has no natural width)."""
+in headless Chromium, shows the progress table inline, the chart image rendered (a ``data:``
+image the browser decoded: a broken image has no natural width) and the numbers plotted."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def test_rollout_health_page_renders_the_chart_and_the_progress(tmp_path: Path, 
         width, height, src = img.evaluate("el => [el.naturalWidth, el.naturalHeight, el.src.slice(0, 22)]")
         assert src == "data:image/png;base64,"
         assert width > 300 and height > 200
+        page.keyboard.press("Escape")
+
+        # the numbers are drawn by the UI itself, across materializations
+        page.get_by_role("button", name="Plots").click()
+        page.get_by_role("button", name="Events").click()
+        page.get_by_text("devices_on_release", exact=True).wait_for(timeout=60_000)
+        drawn = page.evaluate(
+            "() => Array.from(document.querySelectorAll('canvas')).filter(c => c.width > 0)"
+        )
+        assert len(drawn) >= 4  # devices on the release and sent, canary and baseline error rates
 
 
 def chart_entry(page):
