@@ -49,22 +49,23 @@ def device_facts(con: duckdb.DuckDBPyConnection, rollout_id: str, state: Rollout
                    min("at") FILTER (WHERE action = 'deploy') AS deployed_at,
                    min("at") FILTER (WHERE action = 'rollback') AS rollback_at
             FROM rollout_devices WHERE rollout_id = ? GROUP BY ALL),
-        hs AS MATERIALIZED (
-            SELECT h.tenant_id, h.device_id, h.ts, coalesce(h.version = ?, false) AS on_rel
+        first_on AS (  -- one pass over the deployed devices' reports since the launch
+            SELECT h.tenant_id, h.device_id, min(h.ts) AS on_release_at
             FROM health h JOIN s USING (tenant_id, device_id)
-            WHERE h.tenant_id IN (SELECT unnest(?::VARCHAR[])) AND h.ts >= ? AND h.ts >= s.deployed_at),
-        first_on AS (
-            SELECT tenant_id, device_id, min(ts) AS on_release_at FROM hs WHERE on_rel GROUP BY ALL),
-        gone AS (
-            SELECT hs.tenant_id, hs.device_id, min(hs.ts) AS left_at
-            FROM hs JOIN s USING (tenant_id, device_id) JOIN first_on f USING (tenant_id, device_id)
-            WHERE NOT hs.on_rel AND hs.ts >= s.rollback_at AND hs.ts >= f.on_release_at
+            WHERE h.tenant_id IN (SELECT unnest(?::VARCHAR[])) AND h.ts >= ?
+              AND h.version = ? AND h.ts >= s.deployed_at
+            GROUP BY ALL),
+        gone AS (  -- and one over the reports of devices sent a rollback, after it
+            SELECT h.tenant_id, h.device_id, min(h.ts) AS left_at
+            FROM health h JOIN s USING (tenant_id, device_id) JOIN first_on f USING (tenant_id, device_id)
+            WHERE h.tenant_id IN (SELECT unnest(?::VARCHAR[])) AND h.ts >= ? AND s.rollback_at IS NOT NULL
+              AND h.version IS DISTINCT FROM ? AND h.ts >= s.rollback_at AND h.ts >= f.on_release_at
             GROUP BY ALL)
         SELECT s.tenant_id, s.device_id, s.phase, s.deployed_at, s.rollback_at, f.on_release_at, g.left_at
         FROM s LEFT JOIN first_on f USING (tenant_id, device_id) LEFT JOIN gone g USING (tenant_id, device_id)
         WHERE s.deployed_at IS NOT NULL
         ORDER BY s.tenant_id, s.device_id""",
-        [rollout_id, state.spec.release.version, list(state.spec.target.tenants), state.created_at],
+        [rollout_id, *[list(state.spec.target.tenants), state.created_at, state.spec.release.version] * 2],
     ).fetchall()
 
 
