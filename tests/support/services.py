@@ -34,6 +34,8 @@ HOW_TO_GET = {
         "`make venv` installs the Debian package chromium (system-packages.txt, /usr/bin/chromium) "
         "and playwright, which drives it (requirements.lock); playwright downloads no browser"
     ),
+    "Prometheus": "`make venv` installs the Debian package prometheus (system-packages.txt): prometheus, promtool",
+    "Alertmanager": "`make venv` installs the Debian package prometheus-alertmanager (system-packages.txt)",
 }
 
 
