@@ -18,13 +18,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import timedelta
 from pathlib import Path
 
 from cli.environment import instance, lakehouse
 from cli.runs import run_partition
 from edgeplat.rollouts.controller import Controller
-from edgeplat.rollouts.events import Kind
+from edgeplat.rollouts.events import TERMINAL, Status
 from edgeplat.rollouts.store import RolloutStore
 from edgeplat.simulator.rollout_fleet import DemoFleet
 from pipelines.resources import resources_for
@@ -36,8 +35,9 @@ from tests.support.services import require_service
 CHROMIUM = "/usr/bin/chromium"
 
 
-def rollout_in_phase_1(devices: int = 200) -> str:
-    """In the current state directory: a demo fleet, a rollout driven into its second phase, and
+def completed_rollout(devices: int = 200) -> str:
+    """In the current state directory: a demo fleet, a rollout driven through all its phases (a
+    finished rollout, so the daemon's promotion sensor leaves it alone while the UI is read), and
     its ``rollout_refresh`` run on the Dagster instance there. Returns the rollout id."""
     lake = lakehouse()
     backend = resources_for()["fleet_backend"].get()
@@ -46,14 +46,16 @@ def rollout_in_phase_1(devices: int = 200) -> str:
         fleet.advance(30)
         ctl = Controller(RolloutStore(lake), backend)
         rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
-        for _ in range(60):
+        for _ in range(100):
             ctl.tick(rid, fleet.now)
-            fleet.advance(5)
-            if any(e.kind == Kind.DEPLOY_PHASE and e.phase == 1 for e in ctl.store.events(rid)):
+            if ctl.store.state(rid).status in TERMINAL:
                 break
-        ctl.tick(rid, fleet.now + timedelta(minutes=1))
+            fleet.advance(5)
     finally:
         fleet.close()
+    status = ctl.store.state(rid).status
+    if status != Status.COMPLETED:
+        raise AssertionError(f"the healthy demo rollout {rid} ended {status}, not completed")
     instance().add_dynamic_partitions("rollouts", [rid])
     run_partition("rollout_refresh", rid)
     return rid

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.dagster_ui import chromium_page, dagster_dev, require_chromium, rollout_in_phase_1
+from tests.support.dagster_ui import chromium_page, completed_rollout, dagster_dev, require_chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
@@ -18,17 +18,19 @@ def test_rollout_health_page_renders_the_chart_and_the_progress(tmp_path: Path, 
     monkeypatch.setenv("EDGEPLAT_HOME", str(tmp_path))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     require_chromium()  # first: without a browser there is no point preparing the rest
-    rid = rollout_in_phase_1()
+    rid = completed_rollout()
     with dagster_dev(tmp_path) as url, chromium_page() as page:
         page.goto(f"{url}/assets/rollout_health?partition={rid}")
         show_chart = chart_entry(page).get_by_text("[Show Markdown]")
         show_chart.wait_for(timeout=120_000)
 
-        # the progress table renders inline: both phases, devices on the release rising
+        # the progress table renders inline: every phase, devices on the release rising to all
         body = page.inner_text("body")
         steps = re.findall(r"deploy_phase\s+(\d)\s+(\d+)\s+(\d+)", body)
-        assert [phase for phase, _, _ in steps] == ["0", "1"], body
-        assert 0 < int(steps[0][2]) < int(steps[1][2]) <= 200
+        assert [phase for phase, _, _ in steps] == ["0", "1", "2"], body
+        on_release = [int(on) for _, _, on in steps]
+        assert 0 < on_release[0] < on_release[1] < on_release[2] == 200
+        assert re.search(r"\bcomplete\b[^\n]*\b200\s+200\n", body), body
 
         show_chart.click()
         img = page.locator(f'img[alt="rollout {rid}"]')
