@@ -41,8 +41,13 @@ def render_png(
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     try:
         ts = [p.at for p in progress]
-        top.step(ts, [p.sent for p in progress], where="post", color="tab:gray", label="sent the release")
-        top.step(ts, [p.on_release for p in progress], where="post", color="tab:blue", label="on the release")
+        top.step(
+            ts, [p.on_release for p in progress], where="post", color="tab:blue", lw=2, label="on the release"
+        )
+        # dashed on top: where every device sent has reported the release, the two lines coincide
+        top.step(
+            ts, [p.sent for p in progress], where="post", color="tab:gray", ls="--", label="sent the release"
+        )
         top.set_ylabel("devices")
         top.set_ylim(bottom=0)
         top.legend(loc="upper left")
