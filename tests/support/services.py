@@ -30,6 +30,10 @@ HOW_TO_GET = {
         "`make venv` installs it (requirements.lock)"
     ),
     "DuckLake extension": "`make venv` installs duckdb-extension-ducklake, pinned to DuckDB's version",
+    "Chromium": (
+        "`make venv` installs the Debian package chromium (system-packages.txt, /usr/bin/chromium) "
+        "and playwright, which drives it (requirements.lock); playwright downloads no browser"
+    ),
     "Prometheus": "`make venv` installs the Debian package prometheus (system-packages.txt): prometheus, promtool",
     "Alertmanager": "`make venv` installs the Debian package prometheus-alertmanager (system-packages.txt)",
     "deployment checkers": (
