@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from edge_sync.bandwidth import Backoff, BandwidthBudget
 from edge_sync.cache import DeviceCache, Durability
+from edge_sync.cache_rows import ts_to_ms
 from edge_sync.config import (
     AgentConfig,
     cache_key,
@@ -60,6 +61,7 @@ from edge_sync.downlink import (
 )
 from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import KeyService
+from edge_sync.live_publisher import LivePublisher
 from edge_sync.objectstore import ObjectStore
 from edge_sync.objectstore_url import from_url
 from edge_sync.rules import RuleSet
@@ -145,6 +147,8 @@ class DeviceAgent:
         self._owns_store = True  # built here, so closed here (from_parts leaves a caller's store open)
         self._store_source = store_source
         self._vault = vault
+        if config.live is not None:
+            self.attach_live(LivePublisher(identity, config.live))
 
     @classmethod
     def from_parts(
@@ -269,11 +273,24 @@ class DeviceAgent:
         self._store_source: VaultRenderedStore | None = None
         self._vault: Any = None  # a VaultSession whose secret id the sync loop keeps fresh
         self._secret_id_checked: float | None = None
+        self.live: LivePublisher | None = None  # see attach_live
+        self._live_lock = threading.Lock()
 
     # -- recording -----------------------------------------------------------------------
     def record(self, stream: str, row: dict[str, Any]) -> tuple[int, int]:
-        """Record one row of ``stream`` (see ``DeviceCache.record``); works offline."""
-        return self.cache.record(stream, row)
+        """Record one row of ``stream`` (see ``DeviceCache.record``); works offline.
+
+        A stream the live path publishes is also offered to it, stamped exactly as cached.
+        """
+        live = self.live
+        if live is None or stream not in live.streams:
+            return self.cache.record(stream, row)
+        if row.get("ts") is None:
+            row = {**row, "ts": self._wall_ms()}  # the same ts in the cache and the live message
+        with self._live_lock:  # offered in recording order: the central side refuses older seq/hlc
+            seq, hlc = self.cache.record(stream, row)
+            live.offer(stream, seq, hlc, ts_to_ms(row["ts"]), row)
+        return seq, hlc
 
     def record_batch(self, stream: str, table: pa.Table) -> tuple[int, int]:
         return self.cache.record_batch(stream, table)
@@ -312,6 +329,11 @@ class DeviceAgent:
             self.last_report = report
             self._remember(report)
             return report
+
+    def attach_live(self, publisher: LivePublisher) -> LivePublisher:
+        """Publish recorded rows live through ``publisher`` (started here, closed with the agent)."""
+        self.live = publisher.start()
+        return publisher
 
     def _refresh_store(self) -> None:
         """Swap to a rotated object-store credential (``object_store.credentials = "vault"``)."""
@@ -415,6 +437,7 @@ class DeviceAgent:
             "release": {"version": version, "slot": slot},
             "desired_revision": applied_revision(self.cache),
             "last_sync": last or None,
+            "live": self.live.stats() if self.live is not None else None,
         }
 
     # -- socket --------------------------------------------------------------------------
@@ -460,6 +483,9 @@ class DeviceAgent:
             self._server = None
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
+        if self.live is not None:
+            self.live.close()
+            self.live = None
         self.cache.close()
         if self._owns_store:
             with contextlib.suppress(Exception):
