@@ -4,6 +4,7 @@ trigger/resolve with the fingerprint as dedup_key, mail over a real SMTP server,
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from edgeplat.alerts.rules import (
     RulesError,
     SlackSink,
     WebhookSink,
+    load_rules,
     parse_rules,
 )
 from edgeplat.alerts.sinks import Notification, deliver
@@ -71,3 +73,10 @@ def test_bad_rules_name_the_field() -> None:
         parse_rules("rules:\n  - {name: x, kind: nonsense}\n")
     with pytest.raises(RulesError, match="invalid tenant id"):
         parse_rules("sinks:\n  'a/b': []\n")
+
+
+def test_the_example_rules_file_is_valid() -> None:
+    config = load_rules(Path(__file__).resolve().parents[2] / "examples" / "alerts" / "alerts.yaml")
+    kinds = {r.kind for r in config.rules}
+    assert kinds >= {"device_alert", "rollout_rolled_back", "quarantine_rate", "run_failure"}
+    assert [s.name for s in config.sinks_for("tenant-02", None)] == ["hook"]  # never another tenant's
