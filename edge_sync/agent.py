@@ -285,8 +285,8 @@ class DeviceAgent:
         live = self.live
         if live is None or stream not in live.streams:
             return self.cache.record(stream, row)
-        if row.get("ts") is None:
-            row = {**row, "ts": self._wall_ms()}  # the same ts in the cache and the live message
+        # a copy (the caller may reuse its dict), with the same ts in the cache and the message
+        row = {**row, "ts": self._wall_ms()} if row.get("ts") is None else dict(row)
         with self._live_lock:  # offered in recording order: the central side refuses older seq/hlc
             seq, hlc = self.cache.record(stream, row)
             live.offer(stream, seq, hlc, ts_to_ms(row["ts"]), row)

@@ -1,27 +1,30 @@
-"""The live-path message: one stream row as signed JSON on ``edgeplat/<tenant>/<device>/<stream>``.
+"""The live-path message: rows of one stream, signed, on ``edgeplat/<tenant>/<device>/<stream>``.
 
 Shared by the device (which builds and signs it) and the central subscriber (which parses
-and verifies it), like the batch format is. A message carries the row's envelope as the
-cache stamped it (tenant, device, stream, seq, hlc, ts) so the central side can tell it
-is the same row a batch will deliver later, plus the payload columns, the signing key's id
-and an Ed25519 signature over the canonical JSON of everything else.
+and verifies it), like the batch format is. A message is the device's 64-byte Ed25519
+signature followed by the JSON body it signs: ``v``, ``tenant_id``, ``device_id``,
+``stream``, ``key_id`` and up to ``MAX_ROWS`` rows, each ``[seq, hlc, ts, {payload}]`` with
+the envelope as the cache stamped it, so the central side can tell it is the same row a
+batch will deliver later. Signing the exact bytes (no canonical re-encoding) and one
+signature per message rather than per row keep the device's cost per published row to a
+few microseconds (docs/decisions.md, "Live alerts over MQTT beside the batch path").
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from edge_sync.identity import DeviceIdentity, canonical_json, verify_signature
+from edge_sync.identity import SIGNATURE_BYTES, DeviceIdentity, verify_signature
 from edge_sync.ids import validate_id
 from edge_sync.streams import STREAMS
 
-VERSION = 1
+VERSION = 2
 TOPIC_ROOT = "edgeplat"
-MAX_MESSAGE_BYTES = 16 * 1024  # a row is small; anything bigger is hostile
-_FIELDS = ("v", "tenant_id", "device_id", "stream", "seq", "hlc", "ts", "row", "key_id")
+MAX_MESSAGE_BYTES = 1024 * 1024  # a few hundred small rows; anything bigger is hostile
+MAX_ROWS = 500
+_FIELDS = ("v", "tenant_id", "device_id", "stream", "key_id", "rows")
 
 
 class LiveMessageError(ValueError):
@@ -37,29 +40,39 @@ def topic_for(tenant_id: str, device_id: str, stream: str, root: str = TOPIC_ROO
     return f"{root}/{tenant_id}/{device_id}/{stream}"
 
 
+def sign_rows(
+    identity: DeviceIdentity, stream: str, rows: list[tuple[int, int, int, dict[str, Any]]]
+) -> bytes:
+    """The signed message for recorded rows of ``stream``: (seq, hlc, ts_ms, row) each.
+
+    A row dict may hold keys beyond the payload columns (``ts``); the central side reads
+    only the stream's payload columns.
+    """
+    body = json.dumps(
+        {
+            "v": VERSION,
+            "tenant_id": identity.tenant_id,
+            "device_id": identity.device_id,
+            "stream": stream,
+            "key_id": identity.key_id,
+            "rows": rows,
+        },
+        separators=(",", ":"),
+        default=str,
+    ).encode()
+    return identity.sign(body) + body
+
+
 def sign_row(
     identity: DeviceIdentity, stream: str, seq: int, hlc: int, ts_ms: int, row: dict[str, Any]
 ) -> bytes:
-    """The signed message bytes for one recorded row (payload columns only; ``ts`` is the envelope's)."""
-    payload = {name: row.get(name) for name in STREAMS[stream].payload_names}
-    body = {
-        "v": VERSION,
-        "tenant_id": identity.tenant_id,
-        "device_id": identity.device_id,
-        "stream": stream,
-        "seq": int(seq),
-        "hlc": int(hlc),
-        "ts": int(ts_ms),
-        "row": payload,
-        "key_id": identity.key_id,
-    }
-    signature = identity.sign(canonical_json(body))
-    return canonical_json({**body, "sig": base64.b64encode(signature).decode("ascii")})
+    """A message of one row (see :func:`sign_rows`)."""
+    return sign_rows(identity, stream, [(seq, hlc, ts_ms, row)])
 
 
 @dataclass(frozen=True)
 class LiveMessage:
-    """A parsed live message whose signature has not been checked yet (see :func:`verify`)."""
+    """One row of a verified live message, with its envelope."""
 
     tenant_id: str
     device_id: str
@@ -69,24 +82,40 @@ class LiveMessage:
     ts_ms: int
     row: dict[str, Any]
     key_id: str
-    signed_bytes: bytes
-    signature: bytes
 
     @property
     def identity(self) -> tuple[str, str, str, int]:
         return (self.tenant_id, self.device_id, self.stream, self.seq)
 
 
-def parse(topic: str, payload: bytes, root: str = TOPIC_ROOT) -> LiveMessage:
+@dataclass(frozen=True)
+class LiveBatch:
+    """A parsed live message whose signature has not been checked yet (see :func:`verify`)."""
+
+    tenant_id: str
+    device_id: str
+    stream: str
+    rows: list[LiveMessage]
+    key_id: str
+    signed_bytes: bytes
+    signature: bytes
+
+
+def _non_negative_ints(values: list[Any]) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
+def parse(topic: str, payload: bytes, root: str = TOPIC_ROOT) -> LiveBatch:
     """Parse and check the shape of one message; the topic must name the same tenant, device and stream."""
     if len(payload) > MAX_MESSAGE_BYTES:
         raise LiveMessageError("live_too_large", f"{len(payload)} bytes > {MAX_MESSAGE_BYTES}")
+    signature, body = bytes(payload[:SIGNATURE_BYTES]), bytes(payload[SIGNATURE_BYTES:])
     try:
-        doc = json.loads(payload)
+        doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise LiveMessageError("live_not_json", str(exc)[:200]) from None
-    if not isinstance(doc, dict) or set(doc) != {*_FIELDS, "sig"}:
-        raise LiveMessageError("live_bad_shape", f"expected the fields {sorted({*_FIELDS, 'sig'})}")
+    if not isinstance(doc, dict) or set(doc) != set(_FIELDS):
+        raise LiveMessageError("live_bad_shape", f"expected the fields {sorted(_FIELDS)}")
     if doc["v"] != VERSION:
         raise LiveMessageError("live_bad_shape", f"unknown message version {doc['v']!r}")
     try:
@@ -101,23 +130,24 @@ def parse(topic: str, payload: bytes, root: str = TOPIC_ROOT) -> LiveMessage:
         raise LiveMessageError(
             "live_topic_mismatch", f"topic {topic!r} does not name {tenant}/{device}/{stream}"
         )
-    ints = [doc[k] for k in ("seq", "hlc", "ts")]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
-        raise LiveMessageError("live_bad_shape", "seq, hlc and ts must be non-negative integers")
-    row = doc["row"]
-    if not isinstance(row, dict) or set(row) != set(STREAMS[stream].payload_names):
-        raise LiveMessageError("live_bad_shape", f"row must hold exactly the {stream} payload columns")
-    try:
-        signature = base64.b64decode(doc["sig"], validate=True)
-    except (ValueError, TypeError):
-        raise LiveMessageError("live_bad_signature", "signature is not base64") from None
-    body = {k: doc[k] for k in _FIELDS}
-    return LiveMessage(
-        tenant, device, stream, *ints, row, str(doc["key_id"]), canonical_json(body), signature
-    )
+    rows = doc["rows"]
+    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_ROWS:
+        raise LiveMessageError("live_bad_shape", f"rows must be a list of 1 to {MAX_ROWS} rows")
+    if not all(
+        isinstance(r, list) and len(r) == 4 and _non_negative_ints(r[:3]) and isinstance(r[3], dict)
+        for r in rows
+    ):
+        raise LiveMessageError("live_bad_shape", "each row is [seq, hlc, ts, {payload}]")
+    columns = STREAMS[stream].payload_names
+    key_id = str(doc["key_id"])
+    parsed = [
+        LiveMessage(tenant, device, stream, seq, hlc, ts, {c: values.get(c) for c in columns}, key_id)
+        for seq, hlc, ts, values in rows
+    ]
+    return LiveBatch(tenant, device, stream, parsed, key_id, body, signature)
 
 
-def verify(message: LiveMessage, public_keys: list[tuple[str, bytes]]) -> None:
+def verify(message: LiveBatch, public_keys: list[tuple[str, bytes]]) -> None:
     """Raise ``live_bad_signature`` unless one of the device's registered keys signed ``message``."""
     if not public_keys:
         raise LiveMessageError("live_unknown_device", f"{message.tenant_id}/{message.device_id} has no key")

@@ -85,11 +85,10 @@ def store(lake: Lakehouse, accepted: list[LiveMessage], rejected: list[Rejection
     lake.write(unit, what="live rows")
 
 
-def replay_marks(lake: Lakehouse) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], int]]:
-    """The highest seq per (tenant, device, stream) and hlc per device already in ``live_rows``."""
+def replay_marks(lake: Lakehouse) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str, str], int]]:
+    """The highest seq and hlc per (tenant, device, stream) already in ``live_rows``."""
     with lake.session(read_only=True) as con:
-        seqs = con.execute(
-            "SELECT tenant_id, device_id, stream, max(seq) FROM live_rows GROUP BY ALL"
+        marks = con.execute(
+            "SELECT tenant_id, device_id, stream, max(seq), max(hlc) FROM live_rows GROUP BY ALL"
         ).fetchall()
-        hlcs = con.execute("SELECT tenant_id, device_id, max(hlc) FROM live_rows GROUP BY ALL").fetchall()
-    return ({(t, d, s): q for t, d, s, q in seqs}, {(t, d): h for t, d, h in hlcs})
+    return ({(t, d, s): q for t, d, s, q, _ in marks}, {(t, d, s): h for t, d, s, _, h in marks})

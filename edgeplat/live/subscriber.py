@@ -89,20 +89,16 @@ class LiveSubscriber:
         accepted: list[LiveMessage] = []
         rejected: list[Rejection] = []
         for topic, payload in items:
-            msg = None
+            batch = None
             try:
-                msg = parse(topic, payload, self.broker.topic_root)
-                self.guard.admit(msg)
-                accepted.append(msg)
+                batch = parse(topic, payload, self.broker.topic_root)
+                fresh, refusal = self.guard.admit(batch)
             except LiveMessageError as exc:
-                rejected.append(
-                    Rejection(
-                        topic,
-                        exc.reason,
-                        exc.detail,
-                        *((msg.tenant_id, msg.device_id, msg.stream, msg.seq) if msg else ()),
-                    )
-                )
+                fresh, refusal = [], exc
+            accepted += fresh
+            if refusal is not None:
+                claimed = (batch.tenant_id, batch.device_id, batch.stream, batch.rows[0].seq) if batch else ()
+                rejected.append(Rejection(topic, refusal.reason, refusal.detail, *claimed))
         self.counters["accepted"] += len(accepted)
         self.counters["refused"] += len(rejected)
         for r in rejected:

@@ -28,7 +28,7 @@ def rules(url: str, extra: str = "", tenants: tuple[str, ...] = ("tenant-a",)) -
 
 def alert(tenant: str, device: str, seq: int, severity: str, code: str) -> LiveMessage:
     row = {"severity": severity, "code": code, "message": f"{code} on {device}"}
-    return LiveMessage(tenant, device, "alerts", seq, seq << 16, 0, row, "k", b"", b"")
+    return LiveMessage(tenant, device, "alerts", seq, seq << 16, 0, row, "k")
 
 
 def test_duplicates_are_deduplicated_grouped_and_resolved(lake_fleet) -> None:

@@ -3,7 +3,6 @@ counter (the batch still carries every row), and the [live] section of device.to
 
 from __future__ import annotations
 
-import json
 import tomllib
 
 import pytest
@@ -48,13 +47,13 @@ def test_a_message_verifies_only_with_its_device_key_and_unchanged(tmp_path) -> 
         identity, "alerts", 3, 7 << 16, 1000, {"severity": "critical", "code": "c", "message": "m"}
     )
     topic = topic_for("t1", "d1", "alerts")
-    msg = parse(topic, payload)
-    verify(msg, [(identity.key_id, identity.public_key_bytes())])
-    assert (msg.seq, msg.hlc, msg.ts_ms, msg.row["code"]) == (3, 7 << 16, 1000, "c")
-    doc = json.loads(payload)
-    doc["seq"] = 4
+    batch = parse(topic, payload)
+    verify(batch, [(identity.key_id, identity.public_key_bytes())])
+    row = batch.rows[0]
+    assert (row.seq, row.hlc, row.ts_ms, row.row["code"]) == (3, 7 << 16, 1000, "c")
+    tampered = payload.replace(b'"code":"c"', b'"code":"x"')
     with pytest.raises(LiveMessageError, match="live_bad_signature"):
-        verify(parse(topic, json.dumps(doc).encode()), [(identity.key_id, identity.public_key_bytes())])
+        verify(parse(topic, tampered), [(identity.key_id, identity.public_key_bytes())])
     with pytest.raises(LiveMessageError, match="live_topic_mismatch"):
         parse(topic_for("t1", "d2", "alerts"), payload)
 
