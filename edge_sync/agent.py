@@ -147,8 +147,7 @@ class DeviceAgent:
         self._owns_store = True  # built here, so closed here (from_parts leaves a caller's store open)
         self._store_source = store_source
         self._vault = vault
-        if config.live is not None:
-            self.attach_live(LivePublisher(identity, config.live))
+        self._identity = identity  # signs the live path's messages once run() starts it
 
     @classmethod
     def from_parts(
@@ -386,6 +385,9 @@ class DeviceAgent:
         """Sync every interval until ``stop`` is set (or SIGTERM/SIGINT); closes the agent at the end."""
         self._stop = stop or threading.Event()
         restore = self._install_signals() if handle_signals else {}
+        if self.live is None and self.config is not None and self.config.live is not None:
+            # only the long-running agent publishes live: one-shot commands (status, sync-once) do not
+            self.attach_live(LivePublisher(self._identity, self.config.live))
         try:
             if self.socket_path is not None:
                 self.serve_socket()

@@ -3,11 +3,15 @@ live_rows -> alert rules -> sinks (loopback HTTP and a real SMTP server); then t
 
 from __future__ import annotations
 
+import threading
+
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_sync.identity import DeviceIdentity
-from edge_sync.live_message import sign_row, topic_for
+from edge_sync.agent import DeviceAgent
+from edge_sync.config import load_config
+from edge_sync.identity import DeviceIdentity, PlatformSigner
+from edge_sync.live_message import parse, sign_row, topic_for, verify
 from edgeplat.alerts.engine import AlertEngine
 from edgeplat.alerts.rules import parse_rules
 from edgeplat.live.subscriber import BrokerSettings, LiveSubscriber
@@ -154,3 +158,44 @@ def test_forged_and_replayed_messages_are_refused(central, broker, device) -> No
         )
         assert [a["code"] for b in hook.bodies() for a in b["alerts"]] == ["genuine"]
         assert central.count("SELECT payload->>'code' FROM live_rows") == [("genuine",)]
+
+
+def test_the_running_agent_of_a_device_toml_publishes_and_one_shots_do_not(tmp_path, broker) -> None:
+    root = tmp_path / "device"
+    root.mkdir()
+    identity = DeviceIdentity.generate("tenant-a", "dev-9")
+    identity.save(root / "id.pem")
+    (root / "platform.pub").write_text(PlatformSigner.generate().public_key_bytes().hex() + "\n")
+    (root / "cache.key").write_text(bytes(range(32)).hex() + "\n")
+    (root / "cache.key").chmod(0o600)
+    (root / "device.toml").write_text(
+        'tenant_id = "tenant-a"\ndevice_id = "dev-9"\ncache_path = "cache.duckdb"\nidentity_path = "id.pem"\n'
+        'platform_public_key_path = "platform.pub"\n[cache_key]\nsource = "file"\npath = "cache.key"\n'
+        '[keys]\nsource = "local"\nkeyring_dir = "keyring"\n[object_store]\nurl = "store"\n'
+        f'[live]\nhost = "{HOST}"\nport = {broker.port}\n'
+    )
+    got: list[tuple[str, bytes]] = []
+    spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="spy")
+    spy.on_message = lambda c, u, m: got.append((m.topic, bytes(m.payload)))
+    spy.connect(HOST, broker.port)
+    spy.subscribe("edgeplat/#", qos=1)
+    spy.loop_start()
+    agent = DeviceAgent(load_config(root / "device.toml"))
+    assert agent.live is None  # `edge-sync status` / `sync-once` open the agent without publishing
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,), kwargs={"handle_signals": False})
+    runner.start()
+    try:
+        assert wait_for(lambda: agent.live is not None and agent.live.stats()["connected"], timeout=5.0)
+        seq, _ = agent.record("alerts", {"severity": "critical", "code": "door", "message": "open"})
+        assert wait_for(lambda: got, timeout=5.0), "nothing published"
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+        spy.loop_stop()
+        spy.disconnect()
+    topic, payload = got[0]
+    batch = parse(topic, payload)
+    verify(batch, [(identity.key_id, identity.public_key_bytes())])
+    assert topic == topic_for("tenant-a", "dev-9", "alerts")
+    assert [(r.seq, r.row["code"]) for r in batch.rows] == [(seq, "door")]
