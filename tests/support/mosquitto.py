@@ -6,6 +6,7 @@ a broker that is unreachable for a while.
 
 from __future__ import annotations
 
+import getpass
 import socket
 import subprocess
 import time
@@ -21,12 +22,14 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 class Broker:
     """One Mosquitto process (anonymous, no persistence) on ``HOST:port``."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, extra: str = "") -> None:
         self.port = port or free_port()
         self.conf = root / "mosquitto.conf"
         self.conf.write_text(
-            f"listener {self.port} {HOST}\nallow_anonymous true\npersistence false\n"
-            f"log_dest file {root / 'mosquitto.log'}\n"
+            # run as the test's user: started as root, Mosquitto would drop to `mosquitto` and
+            # could no longer read the test's files (certificates, ACL, log)
+            f"user {getpass.getuser()}\nlistener {self.port} {HOST}\nallow_anonymous true\npersistence false\n"
+            f"log_dest file {root / 'mosquitto.log'}\n{extra}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -52,10 +55,11 @@ class Broker:
 
 
 @contextmanager
-def running_mosquitto(root: Path) -> Iterator[Broker]:
+def running_mosquitto(root: Path, extra: str = "") -> Iterator[Broker]:
+    """A broker; ``extra`` adds lines to the listener's configuration (TLS, ACLs)."""
     if not Path(MOSQUITTO).exists():
         raise FileNotFoundError(f"{MOSQUITTO} is missing")
-    broker = Broker(root).start()
+    broker = Broker(root, extra=extra).start()
     try:
         yield broker
     finally:
