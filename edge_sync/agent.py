@@ -61,7 +61,8 @@ from edge_sync.downlink import (
 )
 from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import KeyService
-from edge_sync.live_publisher import LivePublisher
+from edge_sync.live_credentials import render_mqtt_login
+from edge_sync.live_publisher import LiveConfig, LivePublisher
 from edge_sync.objectstore import ObjectStore
 from edge_sync.objectstore_url import from_url
 from edge_sync.rules import RuleSet
@@ -329,6 +330,16 @@ class DeviceAgent:
             self._remember(report)
             return report
 
+    def _start_live(self, live: LiveConfig) -> None:
+        login = None
+        if live.credentials == "vault":
+            try:
+                login = render_mqtt_login(self._vault, self.tenant_id, self.device_id, live.runtime_dir)
+            except Exception as exc:  # Vault down or no login yet: record and sync without the live path
+                log.warning("live path not started: MQTT login not rendered from Vault (%s)", exc)
+                return
+        self.attach_live(LivePublisher(self._identity, live, login=login))
+
     def attach_live(self, publisher: LivePublisher) -> LivePublisher:
         """Publish recorded rows live through ``publisher`` (started here, closed with the agent)."""
         self.live = publisher.start()
@@ -387,7 +398,7 @@ class DeviceAgent:
         restore = self._install_signals() if handle_signals else {}
         if self.live is None and self.config is not None and self.config.live is not None:
             # only the long-running agent publishes live: one-shot commands (status, sync-once) do not
-            self.attach_live(LivePublisher(self._identity, self.config.live))
+            self._start_live(self.config.live)
         try:
             if self.socket_path is not None:
                 self.serve_socket()

@@ -169,6 +169,7 @@ class AgentConfig(_Section):
                 ("keys.source", self.keys.source == "vault"),
                 ("cache_key.source", self.cache_key.source == "vault"),
                 ("object_store.credentials", self.object_store.credentials == "vault"),
+                ("live.credentials", self.live is not None and self.live.credentials == "vault"),
             )
             if on
         ]
@@ -199,7 +200,7 @@ class AgentConfig(_Section):
             data.object_store.url = str(base / url)
         data.object_store.runtime_dir = fix(data.object_store.runtime_dir)
         if data.live is not None:
-            for name in ("ca_path", "cert_path", "key_path", "password_path"):
+            for name in ("ca_path", "cert_path", "key_path", "password_path", "runtime_dir"):
                 setattr(data.live, name, fix(getattr(data.live, name)))
         return data
 

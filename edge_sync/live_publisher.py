@@ -18,10 +18,10 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_sync.identity import DeviceIdentity
 from edge_sync.live_message import MAX_ROWS, TOPIC_ROOT, sign_rows, topic_for
@@ -57,6 +57,8 @@ class LiveConfig(BaseModel):
     key_path: Path | None = None
     username: str | None = None
     password_path: Path | None = None
+    credentials: Literal["config", "vault"] = "config"  # vault: the login from the device's KV secret
+    runtime_dir: Path | None = None  # where a Vault-rendered login is written (tmpfs)
 
     @field_validator("streams")
     @classmethod
@@ -69,15 +71,30 @@ class LiveConfig(BaseModel):
             )
         return v
 
+    @model_validator(mode="after")
+    def _vault_login(self) -> LiveConfig:
+        if self.credentials == "vault" and self.runtime_dir is None:
+            raise ValueError(
+                'credentials = "vault" needs runtime_dir = "/run/edge-sync" (where the login is rendered)'
+            )
+        return self
+
 
 class LivePublisher:
     """A bounded deque, a signing thread and a paho-mqtt client; counters say what was lost."""
 
     def __init__(
-        self, identity: DeviceIdentity, config: LiveConfig, *, client: mqtt.Client | None = None
+        self,
+        identity: DeviceIdentity,
+        config: LiveConfig,
+        *,
+        client: mqtt.Client | None = None,
+        login: tuple[str, str] | None = None,
     ) -> None:
+        """``login`` (username, password) overrides the config's (a Vault-rendered one)."""
         self.identity = identity
         self.config = config
+        self._login = login
         self.streams = frozenset(config.streams) | (
             {"telemetry"} if config.telemetry_sample_every else frozenset()
         )
@@ -107,7 +124,9 @@ class LivePublisher:
                 keyfile=str(cfg.key_path) if cfg.key_path else None,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        if cfg.username:
+        if self._login is not None:
+            client.username_pw_set(*self._login)
+        elif cfg.username:
             password = None
             if cfg.password_path:
                 password = read_private_bytes(cfg.password_path, "MQTT password").decode().strip()

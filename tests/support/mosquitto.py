@@ -22,13 +22,14 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 class Broker:
     """One Mosquitto process (anonymous, no persistence) on ``HOST:port``."""
 
-    def __init__(self, root: Path, port: int | None = None, extra: str = "") -> None:
+    def __init__(self, root: Path, port: int | None = None, extra: str = "", anonymous: bool = True) -> None:
         self.port = port or free_port()
         self.conf = root / "mosquitto.conf"
         self.conf.write_text(
             # run as the test's user: started as root, Mosquitto would drop to `mosquitto` and
             # could no longer read the test's files (certificates, ACL, log)
-            f"user {getpass.getuser()}\nlistener {self.port} {HOST}\nallow_anonymous true\npersistence false\n"
+            f"user {getpass.getuser()}\nlistener {self.port} {HOST}\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\npersistence false\n"
             f"log_dest file {root / 'mosquitto.log'}\n{extra}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -55,11 +56,11 @@ class Broker:
 
 
 @contextmanager
-def running_mosquitto(root: Path, extra: str = "") -> Iterator[Broker]:
-    """A broker; ``extra`` adds lines to the listener's configuration (TLS, ACLs)."""
+def running_mosquitto(root: Path, extra: str = "", anonymous: bool = True) -> Iterator[Broker]:
+    """A broker; ``extra`` adds lines to the listener's configuration (TLS, ACLs, password file)."""
     if not Path(MOSQUITTO).exists():
         raise FileNotFoundError(f"{MOSQUITTO} is missing")
-    broker = Broker(root, extra=extra).start()
+    broker = Broker(root, extra=extra, anonymous=anonymous).start()
     try:
         yield broker
     finally:
