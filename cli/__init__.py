@@ -9,7 +9,7 @@ import sys
 from cli.common import CliError
 
 # Subcommand modules, each with ``register(subparsers)``; later features append here.
-COMMANDS = ("demo", "sql", "fleet", "sync", "simulate", "rollout", "dev", "security", "device", "metrics")
+COMMANDS = ("demo", "sql", "fleet", "sync", "simulate", "rollout", "dev", "security", "device", "metrics", "live")
 
 
 def build_parser() -> argparse.ArgumentParser:

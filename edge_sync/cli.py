@@ -159,6 +159,12 @@ def _status_text(s: dict[str, Any]) -> str:
         f"last sync: {last.get('last_ms', 'never')} ok={last.get('ok')} rows={last.get('rows_sent')} "
         f"last ok: {last.get('last_ok_ms', 'never')}"
     )
+    live = s.get("live")
+    if live:
+        lines.append(
+            f"live: connected={live['connected']} published={live['published']:,} queued={live['queued']:,} "
+            f"dropped={live['dropped_queue_full']:,} errors={live['publish_errors']:,}"
+        )
     return "\n".join(lines)
 
 

