@@ -15,6 +15,7 @@ from typing import Any
 from cli.common import CliError, dumps, print_rows
 from cli.environment import lakehouse
 from cli.runs import run_job
+from edgeplat.rollouts.events import Kind, RolloutState, Status
 from edgeplat.rollouts.spec import SpecError, load_spec
 from edgeplat.rollouts.store import RolloutNotFound, RolloutStore
 
@@ -156,6 +157,7 @@ def status(args: argparse.Namespace) -> int:
         "awaiting_approval": waiting,
         "approvals": state.approvals,
         "unreachable": len(state.unreachable),
+        "reason": _why(state),
         "events": [
             {"at": e.at.isoformat(), "kind": e.kind, "phase": e.phase, "who": e.actor, "why": e.reason}
             for e in state.events[-args.events :]
@@ -168,12 +170,26 @@ def status(args: argparse.Namespace) -> int:
         f"{rid}: {out['release']} is {out['status']} at phase {state.phase} "
         f"(phases {out['phases']}; awaiting approval: {waiting or 'none'})"
     )
+    if out["reason"]:
+        print(f"why: {out['reason']}")
     print_rows(
         ["at", "kind", "phase", "who", "why"],
         [(e["at"], e["kind"], e["phase"], e["who"], e["why"]) for e in out["events"]],
         title="recent events",
     )
     return 0
+
+
+def _why(state: RolloutState) -> str:
+    """Why the rollout is where it is, when that is not obvious: a pause, or gates still inconclusive."""
+    if state.status == Status.PAUSED:
+        return state.pause_reason
+    if state.status == Status.ROLLING_BACK or state.status in (Status.ROLLED_BACK, Status.ABORTED):
+        return state.rollback_reason
+    if state.inconclusive_streak:
+        last = next((e for e in reversed(state.events) if e.kind == Kind.RECORD_GATES), None)
+        return last.reason if last is not None else ""
+    return ""
 
 
 def list_rollouts(args: argparse.Namespace) -> int:
