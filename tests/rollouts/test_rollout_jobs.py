@@ -58,7 +58,10 @@ def test_launch_approve_pause_resume_fail_through_jobs(defs, resources, lake) ->
     )
     fleet.close()
     store = RolloutStore(lake)
-    manual = {"type": "canary", "phases": [{"percent": 50, "approval": "manual"}, {"percent": 100}]}
+    manual = {
+        "type": "canary",
+        "phases": [{"percent": 50, "bake": "30m", "approval": "manual"}, {"percent": 100}],
+    }
     with dg.instance_for_test() as instance:
         bad = run(defs, instance, "launch_rollout", "launch_rollout_op", {"spec_yaml": "name: x\nbogus: 1\n"})
         assert not bad.success
