@@ -26,7 +26,8 @@ Policy, in order of precedence in ``decide``:
    ``device_timeout`` are marked unreachable and do not block), phases bake, gates are
    recorded every ``gate_interval``, more than ``max_inconclusive`` consecutive inconclusive
    evaluations apply ``on_inconclusive`` (pause: an event with the reasons, an operator
-   resumes or aborts, and the progress deadline ends the rollout if nobody does; extend:
+   resumes or aborts, the rollout carries on by itself if the gates PASS meanwhile, and the
+   progress deadline ends it if neither happens; extend:
    keep evaluating until the progress deadline; rollback: the rollback policy), manual
    phases wait for an approval, and new deploys only start inside the maintenance window.
 """
@@ -212,6 +213,9 @@ def decide(state: RolloutState, obs: Observation, now: datetime) -> list[Decisio
             )
     deadline = _deadline(s)
     if s.status == Status.PAUSED and not (deadline is not None and now > deadline):
+        if s.pause_cause == "inconclusive" and report is not None and report.verdict == Verdict.PASS:
+            # paused for lack of evidence, and the evidence has come: carry on as after the bake
+            return _after_bake(s, report, now)
         return [_wait(f"paused: {s.pause_reason}")]
     if deadline is not None and now > deadline:
         reason = f"progress deadline {format_duration(spec.progress_deadline)} exceeded in phase {s.phase} ({s.status})"

@@ -257,6 +257,7 @@ class RolloutState:
         self.bake_started_at = self.last_eval_at = None
         self.gate_evals = self.inconclusive_streak = 0
         self.gate_failed, self.fail_requested = False, None
+        self.pause_reason, self.pause_cause, self.paused_at = "", "", None
 
     def _resume(self, at: datetime) -> None:
         if self.status != Status.PAUSED:

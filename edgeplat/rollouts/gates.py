@@ -44,7 +44,9 @@ always-valid test whose chance of ever crossing on a healthy release, however of
 looks, stays below ``alpha/m``. It needs no minimum sample: overwhelming evidence (a 3x error
 rate) crosses within minutes, before ``min_devices``/``min_samples``; only a floor of
 ``EARLY_DEVICES`` devices per cohort guards the normal approximation. PASS, which promotes
-once the bake has ended, keeps the fixed-sample bound and needs the full minimum sample.
+once the bake has ended, keeps the fixed-sample bound and needs the full minimum sample; its
+bound is at level ``1 - alpha`` per check (not ``alpha/m``): promoting a bad release needs the
+bound of the limit it violates to pass wrongly, which has chance ``alpha`` on its own.
 ``sequential=False`` gives the previous fixed-sample FAIL at every look (the bench's baseline).
 """
 
@@ -249,6 +251,7 @@ class _Look:
 
     sequential: bool = True
     sized: bool = True  # min_devices/min_samples met: PASS (and fixed-sample FAIL) allowed
+    pass_alpha: float = 0.01  # level of the bound a PASS needs (see evaluate_gates)
 
 
 def _verdict(fail: bool, ok: bool, look: _Look, seq_fail: bool | None = None) -> Verdict:
@@ -288,10 +291,10 @@ def _rate_check(
         # Dividing counts (and exposure) by phi keeps the rate and inflates the variance by phi.
         if proportion:
             p_fail = binom_sf(xc / phi, ec / phi, thr)
-            upper = binom_upper(xc / phi, ec / phi, a)
+            upper = binom_upper(xc / phi, ec / phi, look.pass_alpha)
         else:
             p_fail = poisson_sf(xc / phi, thr * ec / phi)
-            upper = poisson_upper(xc / phi, a) * phi / ec
+            upper = poisson_upper(xc / phi, look.pass_alpha) * phi / ec
         inputs.update(p_value=p_fail, upper=upper)
         # Log rate over the limit; the variance is the one at the limit (a score test), so a
         # canary far above it is not judged on its own, smaller, relative noise.
@@ -314,7 +317,7 @@ def _rate_check(
         k = xc / phi
         pi0 = thr * ec / (thr * ec + eb)
         p_fail = binom_sf(k, n, pi0) if n > 0 else 1.0
-        pi_u = binom_upper(k, n, a) if n > 0 else 1.0
+        pi_u = binom_upper(k, n, look.pass_alpha) if n > 0 else 1.0
         ratio_u = math.inf if pi_u >= 1 else (pi_u / (1 - pi_u)) * (eb / ec)
         ratio = (xc / ec) / (xb / eb) if xb > 0 else math.inf if xc > 0 else 1.0
         inputs.update(p_value=p_fail, ratio=ratio, ratio_upper=ratio_u)
@@ -338,8 +341,7 @@ def _rate_check(
         pc, pb = (xc + 0.5) / ec, (xb + 0.5) / eb
         se = math.sqrt(phi * (pc / ec + pb / eb))
     diff = pc - pb
-    z = norm_ppf(1 - a)
-    lower, upper = diff - z * se, diff + z * se
+    lower, upper = diff - norm_ppf(1 - a) * se, diff + norm_ppf(1 - look.pass_alpha) * se
     inputs.update(difference=diff, lower=lower, upper=upper)
     seq = _sequential(diff - thr, se * se, max(thr, pb, 1e-6), a, inputs)
     v = _verdict(lower > thr, upper <= thr, look, seq)
@@ -388,7 +390,7 @@ def _mean_check(
         inputs.update(excess=d)
         return CheckResult(metric, limit, thr, v, f"excess over the limit {d:.4g} (no variance)", inputs)
     se = math.sqrt(var)
-    tq = t_ppf(1 - a, df)
+    tq = t_ppf(1 - look.pass_alpha, df)
     p_fail = t_sf(d / se, df)
     inputs.update(excess=d, se=se, df=df, p_value=p_fail, upper=d + tq * se)
     seq = _sequential(d, var, tau, a, inputs)
@@ -425,7 +427,7 @@ def evaluate_gates(
     cols = _columns(samples)
     is_can = cols["cohort"] == "canary"
     is_base = cols["cohort"] == "baseline"
-    unknown = set(np.unique(cols["cohort"])) - {"canary", "baseline"}
+    unknown = set() if (is_can | is_base).all() else set(np.unique(cols["cohort"])) - {"canary", "baseline"}
     if unknown:
         raise ValueError(f"cohort must be 'canary' or 'baseline'; got {sorted(unknown)}")
     can_dev, can_samp = _cohort_size(cols, is_can)
@@ -466,7 +468,9 @@ def evaluate_gates(
         if short and not (sequential and can_look):
             checks.append(CheckResult(gate.metric, lim, thr, Verdict.INCONCLUSIVE, "; ".join(short), sizes))
             continue
-        look = _Look(sequential=sequential, sized=not short)
+        # A false FAIL on any check rolls back, so FAIL splits alpha over the m checks; a PASS
+        # is wrong only if a violated limit's own bound passes, so each bound takes alpha.
+        look = _Look(sequential=sequential, sized=not short, pass_alpha=gate.alpha if sequential else a)
         res = _check(gate, lim, thr, cols, is_can, is_base if relative else None, a, look)
         if short and res.verdict == Verdict.INCONCLUSIVE:
             res = CheckResult(res.metric, res.limit, res.threshold, res.verdict, "; ".join(short), res.inputs)
