@@ -146,7 +146,7 @@ def _assured(n: int, p: float) -> int:
 
 def _devices_needed(need: int, p: float, limit: int) -> int | None:
     """The fewest placed devices that give ``need`` reporting ones in ASSURANCE of launches."""
-    for n in range(need, limit + 1):
+    for n in range(max(need, math.floor(need / max(p, 1e-9))), limit + 1):  # none below need / p
         if _assured(n, p) >= need:
             return n
     return None
