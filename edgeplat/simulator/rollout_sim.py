@@ -7,7 +7,7 @@ cohorts' per-device aggregates. What is simulated instead of the lakehouse and t
 
 * devices (numpy arrays, not processes): a per-device error rate spread around the release's
   (gamma, shape ``spread``: CV 50% at 4, as ``tests/rollouts/test_gates.py``), Poisson requests,
-  binomial errors, Poisson crashes, a per-device CPU level; a share of them offline for the
+  binomial errors, Poisson crashes, a per-device CPU level, memory around 300 MB; a share of them offline for the
   whole run (they never report nor acknowledge, and are marked unreachable after
   ``device_timeout``);
 * the data path: rows become visible when a device uploads, every ``upload_every`` minutes
@@ -57,7 +57,9 @@ class SimFleet:
     upload_every: int | None = 30
     tenants: tuple[str, ...] = ("acme", "globex")
     platforms: tuple[str, ...] = ("greengrass", "iot_edge")
-    channels: tuple[str, ...] = ("stable", "beta")
+    tags: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"channel": ("stable", "beta"), "site": ("plant-a", "plant-b", "plant-c")}
+    )
     tenant: np.ndarray = field(init=False)
     online: np.ndarray = field(init=False)
     factor: np.ndarray = field(init=False)
@@ -73,26 +75,41 @@ class SimFleet:
         self.platform = np.asarray(self.platforms, dtype=object)[
             (i // len(self.tenants)) % len(self.platforms)
         ]
-        self.channel = np.asarray(self.channels, dtype=object)[i % len(self.channels)]
+        # tag values cycle independently of the tenant and platform (strides 4, 12, ...)
+        self.tag_values = {}
+        stride = len(self.tenants) * len(self.platforms)
+        for name, values in sorted(self.tags.items()):
+            self.tag_values[name] = np.asarray(values, dtype=object)[(i // stride) % len(values)]
+            stride *= len(values)
         self.online = rng.random(n) >= self.offline_fraction
         self.factor = rng.gamma(self.spread, 1 / self.spread, n)
         self.cpu = rng.normal(25.0, 5.0, n)
         self.offset = rng.integers(0, self.upload_every or 1, n)
+
+    def _tag_json(self, idx: np.ndarray) -> list[str]:
+        """The devices' tags as the ``devices`` table holds them (JSON text), one dumps per combination."""
+        names = sorted(self.tag_values)
+        combos = zip(*(self.tag_values[k][idx] for k in names), strict=True)
+        cache: dict[tuple, str] = {}
+        return [
+            cache.get(c) or cache.setdefault(c, json.dumps(dict(zip(names, map(str, c), strict=True))))
+            for c in combos
+        ]
 
     def targets(self, spec: RolloutSpec) -> tuple[np.ndarray, pa.Table]:
         """The spec's target devices (a mask, and rows shaped as ``cohorts.target_devices``)."""
         mask = np.isin(self.tenant, list(spec.target.tenants)) & np.isin(self.platform, spec.platforms)
         for tag, value in spec.target.tags.items():
             values = [value] if isinstance(value, str) else list(value)
-            mask &= np.isin(self.channel, values) if tag == "channel" else False
+            have = self.tag_values.get(tag)
+            mask &= np.isin(have, values) if have is not None else False
         idx = np.flatnonzero(mask)
-        tags = {c: json.dumps({"channel": c}) for c in self.channels}
         table = pa.table(
             {
                 "tenant_id": pa.array(self.tenant[idx].tolist(), pa.string()),
                 "device_id": pa.array([self.ids[k] for k in idx], pa.string()),
                 "platform": pa.array(self.platform[idx].tolist(), pa.string()),
-                "tags": pa.array([tags[c] for c in self.channel[idx]], pa.string()),
+                "tags": pa.array(self._tag_json(idx), pa.string()),
                 "status": pa.array(np.where(self.online[idx], "online", "offline").tolist(), pa.string()),
             }
         )
@@ -123,7 +140,7 @@ class _Cohorts:
     """Per-device counts since the gate window's start: recorded on the device, and visible centrally."""
 
     def __init__(self, n: int) -> None:
-        self.names = ("samples", "requests", "errors", "crashes", "cpu_sum")
+        self.names = ("samples", "requests", "errors", "crashes", "cpu_sum", "mem_sum")
         self.recorded = {k: np.zeros(n) for k in self.names}
         self.visible = {k: np.zeros(n) for k in self.names}
 
@@ -172,9 +189,9 @@ def simulate_rollout(
     offset = fleet.offset[idx]
     rows = pa.table({"device_id": pa.array(keys, pa.string()), "tenant_id": table.column("tenant_id")})
     if spec.selection.stratify_by and spec.selection.stratify_by.startswith("tag:"):
-        rows = rows.append_column(
-            spec.selection.stratify_by[4:], pa.array(fleet.channel[idx].tolist(), pa.string())
-        )
+        tag = spec.selection.stratify_by[4:]
+        values = fleet.tag_values.get(tag, np.full(len(fleet.tenant), "", dtype=object))
+        rows = rows.append_column(tag, pa.array([str(v) for v in values[idx]], pa.string()))
     salt = rollout_salt(spec.name, rid, spec.selection.salt)
     assignment = assign_phases(
         rows,
@@ -323,6 +340,7 @@ def _record(
     r["errors"] += err
     r["crashes"] += rng.poisson(crash * minutes) * online
     r["cpu_sum"] += (cpu * minutes + rng.normal(0, 3.0 * math.sqrt(minutes), n)) * online
+    r["mem_sum"] += (300.0 * minutes + rng.normal(0, 5.0 * math.sqrt(minutes), n)) * online
 
 
 def _samples(data: _Cohorts, sent: np.ndarray, cpu: np.ndarray, baseline_pick: np.ndarray) -> dict:
@@ -347,4 +365,5 @@ def _samples(data: _Cohorts, sent: np.ndarray, cpu: np.ndarray, baseline_pick: n
         "heartbeats": s,
         "expected_heartbeats": s,
         "cpu_pct": v["cpu_sum"][keep] / s,
+        "mem_mb": v["mem_sum"][keep] / s,
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeplat.rollouts.plan import plan_rollout
 from edgeplat.rollouts.spec import load_spec
 from edgeplat.simulator.rollout_sim import SimFleet, simulate_rollout
 
@@ -53,3 +54,15 @@ def test_a_healthy_release_is_not_rolled_back(devices, through_phase):
     assert len(rolled) <= 2, [o.events[-3:] for o in rolled]
     promoted = sum(o.deployed_phase == through_phase + 1 for o in outcomes)
     assert promoted >= LAUNCHES - 2
+
+
+@pytest.mark.parametrize("name", ["canary-good.yaml", "canary-bad.yaml", "blue-green.yaml"])
+def test_every_example_launches_and_decides_on_a_1000_device_fleet(name):
+    spec = load_spec(ROOT / "examples/rollouts" / name).model_copy(update={"maintenance_window": None})
+    for i in range(10):
+        fleet = SimFleet(1_000, offline_fraction=0.1, seed=20_000 + i)
+        assert plan_rollout(spec, fleet.targets(spec)[1]).ok  # launch would not refuse it
+        healthy = simulate_rollout(spec, fleet)
+        assert healthy.status == "completed", healthy.events[-3:]
+        bad = simulate_rollout(spec, fleet, error_mult=3.0)
+        assert (bad.status, bad.phase, bad.cause) == ("rolled_back", 0, "gate"), bad.events[-3:]
