@@ -392,3 +392,15 @@ def test_blue_green_rollback_switches_slots_back():
     d.run(until=lambda s: s.status == Status.BAKING)
     d.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))
     assert d.first("rollback").inputs["action"] == "switch_back"
+
+
+def test_status_says_why_a_rollout_is_paused_or_inconclusive():
+    from cli.rollout import _why
+
+    d = Driver(make_spec(max_inconclusive=2, progress_deadline="10h"))
+    d.run(until=lambda s: s.status == Status.BAKING)
+    for _ in range(13):
+        d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
+    assert d.state.inconclusive_streak and _why(d.state).startswith("gates inconclusive (")
+    d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
+    assert d.state.status == Status.PAUSED and "resume to keep evaluating" in _why(d.state)
