@@ -3,7 +3,9 @@
 A gate gives no PASS until both cohorts hold ``min_devices`` devices and ``min_samples``
 health samples; a phase whose canary cannot get there before its bake ends stays
 inconclusive, and a healthy release stalls or is rolled back for lack of data. ``plan_rollout``
-works out, from the target devices the spec selects now (and the share of them online), how
+works out, from the target devices the spec selects now (and the share of them online:
+``devices.status``, which the reconciliation sets to offline after ``offline_after_s``
+without a batch), how
 many devices each phase places per stratum (the selection's own rules: ``ceil(p * n)`` per
 stratum, or ``min_devices`` split by stratum size), how many of those will report, with
 ``ASSURANCE`` confidence (binomial quantile: offline devices do not report), and when the
