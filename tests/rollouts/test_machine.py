@@ -404,3 +404,12 @@ def test_status_says_why_a_rollout_is_paused_or_inconclusive():
     assert d.state.inconclusive_streak and _why(d.state).startswith("gates inconclusive (")
     d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
     assert d.state.status == Status.PAUSED and "resume to keep evaluating" in _why(d.state)
+
+
+def test_a_rollout_paused_for_lack_of_evidence_carries_on_when_the_gates_pass():
+    d = _inconclusive_until_the_limit()
+    assert d.state.status == Status.PAUSED
+    d.tick(lambda s, now: Observation(gates=PASS, phase=s.phase))
+    promote = d.first("promote", 1)
+    assert promote.inputs["gates"]["verdict"] == "pass" and d.state.phase == 1
+    assert d.state.status == Status.DEPLOYING and not d.state.pause_reason
