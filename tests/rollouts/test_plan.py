@@ -180,7 +180,31 @@ def test_gitops_refuses_an_unsized_plan_and_launches_a_sized_one(tmp_path, lake,
     git(dev, "add", "-A")
     git(dev, "commit", "--quiet", "-m", "ship 2.1.0 to 1%")
     git(dev, "push", "--quiet", "origin", "HEAD:main")
+    # the sensor itself: no run requested, no partition added, nothing launched
+    from pipelines.sensors.rollout_gitops import rollout_gitops_sensor
+    from resources.backends import FleetBackendResource
+    from resources.gitops import GitOpsRepoResource
+    from resources.keys import PlatformSignerResource
+    from resources.lakehouse import LakehouseResource
+    from resources.object_store import ObjectStoreResource
+
+    resources = {
+        "lakehouse": LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
+        "fleet_backend": FleetBackendResource(
+            object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
+            platform_signer=PlatformSignerResource(path=str(tmp_path / "k.pem"), create_if_missing=True),
+        ),
+        "gitops_repo": GitOpsRepoResource(repo=str(origin), workdir=str(tmp_path / "sensor-clone")),
+    }
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(instance=instance, resources=resources) as ctx,
+    ):
+        result = rollout_gitops_sensor(ctx)
+    assert not result.run_requests and not result.dynamic_partitions_requests and result.skip_reason
+
     ctl = Controller(RolloutStore(lake), backend)
+    assert ctl.store.list_rollouts() == []
     watcher = GitOpsWatcher(str(origin), tmp_path / "clone")
     first = watcher.sync(ctl, None)
     assert first.launched == [] and first.invalid[0]["path"] == "rollouts/small.yaml"
