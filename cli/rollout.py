@@ -134,6 +134,8 @@ def plan(args: argparse.Namespace) -> int:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     for p in result.problems:
         print(f"refused: {p}")
+    for w in result.warnings:
+        print(f"warning: {w}")
     if result.ok:
         print("launchable: every phase can reach a gate verdict")
     return 0 if result.ok else 1

@@ -30,8 +30,9 @@ from datetime import timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
-from scipy.stats import binom
+from scipy.stats import binom, norm
 
 from edgeplat.rollouts.cohorts import BASELINE_MAX, DEFAULT_SAMPLE_SECONDS, target_devices
 from edgeplat.rollouts.spec import Gate, RolloutSpec, format_duration
@@ -72,6 +73,7 @@ class PhasePlan:
     min_sample_at: timedelta | None  # after the deploy; None: never (too few devices)
     verdict_by: timedelta | None  # earliest promotion: bake over and minimum sample met
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # may not PASS a healthy release in time
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -90,10 +92,15 @@ class RolloutPlan:
     strata: dict[str, int]
     phases: list[PhasePlan]
     settle: timedelta  # wait before a bake starts when some target devices are offline
+    spread: dict[str, Spread] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[str]:
         return [p for ph in self.phases for p in ph.problems]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for ph in self.phases for w in ph.warnings]
 
     @property
     def ok(self) -> bool:
@@ -108,6 +115,8 @@ class RolloutPlan:
             "settle": format_duration(self.settle),
             "ok": self.ok,
             "problems": self.problems,
+            "warnings": self.warnings,
+            "spread": {k: asdict(v) for k, v in self.spread.items()},
             "phases": [p.as_dict() for p in self.phases],
         }
 
@@ -163,10 +172,81 @@ def _need(gates: list[Gate], last: bool) -> tuple[int, int, bool]:
     )
 
 
+@dataclass(frozen=True)
+class Spread:
+    """How a rate metric varies between devices now: its mean events per device-minute and the
+    coefficient of variation of the devices' own rates (Poisson noise taken out)."""
+
+    events_per_minute: float
+    cv: float
+
+
+# A healthy release should PASS a relative rate limit by the end of its bake this often.
+PASS_POWER = 0.95
+
+
+def healthy_pass_chance(gate: Gate, limit: float, devices: int, minutes: float, spread: Spread) -> float:
+    """Chance that a release exactly as healthy as the fleet PASSes ``max_ratio: limit`` after
+    ``minutes`` on ``devices`` reporting canaries: the log-ratio bound must clear ``log(limit)``,
+    its standard error set by the devices' spread and the events counted (normal approximation)."""
+    if devices <= 0 or minutes <= 0 or limit <= 1:
+        return 0.0
+    events = spread.events_per_minute * devices * minutes
+    var = spread.cv**2 / devices + (1 / events if events > 0 else math.inf)
+    if not math.isfinite(var):
+        return 0.0
+    return float(norm.cdf(math.log(limit) / math.sqrt(var) - norm.ppf(1 - gate.alpha)))
+
+
+def _power_warnings(
+    gates: list[Gate],
+    assured: int,
+    frac: float,
+    n: int,
+    bake: timedelta,
+    spread: dict[str, Spread],
+    where: str,
+) -> list[str]:
+    out = []
+    minutes = bake.total_seconds() / 60
+    for g in gates:
+        sp = spread.get(g.metric)
+        if g.max_ratio is None or sp is None:
+            continue
+        chance = healthy_pass_chance(g, g.max_ratio, assured, minutes, sp)
+        if chance >= PASS_POWER:
+            continue
+        need = next(
+            (
+                d
+                for d in range(assured + 1, n + 1)
+                if healthy_pass_chance(g, g.max_ratio, d, minutes, sp) >= PASS_POWER
+            ),
+            None,
+        )
+        fix = _devices_needed(need, frac, n) if need else None
+        out.append(
+            f"{where}: a release as healthy as the fleet passes {g.metric} max_ratio {g.max_ratio:g} by the end "
+            f"of the bake in ~{chance:.0%} of launches (devices' {g.metric} spread {sp.cv:.0%}); "
+            + (f"give the phase min_devices: {fix}" if fix else "widen the target or loosen the limit")
+            + " so it is not left inconclusive"
+        )
+    return out
+
+
 def plan_rollout(
-    spec: RolloutSpec, targets: pa.Table, *, sample_seconds: float = DEFAULT_SAMPLE_SECONDS
+    spec: RolloutSpec,
+    targets: pa.Table,
+    *,
+    sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
+    spread: dict[str, Spread] | None = None,
 ) -> RolloutPlan:
-    """Size every phase of ``spec`` on ``targets`` (``cohorts.target_devices`` rows; see module doc)."""
+    """Size every phase of ``spec`` on ``targets`` (``cohorts.target_devices`` rows; see module doc).
+
+    ``spread``: per rate metric, how devices vary now (``fleet_spread``); with it, a phase whose
+    relative rate limit a healthy release would not PASS by the end of its bake in
+    ``PASS_POWER`` of launches gets a warning (not a refusal: the spread is an estimate)."""
+    spread = spread or {}
     labels = _strata(spec, targets)
     online = _online(targets)
     n = len(labels)
@@ -238,6 +318,11 @@ def plan_rollout(
                     f"{where}: leaves {base_left} baseline devices, {base_assured} sure to report < the gates' "
                     f"min_devices {need_dev} for relative limits; lower this phase's percent or min_devices"
                 )
+        warnings = (
+            _power_warnings(gates, assured, frac, n, ph.bake, spread, where)
+            if gates and n and not last and not problems
+            else []
+        )
         phases.append(
             PhasePlan(
                 k,
@@ -255,16 +340,55 @@ def plan_rollout(
                 at,
                 verdict_by,
                 problems,
+                warnings,
             )
         )
-    return RolloutPlan(spec.name, n, frac, dict(sorted(sizes.items())), phases, settle)
+    return RolloutPlan(spec.name, n, frac, dict(sorted(sizes.items())), phases, settle, spread)
 
 
 def plan_on_lake(
     con: duckdb.DuckDBPyConnection, spec: RolloutSpec, *, sample_seconds: float = DEFAULT_SAMPLE_SECONDS
 ) -> RolloutPlan:
-    """``plan_rollout`` on the target devices the lakehouse holds now."""
-    return plan_rollout(spec, target_devices(con, spec), sample_seconds=sample_seconds)
+    """``plan_rollout`` on the target devices the lakehouse holds now, and their spread over the
+    last hour of health."""
+    targets = target_devices(con, spec)
+    return plan_rollout(
+        spec, targets, sample_seconds=sample_seconds, spread=fleet_spread(con, spec.target.tenants, targets)
+    )
+
+
+def fleet_spread(
+    con: duckdb.DuckDBPyConnection,
+    tenants: list[str],
+    targets: pa.Table,
+    window: timedelta = timedelta(hours=1),
+) -> dict[str, Spread]:
+    """``Spread`` of error_rate (errors per request) over the target devices' last ``window`` of health
+    (empty when there is none)."""
+    rows = con.execute(
+        """WITH h AS (SELECT tenant_id, device_id, ts, errors, requests FROM health
+                      WHERE tenant_id IN (SELECT unnest(?::VARCHAR[])))
+           SELECT tenant_id, device_id, sum(errors), sum(requests), count(*) FROM h
+           WHERE ts >= (SELECT max(ts) FROM h) - ?::INTERVAL GROUP BY ALL""",
+        [list(tenants), f"{int(window.total_seconds())} seconds"],
+    ).fetchall()
+    keys = set(
+        zip(targets.column("tenant_id").to_pylist(), targets.column("device_id").to_pylist(), strict=True)
+    )
+    x, e, minutes = [], [], 0.0
+    for t, d, errors, requests, count in rows:
+        if (t, d) in keys and requests:
+            x.append(float(errors or 0))
+            e.append(float(requests))
+            minutes += count * 1.0
+    if len(x) < 5 or sum(x) <= 0:
+        return {}
+    xs, es = np.asarray(x), np.asarray(e)
+    mean = xs.sum() / es.sum()
+    rates = xs / es
+    # the devices' own spread: the variance of their rates less what Poisson counting adds
+    var = max(0.0, float(np.var(rates, ddof=1)) - float(np.mean(mean / es)))
+    return {"error_rate": Spread(float(xs.sum() / minutes), math.sqrt(var) / mean)}
 
 
 def require_decidable(plan: RolloutPlan) -> RolloutPlan:

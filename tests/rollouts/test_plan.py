@@ -219,3 +219,24 @@ def test_gitops_refuses_an_unsized_plan_and_launches_a_sized_one(tmp_path, lake,
     git(dev, "push", "--quiet", "origin", "HEAD:main")
     second = watcher.sync(ctl, first.head)
     assert [x["path"] for x in second.launched] == ["rollouts/small.yaml"] and second.invalid == []
+
+
+def test_spread_is_measured_from_recent_health_and_warns_about_a_phase_too_small_to_pass(lake, make_fleet):
+    from edgeplat.rollouts.cohorts import target_devices
+    from edgeplat.rollouts.plan import fleet_spread, healthy_pass_chance
+
+    demo = make_fleet(devices=400)  # per-device error rates: gamma(20) around 1%, i.e. a 22% spread
+    demo.advance(60)
+    spec = load_spec(EXAMPLE)
+    with lake.session(read_only=True) as con:
+        spread = fleet_spread(con, list(spec.target.tenants), target_devices(con, spec))
+    sp = spread["error_rate"]
+    assert 0.1 < sp.cv < 0.35 and 0.5 < sp.events_per_minute < 0.7  # 60 requests a minute at ~1%
+    gate = spec.gates_for(0)[0]
+    assert healthy_pass_chance(gate, 1.5, 20, 60, sp) > 0.95
+    # the same phase on a fleet whose devices differ by 50%: warned, with the size that would pass
+    wide = type(sp)(sp.events_per_minute, 0.5)
+    small = yaml.safe_load(EXAMPLE.read_text())
+    small["strategy"]["phases"][0]["min_devices"] = 25
+    plan = plan_rollout(load_spec(small), targets(fleet()), spread={"error_rate": wide})
+    assert plan.ok and len(plan.warnings) == 1 and "give the phase min_devices: " in plan.warnings[0]
