@@ -106,6 +106,12 @@ STREAMS: dict[str, StreamSpec] = {
                     pa.field("mem_mb", pa.float64()),
                     pa.field("heartbeat", pa.int64()),
                     pa.field("queue_depth", pa.int64()),
+                    # the edge agent's installer reports each step of an update (see
+                    # edge_sync.slot_installer): downloading, installed, activated, committed,
+                    # reverted; the version it concerns and, for a revert or a refusal, why
+                    pa.field("update_state", pa.string()),
+                    pa.field("update_version", pa.string()),
+                    pa.field("update_reason", pa.string()),
                 ]
             ),
             priority=30,
