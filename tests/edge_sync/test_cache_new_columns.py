@@ -17,7 +17,9 @@ def test_an_older_cache_file_gains_the_new_health_columns(tmp_path):
 
     cache = DeviceCache.open(path, tenant_id=TENANT, device_id=DEVICE, key=KEY, wall_ms=lambda: NOW)
     try:
-        cache.record("health", {"version": "v0", "slot": "a", "update_state": "downloading", "update_version": "v1"})
+        cache.record(
+            "health", {"version": "v0", "slot": "a", "update_state": "downloading", "update_version": "v1"}
+        )
         rows = cache.pending("health").to_pylist()
     finally:
         cache.close()
