@@ -63,6 +63,7 @@ from edge_sync.keys import KeyService
 from edge_sync.objectstore import ObjectStore
 from edge_sync.objectstore_url import from_url
 from edge_sync.rules import RuleSet
+from edge_sync.slot_installer import SlotInstaller
 from edge_sync.storage_credentials import VaultRenderedStore
 from edge_sync.streams import STREAMS
 from edge_sync.uploader import StepHook, SyncReport, Uploader, UploadPolicy, transient_errors
@@ -117,19 +118,31 @@ class DeviceAgent:
                 store = store_source.initial()
             else:
                 store = from_url(config.object_store.url, **config.object_store.options)
+            budget = BandwidthBudget(
+                config.bandwidth.bytes_per_second or None,
+                config.bandwidth.burst_bytes or None,
+                config.bandwidth.bytes_per_sync or None,
+            )
+            platform_keys = load_public_key(config.platform_public_key_path)
+            if installer is None and config.install is not None:
+                installer = SlotInstaller(
+                    config.install.root,
+                    cache=cache,
+                    store=store,
+                    platform_keys=platform_keys,
+                    budget=budget,
+                    min_free_bytes=config.install.min_free_bytes,
+                    chunk_bytes=config.install.chunk_bytes,
+                )
             self._setup(
                 cache=cache,
                 store=store,
                 key_service=key_service(config, vault),
                 identity=identity,
-                platform_keys=load_public_key(config.platform_public_key_path),
+                platform_keys=platform_keys,
                 rules=state_rules(config.rules_path),
                 installer=installer,
-                budget=BandwidthBudget(
-                    config.bandwidth.bytes_per_second or None,
-                    config.bandwidth.burst_bytes or None,
-                    config.bandwidth.bytes_per_sync or None,
-                ),
+                budget=budget,
                 policy=UploadPolicy(
                     max_rows=config.upload.max_rows_per_batch, max_span_ms=config.upload.max_span_s * 1000
                 ),
@@ -328,6 +341,8 @@ class DeviceAgent:
             return
         old, self.store = self.store, fresh
         self.uploader.store = self.downlink.store = fresh
+        if isinstance(self.downlink.installer, SlotInstaller):
+            self.downlink.installer.use_store(fresh)
         old.close()
         log.info("object-store credential rotated: store rebuilt from %s", self._store_source.path)
 

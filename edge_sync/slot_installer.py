@@ -124,6 +124,10 @@ class SlotInstaller:
         self.journal = install_journal.read(self.journal_path)
         self.recover()
 
+    def use_store(self, store: ObjectStore) -> None:
+        """Fetch from ``store`` from now on (the agent rebuilt it with a rotated credential)."""
+        self.store = self.fetcher.store = store
+
     # ------------------------------------------------------------------ what is on disk
     def slot_dir(self, slot: str) -> Path:
         return self.root / "slots" / slot
