@@ -10,6 +10,7 @@ from cli.common import CliError
 
 # Subcommand modules, each with ``register(subparsers)``; later features append here.
 COMMANDS = ("demo", "sql", "fleet", "sync", "simulate", "rollout", "dev", "security", "device")
+COMMANDS += ("release",)
 
 
 def build_parser() -> argparse.ArgumentParser:
