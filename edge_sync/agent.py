@@ -430,6 +430,9 @@ class DeviceAgent:
             "release": {"version": version, "slot": slot},
             "desired_revision": applied_revision(self.cache),
             "last_sync": last or None,
+            "installer": self.downlink.installer.status()
+            if isinstance(self.downlink.installer, SlotInstaller)
+            else None,
         }
 
     # -- socket --------------------------------------------------------------------------

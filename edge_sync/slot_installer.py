@@ -156,6 +156,16 @@ class SlotInstaller:
         slot = self.active_slot()
         return (self.slot_version(slot), slot) if slot else (None, None)
 
+    def status(self) -> dict[str, Any]:
+        """What ``edge-sync status`` shows: the committed release, a step under way, reverted versions."""
+        p = self.journal["pending"]
+        return {
+            "committed": self.journal["committed"],
+            "pending": None if p is None else {k: p[k] for k in ("step", "version", "slot") if k in p},
+            "slots": self.slots(),
+            "reverted": self.journal["reverted"],
+        }
+
     def in_probation(self) -> bool:
         p = self.journal["pending"]
         return p is not None and p["step"] == "activated"
@@ -238,6 +248,9 @@ class SlotInstaller:
         ):
             self._revert("rollback: the install failed")
             return
+        committed = self.journal["committed"]
+        if committed is not None and self.active_slot() == committed["slot"]:
+            return  # a release that passed its check runs (a failed switch already reverted here)
         if previous is not None and self.slot_version(previous.slot) == previous.version:
             if self.active_slot() != previous.slot:
                 self._point_current(previous.slot)

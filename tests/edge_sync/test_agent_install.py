@@ -153,6 +153,9 @@ def test_agent_installs_reverts_stages_and_rolls_back(tmp_path, s3_bucket, files
         down = desire(Release(version="v2", slot="b", rollout_id="r2"))
         assert "health check" in down["install_error"]
         assert agent.status()["release"] == {"version": "v1", "slot": "a"}
+        shown = agent.status()["installer"]
+        assert shown["committed"] == {"version": "v1", "slot": "a"} and shown["pending"] is None
+        assert list(shown["reverted"]) == ["v2"] and shown["slots"] == {"a": "v1", "b": "v2"}
 
         # blue/green: v3 staged on the inactive slot, then an instant switch, then a rollback
         served("v3", probation_s=60)

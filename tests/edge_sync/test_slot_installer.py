@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from edge_sync.bandwidth import BandwidthBudget
+from edge_sync.cache import DeviceCache
 from edge_sync.identity import PlatformSigner
 from edge_sync.install_errors import InstallError, InstallPending
 from edge_sync.objectstore import ObjectStore, StoreUnavailable
-from edge_sync.release_manifest import manifest_key
+from edge_sync.release_manifest import decode, manifest_key
 from edge_sync.slot_installer import STEPS, SlotInstaller, run_check
-from tests.support.device import make_env
+from tests.support.device import KEY, make_env
 from tests.support.releases import app_release, publish, tarball
 
 
@@ -294,8 +298,6 @@ def test_crash_loop_in_probation_reverts(env, signer, make):
 
 
 def _artifact(env, signer):
-    from edge_sync.release_manifest import decode
-
     raw = env.store.get(manifest_key("t1", "v1"))
     return decode(raw, platform_keys=signer.public_key_bytes(), tenant_id="t1", version="v1").artifacts[0]
 
@@ -357,9 +359,6 @@ def test_killed_at_every_step_comes_back_consistent(env, signer, make, step, hea
 
 def test_sigkill_mid_install_and_mid_switch(tmp_path, env, signer, make):
     """A real SIGKILL of a process installing, at two boundaries; a new process recovers."""
-    import subprocess
-    import sys
-    import textwrap
 
     publish(env.store, signer, "v1", app_release("v1"))
     publish(env.store, signer, "v2", app_release("v2"), probation_s=60)
@@ -390,9 +389,6 @@ def test_sigkill_mid_install_and_mid_switch(tmp_path, env, signer, make):
             [sys.executable, "-c", script, at], cwd=os.getcwd(), capture_output=True, timeout=120
         )
         assert done.returncode == -9, done.stderr.decode()[-2000:]
-        from edge_sync.cache import DeviceCache
-        from tests.support.device import KEY
-
         env.cache = DeviceCache.open(env.root / "cache.db", tenant_id="t1", device_id="dev-1", key=KEY)
         inst = make()
         _consistent(inst)
