@@ -270,6 +270,8 @@ class DeviceAgent:
             hook=hook,
         )
         self.downlink = Downlink(cache, store, platform_keys=platform_keys, rules=rules, installer=installer)
+        if isinstance(installer, SlotInstaller):  # one link: uploads and downloads share the byte rate
+            installer.fetcher.share_rate(self.uploader.rate_limiter)
         self.sync_interval_s = sync_interval_s
         self.backoff = Backoff(base_s=min(sync_interval_s, max_backoff_s), cap_s=max_backoff_s)
         self.socket_path = Path(socket_path) if socket_path else None

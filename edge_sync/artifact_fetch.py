@@ -65,6 +65,11 @@ class ArtifactFetcher:
             else None
         )
 
+    def share_rate(self, bucket: TokenBucket | None) -> None:
+        """Spend the rate of ``bucket`` (the uploader's), so uploads and downloads together keep to it."""
+        if bucket is not None:
+            self._bucket = bucket
+
     def allowance(self) -> SyncAllowance:
         """A fresh per-sync allowance (one per install attempt)."""
         return SyncAllowance(self.budget.bytes_per_sync)

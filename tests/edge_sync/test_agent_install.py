@@ -256,3 +256,29 @@ def test_device_toml_install_section_builds_the_slot_installer(tmp_path):
     assert parse_config(base, base=tmp_path).install is None  # the agent then only records releases
     config = parse_config({**base, "install": {"root": "releases"}}, base=tmp_path)
     assert config.install.root == tmp_path / "releases" and config.install.min_free_bytes == 64 << 20
+
+
+def test_uploads_and_downloads_share_one_byte_rate(tmp_path):
+    env = make_env(tmp_path)
+    signer = PlatformSigner.generate()
+    installer = SlotInstaller(
+        tmp_path / "releases",
+        cache=env.cache,
+        store=env.store,
+        platform_keys=signer.public_key_bytes(),
+        budget=BandwidthBudget(bytes_per_second=1000),
+    )
+    agent = DeviceAgent.from_parts(
+        cache=env.cache,
+        store=env.store,
+        key_service=env.keys,
+        identity=env.identity,
+        platform_keys=signer.public_key_bytes(),
+        installer=installer,
+        budget=BandwidthBudget(bytes_per_second=1000),
+    )
+    try:
+        assert agent.uploader.rate_limiter is not None
+        assert installer.fetcher._bucket is agent.uploader.rate_limiter
+    finally:
+        agent.close()
