@@ -262,7 +262,11 @@ class SlotInstaller:
         p = self.journal["pending"]
         if p is None or p["step"] != "activated":
             return None
-        manifest = self._slot_manifest(p["slot"])
+        try:
+            manifest = self._slot_manifest(p["slot"])
+        except InstallError as exc:  # the slot in probation changed under us: not a release to keep
+            self._revert(f"{exc.reason}: {exc}")
+            return "reverted"
         ok, why = self._health(p["slot"], p["version"], manifest)
         if not ok:
             self._revert(f"health_check: {why}")
@@ -300,7 +304,11 @@ class SlotInstaller:
         elif step == "activated":
             starts = int(p.get("starts", 0)) + 1
             self._journal(pending={**p, "starts": starts})
-            limit = self._slot_manifest(p["slot"]).max_restarts
+            try:
+                limit = self._slot_manifest(p["slot"]).max_restarts
+            except InstallError as exc:
+                self._revert(f"{exc.reason}: {exc}")
+                return
             if starts > limit:
                 self._revert(
                     f"crash_loop: the agent restarted {starts} times during probation (limit {limit})"
@@ -331,11 +339,17 @@ class SlotInstaller:
         return raw, manifest
 
     def _slot_manifest(self, slot: str) -> ReleaseManifest:
+        """The signed manifest kept in a slot, verified again; ``InstallError(slot_damaged)`` if it is not."""
         version = self.slot_version(slot)
-        raw = (self.slot_dir(slot) / MANIFEST_FILE).read_bytes()
-        return decode(
-            raw, platform_keys=self.platform_keys, tenant_id=self.cache.tenant_id, version=version or ""
-        )
+        try:
+            raw = (self.slot_dir(slot) / MANIFEST_FILE).read_bytes()
+            return decode(
+                raw, platform_keys=self.platform_keys, tenant_id=self.cache.tenant_id, version=version or ""
+            )
+        except (OSError, ManifestError) as exc:
+            raise InstallError(
+                "slot_damaged", f"slot {slot} ({version}) has no valid release.json: {exc}"
+            ) from exc
 
     def _check_disk(self, manifest: ReleaseManifest) -> None:
         to_download = sum(self.fetcher.missing_bytes(a) for a in manifest.artifacts)

@@ -398,3 +398,17 @@ def test_sigkill_mid_install_and_mid_switch(tmp_path, env, signer, make):
             assert inst.in_probation()
         env.cache.close()
     env.cache = DeviceCache.open(env.root / "cache.db", tenant_id="t1", device_id="dev-1", key=KEY)
+
+
+def test_a_damaged_slot_in_probation_is_reverted(env, signer, make):
+    publish(env.store, signer, "v1", app_release("v1"))
+    publish(env.store, signer, "v2", app_release("v2"), probation_s=60)
+    inst = make()
+    inst.install("v1", "a")
+    inst.switch("a")
+    inst.install("v2", "b")
+    inst.switch("b")
+    (inst.slot_dir("b") / "release.json").write_bytes(b"{}")  # tampered on disk
+    assert inst.tick() == "reverted"
+    assert inst.running() == ("v1", "a")
+    assert update_rows(env)[-1][3].startswith("slot_damaged")
