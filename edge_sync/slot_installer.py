@@ -195,7 +195,15 @@ class SlotInstaller:
             self._report("failed", version, f"{exc.reason}: {exc}")
             raise
         self._hook("downloaded")
-        self._build_slot(slot, version, raw, manifest, files)
+        try:
+            self._build_slot(slot, version, raw, manifest, files)
+        except InstallError as exc:
+            shutil.rmtree(self.root / "slots" / f".{slot}.new", ignore_errors=True)
+            self._journal(pending=None)
+            self._report("failed", version, f"{exc.reason}: {exc}")
+            for a in manifest.artifacts:
+                self.fetcher.discard(a)  # signed bytes that do not unpack: fetching them again will not help
+            raise
         self._journal(pending=None)
         self._report("installed", version)
         for a in manifest.artifacts:
@@ -372,8 +380,13 @@ class SlotInstaller:
         new.mkdir()
         for artifact, path in zip(manifest.artifacts, files, strict=True):
             if artifact.unpack:
-                with tarfile.open(path) as tar:
-                    tar.extractall(new, filter="data")  # refuses absolute paths, links out, devices
+                try:
+                    with tarfile.open(path) as tar:
+                        tar.extractall(new, filter="data")  # refuses absolute paths, links out, devices
+                except tarfile.TarError as exc:  # FilterError included: a member that would escape
+                    raise InstallError(
+                        "bad_archive", f"{artifact.name} does not unpack safely: {exc}"
+                    ) from exc
             else:
                 shutil.copyfile(path, new / artifact.name)
         (new / MANIFEST_FILE).write_bytes(raw)

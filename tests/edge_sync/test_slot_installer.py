@@ -412,3 +412,24 @@ def test_a_damaged_slot_in_probation_is_reverted(env, signer, make):
     assert inst.tick() == "reverted"
     assert inst.running() == ("v1", "a")
     assert update_rows(env)[-1][3].startswith("slot_damaged")
+
+
+@pytest.mark.parametrize("member", ["../escape", "sub/../../escape"])
+def test_an_archive_member_escaping_the_slot_is_refused(env, signer, make, member):
+    publish(env.store, signer, "v1", tarball({"VERSION": "v1", member: "x"}), check=False)
+    inst = make()
+    with pytest.raises(InstallError) as exc:
+        inst.install("v1", "a")
+    assert exc.value.reason == "bad_archive"
+    assert inst.slots() == {} and inst.journal["pending"] is None
+    assert not (inst.root / "escape").exists() and not list((inst.root / "slots").iterdir())
+    assert update_rows(env)[-1][1] == "failed"
+
+
+def test_an_absolute_archive_member_stays_inside_the_slot(env, signer, make, tmp_path):
+    target = tmp_path / "outside"
+    publish(env.store, signer, "v1", tarball({"VERSION": "v1", str(target): "x"}), check=False)
+    inst = make()
+    inst.install("v1", "a")
+    assert not target.exists()
+    assert (inst.slot_dir("a") / str(target).lstrip("/")).read_text() == "x"
