@@ -21,6 +21,12 @@ Each sync the agent reads ``tenant=<T>/device=<D>/desired.json`` and:
    reports version, slot and desired revision in the ``health`` stream (the staged version
    and slot are kept in ``_agent`` state, key ``staged``; ``staged_release`` reads them).
 
+An installer that keeps its own record on disk (``edge_sync.slot_installer``) is followed at
+the start of every pull: its probation ``tick`` runs, and what it runs and holds (after a
+revert, a crash loop, a recovery) is copied into ``_agent``. When it raises ``InstallPending``
+(a download spanning syncs) the document is left unapplied, status ``pending``, and the next
+pull resumes it; its state edits wait with it.
+
 Bookkeeping lives in the cache's local state under the reserved namespace ``_agent``
 (written with ``replace_state_rows``, so it is never uploaded as a device edit).
 
