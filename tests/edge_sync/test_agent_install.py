@@ -14,6 +14,7 @@ import pytest
 
 from edge_sync.agent import DeviceAgent
 from edge_sync.bandwidth import BandwidthBudget
+from edge_sync.cli import _status_text
 from edge_sync.desired import DesiredState, Release, desired_key, encode
 from edge_sync.identity import PlatformSigner
 from edge_sync.objectstore_s3 import S3ObjectStore
@@ -156,6 +157,8 @@ def test_agent_installs_reverts_stages_and_rolls_back(tmp_path, s3_bucket, files
         shown = agent.status()["installer"]
         assert shown["committed"] == {"version": "v1", "slot": "a"} and shown["pending"] is None
         assert list(shown["reverted"]) == ["v2"] and shown["slots"] == {"a": "v1", "b": "v2"}
+        assert "installer: committed v1" in _status_text(agent.status())  # edge-sync status
+        assert "reverted here: v2" in _status_text(agent.status())
 
         # blue/green: v3 staged on the inactive slot, then an instant switch, then a rollback
         served("v3", probation_s=60)
