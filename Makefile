@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 export EDGEPLAT_HOME ?= $(CURDIR)/.edgeplat
 
-.PHONY: demo test test-fast dev bench bench-quick lint fmt lock validate clean tools tools-lock
+.PHONY: demo test test-fast dev bench bench-quick lint fmt lock validate clean tools tools-lock agent-lock agent-artifacts
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on this CI image), every process would
 # otherwise recompile dagster, pandas & co. from source: about 3 s for each of the many processes the tests and the demo start.
@@ -76,6 +76,19 @@ fmt: $(STAMP)
 # device package, ./edge_sync, through [tool.uv.sources]; existing pins are kept where they still fit).
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+# The device agent's dependency pins with their hashes (what a device installs beside the agent
+# wheel), kept to the versions of requirements.lock; re-run after editing edge_sync/pyproject.toml.
+agent-lock: $(STAMP)
+	grep -v '^-e' requirements.lock > $(VENV)/platform-constraints.txt
+	$(BIN)/uv pip compile edge_sync/pyproject.toml --quiet --python-version 3.11 --generate-hashes --no-annotate \
+		-c $(VENV)/platform-constraints.txt --custom-compile-command "make agent-lock" \
+		-o edge_sync/packaging/requirements-device.txt
+
+# The agent wheel, its pins, and the Greengrass recipe / IoT Edge deployment rendered with their
+# SHA-256 into dist/agent (AGENT_ARGS: --artifact-base s3://bucket/prefix --image-digest sha256:...).
+agent-artifacts: $(STAMP)
+	$(BIN)/python scripts/agent_artifacts.py --out dist/agent $(AGENT_ARGS)
 
 clean:
 	rm -rf $(VENV) .edgeplat .pytest_cache $(TOOLS)

@@ -66,6 +66,7 @@ from edge_sync.live_publisher import LiveConfig, LivePublisher
 from edge_sync.objectstore import ObjectStore
 from edge_sync.objectstore_url import from_url
 from edge_sync.rules import RuleSet
+from edge_sync.slot_installer import SlotInstaller
 from edge_sync.storage_credentials import VaultRenderedStore
 from edge_sync.streams import STREAMS
 from edge_sync.uploader import StepHook, SyncReport, Uploader, UploadPolicy, transient_errors
@@ -120,19 +121,31 @@ class DeviceAgent:
                 store = store_source.initial()
             else:
                 store = from_url(config.object_store.url, **config.object_store.options)
+            budget = BandwidthBudget(
+                config.bandwidth.bytes_per_second or None,
+                config.bandwidth.burst_bytes or None,
+                config.bandwidth.bytes_per_sync or None,
+            )
+            platform_keys = load_public_key(config.platform_public_key_path)
+            if installer is None and config.install is not None:
+                installer = SlotInstaller(
+                    config.install.root,
+                    cache=cache,
+                    store=store,
+                    platform_keys=platform_keys,
+                    budget=budget,
+                    min_free_bytes=config.install.min_free_bytes,
+                    chunk_bytes=config.install.chunk_bytes,
+                )
             self._setup(
                 cache=cache,
                 store=store,
                 key_service=key_service(config, vault),
                 identity=identity,
-                platform_keys=load_public_key(config.platform_public_key_path),
+                platform_keys=platform_keys,
                 rules=state_rules(config.rules_path),
                 installer=installer,
-                budget=BandwidthBudget(
-                    config.bandwidth.bytes_per_second or None,
-                    config.bandwidth.burst_bytes or None,
-                    config.bandwidth.bytes_per_sync or None,
-                ),
+                budget=budget,
                 policy=UploadPolicy(
                     max_rows=config.upload.max_rows_per_batch, max_span_ms=config.upload.max_span_s * 1000
                 ),
@@ -261,6 +274,8 @@ class DeviceAgent:
             hook=hook,
         )
         self.downlink = Downlink(cache, store, platform_keys=platform_keys, rules=rules, installer=installer)
+        if isinstance(installer, SlotInstaller):  # one link: uploads and downloads share the byte rate
+            installer.fetcher.share_rate(self.uploader.rate_limiter)
         self.sync_interval_s = sync_interval_s
         self.backoff = Backoff(base_s=min(sync_interval_s, max_backoff_s), cap_s=max_backoff_s)
         self.socket_path = Path(socket_path) if socket_path else None
@@ -360,6 +375,8 @@ class DeviceAgent:
             return
         old, self.store = self.store, fresh
         self.uploader.store = self.downlink.store = fresh
+        if isinstance(self.downlink.installer, SlotInstaller):
+            self.downlink.installer.use_store(fresh)
         old.close()
         log.info("object-store credential rotated: store rebuilt from %s", self._store_source.path)
 
@@ -451,6 +468,9 @@ class DeviceAgent:
             "desired_revision": applied_revision(self.cache),
             "last_sync": last or None,
             "live": self.live.stats() if self.live is not None else None,
+            "installer": self.downlink.installer.status()
+            if isinstance(self.downlink.installer, SlotInstaller)
+            else None,
         }
 
     # -- socket --------------------------------------------------------------------------

@@ -356,6 +356,9 @@ def decode_tables(
     for k, data in enumerate(payloads):
         expected = None if row_counts is None else row_counts[k]
         t = _read_stored(_parquet_bytes(data, unzstd), layout, expected)
+        for name in spec.added:  # an older agent's payload: the columns appended since read as null
+            if name not in t.column_names:
+                t = t.append_column(name, pa.nulls(t.num_rows, _DICTIONARY_STRING))
         names = set(t.column_names)
         missing = layout.needed - names
         if missing:

@@ -124,6 +124,18 @@ class BandwidthConfig(_Section):
     bytes_per_sync: int = Field(default=0, ge=0)
 
 
+class InstallConfig(_Section):
+    """The A/B slot installer (``edge_sync.slot_installer``): releases go into ``root``.
+
+    Without this section the agent only records the release it was asked to run (devices
+    whose software Greengrass or IoT Edge deploys). Downloads share ``[bandwidth]``.
+    """
+
+    root: Path
+    min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # kept free after an install
+    chunk_bytes: int = Field(default=1024 * 1024, ge=4096)  # one ranged read; the resume granularity
+
+
 class UploadConfig(_Section):
     max_rows_per_batch: int = Field(default=5000, ge=1)
     max_span_s: int = Field(default=3600, ge=1)
@@ -145,6 +157,7 @@ class AgentConfig(_Section):
     durability: DurabilityConfig = Field(default_factory=DurabilityConfig)
     bandwidth: BandwidthConfig = Field(default_factory=BandwidthConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
+    install: InstallConfig | None = None
     sync_interval_s: float = Field(default=60.0, gt=0)
     max_backoff_s: float = Field(default=600.0, gt=0)
     socket_path: Path | None = None
@@ -202,6 +215,8 @@ class AgentConfig(_Section):
         if data.live is not None:
             for name in ("ca_path", "cert_path", "key_path", "password_path", "runtime_dir"):
                 setattr(data.live, name, fix(getattr(data.live, name)))
+        if data.install is not None:
+            data.install.root = fix(data.install.root)
         return data
 
 

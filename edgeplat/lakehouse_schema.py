@@ -136,6 +136,9 @@ TABLES: dict[str, Table] = {
                 ("mem_mb", "DOUBLE"),
                 ("heartbeat", "BIGINT"),
                 ("queue_depth", "BIGINT"),
+                ("update_state", "VARCHAR"),
+                ("update_version", "VARCHAR"),
+                ("update_reason", "VARCHAR"),
             ]
             + INGEST_COLUMNS
             + [DAY_COLUMN],

@@ -40,6 +40,7 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 # Health columns a gate may watch: the numeric payload of the device `health` stream.
 # requests and errors are the counts behind error_rate, not metrics of their own
 _NOT_METRICS = {"version", "slot", "desired_revision", "requests", "errors"}
+_NOT_METRICS |= {"update_state", "update_version", "update_reason"}  # installer steps, not metrics
 HEALTH_METRICS: tuple[str, ...] = tuple(n for n in STREAMS["health"].payload_names if n not in _NOT_METRICS)
 # Metrics judged as rates of events over an exposure (count tests); the rest are continuous.
 RATE_METRICS = frozenset({"error_rate", "crash_count", "heartbeat"})
