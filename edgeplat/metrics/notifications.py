@@ -1,8 +1,9 @@
-"""Notification delivery counts from the lakehouse's ``notifications`` table, when it exists.
+"""Notification delivery counts from the lakehouse's ``notifications`` table.
 
-The table belongs to the alerting side (rules and sinks); the exporter only counts its rows
-by tenant, sink and outcome. A lakehouse without the table (an older schema) exports no
-notification series and says so in ``edgeplat_exporter_notifications_table_present``.
+The table belongs to the alerting side (``edgeplat/alerts/engine.py`` writes one row per
+delivery); the exporter only counts its rows by tenant, sink and outcome. A lakehouse whose
+schema predates the table exports no notification series and says so in
+``edgeplat_exporter_notifications_table_present``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ def read_notifications(con: duckdb.DuckDBPyConnection) -> list[Reading]:
         ).fetchall()
     }
     present.add((), 1 if columns else 0)
-    tenant = "tenant_id" if "tenant_id" in columns else "tenant"
-    if not {tenant, "sink", "outcome", "attempts"} <= columns:
+    if not {"tenant_id", "sink", "outcome", "attempts"} <= columns:
         return [present, sent, attempts]
     for t, sink, outcome, n, tries in con.execute(
-        f'SELECT "{tenant}", sink, outcome, count(*), sum(coalesce(attempts, 0)) FROM "{TABLE}" GROUP BY ALL'
+        f'SELECT tenant_id, sink, outcome, count(*), sum(coalesce(attempts, 0)) FROM "{TABLE}" GROUP BY ALL'
     ).fetchall():
         sent.add((str(t), str(sink), str(outcome)), n)
         attempts.add((str(t), str(sink)), tries or 0)

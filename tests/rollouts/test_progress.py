@@ -12,7 +12,7 @@ from edgeplat.rollouts.events import TERMINAL, Kind, RolloutState
 from edgeplat.rollouts.plots import plot_rollout
 from edgeplat.rollouts.progress import ProgressPoint, progress_series, release_progress
 from edgeplat.rollouts.store import RolloutStore
-from tests.support.rollouts import gated_spec, small_spec
+from tests.support.rollouts import sized_spec, small_spec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -55,7 +55,7 @@ def test_devices_on_the_release_never_fall_across_phases_while_updated_devices_g
     fleet = make_fleet(devices=200)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
-    rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
+    rid = ctl.launch(sized_spec(), actor="alice", now=fleet.now)
     quiet: set[str] = set()
     for _ in range(200):
         ctl.tick(rid, fleet.now)
@@ -94,7 +94,7 @@ def test_devices_on_the_release_fall_only_after_a_rollback(lake, backend, make_f
     fleet.set_release_profile("3.0.0", error_rate=0.03)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
-    rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
+    rid = ctl.launch(sized_spec(), actor="alice", now=fleet.now)
     for _ in range(100):
         ctl.tick(rid, fleet.now)
         if ctl.store.state(rid).status in TERMINAL:

@@ -29,7 +29,7 @@ from edgeplat.simulator.rollout_fleet import DemoFleet
 from pipelines.resources import resources_for
 from tests.support.cli import EDGEPLAT
 from tests.support.processes import HOST, free_port
-from tests.support.rollouts import gated_spec
+from tests.support.rollouts import sized_spec
 from tests.support.services import require_service
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,7 +45,7 @@ def completed_rollout(devices: int = 200) -> str:
     try:
         fleet.advance(30)
         ctl = Controller(RolloutStore(lake), backend)
-        rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
+        rid = ctl.launch(sized_spec(), actor="alice", now=fleet.now)
         for _ in range(100):
             ctl.tick(rid, fleet.now)
             if ctl.store.state(rid).status in TERMINAL:

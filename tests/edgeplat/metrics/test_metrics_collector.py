@@ -193,22 +193,21 @@ def test_rollout_figures_come_from_the_log(fleet: Fleet) -> None:
     assert value(later, "edgeplat_rollout_events_total", kind="rollback") == 1
 
 
-def test_notification_counts_appear_with_their_table(fleet: Fleet) -> None:
+def test_notification_deliveries_are_counted_by_tenant_sink_and_outcome(fleet: Fleet) -> None:
     got = scrape(LakehouseCollector(fleet.lake))
-    assert value(got, "edgeplat_exporter_notifications_table_present") == 0
+    assert value(got, "edgeplat_exporter_notifications_table_present") == 1
     assert named(got, "edgeplat_notifications_total") == {}
-    # the table as the alerting side writes it (columns tenant, rule, sink, state, outcome, attempts, created_at)
+    # rows as the alert engine writes them, one per delivery
     fleet.lake.write(
         lambda con: con.execute(
-            "CREATE TABLE notifications (tenant VARCHAR, rule VARCHAR, sink VARCHAR, state VARCHAR, "
-            "outcome VARCHAR, attempts BIGINT, created_at TIMESTAMPTZ);"
-            "INSERT INTO notifications VALUES ('acme', 'r', 'ops-slack', 'firing', 'delivered', 1, now()),"
-            "('acme', 'r', 'ops-slack', 'resolved', 'delivered', 3, now()),"
-            "('acme', 'r', 'pager', 'firing', 'failed', 5, now())"
+            "INSERT INTO notifications (notification_id, tenant_id, rule, sink, sink_kind, state, outcome, "
+            "attempts, created_at) VALUES "
+            "('n1', 'acme', 'r', 'ops-slack', 'slack', 'firing', 'delivered', 1, now()),"
+            "('n2', 'acme', 'r', 'ops-slack', 'slack', 'resolved', 'delivered', 3, now()),"
+            "('n3', 'acme', 'r', 'pager', 'pagerduty', 'firing', 'failed', 5, now())"
         )
     )
     got = scrape(LakehouseCollector(fleet.lake))
-    assert value(got, "edgeplat_exporter_notifications_table_present") == 1
     assert (
         value(got, "edgeplat_notifications_total", tenant="acme", sink="ops-slack", outcome="delivered") == 2
     )
