@@ -148,6 +148,9 @@ class AgentConfig(_Section):
     max_backoff_s: float = Field(default=600.0, gt=0)
     socket_path: Path | None = None
     rules_path: Path | None = None
+    # What the device is enrolled as (the central inventory's edge_agent claim, in every manifest)
+    platform: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
 
     @field_validator("tenant_id")
     @classmethod
