@@ -53,6 +53,7 @@ class GreengrassObserver:
     ) -> None:
         self.gg, self.thing_name, self.workers, self.clock = gg, thing_name, workers, clock
         self._seen: dict[str, float] = {}  # thing -> lastStatusUpdateTimestamp already folded
+        self._facts: dict[str, PlatformFact] = {}  # thing -> its last fact (re-emitted while unchanged)
 
     def observe(
         self,
@@ -124,12 +125,17 @@ class GreengrassObserver:
 
         with cf.ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
             results = list(pool.map(lambda td: one(*td), stale))
+        fresh = set()
         for (thing, d), fact in zip(stale, results, strict=True):
             if fact is None:
                 out.left.append(d)
                 continue
+            fresh.add(thing)
             out.facts.append(fact)
+            self._facts[thing] = fact
             self._seen[thing] = _stamp(status.get(thing))
+        # unchanged devices: their last fact again (no call), so a row rewritten meanwhile gets it back
+        out.facts += [self._facts[t] for t in things if t not in fresh and t in self._facts]
         out.calls = budget.calls
         return out
 

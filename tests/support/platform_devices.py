@@ -97,7 +97,10 @@ class IotEdgeDevices:
     def step(self) -> None:
         hub = self.p.hub
         with hub._lock:
-            configs = sorted(hub.configurations.values(), key=lambda c: -c["priority"])
+            # the highest priority wins; between equals, the most recently created (as IoT Hub does)
+            configs = sorted(
+                hub.configurations.values(), key=lambda c: (c["priority"], c["createdTimeUtc"]), reverse=True
+            )
             twins = list(hub.twins.values())
         for twin in twins:
             if not twin["capabilities"].get("iotEdge"):
