@@ -87,6 +87,17 @@ device_drift_refresh = dg.define_asset_job(
     description="Recompute desired versus reported version per device.",
 )
 
+device_inventory_sync = dg.define_asset_job(
+    "device_inventory_sync",
+    selection=dg.AssetSelection.assets("device_inventory"),
+    description="Import devices from every configured platform into the devices table.",
+)
+platform_feedback_refresh = dg.define_asset_job(
+    "platform_feedback_refresh",
+    selection=dg.AssetSelection.assets("platform_feedback"),
+    description="One bounded pass of what Greengrass and IoT Hub report about active rollouts' devices.",
+)
+
 SYNC_JOBS = [ingest_batches, reconcile_sync, edit_device_state]
 ROLLOUT_JOBS = [
     launch_rollout,
@@ -100,3 +111,4 @@ ROLLOUT_JOBS = [
     device_drift_refresh,
 ]
 JOBS = [sync_fleet, *SYNC_JOBS, *ROLLOUT_JOBS]
+JOBS += [device_inventory_sync, platform_feedback_refresh]  # the platform inventory and feedback

@@ -8,13 +8,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from assets.fleet.inventory import device_inventory
 from edgeplat.inventory.claims import DeviceClaim
 from edgeplat.inventory.sources import Unassigned, greengrass_claims, iot_edge_claims
 from edgeplat.inventory.store import fold_claims, list_devices, show_device
 from edgeplat.inventory.targeting import empty_target_reason
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
+from resources.backends import FleetBackendResource
+from resources.lakehouse import LakehouseResource
+from tests.support.iothub_double import CONNECTION_STRING
+from tests.support.moto_server import MOTO_CREDENTIALS
 from tests.support.platforms import Platforms, running_platforms
 from tests.support.rollouts import small_spec
 
@@ -141,3 +147,22 @@ def test_a_spec_that_selects_nothing_names_the_filter(platforms, lake):
     assert "beta 60" in no_tag and "stable 60" in no_tag
     assert no_platform.startswith("platforms ['iot_edge', 'edge_agent']") and "greengrass 131" in no_platform
     assert json.dumps(no_platform)  # plain text for the run's metadata
+
+
+def test_the_device_inventory_asset_imports_from_the_configured_platforms(platforms, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", MOTO_CREDENTIALS["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", MOTO_CREDENTIALS["aws_secret_access_key"])
+    (tmp_path / "data").mkdir()
+    lake = LakehouseResource(catalog=f"sqlite:{tmp_path}/catalog.sqlite", data_path=f"{tmp_path}/data/")
+    lake.get().ensure_schema()
+    backend = FleetBackendResource(
+        kinds="greengrass,azure_iot_edge",
+        iot_endpoint_url=platforms.iot.meta.endpoint_url,
+        greengrass_endpoint_url=platforms.gg.meta.endpoint_url,
+        iothub_connection_string=CONNECTION_STRING,
+        iothub_base_url=platforms.hub_backend.registry.protocol.config.base_url,
+    )
+    result = dg.materialize([device_inventory], resources={"lakehouse": lake, "fleet_backend": backend})
+    meta = result.asset_materializations_for_node("device_inventory")[0].metadata
+    assert meta["new"].value == GG_DEVICES + EDGE_DEVICES + 1 and meta["conflicts"].value == 1
+    assert meta["without_tenant"].value == {"greengrass": ["inv-orphan"]}
