@@ -1,7 +1,8 @@
 """Device inventory sync and one platform-observation pass, each against a sensor tick (60 s).
 
 1. ``inventory_sync_vs_tick``: 100,000 devices (quick: 10,000), half Greengrass core devices
-   (greengrassv2 double; their IoT things and a thing group on an in-process moto server),
+   (greengrassv2 double; their IoT things and a thing group on the IoT registry double, which pages
+   in O(page) as the service does: moto re-scans its registry per page, 37 s for 50,000 things),
    half IoT Edge devices (IoT Hub double): every page read through the real clients
    (``edgeplat.inventory.sources``), claims folded into a DuckLake ``devices`` table
    (``fold_claims``), then a second sync of the unchanged fleet (what the hourly schedule
@@ -19,7 +20,6 @@ is not in these figures, the client, paging, parsing and lakehouse costs are.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -41,6 +41,7 @@ from edgeplat.inventory.sources import Unassigned, greengrass_claims, iot_edge_c
 from edgeplat.inventory.store import fold_claims
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from tests.support.greengrass_double import GreengrassDouble, _component, running_greengrass_double
+from tests.support.iot_registry_double import IotRegistryDouble, running_iot_registry_double
 from tests.support.iothub_double import CONNECTION_STRING, IotHubDouble, running_iothub_double
 
 TICK_S = 60.0
@@ -56,21 +57,18 @@ def _lake(root: Path) -> Lakehouse:
 
 
 def _seed(
-    gg: GreengrassDouble, hub: IotHubDouble, n_gg: int, n_edge: int, version: str, prefix: str
+    iot: IotRegistryDouble, gg: GreengrassDouble, hub: IotHubDouble, n_gg: int, n_edge: int, version: str
 ) -> list[DeviceRef]:
-    """Core devices and twins straight into the doubles' state (seeding is not what is measured)."""
-    from moto.iot.models import iot_backends
-
-    iot = iot_backends[ACCOUNT][REGION]
-    iot.create_thing_group(f"{prefix}fleet", None, {})
+    """Things, core devices and twins straight into the doubles' state (seeding is not measured)."""
+    fleet = iot.groups.setdefault("fleet-eu", [])
     now = time.time()
     refs = []
     for i in range(n_gg):
-        d = DeviceRef(f"t{i % 5}", f"{prefix}gg-{i:06d}", "greengrass")
+        d = DeviceRef(f"t{i % 5}", f"gg-{i:06d}", "greengrass")
         thing = default_thing_name(d)
-        iot.create_thing(thing, None, {"attributes": {"tenant_id": d.tenant_id, "device_id": d.device_id}})
+        iot.things[thing] = {"tenant_id": d.tenant_id, "device_id": d.device_id}
         if i % 10 == 0:
-            iot.add_thing_to_thing_group(f"{prefix}fleet", None, thing, None)
+            fleet.append(thing)
         gg.core_devices[thing] = {
             "coreDeviceThingName": thing,
             "status": "HEALTHY",
@@ -79,7 +77,7 @@ def _seed(
         gg.installed[thing] = {COMPONENT: _component(COMPONENT, version, "RUNNING")}
         refs.append(d)
     for i in range(n_edge):
-        d = DeviceRef(f"t{i % 5}", f"{prefix}edge-{i:06d}", "iot_edge")
+        d = DeviceRef(f"t{i % 5}", f"edge-{i:06d}", "iot_edge")
         hub.twins[d.device_id] = {
             "deviceId": d.device_id,
             "etag": "e",
@@ -107,34 +105,31 @@ def _seed(
     return refs
 
 
-def _clients(moto_url: str, gg_url: str, hub_url: str):
+def _clients(iot_url: str, gg_url: str, hub_url: str):
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
     config = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=16)
-    iot = session.client("iot", region_name=REGION, endpoint_url=moto_url, config=config)
+    iot = session.client("iot", region_name=REGION, endpoint_url=iot_url, config=config)
     ggc = session.client("greengrassv2", region_name=REGION, endpoint_url=gg_url, config=config)
     hub = AzureIotEdgeBackend.from_connection_string(CONNECTION_STRING, base_url=hub_url)
     return iot, ggc, hub.registry
 
 
 def run(quick: bool) -> list[Result]:
-    from moto.server import ThreadedMotoServer
-
     n_inv = 10_000 if quick else 100_000
     n_phase = 2_000 if quick else 10_000
     root = Path(tempfile.mkdtemp(prefix="bench-inventory-"))
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     try:
-        host, port = server.get_host_and_port()
-        moto_url = f"http://{host}:{port}"
         results = []
         # ---------------------------------------------------------------- 1. inventory sync
-        with running_greengrass_double() as (gg_url, gg), running_iothub_double() as (hub_url, hub):
-            _seed(gg, hub, n_inv // 2, n_inv - n_inv // 2, "2.0.0", "inv-")
-            iot, ggc, registry = _clients(moto_url, gg_url, hub_url)
+        with (
+            running_iot_registry_double() as (iot_url, iot_double),
+            running_greengrass_double() as (gg_url, gg),
+            running_iothub_double() as (hub_url, hub),
+        ):
+            _seed(iot_double, gg, hub, n_inv // 2, n_inv - n_inv // 2, "2.0.0")
+            iot, ggc, registry = _clients(iot_url, gg_url, hub_url)
             lake = _lake(root / "inv")
             times = []
             for _ in range(2):
@@ -161,9 +156,13 @@ def run(quick: bool) -> list[Result]:
             iot.close()
             ggc.close()
         # ---------------------------------------------------------------- 2. observation pass
-        with running_greengrass_double() as (gg_url, gg), running_iothub_double() as (hub_url, hub):
-            refs = _seed(gg, hub, n_phase // 2, n_phase - n_phase // 2, "3.0.0", "obs-")
-            iot, ggc, registry = _clients(moto_url, gg_url, hub_url)
+        with (
+            running_iot_registry_double() as (iot_url, iot_double),
+            running_greengrass_double() as (gg_url, gg),
+            running_iothub_double() as (hub_url, hub),
+        ):
+            refs = _seed(iot_double, gg, hub, n_phase // 2, n_phase - n_phase // 2, "3.0.0")
+            iot, ggc, registry = _clients(iot_url, gg_url, hub_url)
             lake = _lake(root / "obs")
             known = [*greengrass_claims(iot, ggc), *iot_edge_claims(registry)]  # the phase's devices exist
             lake.write(lambda con: fold_claims(con, known, datetime.now(UTC)), what="bench")
@@ -199,5 +198,4 @@ def run(quick: bool) -> list[Result]:
             )
         return results
     finally:
-        server.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -163,6 +163,8 @@ class GreengrassDouble:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     executions: dict[str, dict[str, str]] = field(default_factory=dict)  # thing -> deployment -> status
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    operations: tuple[str, ...] = OPERATIONS
+    signing_name: str = "greengrass"
     core_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     installed: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # thing -> component -> row
     throttled: int = 0  # the next this many requests are throttled
@@ -172,7 +174,7 @@ class GreengrassDouble:
 
     def __post_init__(self) -> None:
         self.routes = []
-        for name in OPERATIONS:
+        for name in self.operations:
             op = self.model.operation_model(name)
             template = op.http["requestUri"].split("?")[0]
             regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
@@ -218,7 +220,9 @@ class GreengrassDouble:
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
-        if not _SIGV4.match(headers.get("Authorization", "")):
+        if not re.match(
+            _SIGV4.pattern.replace("greengrass", self.signing_name), headers.get("Authorization", "")
+        ):
             raise ApiError(403, "AccessDeniedException", "missing or malformed SigV4 Authorization header")
         with self._lock:
             if self.outage:
