@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from edgeplat.settings import environment, paths
+from resources.alerts import AlertRulesResource
 from resources.backends import FleetBackendResource
 from resources.gitops import GitOpsRepoResource
 from resources.keys import DeviceRegistryResource, KeyServiceResource, PlatformSignerResource
@@ -44,6 +45,7 @@ PRODUCTION_ENV = {
     "EDGEPLAT_FLEET_BACKEND": (False, "edge_agent (default) | greengrass | azure_iot_edge"),
     "EDGEPLAT_IOTHUB_CONNECTION_STRING": (True, "IoT Hub service connection string (azure_iot_edge)"),
     "EDGEPLAT_GITOPS_REPO": (False, "optional: git repository (path or URL) of rollout specs"),
+    "EDGEPLAT_ALERT_RULES": (False, "alert rules and sinks file (docs/alerts.md)"),
 }
 
 
@@ -85,6 +87,7 @@ def local_resources() -> dict[str, Any]:
         kind="edge_agent", object_store=res["object_store"], platform_signer=res["platform_signer"]
     )
     res["gitops_repo"] = _gitops()
+    res["alert_rules"] = AlertRulesResource(rules_path=str(p.home / "alerts.yaml"))
     return res
 
 
@@ -130,6 +133,7 @@ def production_resources() -> dict[str, Any]:
         "platform_signer": signer,
         "fleet_backend": FleetBackendResource(**backend),
         "gitops_repo": _gitops(),
+        "alert_rules": AlertRulesResource(rules_path=env("EDGEPLAT_ALERT_RULES", ""), required=True),
     }
 
 

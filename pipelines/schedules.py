@@ -1,11 +1,12 @@
-"""Schedules: reconciliation every 15 minutes (catches what sensors missed, admits deferred batches);
-the device inventory hourly; platform feedback every 2 minutes when a platform backend is configured."""
+"""Schedules: reconciliation every 15 minutes (catches what sensors missed, admits deferred batches),
+alert rules every minute, the device inventory hourly, platform feedback every 2 minutes when a
+platform backend is configured."""
 
 import os
 
 import dagster as dg
 
-from pipelines.jobs import device_inventory_sync, platform_feedback_refresh, reconcile_sync
+from pipelines.jobs import device_inventory_sync, evaluate_alerts, platform_feedback_refresh, reconcile_sync
 
 reconcile_every_15_minutes = dg.ScheduleDefinition(
     name="reconcile_sync_every_15_minutes",
@@ -13,6 +14,17 @@ reconcile_every_15_minutes = dg.ScheduleDefinition(
     cron_schedule="*/15 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
+
+# The lakehouse side of the alert rules; the live subscriber (`edgeplat live`) notifies within seconds.
+evaluate_alerts_every_minute = dg.ScheduleDefinition(
+    name="evaluate_alerts_every_minute",
+    job=evaluate_alerts,
+    cron_schedule="* * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+SCHEDULES = [reconcile_every_15_minutes]
+ALERT_SCHEDULES = [evaluate_alerts_every_minute]
 
 device_inventory_hourly = dg.ScheduleDefinition(
     name="device_inventory_hourly",
@@ -33,7 +45,5 @@ platform_feedback_every_2_minutes = dg.ScheduleDefinition(
     if _PLATFORMS & {"greengrass", "azure_iot_edge"}
     else dg.DefaultScheduleStatus.STOPPED,
 )
-
-SCHEDULES = [reconcile_every_15_minutes]
 # Only with the whole code location (their assets are not in the sync's or the rollouts' own).
 PLATFORM_SCHEDULES = [device_inventory_hourly, platform_feedback_every_2_minutes]

@@ -28,7 +28,7 @@ from edgeplat.rollouts.platform_feedback import observe_rollouts
 from edgeplat.rollouts.store import RolloutStore
 from tests.support.platform_devices import GreengrassDevices, IotEdgeDevices, MixedFleet
 from tests.support.platforms import COMPONENT, Platforms, running_platforms
-from tests.support.rollouts import GATED_SELECTION, small_spec
+from tests.support.rollouts import sized_spec
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -159,9 +159,8 @@ def mixed_fleet(
 
 
 def release_spec(tenants: tuple[str, ...], **over):
-    return small_spec(
+    return sized_spec(
         target={"tenants": list(tenants)},
-        selection=GATED_SELECTION,
         release={
             "name": "app",
             "version": "3.0.0",
