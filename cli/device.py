@@ -1,5 +1,7 @@
 """``edgeplat device revoke``: withdraw a device in Vault and in the device registry at once.
 
+``list``, ``show`` and ``register`` (the inventory) live in ``cli.device_inventory``.
+
 Vault comes from ``VAULT_ADDR``/``VAULT_TOKEN`` (see ``edgeplat security``); without Vault
 (the local keyring) pass ``--registry-only``. ``--rotate-storage`` also replaces the tenant's
 shared S3 key, which the revoked device holds a copy of.
@@ -12,6 +14,7 @@ import os
 from pathlib import Path
 
 from cli.common import CliError, dumps
+from cli.device_inventory import add_commands as add_inventory_commands
 from cli.security import add_storage_arguments, storage_admin, vault_admin
 from edge_sync.identity import LocalDeviceRegistry
 from edgeplat.security.revocation import RevocationIncomplete, revoke_device
@@ -19,7 +22,11 @@ from edgeplat.settings import paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("device", help="device identity commands", description="Manage device identities.")
+    p = sub.add_parser(
+        "device",
+        help="device inventory and identity commands",
+        description="The device inventory; device identities.",
+    )
     dsub = p.add_subparsers(dest="device_command", metavar="SUBCOMMAND", required=True)
     r = dsub.add_parser(
         "revoke",
@@ -38,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_storage_arguments(r)
     r.add_argument("--json", action="store_true", help="print JSON for scripts")
     r.set_defaults(handler=revoke)
+    add_inventory_commands(dsub)
 
 
 def _registry_dir(arg: str | None) -> Path:

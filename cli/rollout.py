@@ -154,7 +154,11 @@ def launch(args: argparse.Namespace) -> int:
         },
     )
     out = {"rollout_id": meta.get("rollout_id"), "status": meta.get("status"), "run_id": run_id}
+    if meta.get("empty_target"):
+        out["empty_target"] = meta["empty_target"]
     print(dumps(out) if args.json else f"launched {out['rollout_id']} ({out['status']}), run {run_id}")
+    if out.get("empty_target") and not args.json:
+        print(f"warning: the spec selects no device: {out['empty_target']}")
     return 0
 
 

@@ -158,6 +158,7 @@ class DeviceAgent:
             cache.close()
             raise
         self.config = config
+        self.uploader.enrollment = (config.platform, dict(config.tags))  # signed into every batch manifest
         self._owns_store = True  # built here, so closed here (from_parts leaves a caller's store open)
         self._store_source = store_source
         self._vault = vault

@@ -203,12 +203,15 @@ def write_batch(
     key_service: KeyService,
     identity: DeviceIdentity,
     created_ms: int | None = None,
+    platform: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> EncodedBatch:
     """Encode, encrypt and sign one device's rows of one stream (seqs strictly ascending).
 
     ``evictions`` are dicts ``{first_seq, last_seq, count, reason}`` describing rows the
     device evicted; a batch may carry only evictions (an empty table). ``ValueError`` on
-    bad input, naming the problem.
+    bad input, naming the problem. ``platform``/``tags``: what the device was enrolled as
+    (signed into the manifest for the central inventory).
     """
     validate_id("tenant", tenant_id)
     validate_id("device", device_id)
@@ -263,6 +266,8 @@ def write_batch(
         plaintext_sha256=hashlib.sha256(payload).hexdigest(),
         signer_key_id=identity.key_id,
         created_ms=time.time_ns() // 1_000_000 if created_ms is None else created_ms,
+        platform=platform,
+        tags=tags or {},
     )
     manifest_bytes = manifest.canonical_bytes()
     if len(manifest_bytes) > MAX_MANIFEST_BYTES:

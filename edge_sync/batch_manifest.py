@@ -64,6 +64,11 @@ class Manifest(BaseModel):
     plaintext_sha256: str
     signer_key_id: str
     created_ms: int
+    # What the device was enrolled as (its config's ``platform`` and ``tags``): the central
+    # inventory's ``edge_agent`` claim. Left out of the canonical form when unset, so batches
+    # of agents without them are byte for byte what they were.
+    platform: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
 
     @field_validator("tenant_id", "device_id", "stream")
     @classmethod
@@ -80,8 +85,20 @@ class Manifest(BaseModel):
             raise ValueError("hlc_min/hlc_max must be set exactly when the batch has rows")
         return self
 
+    @field_validator("tags")
+    @classmethod
+    def _small_tags(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if not k or len(k) > 128 or len(val) > 256:
+                raise ValueError(f"tag {k[:40]!r}: names are 1-128 characters, values at most 256")
+        return v
+
     def canonical_bytes(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        for name in ("platform", "tags"):
+            if not data[name]:
+                del data[name]
+        return canonical_json(data)
 
     @property
     def evicted_count(self) -> int:

@@ -163,6 +163,9 @@ class AgentConfig(_Section):
     socket_path: Path | None = None
     rules_path: Path | None = None
     live: LiveConfig | None = None  # the MQTT live path (edge_sync/live_publisher.py); off when absent
+    # What the device is enrolled as (the central inventory's edge_agent claim, in every manifest)
+    platform: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
 
     @field_validator("tenant_id")
     @classmethod

@@ -168,6 +168,8 @@ class Uploader:
             )
         self.cache, self.store = cache, store
         self.key_service, self.identity = key_service, identity
+        # (platform, tags) the device was enrolled with, signed into each manifest (agent config)
+        self.enrollment: tuple[str | None, dict[str, str]] = (None, {})
         self.budget = budget or BandwidthBudget()
         self.policy = policy or UploadPolicy()
         self._wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
@@ -285,6 +287,8 @@ class Uploader:
             key_service=self.key_service,
             identity=self.identity,
             created_ms=self._wall_ms(),
+            platform=self.enrollment[0],
+            tags=self.enrollment[1],
         )
 
     def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:

@@ -97,6 +97,15 @@ TABLES: dict[str, Table] = {
                 ("reported_slot", "VARCHAR"),
                 ("updated_at", "TIMESTAMPTZ"),
                 ("reported_hlc", "BIGINT"),  # HLC of the health row reported_version came from
+                # device inventory (edgeplat.inventory): the platforms' and the device's claims
+                ("connectivity", "VARCHAR"),  # the source's word: connected, healthy, online, ...
+                ("last_seen", "TIMESTAMPTZ"),
+                ("sources", "VARCHAR"),  # JSON: field -> source (operator, greengrass, iot_hub, edge_agent)
+                ("conflicts", "VARCHAR"),  # JSON list: {field, claims: {source: value}, kept}
+                # what the platform reports the device runs (edgeplat.backends.feedback)
+                ("platform_version", "VARCHAR"),
+                ("platform_state", "VARCHAR"),  # RUNNING, BROKEN, ERRORED, running, backoff, ...
+                ("platform_observed_at", "TIMESTAMPTZ"),
             ],
             description="Registered devices and what they last reported.",
         ),

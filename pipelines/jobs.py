@@ -88,6 +88,17 @@ device_drift_refresh = dg.define_asset_job(
     description="Recompute desired versus reported version per device.",
 )
 
+device_inventory_sync = dg.define_asset_job(
+    "device_inventory_sync",
+    selection=dg.AssetSelection.assets("device_inventory"),
+    description="Import devices from every configured platform into the devices table.",
+)
+platform_feedback_refresh = dg.define_asset_job(
+    "platform_feedback_refresh",
+    selection=dg.AssetSelection.assets("platform_feedback"),
+    description="One bounded pass of what Greengrass and IoT Hub report about active rollouts' devices.",
+)
+
 SYNC_JOBS = [ingest_batches, reconcile_sync, edit_device_state]
 ROLLOUT_JOBS = [
     launch_rollout,
@@ -109,3 +120,4 @@ def evaluate_alerts() -> None:
 
 ALERT_JOBS = [evaluate_alerts]
 JOBS = [sync_fleet, *SYNC_JOBS, *ROLLOUT_JOBS, *ALERT_JOBS]
+JOBS += [device_inventory_sync, platform_feedback_refresh]  # the platform inventory and feedback

@@ -105,13 +105,15 @@ def production_resources() -> dict[str, Any]:
     signer = PlatformSignerResource(path=env("EDGEPLAT_PLATFORM_KEY", ""))
     kind = env("EDGEPLAT_FLEET_BACKEND", "edge_agent")
     backend: dict[str, Any] = {"kind": kind, "object_store": object_store, "platform_signer": signer}
-    if kind == "greengrass":
+    kinds = env("EDGEPLAT_FLEET_BACKENDS", "")  # several at once: a mixed fleet (RoutingBackend)
+    backend["kinds"] = kinds
+    if kind == "greengrass" or "greengrass" in kinds:
         backend.update(
             region=region,
             iot_endpoint_url=env("EDGEPLAT_IOT_ENDPOINT") or None,
             greengrass_endpoint_url=env("EDGEPLAT_GREENGRASS_ENDPOINT") or None,
         )
-    elif kind == "azure_iot_edge":
+    if kind == "azure_iot_edge" or "azure_iot_edge" in kinds:
         backend.update(
             iothub_connection_string=dg.EnvVar("EDGEPLAT_IOTHUB_CONNECTION_STRING"),
             iothub_base_url=env("EDGEPLAT_IOTHUB_BASE_URL") or None,

@@ -1,9 +1,12 @@
 """Schedules: reconciliation every 15 minutes (catches what sensors missed, admits deferred batches),
-alert rules every minute."""
+alert rules every minute, the device inventory hourly, platform feedback every 2 minutes when a
+platform backend is configured."""
+
+import os
 
 import dagster as dg
 
-from pipelines.jobs import evaluate_alerts, reconcile_sync
+from pipelines.jobs import device_inventory_sync, evaluate_alerts, platform_feedback_refresh, reconcile_sync
 
 reconcile_every_15_minutes = dg.ScheduleDefinition(
     name="reconcile_sync_every_15_minutes",
@@ -22,3 +25,25 @@ evaluate_alerts_every_minute = dg.ScheduleDefinition(
 
 SCHEDULES = [reconcile_every_15_minutes]
 ALERT_SCHEDULES = [evaluate_alerts_every_minute]
+
+device_inventory_hourly = dg.ScheduleDefinition(
+    name="device_inventory_hourly",
+    job=device_inventory_sync,
+    cron_schedule="7 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+# Acknowledgements of Greengrass/IoT Edge devices come from this pass: on when those platforms are.
+_PLATFORMS = {
+    os.environ.get("EDGEPLAT_FLEET_BACKEND", ""),
+    *os.environ.get("EDGEPLAT_FLEET_BACKENDS", "").split(","),
+}
+platform_feedback_every_2_minutes = dg.ScheduleDefinition(
+    name="platform_feedback_every_2_minutes",
+    job=platform_feedback_refresh,
+    cron_schedule="*/2 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING
+    if _PLATFORMS & {"greengrass", "azure_iot_edge"}
+    else dg.DefaultScheduleStatus.STOPPED,
+)
+# Only with the whole code location (their assets are not in the sync's or the rollouts' own).
+PLATFORM_SCHEDULES = [device_inventory_hourly, platform_feedback_every_2_minutes]

@@ -13,6 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.rollouts.common import ROLLOUTS, controller_from
+from edgeplat.inventory.targeting import empty_target_reason
 from edgeplat.rollouts.commands import CommandError
 from edgeplat.rollouts.controller import new_rollout_id
 from edgeplat.rollouts.plan import PlanError
@@ -95,7 +96,12 @@ def launch_rollout_op(
     context.instance.add_dynamic_partitions(ROLLOUTS.name, [rid])
     res = ctl.tick(rid)
     _emit(context, rid, {"rollout_id": rid, "status": res.status, "phase": res.phase, "who": config.who})
-    context.add_output_metadata({"rollout_id": rid, "status": res.status, "appended": len(res.appended)})
+    with lakehouse.get().session(read_only=True) as con:
+        empty = empty_target_reason(con, spec)
+    if empty:
+        context.log.warning(f"rollout {rid} selects no device: {empty}")
+    meta = {"rollout_id": rid, "status": res.status, "appended": len(res.appended)}
+    context.add_output_metadata({**meta, **({"empty_target": empty} if empty else {})})
     return rid
 
 

@@ -100,8 +100,13 @@ class AzureIotEdgeBackend(FleetBackend):
 
         registry = IoTHubRegistryManager.from_connection_string(connection_string)
         configurations = IoTHubConfigurationManager.from_connection_string(connection_string)
-        if base_url is not None:
-            for manager in (registry, configurations):
+        for manager in (registry, configurations):
+            # msrest's urllib3 Retry backs off on 408/5xx; IoT Hub throttles with 429 (Retry-After honoured)
+            # (and the registry query is a POST, which urllib3 2 does not retry by default: it reads only)
+            policy = manager.protocol.config.retry_policy.policy
+            policy.status_forcelist = sorted({*policy.status_forcelist, 429})
+            policy.allowed_methods = frozenset({*(policy.allowed_methods or ()), "POST"})
+            if base_url is not None:
                 # msrest joins every operation path onto config.base_url
                 manager.protocol.config.base_url = base_url.rstrip("/")
         return cls(registry, configurations, **options)

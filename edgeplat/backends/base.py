@@ -116,7 +116,9 @@ class DeployResult:
     ``changed`` lists the devices whose desired state this call changed (empty when the call
     repeated an earlier one); ``deployments`` names the platform objects created or updated
     (deployment ids, configuration ids, document keys); ``skipped`` maps devices this
-    backend does not manage (wrong platform) to the reason.
+    backend does not manage (wrong platform) to the reason; ``failed`` maps devices the
+    platform did not accept (throttled, outage) to the error, to be retried. Accepted:
+    ``targeted`` minus ``failed``.
     """
 
     backend: str
@@ -127,6 +129,12 @@ class DeployResult:
     changed: tuple[tuple[str, str], ...] = ()
     deployments: tuple[str, ...] = ()
     skipped: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    failed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> tuple[tuple[str, str], ...]:
+        """Devices the backend took the action for (a repeat counts: it is idempotent)."""
+        return tuple(k for k in self.targeted if k not in self.failed)
 
     @property
     def noop(self) -> bool:

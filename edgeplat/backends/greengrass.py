@@ -13,9 +13,16 @@ to a group after its deployment exists receives that deployment from Greengrass 
 
 ``rollback`` works per thing group (whole phases, which is how Greengrass targets): it
 cancels the rollout's active deployments and creates a ``-rollback`` deployment per group:
-the ``to`` component version, or no components (the rollout's component is removed and
-the devices fall back to what their other groups' deployments give them). Offline devices
-get it when they reconnect: group deployments are durable in the service.
+the ``to`` component version, or no components. With no ``to``, each device then gets back
+the component version it ran before the rollout: ``deploy`` records it (from
+``list_installed_components``, before the device joins the phase group) in the thing
+attribute ``edgeplat_prev`` (``<rollout hash>:<version>``, empty version: none installed),
+and ``rollback`` creates one thing-targeted ``-restore`` deployment per device with that
+version (a thing deployment is merged with its groups' deployments on the device). Offline
+devices get it when they reconnect: deployments are durable in the service.
+
+Clients built by ``from_clients`` use botocore's ``standard`` retry mode (throttling and
+transient errors retried with exponential backoff and jitter inside each call).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from edgeplat.backends.base import (
 PLATFORM = "greengrass"
 DEFAULT_DEVICE_TIMEOUT = timedelta(minutes=30)
 GROUP_PREFIX = "edgeplat-"
+PREVIOUS_ATTR = "edgeplat_prev"  # thing attribute: the component version before the rollout
 _NAME_CHARS = "a-zA-Z0-9:_-"  # IoT thing and thing group names
 _ATTR_CHARS = "a-zA-Z0-9_.,@/:#-"  # IoT attribute values
 ACKED = {"IN_PROGRESS", "SUCCEEDED", "COMPLETED", "FAILED", "REJECTED", "CANCELED"}
@@ -112,6 +120,10 @@ def _group_prefix(rollout_id: str) -> str:
     return f"{GROUP_PREFIX}{sanitize_name(rollout_id, allowed=_NAME_CHARS, max_len=100)}-p"
 
 
+def _rollout_mark(rollout_id: str) -> str:
+    return hashlib.sha256(rollout_id.encode()).hexdigest()[:12]
+
+
 def _token(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:64]
 
@@ -141,6 +153,8 @@ class GreengrassBackend(FleetBackend):
         self._policy = job_policy
         self.thing_name = thing_name
         self.reported = reported
+        self._components: dict[str, str] = {}
+        self._policies: dict[str, JobPolicy] = {}
 
     @classmethod
     def from_clients(
@@ -154,14 +168,24 @@ class GreengrassBackend(FleetBackend):
     ) -> GreengrassBackend:
         """Build the boto3 ``iot`` and ``greengrassv2`` clients (credentials from the environment)."""
         import boto3
+        from botocore.config import Config
 
         session = session or boto3.session.Session()
-        iot = session.client("iot", region_name=region, endpoint_url=iot_endpoint_url)
-        gg = session.client("greengrassv2", region_name=region, endpoint_url=greengrass_endpoint_url)
+        config = Config(retries={"mode": "standard", "max_attempts": 6})
+        iot = session.client("iot", region_name=region, endpoint_url=iot_endpoint_url, config=config)
+        gg = session.client(
+            "greengrassv2", region_name=region, endpoint_url=greengrass_endpoint_url, config=config
+        )
         return cls(iot, gg, **options)
 
     def policy(self, rollout_id: str) -> JobPolicy:
+        if rollout_id in self._policies:
+            return self._policies[rollout_id]
         return self._policy(rollout_id) if callable(self._policy) else self._policy
+
+    def configure_rollout(self, rollout_id: str, spec: Any) -> None:
+        """Use the rollout spec's job policy (device timeout, abort threshold) for this rollout."""
+        self._policies[rollout_id] = JobPolicy.from_spec(spec)
 
     # ------------------------------------------------------------------ FleetBackend
 
@@ -192,6 +216,7 @@ class GreengrassBackend(FleetBackend):
             }
             if any(p <= phase for p in phases):
                 continue  # already in this phase or an earlier one: a device never changes phase
+            self._record_previous(thing, spec.greengrass.component, rollout_id)
             self._call(self.iot, "add_thing_to_thing_group", thingGroupName=group, thingName=thing)
             changed.append(d.key)
         name = f"{group}-{spec.greengrass.component}-{spec.greengrass.version}"[:256]
@@ -250,6 +275,8 @@ class GreengrassBackend(FleetBackend):
                 clientToken=_token("rollback", arn, name),
             )
             created.append(out["deploymentId"])
+        if target is None:
+            created += self._restore_previous(ours, rollout_id)
         changed = [d.key for d in ours] if created else []
         return self._result("rollback", rollout_id, None, ours, changed, created, skipped)
 
@@ -300,6 +327,87 @@ class GreengrassBackend(FleetBackend):
             if deployment
             else f"thing {thing}",
         )
+
+    def _record_previous(self, thing: str, component: str, rollout_id: str) -> None:
+        """Store in the thing's ``edgeplat_prev`` attribute the ``component`` version it runs now,
+        once per rollout: a retried deploy, after the new version landed, must not overwrite it."""
+        mark = _rollout_mark(rollout_id)
+        attrs = self._call(self.iot, "describe_thing", thingName=thing).get("attributes", {})
+        if attrs.get(PREVIOUS_ATTR, "").split(":", 1)[0] == mark:
+            return
+        version = self.installed_version(thing, component) or ""
+        self._call(
+            self.iot,
+            "update_thing",
+            thingName=thing,
+            attributePayload={
+                "attributes": {
+                    PREVIOUS_ATTR: f"{mark}:{sanitize_name(version, allowed=_ATTR_CHARS, max_len=700)}"
+                },
+                "merge": True,
+            },
+        )
+
+    def installed_version(self, thing: str, component: str) -> str | None:
+        """The ``component`` version installed on the core device ``thing`` (None: not installed
+        or not a registered core device)."""
+        try:
+            for c in self._pages(
+                self.gg, "list_installed_components", "installedComponents", coreDeviceThingName=thing
+            ):
+                if c.get("componentName") == component:
+                    return c.get("componentVersion")
+        except BackendError as exc:
+            if exc.__cause__ is not None and _code(exc.__cause__) == "ResourceNotFoundException":
+                return None
+            raise
+        return None
+
+    def _restore_previous(self, devices: list[DeviceRef], rollout_id: str) -> list[str]:
+        """One thing deployment per device back to the component version recorded at deploy time."""
+        mark = _rollout_mark(rollout_id)
+        created = []
+        for d in devices:
+            thing = self.thing_name(d)
+            try:
+                described = self._call(self.iot, "describe_thing", thingName=thing)
+            except BackendError as exc:
+                if exc.__cause__ is not None and _code(exc.__cause__) == "ResourceNotFoundException":
+                    continue
+                raise
+            recorded = described.get("attributes", {}).get(PREVIOUS_ATTR, "")
+            got, _, version = recorded.partition(":")
+            component = self._rollout_component(rollout_id)
+            if got != mark or not version or component is None:
+                continue  # nothing recorded for this rollout, or nothing ran before: the group rollback removed it
+            name = f"edgeplat-{mark}-restore-{thing}"[:256]
+            out = self._call(
+                self.gg,
+                "create_deployment",
+                targetArn=described["thingArn"],
+                deploymentName=name,
+                components={component: {"componentVersion": version}},
+                deploymentPolicies={"failureHandlingPolicy": "ROLLBACK"},
+                tags={"edgeplat:rollout": rollout_id[:256], "edgeplat:action": "restore"},
+                clientToken=_token("restore", thing, rollout_id),
+            )
+            created.append(out["deploymentId"])
+        return created
+
+    def _rollout_component(self, rollout_id: str) -> str | None:
+        """The component the rollout deployed (from its phase deployments' tags and components)."""
+        if rollout_id in self._components:
+            return self._components[rollout_id]
+        for _, arn in self._rollout_groups(rollout_id):
+            for d in self._deployments(arn):
+                if d["deploymentName"].endswith("-rollback"):
+                    continue
+                got = self._call(self.gg, "get_deployment", deploymentId=d["deploymentId"])
+                names = list((got.get("components") or {}).keys())
+                if len(names) == 1:
+                    self._components[rollout_id] = names[0]
+                    return names[0]
+        return None
 
     def _ensure_group(self, group: str, rollout_id: str, phase: int) -> str:
         try:

@@ -55,11 +55,12 @@ def target_filter(spec: RolloutSpec, alias: str = "d") -> tuple[str, list]:
 
 
 def target_devices(con: duckdb.DuckDBPyConnection, spec: RolloutSpec) -> pa.Table:
-    """tenant_id, device_id, platform, tags (JSON text), reported_version, status of every target
-    device, in a stable order (the order never changes assignments: those hash ids)."""
+    """tenant_id, device_id, platform, tags (JSON text), reported_version, status, and what the
+    platform reports (platform_version, platform_state) of every target device, in a stable order (the order never changes assignments: those hash ids)."""
     where, params = target_filter(spec)
     return con.execute(
-        f"""SELECT d.tenant_id, d.device_id, d.platform, d.tags, d.reported_version, d.status
+        f"""SELECT d.tenant_id, d.device_id, d.platform, d.tags, d.reported_version, d.status,
+                   d.platform_version, d.platform_state
             FROM (SELECT * FROM devices QUALIFY row_number() OVER (
                       PARTITION BY tenant_id, device_id ORDER BY updated_at DESC NULLS LAST) = 1) d
             WHERE {where} ORDER BY d.tenant_id, d.device_id""",

@@ -21,6 +21,10 @@ Staging is not acknowledged separately (the lakehouse has no staged version per 
 a device that has not staged by its switch installs then, and the switch's acknowledgement
 is awaited as for any deploy.
 
+A device is recorded as sent only when its backend accepted it (``DeployResult.failed``
+lists the others: a throttled or failing platform, see ``backends.routing``); the rest are
+sent again on a later tick (as late devices, and a rollback to devices it did not reach).
+
 Devices that register after launch are placed by the same hash rule: at each tick inside
 the maintenance window, target devices that fall into an already deployed phase are sent
 the release (and, for blue/green, the rest of the target is staged).
@@ -45,6 +49,7 @@ from edgeplat.rollouts.decide import Decision, Observation, decide, in_window
 from edgeplat.rollouts.events import TERMINAL, Event, Kind, RolloutState, Status, created_event
 from edgeplat.rollouts.gates import GateReport, evaluate_phase
 from edgeplat.rollouts.plan import RolloutPlan, plan_on_lake, require_decidable
+from edgeplat.rollouts.platform_gate import platform_check, with_platform_check
 from edgeplat.rollouts.selection import Assignment
 from edgeplat.rollouts.spec import RolloutSpec
 from edgeplat.rollouts.store import RolloutStore
@@ -71,6 +76,8 @@ class TickResult:
     log_size: int = 0  # events in the log after the tick
     # What a tick would act on (decision keys, "late-deploy:N", "late-stage:N"): filled by ``due_all``.
     due: list[str] = field(default_factory=list)
+    # "tenant/device" -> why its backend did not accept this tick's action (sent again later)
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def waiting(self) -> list[str]:
@@ -287,9 +294,15 @@ class Controller:
         # Devices that registered after a deploy fall into already-deployed phases by the
         # selection rule: send them the release too (inside the maintenance window only).
         late = self._late(world, state) if state.status not in idle and in_window(state.spec, now) else {}
+        unreached = state.status == Status.ROLLING_BACK and any(
+            k not in world.sent_rollback for k in world.sent_deploy
+        )
         if not act:
             result.due = [d.key for d in todo] + [f"late-{what}:{n}" for what, n in sorted(late.items())]
+            result.due += ["rollback-retry"] if unreached else []
             return result
+        if unreached:
+            self._retry_rollback(world, state, now, result)
         if late.get("stage"):
             self._stage(
                 world, state, f"{state.rollout}:stage:late", now, result, skip=self._switched(world, state)
@@ -341,6 +354,14 @@ class Controller:
         window = s.gate_window_start
         if samples is not None and window is not None:
             report = evaluate_phase(s.spec, s.phase, samples, window)
+        if (
+            s.status != Status.ROLLING_BACK
+            and s.deployed_phase >= 0
+            and "platform_state" in w.targets.column_names
+        ):
+            # a device its platform reports broken on the release counts as failed (platform_gate)
+            check = platform_check(w.targets, w.sent_deploy, version)
+            report = with_platform_check(report, check, window)
         return Observation(frozenset(pending), since, report, s.phase)
 
     # ------------------------------------------------------------------ act
@@ -359,6 +380,7 @@ class Controller:
                 "thresholds": assignment.thresholds,
                 "devices_sent": n,
                 "devices_in_phase": int(assignment.in_phase(d.phase).sum()),
+                **_failures(result),
             }
             if s.spec.strategy.type == "blueGreen" and not self._stages(s):
                 extra.update(action="install", fallback_reason=self._no_staging_reason())
@@ -366,11 +388,8 @@ class Controller:
         if d.kind == Kind.ROLLBACK:
             # Staged-only devices are passed too: the backend withdraws their staged release.
             devices = [w.ref(dev) for dev in {**w.sent_deploy, **w.sent_stage}]
-            res = self.backend.rollback(devices, rollout_id=w.rollout_id, to=None)
-            rows = [(r.tenant_id, r.device_id, r.platform, None) for r in devices]
-            self.store.record_sent(w.rollout_id, rows, "rollback", d.key, now)
-            result.sent["rollback"] = result.sent.get("rollback", 0) + len(res.changed)
-            return {"devices_sent": len(devices)}
+            n = self._rollback(w, s, devices, d.key, now, result)
+            return {"devices_sent": n, **_failures(result)}
         return {}
 
     def _stages(self, s: RolloutState) -> bool:
@@ -405,15 +424,19 @@ class Controller:
         changed = skipped = 0
         if todo:
             refs = [w.ref(k) for k, _ in todo]
+            self._configure(w.rollout_id, s)
             res = self.backend.stage(refs, ReleaseSpec.of(s.spec.release), rollout_id=w.rollout_id)
             changed, skipped = len(res.changed), len(res.skipped)
+            refused = self._note_failed(res, result)
             rows = [
                 (r.tenant_id, r.device_id, r.platform, p if p >= 0 else None)
                 for r, (_, p) in zip(refs, todo, strict=True)
+                if r.key not in refused
             ]
             self.store.record_sent(w.rollout_id, rows, "stage", key, now)
-            for k, _ in todo:
-                w.sent_stage[k] = now
+            for r, (k, _) in zip(refs, todo, strict=True):
+                if r.key not in refused:
+                    w.sent_stage[k] = now
             result.sent["stage"] = result.sent.get("stage", 0) + changed
         return {
             "staging": "staged",
@@ -467,15 +490,64 @@ class Controller:
         by_phase: dict[int, list[str]] = {}
         for dev, p in todo:
             by_phase.setdefault(p, []).append(dev)
-        changed = 0
+        changed = accepted = 0
+        self._configure(w.rollout_id, s)
         for p, devs in sorted(by_phase.items()):
             refs = [w.ref(dev) for dev in devs]
             res = self.backend.deploy(refs, release, rollout_id=w.rollout_id, phase=p, slot=slot)
             changed += len(res.changed)
+            # only what the backend accepted is sent: the rest is sent again on a later tick
+            refused = self._note_failed(res, result)
+            ok = [(r, dev) for r, dev in zip(refs, devs, strict=True) if r.key not in refused]
             self.store.record_sent(
-                w.rollout_id, [(r.tenant_id, r.device_id, r.platform, p) for r in refs], "deploy", key, now
+                w.rollout_id, [(r.tenant_id, r.device_id, r.platform, p) for r, _ in ok], "deploy", key, now
             )
-        for dev, p in todo:
-            w.sent_deploy[dev], w.sent_phase[dev] = now, p
+            for _, dev in ok:
+                w.sent_deploy[dev], w.sent_phase[dev] = now, p
+            accepted += len(ok)
         result.sent["deploy"] = result.sent.get("deploy", 0) + changed
-        return len(todo)
+        return accepted
+
+    def _rollback(
+        self, w: World, s: RolloutState, devices: list[Any], key: str, now: datetime, result: TickResult
+    ) -> int:
+        """Roll ``devices`` back; record the ones the backend accepted. Returns how many."""
+        self._configure(w.rollout_id, s)
+        res = self.backend.rollback(devices, rollout_id=w.rollout_id, to=None)
+        refused = self._note_failed(res, result)
+        rows = [(r.tenant_id, r.device_id, r.platform, None) for r in devices if r.key not in refused]
+        self.store.record_sent(w.rollout_id, rows, "rollback", key, now)
+        for r in devices:
+            if r.key not in refused:
+                w.sent_rollback[f"{r.tenant_id}/{r.device_id}"] = now
+        result.sent["rollback"] = result.sent.get("rollback", 0) + len(res.changed)
+        return len(rows)
+
+    def _retry_rollback(self, w: World, s: RolloutState, now: datetime, result: TickResult) -> None:
+        """Devices a rollback did not reach (their backend failed) get it again."""
+        todo = [w.ref(dev) for dev in {**w.sent_deploy, **w.sent_stage} if dev not in w.sent_rollback]
+        if todo:
+            self._rollback(w, s, todo, f"{s.rollout}:rollback:retry", now, result)
+
+    def _configure(self, rollout_id: str, s: RolloutState) -> None:
+        """Hand the rollout's spec to backends with per-rollout settings (Greengrass job policy)."""
+        configure = getattr(self.backend, "configure_rollout", None)
+        if callable(configure):
+            configure(rollout_id, s.spec)
+
+    @staticmethod
+    def _note_failed(res: Any, result: TickResult) -> set[tuple[str, str]]:
+        failed = dict(getattr(res, "failed", None) or {})
+        for (t, dev), why in failed.items():
+            result.failed[f"{t}/{dev}"] = why
+        return set(failed)
+
+
+def _failures(result: TickResult, limit: int = 50) -> dict[str, Any]:
+    """For an event: how many devices' backends refused the action, and why (the first ``limit``)."""
+    if not result.failed:
+        return {}
+    return {
+        "devices_failed": len(result.failed),
+        "failures": dict(sorted(result.failed.items())[:limit]),
+    }

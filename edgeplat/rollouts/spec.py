@@ -112,7 +112,7 @@ Duration = Annotated[
 SafeId = Annotated[
     str, Field(pattern=SAFE_ID, description="lowercase letters, digits, '.', '_', '-'; 1-63 chars")
 ]
-Platform = Literal["greengrass", "iot_edge"]
+Platform = Literal["greengrass", "iot_edge", "edge_agent"]  # edge_agent: enrolled with the agent only
 
 
 class _Model(BaseModel):
@@ -151,7 +151,8 @@ class Release(_Model):
 
     @property
     def platforms(self) -> list[str]:
-        return [p for p in ("greengrass", "iot_edge") if getattr(self, p) is not None]
+        # the edge agent installs the release itself: its devices are targeted whatever else ships
+        return [p for p in ("greengrass", "iot_edge") if getattr(self, p) is not None] + ["edge_agent"]
 
 
 class Target(_Model):
@@ -361,7 +362,7 @@ class RolloutSpec(_Model):
     @model_validator(mode="after")
     def _platforms_shipped(self) -> RolloutSpec:
         for i, p in enumerate(self.target.platforms or []):
-            if getattr(self.release, p) is None:
+            if p != "edge_agent" and getattr(self.release, p) is None:
                 raise PathError(
                     ("target", "platforms", i),
                     f"release has no {p} artifact; add release.{p} or drop the platform",

@@ -64,6 +64,7 @@ from edge_sync import batch_errors
 from edge_sync.batch_keys import BATCH_SUFFIX
 from edge_sync.streams import STREAMS
 from edgeplat.arrow_memory import prefer_jemalloc
+from edgeplat.inventory.enrolled import enrolled_claims
 from edgeplat.lake_files import append_rows, conform, insert_rows
 from edgeplat.lakehouse import retried, sql_list
 from edgeplat.lakehouse_schema import TABLES
@@ -433,13 +434,7 @@ def _update_devices(
     if not devs:
         return
     good_keys = {a.object_key for a in good}
-    inc = pa.table(
-        {
-            "tenant_id": [d[0] for d in devs],
-            "device_id": [d[1] for d in devs],
-            "platform": [_platform(env, *d) for d in devs],
-        }
-    )
+    inc = pa.table({"tenant_id": [d[0] for d in devs], "device_id": [d[1] for d in devs]})
     h = f"_hv{next(_ids)}"
     hv = f"_inc{next(_ids)}"
     con.register(hv, inc)
@@ -467,7 +462,8 @@ def _update_devices(
                            AND i.device_id = d.device_id)
                          QUALIFY row_number() OVER (PARTITION BY tenant_id, device_id
                                                     ORDER BY last_batch_at DESC NULLS LAST) = 1)
-            SELECT i.tenant_id, i.device_id, coalesce(c.platform, i.platform) AS platform, c.tags,
+            SELECT i.tenant_id, i.device_id, c.platform, c.tags, c.connectivity, c.last_seen, c.sources,
+                   c.conflicts, c.platform_version, c.platform_state, c.platform_observed_at,
                    coalesce(c.registered_at, $now) AS registered_at,
                    greatest(c.last_batch_at, $now) AS last_batch_at, 'online' AS status,
                    CASE WHEN r.hlc > coalesce(c.reported_hlc, -1) THEN r.version ELSE c.reported_version END
@@ -485,15 +481,4 @@ def _update_devices(
     finally:
         con.unregister(h)
         con.unregister(hv)
-    insert_rows(con, "devices", merged)
-
-
-def _platform(env: SyncEnv, tenant_id: str, device_id: str) -> str | None:
-    """The device's platform from registry metadata, when the registry keeps any."""
-    meta = getattr(env.registry, "metadata", None)
-    if callable(meta):
-        try:
-            return (meta(tenant_id, device_id) or {}).get("platform")
-        except Exception:  # metadata is a nicety: never fail an ingest for it
-            return None
-    return None
+    insert_rows(con, "devices", enrolled_claims(merged, good, now))

@@ -79,7 +79,9 @@ def test_phases_create_groups_and_deployments(env):
     assert job["timeoutConfig"] == {"inProgressTimeoutInMinutes": 45}
     assert job["abortConfig"]["criteriaList"][0]["minNumberOfExecutedThings"] == 5
     thing = backend.iot.describe_thing(thingName="t1_d1")
+    prev = thing["attributes"].pop("edgeplat_prev")
     assert thing["attributes"] == {"tenant_id": "t1", "device_id": "d1"}
+    assert prev.endswith(":")  # recorded at deploy time: no version of the component ran before
 
 
 def test_repeated_deploy_is_a_noop(env):

@@ -168,5 +168,6 @@ def test_manifest_is_canonical_json(good):
     raw = good.manifest.canonical_bytes()
     assert b" " not in raw
     assert Manifest.model_validate_json(raw) == good.manifest
-    assert raw == canonical_json(good.manifest.model_dump(mode="json"))
+    # unset enrollment fields are left out: batches of agents without them keep their old bytes
+    assert raw == canonical_json(good.manifest.model_dump(mode="json", exclude={"platform", "tags"}))
     assert batch_mod.FORMAT_VERSION == good.manifest.format_version == 2

@@ -60,7 +60,8 @@ def test_examples_load_and_canary_good_has_manual_50():
 def test_defaults_and_round_trip():
     spec = load_spec(minimal())
     assert spec.rollback == "automatic" and spec.selection.salt == "per_rollout"
-    assert spec.platforms == ["greengrass"]  # derived from the release
+    # derived from the release; the edge agent installs any release itself
+    assert spec.platforms == ["greengrass", "edge_agent"]
     assert spec.phases[0].bake == timedelta(minutes=10)
     again = RolloutSpec.model_validate(json.loads(spec.model_dump_json()))
     assert again == spec

@@ -12,7 +12,11 @@ shape (HTTP 400, ``x-amzn-ErrorType: ValidationException``, ``{"message", "reaso
 
 What the double does not do: run IoT jobs or know thing-group membership (that lives in
 the IoT API, tested against moto). Tests set a device's execution status of a deployment
-with ``record_execution``. ``requests`` logs every accepted call as (operation, params).
+with ``record_execution``, register core devices with ``add_core_device`` (ListCoreDevices,
+ListInstalledComponents, paginated as the API is) and ``tests.support.platform_devices``
+plays the devices applying deployments. ``throttle(n)`` answers the next ``n`` requests with
+the API's ``ThrottlingException`` (HTTP 429), ``outage`` every request with HTTP 503.
+``requests`` logs every accepted call as (operation, params).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ OPERATIONS = (
     "GetDeployment",
     "CancelDeployment",
     "ListEffectiveDeployments",
+    "ListInstalledComponents",
+    "ListCoreDevices",
 )
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -157,12 +163,18 @@ class GreengrassDouble:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     executions: dict[str, dict[str, str]] = field(default_factory=dict)  # thing -> deployment -> status
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    operations: tuple[str, ...] = OPERATIONS
+    signing_name: str = "greengrass"
+    core_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    installed: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # thing -> component -> row
+    throttled: int = 0  # the next this many requests are throttled
+    outage: bool = False
     _tokens: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.routes = []
-        for name in OPERATIONS:
+        for name in self.operations:
             op = self.model.operation_model(name)
             template = op.http["requestUri"].split("?")[0]
             regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
@@ -173,14 +185,51 @@ class GreengrassDouble:
         with self._lock:
             self.executions.setdefault(thing_name, {})[deployment_id] = status
 
+    def add_core_device(
+        self, thing_name: str, *, status: str = "HEALTHY", installed: dict[str, str] | None = None
+    ) -> None:
+        """Register a Greengrass core device, with components it runs already (name -> version)."""
+        with self._lock:
+            self.core_devices[thing_name] = {
+                "coreDeviceThingName": thing_name,
+                "status": status,
+                "lastStatusUpdateTimestamp": time.time(),
+                "platform": "linux",
+                "architecture": "aarch64",
+                "runtime": "aws_nucleus_classic",
+            }
+            self.installed[thing_name] = {
+                name: _component(name, version, "RUNNING") for name, version in (installed or {}).items()
+            }
+
+    def set_installed(self, thing_name: str, components: dict[str, tuple[str, str]]) -> None:
+        """Test hook: what the core device runs now, name -> (version, lifecycle state)."""
+        with self._lock:
+            self.installed[thing_name] = {n: _component(n, v, st) for n, (v, st) in components.items()}
+            self.core_devices[thing_name]["lastStatusUpdateTimestamp"] = time.time()
+            broken = any(st in ("BROKEN", "ERRORED") for _, st in components.values())
+            self.core_devices[thing_name]["status"] = "UNHEALTHY" if broken else "HEALTHY"
+
+    def throttle(self, n: int) -> None:
+        with self._lock:
+            self.throttled = n
+
     def calls(self, operation: str) -> list[dict[str, Any]]:
         return [params for op, params in self.requests if op == operation]
 
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
-        if not _SIGV4.match(headers.get("Authorization", "")):
+        if not re.match(
+            _SIGV4.pattern.replace("greengrass", self.signing_name), headers.get("Authorization", "")
+        ):
             raise ApiError(403, "AccessDeniedException", "missing or malformed SigV4 Authorization header")
+        with self._lock:
+            if self.outage:
+                raise ApiError(503, "ServiceUnavailableException", "the service is unavailable")
+            if self.throttled > 0:
+                self.throttled -= 1
+                raise ApiError(429, "ThrottlingException", "Rate exceeded")
         url = urlparse(raw_path)
         for route in self.routes:
             match = route.regex.match(url.path)
@@ -329,6 +378,43 @@ class GreengrassDouble:
                 }
             )
         return {"effectiveDeployments": out}
+
+    def _list_installed_components(self, p: dict[str, Any]) -> dict[str, Any]:
+        thing = p["coreDeviceThingName"]
+        if thing not in self.core_devices:
+            raise ApiError(
+                404,
+                "ResourceNotFoundException",
+                f"core device {thing} not found",
+                resourceId=thing,
+                resourceType="coreDevice",
+            )
+        return _page(list(self.installed.get(thing, {}).values()), p, "installedComponents")
+
+    def _list_core_devices(self, p: dict[str, Any]) -> dict[str, Any]:
+        rows = [d for d in self.core_devices.values() if p.get("status") in (None, d["status"])]
+        return _page(rows, p, "coreDevices")
+
+
+def _component(name: str, version: str, state: str) -> dict[str, Any]:
+    return {
+        "componentName": name,
+        "componentVersion": version,
+        "lifecycleState": state,
+        "isRoot": True,
+        "lastStatusChangeTimestamp": time.time(),
+        "lastReportedTimestamp": time.time(),
+    }
+
+
+def _page(rows: list[dict[str, Any]], p: dict[str, Any], key: str) -> dict[str, Any]:
+    """One page of ``rows`` the API's way: ``maxResults`` (default 50) and an opaque ``nextToken``."""
+    start = int(p.get("nextToken", 0))
+    size = p.get("maxResults", 50)
+    out: dict[str, Any] = {key: [dict(r) for r in rows[start : start + size]]}
+    if start + size < len(rows):
+        out["nextToken"] = str(start + size)
+    return out
 
 
 def _respond(double: GreengrassDouble) -> Respond:

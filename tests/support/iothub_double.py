@@ -7,7 +7,10 @@ SDK sends it):
 
 - ``GET|PATCH|PUT /twins/{id}``, ``GET /twins/{id}/modules/{mid}``
 - ``PUT|GET|DELETE /configurations/{id}``, ``GET /configurations``
-- ``POST /devices/query`` (only ``SELECT * FROM devices [WHERE IS_DEFINED(<path>)]``)
+- ``POST /devices/query``: ``SELECT * FROM devices [WHERE IS_DEFINED(<path>)]``,
+  ``SELECT * FROM devices WHERE capabilities.iotEdge = true`` and
+  ``SELECT * FROM devices.modules WHERE moduleId = '<id>'``, paged as the hub pages
+  (``x-ms-max-item-count``, ``x-ms-continuation``)
 
 It checks what the service checks and the backend could get wrong: the SAS token in
 ``Authorization`` (format, hub, key name, HMAC signature and expiry), ``api-version``,
@@ -19,6 +22,8 @@ is immutable once created. Errors use the hub's shape
 
 Devices must be registered first with ``add_device`` (the hub has no twin for an unknown
 device); ``set_module_reported`` plays the edge agent reporting what it runs.
+``throttle(n)`` answers the next ``n`` requests with the hub's 429 ``ThrottlingException``;
+``outage`` answers every request with 503.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ CONNECTION_STRING = f"HostName={HUB};SharedAccessKeyName={KEY_NAME};SharedAccess
 CONFIG_ID = re.compile(r"^[a-z0-9\-:+%_#*?!(),=@;']{1,128}$")
 _BAD_KEY = re.compile(r"[.$ \x00-\x1f\x7f-\x9f]")
 _QUERY = re.compile(r"^\s*select\s+\*\s+from\s+devices(?:\s+where\s+is_defined\(\s*([\w.]+)\s*\))?\s*$", re.I)
+_EDGE_QUERY = re.compile(
+    r"^\s*select\s+\*\s+from\s+devices\s+where\s+capabilities\.iotEdge\s*=\s*true\s*$", re.I
+)
+_MODULES_QUERY = re.compile(
+    r"^\s*select\s+\*\s+from\s+devices\.modules\s+where\s+moduleId\s*=\s*'([$\w-]+)'\s*$", re.I
+)
 
 
 class HubError(Exception):
@@ -111,10 +122,19 @@ class IotHubDouble:
     module_twins: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     configurations: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    throttled: int = 0
+    outage: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_device(self, device_id: str) -> None:
-        """Register a device (an IoT Edge device) so it has a twin."""
+    def add_device(
+        self,
+        device_id: str,
+        *,
+        tags: dict[str, Any] | None = None,
+        connected: bool = True,
+        edge: bool = True,
+    ) -> None:
+        """Register a device (an IoT Edge device unless ``edge=False``) so it has a twin."""
         with self._lock:
             self.twins.setdefault(
                 device_id,
@@ -123,11 +143,17 @@ class IotHubDouble:
                     "etag": _etag(),
                     "version": 1,
                     "status": "enabled",
-                    "tags": {},
+                    "connectionState": "Connected" if connected else "Disconnected",
+                    "lastActivityTime": _now(),
+                    "tags": copy.deepcopy(tags or {}),
                     "properties": {"desired": {}, "reported": {}},
-                    "capabilities": {"iotEdge": True},
+                    "capabilities": {"iotEdge": edge},
                 },
             )
+
+    def throttle(self, n: int) -> None:
+        with self._lock:
+            self.throttled = n
 
     def set_module_reported(self, device_id: str, module_id: str, reported: dict[str, Any]) -> None:
         """Test hook: the device's module (e.g. ``$edgeAgent``) reports these properties."""
@@ -147,6 +173,12 @@ class IotHubDouble:
 
     def handle(self, method: str, raw: str, headers: Any, body: bytes) -> tuple[int, Any, dict[str, str]]:
         self._check_auth(headers.get("Authorization", ""))
+        with self._lock:
+            if self.outage:
+                raise HubError(503, "ServiceUnavailable", "the hub is unavailable")
+            if self.throttled > 0:
+                self.throttled -= 1
+                raise HubError(429, "ThrottlingException", "IoT Hub throttling: retry later")
         url = urlparse(raw)
         query = parse_qs(url.query)
         if query.get("api-version") != [API_VERSION]:
@@ -192,7 +224,7 @@ class IotHubDouble:
                     top = int(query.get("top", ["20"])[0])
                     return 200, list(self.configurations.values())[:top], {}
                 case ("POST", ["devices", "query"]):
-                    return self._query(data)
+                    return self._query(data, headers)
         raise HubError(404, "NotFound", f"the double serves no {method} {url.path}")
 
     def _check_auth(self, header: str) -> None:
@@ -328,21 +360,30 @@ class IotHubDouble:
         self.configurations[cid] = stored
         return (200 if existing else 201), stored, {}
 
-    def _query(self, spec: Any) -> tuple[int, Any, dict[str, str]]:
-        m = _QUERY.match((spec or {}).get("query", ""))
-        if not m:
-            raise HubError(
-                400, "BadRequest", "the double only runs SELECT * FROM devices [WHERE IS_DEFINED(path)]"
-            )
-        path = m.group(1)
-        out = []
-        for twin in self.twins.values():
-            node: Any = twin
-            for part in path.split(".") if path else []:
-                node = node.get(part) if isinstance(node, dict) else None
-            if node is not None:
-                out.append(twin)
-        return 200, out, {"x-ms-item-type": "twin", "x-ms-continuation": ""}
+    def _query(self, spec: Any, headers: Any) -> tuple[int, Any, dict[str, str]]:
+        text = (spec or {}).get("query", "")
+        m, edge, modules = _QUERY.match(text), _EDGE_QUERY.match(text), _MODULES_QUERY.match(text)
+        if modules:
+            out = [t for (_, mid), t in self.module_twins.items() if mid == modules.group(1)]
+        elif edge:
+            out = [t for t in self.twins.values() if t["capabilities"].get("iotEdge")]
+        elif m:
+            path = m.group(1)
+            out = []
+            for twin in self.twins.values():
+                node: Any = twin
+                for part in path.split(".") if path else []:
+                    node = node.get(part) if isinstance(node, dict) else None
+                if node is not None:
+                    out.append(twin)
+        else:
+            raise HubError(400, "BadRequest", f"the double does not run the query {text!r}")
+        start = int(headers.get("x-ms-continuation") or 0)
+        size = int(headers.get("x-ms-max-item-count") or 100)
+        if not 1 <= size <= 1000:
+            raise HubError(400, "ArgumentInvalid", f"x-ms-max-item-count {size} is not in 1..1000")
+        token = str(start + size) if start + size < len(out) else ""
+        return 200, out[start : start + size], {"x-ms-item-type": "twin", "x-ms-continuation": token}
 
 
 def _respond(double: IotHubDouble) -> Respond:
