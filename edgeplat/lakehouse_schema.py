@@ -363,5 +363,16 @@ TABLES: dict[str, Table] = {
             ],
             description="Desired versus reported release per device (from the latest rollout that touched it).",
         ),
+        Table(
+            "desired_records",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("revision", "BIGINT"),
+                ("document", "VARCHAR"),  # the signed desired.json, as the publisher signed it
+                ("recorded_at", "TIMESTAMPTZ"),
+            ],
+            description="The desired-state publisher's record of the last document it signed per device.",
+        ),
     )
 }

@@ -82,7 +82,10 @@ def local_resources() -> dict[str, Any]:
         platform_key=str(p.platform_key),
     )
     res["fleet_backend"] = FleetBackendResource(
-        kind="edge_agent", object_store=res["object_store"], platform_signer=res["platform_signer"]
+        kind="edge_agent",
+        object_store=res["object_store"],
+        platform_signer=res["platform_signer"],
+        lakehouse=res["lakehouse"],
     )
     res["gitops_repo"] = _gitops()
     return res
