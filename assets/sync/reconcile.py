@@ -169,6 +169,7 @@ def sync_views(lakehouse: LakehouseResource) -> dg.MaterializeResult:
     deps=[sync_reconciliation, devices, device_health],
     description="DuckLake maintenance: flush inlined rows, merge small files, expire snapshots, clean "
     "files; run in a child process, replaced if DuckLake crashes it, killed past its timeout.",
+    pool="lakehouse_maintenance",  # one compaction at a time across runs (deploy/dagster pools)
 )
 def lakehouse_compaction(config: CompactionConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
     out = compact_isolated(lakehouse.get().config, timeout=timedelta(minutes=config.timeout_minutes))
