@@ -374,5 +374,17 @@ TABLES: dict[str, Table] = {
             ],
             description="The desired-state publisher's record of the last document it signed per device.",
         ),
+        Table(
+            "device_keys",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("key_id", "VARCHAR"),
+                ("public_key", "VARCHAR"),  # raw Ed25519 public key, base64
+                ("registered_at", "TIMESTAMPTZ"),
+                ("revoked_at", "TIMESTAMPTZ"),
+            ],
+            description="The production device registry: which public keys may sign for each device.",
+        ),
     )
 }
