@@ -9,7 +9,20 @@ import sys
 from cli.common import CliError
 
 # Subcommand modules, each with ``register(subparsers)``; later features append here.
-COMMANDS = ("demo", "sql", "fleet", "sync", "simulate", "rollout", "dev", "security", "device")
+COMMANDS = (
+    "demo",
+    "sql",
+    "fleet",
+    "sync",
+    "simulate",
+    "rollout",
+    "dev",
+    "security",
+    "device",
+    "metrics",
+    "live",
+    "release",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

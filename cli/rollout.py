@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import sys
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 from cli.common import CliError, dumps, print_rows
 from cli.environment import lakehouse
 from cli.runs import run_job
-from edgeplat.rollouts.spec import SpecError, load_spec
+from edgeplat.rollouts.events import Kind, RolloutState, Status
+from edgeplat.rollouts.plan import plan_on_lake, plan_rows
+from edgeplat.rollouts.spec import RolloutSpec, SpecError, format_duration, load_spec
 from edgeplat.rollouts.store import RolloutNotFound, RolloutStore
 
 ACTIONS = {  # CLI name -> (job, machine command)
@@ -44,6 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--why", default="launched from the CLI", help="why (recorded in the rollout's events)")
     common(q)
     q.set_defaults(handler=launch)
+
+    q = rsub.add_parser(
+        "plan",
+        help="print a spec's plan: devices per phase and stratum, earliest verdict (does not launch)",
+        description="Size each phase of SPEC on the target devices the lakehouse holds now: devices "
+        "per phase and stratum, how many will report (99% of launches), when the gates' minimum sample "
+        "is reached and the earliest verdict. Exit code 1 when launch would refuse the plan.",
+    )
+    q.add_argument("spec", type=Path, help="rollout spec YAML (see examples/rollouts/)")
+    common(q)
+    q.set_defaults(handler=plan)
 
     q = rsub.add_parser("status", help="a rollout's status, or every active rollout's")
     q.add_argument("rollout", nargs="?", help="rollout id or name (default: all active)")
@@ -84,14 +101,48 @@ def approve(
 # ---------------------------------------------------------------------- handlers
 
 
-def launch(args: argparse.Namespace) -> int:
-    if not args.spec.exists():
-        raise CliError(f"no such spec file {str(args.spec)!r}")
-    text = args.spec.read_text()
+def _load(path: Path) -> tuple[str, RolloutSpec]:
+    if not path.exists():
+        raise CliError(f"no such spec file {str(path)!r}")
+    text = path.read_text()
     try:
-        load_spec(text)  # fail fast with the field-level errors, before any run
+        return text, load_spec(text)  # fail fast with the field-level errors, before any run
     except SpecError as exc:
-        raise CliError(str(exc).replace("rollout spec", f"rollout spec {str(args.spec)!r}", 1)) from None
+        raise CliError(str(exc).replace("rollout spec", f"rollout spec {str(path)!r}", 1)) from None
+
+
+def plan(args: argparse.Namespace) -> int:
+    _, spec = _load(args.spec)
+    lake = lakehouse()
+    lake.ensure_schema()
+    with lake.session(read_only=True) as con:
+        result = plan_on_lake(con, spec)
+    if args.json:
+        print(dumps(result.as_dict()))
+        return 0 if result.ok else 1
+    print(
+        f"{spec.name}: {result.devices} target devices, {result.online_fraction:.0%} online; "
+        f"bakes start {format_duration(result.settle)} after a deploy (device_timeout for offline devices)"
+    )
+    header, rows = plan_rows(result)
+    table = Table(title="plan (times after each phase's deploy)")
+    for c in header:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(str(v) for v in r))
+    # Piped output (scripts, tests) gets full-width rows instead of rich's 80-column wrapping.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    for p in result.problems:
+        print(f"refused: {p}")
+    for w in result.warnings:
+        print(f"warning: {w}")
+    if result.ok:
+        print("launchable: every phase can reach a gate verdict")
+    return 0 if result.ok else 1
+
+
+def launch(args: argparse.Namespace) -> int:
+    text, _ = _load(args.spec)
     run_id, meta = run_job(
         "launch_rollout",
         "launch_rollout_op",
@@ -156,6 +207,7 @@ def status(args: argparse.Namespace) -> int:
         "awaiting_approval": waiting,
         "approvals": state.approvals,
         "unreachable": len(state.unreachable),
+        "reason": _why(state),
         "events": [
             {"at": e.at.isoformat(), "kind": e.kind, "phase": e.phase, "who": e.actor, "why": e.reason}
             for e in state.events[-args.events :]
@@ -168,12 +220,26 @@ def status(args: argparse.Namespace) -> int:
         f"{rid}: {out['release']} is {out['status']} at phase {state.phase} "
         f"(phases {out['phases']}; awaiting approval: {waiting or 'none'})"
     )
+    if out["reason"]:
+        print(f"why: {out['reason']}")
     print_rows(
         ["at", "kind", "phase", "who", "why"],
         [(e["at"], e["kind"], e["phase"], e["who"], e["why"]) for e in out["events"]],
         title="recent events",
     )
     return 0
+
+
+def _why(state: RolloutState) -> str:
+    """Why the rollout is where it is, when that is not obvious: a pause, or gates still inconclusive."""
+    if state.status == Status.PAUSED:
+        return state.pause_reason
+    if state.status == Status.ROLLING_BACK or state.status in (Status.ROLLED_BACK, Status.ABORTED):
+        return state.rollback_reason
+    if state.inconclusive_streak:
+        last = next((e for e in reversed(state.events) if e.kind == Kind.RECORD_GATES), None)
+        return last.reason if last is not None else ""
+    return ""
 
 
 def list_rollouts(args: argparse.Namespace) -> int:

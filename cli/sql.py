@@ -8,7 +8,7 @@ import duckdb
 
 from cli.common import CliError, print_rows
 from cli.environment import lakehouse
-from edgeplat.tenant_sql import TenantScopeError, check_query, open_tenant_session
+from edgeplat.tenant_sql import TenantQueryError, TenantScopeError, run_tenant_query
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,14 +32,17 @@ def run(args: argparse.Namespace) -> int:
     lake = lakehouse()
     if args.tenant:
         try:
-            con, allowed = open_tenant_session(lake, args.tenant)
+            result = run_tenant_query(lake.config, args.tenant, args.query)
+        except TenantScopeError as exc:
+            raise CliError(f"refused: {exc}") from exc
+        except TenantQueryError as exc:
+            raise CliError(f"query failed: {exc}") from exc
         except ValueError as exc:
             raise CliError(str(exc)) from exc
-    else:
-        con, allowed = lake.read_only(), None
+        print_rows(result.columns, result.rows, args.format)
+        return 0
+    con = lake.read_only()
     try:
-        if allowed is not None:
-            check_query(con, args.query, allowed)
         cur = con.execute(args.query)
         if cur.description is None:
             print_rows([], [], args.format)
@@ -53,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
                 f"(edgeplat sync, the Dagster jobs). DuckDB said: {exc}"
             ) from exc
         raise CliError(str(exc)) from exc
-    except TenantScopeError as exc:
-        raise CliError(f"refused: {exc}") from exc
     except duckdb.Error as exc:
         raise CliError(f"query failed: {exc}") from exc
     finally:

@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from edge_sync.bandwidth import Backoff, BandwidthBudget
 from edge_sync.cache import DeviceCache, Durability
+from edge_sync.cache_rows import ts_to_ms
 from edge_sync.config import (
     AgentConfig,
     cache_key,
@@ -60,9 +61,12 @@ from edge_sync.downlink import (
 )
 from edge_sync.identity import DeviceIdentity
 from edge_sync.keys import KeyService
+from edge_sync.live_credentials import render_mqtt_login
+from edge_sync.live_publisher import LiveConfig, LivePublisher
 from edge_sync.objectstore import ObjectStore
 from edge_sync.objectstore_url import from_url
 from edge_sync.rules import RuleSet
+from edge_sync.slot_installer import SlotInstaller
 from edge_sync.storage_credentials import VaultRenderedStore
 from edge_sync.streams import STREAMS
 from edge_sync.uploader import StepHook, SyncReport, Uploader, UploadPolicy, transient_errors
@@ -117,19 +121,31 @@ class DeviceAgent:
                 store = store_source.initial()
             else:
                 store = from_url(config.object_store.url, **config.object_store.options)
+            budget = BandwidthBudget(
+                config.bandwidth.bytes_per_second or None,
+                config.bandwidth.burst_bytes or None,
+                config.bandwidth.bytes_per_sync or None,
+            )
+            platform_keys = load_public_key(config.platform_public_key_path)
+            if installer is None and config.install is not None:
+                installer = SlotInstaller(
+                    config.install.root,
+                    cache=cache,
+                    store=store,
+                    platform_keys=platform_keys,
+                    budget=budget,
+                    min_free_bytes=config.install.min_free_bytes,
+                    chunk_bytes=config.install.chunk_bytes,
+                )
             self._setup(
                 cache=cache,
                 store=store,
                 key_service=key_service(config, vault),
                 identity=identity,
-                platform_keys=load_public_key(config.platform_public_key_path),
+                platform_keys=platform_keys,
                 rules=state_rules(config.rules_path),
                 installer=installer,
-                budget=BandwidthBudget(
-                    config.bandwidth.bytes_per_second or None,
-                    config.bandwidth.burst_bytes or None,
-                    config.bandwidth.bytes_per_sync or None,
-                ),
+                budget=budget,
                 policy=UploadPolicy(
                     max_rows=config.upload.max_rows_per_batch, max_span_ms=config.upload.max_span_s * 1000
                 ),
@@ -145,6 +161,7 @@ class DeviceAgent:
         self._owns_store = True  # built here, so closed here (from_parts leaves a caller's store open)
         self._store_source = store_source
         self._vault = vault
+        self._identity = identity  # signs the live path's messages once run() starts it
 
     @classmethod
     def from_parts(
@@ -257,6 +274,8 @@ class DeviceAgent:
             hook=hook,
         )
         self.downlink = Downlink(cache, store, platform_keys=platform_keys, rules=rules, installer=installer)
+        if isinstance(installer, SlotInstaller):  # one link: uploads and downloads share the byte rate
+            installer.fetcher.share_rate(self.uploader.rate_limiter)
         self.sync_interval_s = sync_interval_s
         self.backoff = Backoff(base_s=min(sync_interval_s, max_backoff_s), cap_s=max_backoff_s)
         self.socket_path = Path(socket_path) if socket_path else None
@@ -269,11 +288,24 @@ class DeviceAgent:
         self._store_source: VaultRenderedStore | None = None
         self._vault: Any = None  # a VaultSession whose secret id the sync loop keeps fresh
         self._secret_id_checked: float | None = None
+        self.live: LivePublisher | None = None  # see attach_live
+        self._live_lock = threading.Lock()
 
     # -- recording -----------------------------------------------------------------------
     def record(self, stream: str, row: dict[str, Any]) -> tuple[int, int]:
-        """Record one row of ``stream`` (see ``DeviceCache.record``); works offline."""
-        return self.cache.record(stream, row)
+        """Record one row of ``stream`` (see ``DeviceCache.record``); works offline.
+
+        A stream the live path publishes is also offered to it, stamped exactly as cached.
+        """
+        live = self.live
+        if live is None or stream not in live.streams:
+            return self.cache.record(stream, row)
+        # a copy (the caller may reuse its dict), with the same ts in the cache and the message
+        row = {**row, "ts": self._wall_ms()} if row.get("ts") is None else dict(row)
+        with self._live_lock:  # offered in recording order: the central side refuses older seq/hlc
+            seq, hlc = self.cache.record(stream, row)
+            live.offer(stream, seq, hlc, ts_to_ms(row["ts"]), row)
+        return seq, hlc
 
     def record_batch(self, stream: str, table: pa.Table) -> tuple[int, int]:
         return self.cache.record_batch(stream, table)
@@ -313,6 +345,21 @@ class DeviceAgent:
             self._remember(report)
             return report
 
+    def _start_live(self, live: LiveConfig) -> None:
+        login = None
+        if live.credentials == "vault":
+            try:
+                login = render_mqtt_login(self._vault, self.tenant_id, self.device_id, live.runtime_dir)
+            except Exception as exc:  # Vault down or no login yet: record and sync without the live path
+                log.warning("live path not started: MQTT login not rendered from Vault (%s)", exc)
+                return
+        self.attach_live(LivePublisher(self._identity, live, login=login))
+
+    def attach_live(self, publisher: LivePublisher) -> LivePublisher:
+        """Publish recorded rows live through ``publisher`` (started here, closed with the agent)."""
+        self.live = publisher.start()
+        return publisher
+
     def _refresh_store(self) -> None:
         """Swap to a rotated object-store credential (``object_store.credentials = "vault"``)."""
         if self._store_source is None:
@@ -328,6 +375,8 @@ class DeviceAgent:
             return
         old, self.store = self.store, fresh
         self.uploader.store = self.downlink.store = fresh
+        if isinstance(self.downlink.installer, SlotInstaller):
+            self.downlink.installer.use_store(fresh)
         old.close()
         log.info("object-store credential rotated: store rebuilt from %s", self._store_source.path)
 
@@ -364,6 +413,9 @@ class DeviceAgent:
         """Sync every interval until ``stop`` is set (or SIGTERM/SIGINT); closes the agent at the end."""
         self._stop = stop or threading.Event()
         restore = self._install_signals() if handle_signals else {}
+        if self.live is None and self.config is not None and self.config.live is not None:
+            # only the long-running agent publishes live: one-shot commands (status, sync-once) do not
+            self._start_live(self.config.live)
         try:
             if self.socket_path is not None:
                 self.serve_socket()
@@ -415,6 +467,10 @@ class DeviceAgent:
             "release": {"version": version, "slot": slot},
             "desired_revision": applied_revision(self.cache),
             "last_sync": last or None,
+            "live": self.live.stats() if self.live is not None else None,
+            "installer": self.downlink.installer.status()
+            if isinstance(self.downlink.installer, SlotInstaller)
+            else None,
         }
 
     # -- socket --------------------------------------------------------------------------
@@ -460,6 +516,9 @@ class DeviceAgent:
             self._server = None
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
+        if self.live is not None:
+            self.live.close()
+            self.live = None
         self.cache.close()
         if self._owns_store:
             with contextlib.suppress(Exception):

@@ -110,22 +110,27 @@ _NONCE_BYTES = 12
 # ``StreamSpec.fingerprint`` rebuilds the schema and hashes it on every access, and finding the
 # spec of a fingerprint would do that for every stream on every batch read. Cached per spec object
 # (the entry holds the spec, so a replaced spec is hashed afresh, never served a stale value).
-_FINGERPRINTS: dict[int, tuple[StreamSpec, str]] = {}
+_FINGERPRINTS: dict[int, tuple[StreamSpec, tuple[str, ...]]] = {}
 
 
 def _fingerprint(spec: StreamSpec) -> str:
+    return _fingerprints(spec)[0]
+
+
+def _fingerprints(spec: StreamSpec) -> tuple[str, ...]:
+    """The spec's fingerprint, then its legacy one (batches of agents from before ``added``) if any."""
     hit = _FINGERPRINTS.get(id(spec))
     if hit is not None and hit[0] is spec:
         return hit[1]
-    fingerprint = spec.fingerprint
-    _FINGERPRINTS[id(spec)] = (spec, fingerprint)  # a benign race between decode threads: same value
-    return fingerprint
+    fingerprints = (spec.fingerprint, *filter(None, [spec.legacy_fingerprint]))
+    _FINGERPRINTS[id(spec)] = (spec, fingerprints)  # a benign race between decode threads: same value
+    return fingerprints
 
 
 def _stream_for_fingerprint(fingerprint: str) -> StreamSpec | None:
     """``streams.stream_for_fingerprint`` over the cached fingerprints."""
     for spec in STREAMS.values():
-        if _fingerprint(spec) == fingerprint:
+        if fingerprint in _fingerprints(spec):
             return spec
     return None
 

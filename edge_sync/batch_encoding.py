@@ -53,6 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
+from edge_sync.parquet_structure import Footer, ParquetStructureError, check_compressed_pages, read_footer
 from edge_sync.streams import StreamSpec
 
 ZSTD_LEVEL = 19
@@ -355,6 +356,9 @@ def decode_tables(
     for k, data in enumerate(payloads):
         expected = None if row_counts is None else row_counts[k]
         t = _read_stored(_parquet_bytes(data, unzstd), layout, expected)
+        for name in spec.added:  # an older agent's payload: the columns appended since read as null
+            if name not in t.column_names:
+                t = t.append_column(name, pa.nulls(t.num_rows, _DICTIONARY_STRING))
         names = set(t.column_names)
         missing = layout.needed - names
         if missing:
@@ -442,31 +446,31 @@ def _seq_order(seq: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def _read_stored(data: bytes, layout: _Layout, expected_rows: int | None) -> pa.Table:
     """The payload's stored columns, its string columns as dictionary arrays (the codes Parquet stores).
 
-    The footer is checked first (:func:`_check_footer`), so nothing is decoded that could
-    expand beyond the bounds. ParquetFile.read, single-threaded: read_table goes through the
-    dataset layer, and a payload is one small row group, where thread hand-offs cost more than
-    they save. No pre-buffering: the payload is in memory already, so buffering it again only
-    costs time.
+    The footer and page headers are checked first, read from the bytes
+    (:mod:`edge_sync.parquet_structure`: pyarrow's metadata objects can abort the process on
+    a hostile footer), so nothing is decoded that could expand beyond the bounds.
+    ParquetFile.read, single-threaded: read_table goes through the dataset layer, and a
+    payload is one small row group, where thread hand-offs cost more than they save. No
+    pre-buffering: the payload is in memory already, so buffering it again only costs time.
     """
     try:
-        meta = pq.read_metadata(pa.BufferReader(data))
-        present = set(_check_footer(meta, layout, expected_rows))
+        footer = read_footer(data)
+        present = set(_check_footer(footer, layout, expected_rows))
+        check_compressed_pages(data, footer)
         # node_id too: a long value repeated by RLE must not become one string per row
         dictionary = [c for c in (*layout.strings, "node_id") if c in present]
         try:
-            reader = pq.ParquetFile(
-                pa.BufferReader(data), metadata=meta, read_dictionary=dictionary, pre_buffer=False
-            )
+            reader = pq.ParquetFile(pa.BufferReader(data), read_dictionary=dictionary, pre_buffer=False)
         except KeyError:  # a string column not a plain column: the checks after say which
-            reader = pq.ParquetFile(pa.BufferReader(data), metadata=meta, pre_buffer=False)
+            reader = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
         return reader.read(use_threads=False)
     except PayloadDecodeError:
         raise
-    except (pa.ArrowException, OSError, ValueError, KeyError, IndexError) as exc:
+    except (ParquetStructureError, pa.ArrowException, OSError, ValueError, KeyError, IndexError) as exc:
         raise PayloadDecodeError(f"payload is not readable Parquet ({exc})") from None
 
 
-def _check_footer(meta: pq.FileMetaData, layout: _Layout, expected_rows: int | None) -> list[str]:
+def _check_footer(footer: Footer, layout: _Layout, expected_rows: int | None) -> list[str]:
     """Refuse a footer that declares more than the writer ever writes; returns the stored column names.
 
     Rows (as expected, and few enough that the decoded table stays under
@@ -474,26 +478,23 @@ def _check_footer(meta: pq.FileMetaData, layout: _Layout, expected_rows: int | N
     column chunk's uncompressed size per row. Which columns are present is checked after
     reading (``decode_tables``), where the messages name them.
     """
-    rows = meta.num_rows
+    rows = footer.num_rows
     if expected_rows is not None and rows != expected_rows:
         raise RowCountMismatch(f"row_count {expected_rows} but the payload's footer declares {rows} rows")
     if rows < 0 or rows * 8 * len(layout.schema) > MAX_DECODED_BYTES:
         raise PayloadDecodeError(
             f"payload declares {rows} rows, which would decode to more than {MAX_DECODED_BYTES} bytes"
         )
-    for i in range(meta.num_columns):  # a repeated column could hold any number of values per row
-        column = meta.schema.column(i)
-        if column.max_repetition_level or ("." in column.path and column.path not in layout.allowed):
+    for path in footer.columns:  # a repeated column could hold any number of values per row
+        if path in footer.repeated or ("." in path and path not in layout.allowed):
             raise PayloadDecodeError(
-                f"payload column {column.path!r} is nested or repeated; the writer writes flat columns"
+                f"payload column {path!r} is nested or repeated; the writer writes flat columns"
             )
     in_groups, total = 0, 0
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
+    for group in footer.row_groups:
         in_groups += group.num_rows
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            name = chunk.path_in_schema
+        for chunk in group.columns:
+            name = chunk.path
             want = layout.physical.get(name, chunk.physical_type)
             if chunk.physical_type != want:
                 raise PayloadDecodeError(f"payload column {name!r} is {chunk.physical_type}, not {want}")
@@ -508,7 +509,9 @@ def _check_footer(meta: pq.FileMetaData, layout: _Layout, expected_rows: int | N
                 )
             size = chunk.total_uncompressed_size
             total += size
-            if chunk.physical_type != "BYTE_ARRAY" and size > _CHUNK_SLACK + _BYTES_PER_ROW * group.num_rows:
+            if size < 0 or (
+                chunk.physical_type != "BYTE_ARRAY" and size > _CHUNK_SLACK + _BYTES_PER_ROW * group.num_rows
+            ):
                 raise PayloadDecodeError(
                     f"payload column {name!r} declares {size} uncompressed bytes for {group.num_rows} rows"
                 )
@@ -517,7 +520,7 @@ def _check_footer(meta: pq.FileMetaData, layout: _Layout, expected_rows: int | N
             f"payload footer declares {rows} rows but {in_groups} in its row groups, "
             f"{total} uncompressed bytes (limit {MAX_PAYLOAD_BYTES})"
         )
-    return [meta.schema.column(i).path for i in range(meta.num_columns)]
+    return footer.columns
 
 
 def _node_ids(

@@ -156,7 +156,24 @@ class CacheStore:
             if name not in known:  # a stream added to streams.py after the file was made
                 con.execute(_ddl(STREAMS[name]))
                 con.execute("INSERT INTO c.stream_counters VALUES (?, 0, 0)", [name])
+            else:
+                self._add_new_columns(STREAMS[name])
         con.execute("COMMIT")
+
+    def _add_new_columns(self, spec: StreamSpec) -> None:
+        """Columns appended to a stream's payload after the file was made (at the end, like the spec)."""
+        have = {
+            r[0]
+            for r in self.con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = 'c' AND table_name = ?",
+                [table_name(spec.name).removeprefix("c.")],
+            ).fetchall()
+        }
+        for f in storage_schema(spec):
+            if f.name not in have:
+                self.con.execute(
+                    f'ALTER TABLE {table_name(spec.name)} ADD COLUMN "{f.name}" {_SQL_TYPES[f.type]}'
+                )
 
     def _create_tables(self) -> None:
         con = self.con

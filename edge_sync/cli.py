@@ -154,11 +154,25 @@ def _status_text(s: dict[str, Any]) -> str:
             f"{name:<10} {st['queue_depth']:>10,} {st['watermark']:>10,} {st['last_seq']:>10,} "
             f"{st['evicted']['total']:>9,}"
         )
+    inst = s.get("installer")
+    if inst:  # the slot installer ([install] in device.toml)
+        pending = inst["pending"] or {}
+        lines.append(
+            f"installer: committed {(inst['committed'] or {}).get('version')}  slots {inst['slots']}"
+            + (f"  {pending['step']} {pending['version']} (slot {pending['slot']})" if pending else "")
+            + (f"  reverted here: {', '.join(inst['reverted'])}" if inst["reverted"] else "")
+        )
     last = s.get("last_sync") or {}
     lines.append(
         f"last sync: {last.get('last_ms', 'never')} ok={last.get('ok')} rows={last.get('rows_sent')} "
         f"last ok: {last.get('last_ok_ms', 'never')}"
     )
+    live = s.get("live")
+    if live:
+        lines.append(
+            f"live: connected={live['connected']} published={live['published']:,} queued={live['queued']:,} "
+            f"dropped={live['dropped_queue_full']:,} errors={live['publish_errors']:,}"
+        )
     return "\n".join(lines)
 
 

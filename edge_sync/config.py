@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge_sync.identity import DeviceIdentity
 from edge_sync.ids import validate_id
 from edge_sync.keys import KeyService, LocalKeyring
+from edge_sync.live_publisher import LiveConfig
 from edge_sync.private_files import InsecureFileError, private_dir, read_private_bytes
 from edge_sync.rules import RulesError, RuleSet, default_rules, load_rules
 
@@ -123,6 +124,18 @@ class BandwidthConfig(_Section):
     bytes_per_sync: int = Field(default=0, ge=0)
 
 
+class InstallConfig(_Section):
+    """The A/B slot installer (``edge_sync.slot_installer``): releases go into ``root``.
+
+    Without this section the agent only records the release it was asked to run (devices
+    whose software Greengrass or IoT Edge deploys). Downloads share ``[bandwidth]``.
+    """
+
+    root: Path
+    min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # kept free after an install
+    chunk_bytes: int = Field(default=1024 * 1024, ge=4096)  # one ranged read; the resume granularity
+
+
 class UploadConfig(_Section):
     max_rows_per_batch: int = Field(default=5000, ge=1)
     max_span_s: int = Field(default=3600, ge=1)
@@ -144,10 +157,12 @@ class AgentConfig(_Section):
     durability: DurabilityConfig = Field(default_factory=DurabilityConfig)
     bandwidth: BandwidthConfig = Field(default_factory=BandwidthConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
+    install: InstallConfig | None = None
     sync_interval_s: float = Field(default=60.0, gt=0)
     max_backoff_s: float = Field(default=600.0, gt=0)
     socket_path: Path | None = None
     rules_path: Path | None = None
+    live: LiveConfig | None = None  # the MQTT live path (edge_sync/live_publisher.py); off when absent
 
     @field_validator("tenant_id")
     @classmethod
@@ -167,6 +182,7 @@ class AgentConfig(_Section):
                 ("keys.source", self.keys.source == "vault"),
                 ("cache_key.source", self.cache_key.source == "vault"),
                 ("object_store.credentials", self.object_store.credentials == "vault"),
+                ("live.credentials", self.live is not None and self.live.credentials == "vault"),
             )
             if on
         ]
@@ -196,6 +212,11 @@ class AgentConfig(_Section):
         if url and "://" not in url and not Path(url).is_absolute():
             data.object_store.url = str(base / url)
         data.object_store.runtime_dir = fix(data.object_store.runtime_dir)
+        if data.live is not None:
+            for name in ("ca_path", "cert_path", "key_path", "password_path", "runtime_dir"):
+                setattr(data.live, name, fix(getattr(data.live, name)))
+        if data.install is not None:
+            data.install.root = fix(data.install.root)
         return data
 
 

@@ -21,6 +21,12 @@ Each sync the agent reads ``tenant=<T>/device=<D>/desired.json`` and:
    reports version, slot and desired revision in the ``health`` stream (the staged version
    and slot are kept in ``_agent`` state, key ``staged``; ``staged_release`` reads them).
 
+An installer that keeps its own record on disk (``edge_sync.slot_installer``) is followed at
+the start of every pull: its probation ``tick`` runs, and what it runs and holds (after a
+revert, a crash loop, a recovery) is copied into ``_agent``. When it raises ``InstallPending``
+(a download spanning syncs) the document is left unapplied, status ``pending``, and the next
+pull resumes it; its state edits wait with it.
+
 Bookkeeping lives in the cache's local state under the reserved namespace ``_agent``
 (written with ``replace_state_rows``, so it is never uploaded as a device edit).
 
@@ -58,6 +64,7 @@ from edge_sync.desired import (
     decode,
     desired_key,
 )
+from edge_sync.install_errors import InstallPending
 from edge_sync.merge import StateMerger
 from edge_sync.objectstore import ObjectNotFound, ObjectStore
 from edge_sync.rules import RuleSet, rule_kind
@@ -237,7 +244,7 @@ def _seed(
 # ----------------------------------------------------------------------------- downlink
 @dataclass
 class DownlinkResult:
-    """What one pull did. ``status``: absent, unchanged, applied, refused, offline."""
+    """What one pull did. ``status``: absent, unchanged, applied, pending (install under way), refused, offline."""
 
     status: str
     revision: int | None = None
@@ -247,6 +254,7 @@ class DownlinkResult:
     install_error: str | None = None
     staged: dict[str, Any] | None = None  # what is staged on the inactive slot after the pull
     stage_error: str | None = None
+    install_pending: str | None = None  # an install under way (download budget): retried next pull
     edits_received: int = 0
     fields_changed: int = 0
     dropped_edits: list[str] = field(default_factory=list)
@@ -276,6 +284,7 @@ class Downlink:
 
     def pull(self) -> DownlinkResult:
         """Fetch, verify and apply; network trouble propagates (``StoreUnavailable``)."""
+        self._follow_installer()
         try:
             data = self.store.get(self.key)
         except ObjectNotFound:
@@ -296,6 +305,32 @@ class Downlink:
             return DownlinkResult("unchanged", revision=current)
         return self.apply(doc)
 
+    def _follow_installer(self) -> None:
+        """Advance an installer's probation and record what it really runs (a revert, a crash).
+
+        Installers that keep their own record on disk (``SlotInstaller``) are the truth about
+        what runs; the cache's ``_agent`` record follows them, so status and health rows agree.
+        """
+        tick = getattr(self.installer, "tick", None)
+        if callable(tick):
+            tick()
+        running = getattr(self.installer, "running", None)
+        slots = getattr(self.installer, "slots", None)
+        if not callable(running) or not callable(slots):
+            return
+        book: dict[tuple[str, str], Any] = {}
+        version, slot = running()
+        if version is not None and (version, slot) != active_release(self.cache):
+            book[("release", "version")], book[("release", "slot")] = version, slot
+        on_disk = slots()
+        for s, v in on_disk.items():
+            if installed_slots(self.cache).get(s) != v:
+                book[("slots", s)] = v
+        for s in installed_slots(self.cache).keys() - on_disk.keys():
+            book[("slots", s)] = None
+        if book:
+            write_agent_state(self.cache, book)
+
     def _alert_refusal(self, data: bytes, exc: DesiredStateError) -> None:
         digest = hashlib.sha256(data).hexdigest()
         log.warning("desired state refused (%s): %s", exc.reason, exc)
@@ -311,13 +346,20 @@ class Downlink:
         """Apply a verified document (release, state edits, revision, health row)."""
         self.cache.observe_hlc(doc.issued_hlc)
         result = DownlinkResult("applied", revision=doc.revision, edits_received=len(doc.state_edits))
-        if doc.release is not None:
-            result.install_error = self._apply_release(doc)
-        elif doc.rollback_of is not None:
-            result.install_error = self._revert(doc.rollback_of)
+        try:
+            if doc.release is not None:
+                result.install_error = self._apply_release(doc)
+            elif doc.rollback_of is not None:
+                result.install_error = self._revert(doc.rollback_of)
+            if doc.staged is not None:
+                result.stage_error = self._stage(doc.staged)
+        except InstallPending as exc:  # not applied yet: the next pull resumes (same revision)
+            log.info("install under way: %s", exc)
+            result.status, result.install_pending = "pending", str(exc)
+            version, slot = active_release(self.cache)
+            result.release = {"version": version, "slot": slot}
+            return result
         book: dict[tuple[str, str], Any] = {("desired", "revision"): doc.revision}
-        if doc.staged is not None:
-            result.stage_error = self._stage(doc.staged)
         staged = self._staged_now(doc.staged if result.stage_error is None else None)
         if staged != staged_release(self.cache):
             book[("staged", "version")], book[("staged", "slot")] = staged
@@ -396,6 +438,8 @@ class Downlink:
                 },
             )
             return None
+        except InstallPending:
+            raise
         except Exception as exc:  # any installer failure: go back to the last good release, tell central
             log.exception("installing %s into slot %s failed", release.version, release.slot)
             if previous is None:
@@ -428,6 +472,8 @@ class Downlink:
             if not isinstance(self.installer, CacheInstaller):
                 write_agent_state(self.cache, {("slots", staged.slot): staged.version})
             return None
+        except InstallPending:
+            raise
         except Exception as exc:  # a failed staging changes nothing that runs: report it, keep going
             log.exception("staging %s into slot %s failed", staged.version, staged.slot)
             message = f"staging {staged.version} into slot {staged.slot} failed: {exc}"

@@ -157,6 +157,13 @@ class ObjectStore(ABC):
     def get(self, key: str) -> bytes:
         """The object's bytes; raises ``ObjectNotFound`` if there is none."""
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the object from offset ``start`` (resumable downloads).
+
+        This fallback reads the whole object; the stores override it with a ranged read.
+        """
+        return self.get(key)[start : start + length]
+
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """The object's metadata, or None if there is no object at ``key``."""
@@ -269,6 +276,14 @@ class LocalObjectStore(ObjectStore):
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key, self.url) from None
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(start)
+                return f.read(length)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key, self.url) from None
 

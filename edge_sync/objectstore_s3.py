@@ -276,6 +276,14 @@ class S3ObjectStore(ObjectStore):
                     raise self._error(exc, "get_object", key) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        response = self._call(
+            "get_object", key, Key=self._full(key), Range=f"bytes={start}-{start + length - 1}"
+        )
+        return response["Body"].read()
+
     def head(self, key: str) -> ObjectInfo | None:
         full = self._full(key)
         try:

@@ -44,6 +44,9 @@ class StreamSpec:
     ttl_seconds: int | None
     table: str = ""
     group_by: tuple[str, ...] = ()
+    # String payload columns appended after agents shipped: batches of older agents lack them
+    # (their rows read as null), and their schema's fingerprint stays accepted (legacy_fingerprint).
+    added: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.table:
@@ -51,6 +54,13 @@ class StreamSpec:
         unknown = [c for c in self.group_by if c not in self.payload.names]
         if unknown:
             raise ValueError(f"stream {self.name!r} groups by {unknown}, which are not payload columns")
+        tail = self.payload.names[len(self.payload.names) - len(self.added) :] if self.added else []
+        if list(self.added) != tail or any(
+            not pa.types.is_string(self.payload.field(c).type) for c in self.added
+        ):
+            raise ValueError(
+                f"stream {self.name!r}: added columns {self.added} must be the last, string, columns"
+            )
 
     @property
     def schema(self) -> pa.Schema:
@@ -63,6 +73,13 @@ class StreamSpec:
     @property
     def fingerprint(self) -> str:
         return schema_fingerprint(self.schema)
+
+    @property
+    def legacy_fingerprint(self) -> str | None:
+        """The fingerprint of the schema before ``added`` (older agents' batches), or None."""
+        if not self.added:
+            return None
+        return schema_fingerprint(pa.schema([f for f in self.schema if f.name not in self.added]))
 
 
 def schema_fingerprint(schema: pa.Schema) -> str:
@@ -106,11 +123,18 @@ STREAMS: dict[str, StreamSpec] = {
                     pa.field("mem_mb", pa.float64()),
                     pa.field("heartbeat", pa.int64()),
                     pa.field("queue_depth", pa.int64()),
+                    # the edge agent's installer reports each step of an update (see
+                    # edge_sync.slot_installer): downloading, installed, activated, committed,
+                    # reverted; the version it concerns and, for a revert or a refusal, why
+                    pa.field("update_state", pa.string()),
+                    pa.field("update_version", pa.string()),
+                    pa.field("update_reason", pa.string()),
                 ]
             ),
             priority=30,
             ttl_seconds=30 * DAY,
             group_by=("version", "slot"),
+            added=("update_state", "update_version", "update_reason"),
         ),
         StreamSpec(
             "telemetry",
@@ -159,6 +183,6 @@ def get_stream(name: str) -> StreamSpec:
 
 def stream_for_fingerprint(fingerprint: str) -> StreamSpec | None:
     for spec in STREAMS.values():
-        if spec.fingerprint == fingerprint:
+        if fingerprint in (spec.fingerprint, spec.legacy_fingerprint):
             return spec
     return None

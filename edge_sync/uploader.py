@@ -180,6 +180,11 @@ class Uploader:
             else None
         )
 
+    @property
+    def rate_limiter(self) -> TokenBucket | None:
+        """The byte-rate bucket (``bytes_per_second``), shared with the installer's downloads."""
+        return self._bucket
+
     # -- one sync ------------------------------------------------------------------------
     def upload(self, streams: Sequence[str] = BY_PRIORITY) -> SyncReport:
         """Send pending rows and evictions of ``streams`` (in the order given), within the budget."""

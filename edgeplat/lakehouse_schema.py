@@ -136,6 +136,9 @@ TABLES: dict[str, Table] = {
                 ("mem_mb", "DOUBLE"),
                 ("heartbeat", "BIGINT"),
                 ("queue_depth", "BIGINT"),
+                ("update_state", "VARCHAR"),
+                ("update_version", "VARCHAR"),
+                ("update_reason", "VARCHAR"),
             ]
             + INGEST_COLUMNS
             + [DAY_COLUMN],
@@ -385,6 +388,66 @@ TABLES: dict[str, Table] = {
                 ("revoked_at", "TIMESTAMPTZ"),
             ],
             description="The production device registry: which public keys may sign for each device.",
+        ),
+        Table(
+            "live_rows",
+            STREAM_ENVELOPE
+            + [
+                ("payload", "VARCHAR"),  # JSON object of the stream's payload columns
+                ("key_id", "VARCHAR"),  # the device key that signed the MQTT message
+                ("received_at", "TIMESTAMPTZ"),
+            ],
+            description="Rows the devices published live over MQTT (verified); the batch tables stay the record.",
+        ),
+        Table(
+            "live_rejections",
+            [
+                ("tenant_id", "VARCHAR"),  # as claimed by the message, when parseable
+                ("device_id", "VARCHAR"),
+                ("stream", "VARCHAR"),
+                ("seq", "BIGINT"),
+                ("topic", "VARCHAR"),
+                ("reason", "VARCHAR"),  # live_bad_signature, live_replayed, ...
+                ("detail", "VARCHAR"),
+                ("received_at", "TIMESTAMPTZ"),
+            ],
+            description="Live MQTT messages refused (forged, replayed, malformed), with a reason.",
+        ),
+        Table(
+            "alert_events",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("rule", "VARCHAR"),
+                ("fingerprint", "VARCHAR"),  # what fires and resolves: rule + tenant + subject
+                ("state", "VARCHAR"),  # firing | resolved | seen (a duplicate while firing)
+                ("device_id", "VARCHAR"),  # device alerts: the row that raised it
+                ("stream", "VARCHAR"),
+                ("seq", "BIGINT"),
+                ("severity", "VARCHAR"),
+                ("summary", "VARCHAR"),
+                ("notification_id", "VARCHAR"),
+                ("at", "TIMESTAMPTZ"),
+            ],
+            description="Alert state changes per rule and subject; device alert rows are marked once.",
+        ),
+        Table(
+            "notifications",
+            [
+                ("notification_id", "VARCHAR"),
+                ("tenant_id", "VARCHAR"),
+                ("rule", "VARCHAR"),
+                ("sink", "VARCHAR"),
+                ("sink_kind", "VARCHAR"),  # slack | pagerduty | email | webhook
+                ("state", "VARCHAR"),  # firing | resolved
+                ("outcome", "VARCHAR"),  # delivered | failed
+                ("attempts", "INTEGER"),
+                ("alerts", "INTEGER"),  # how many subjects the grouped notification carries
+                ("summary", "VARCHAR"),
+                ("error", "VARCHAR"),
+                ("created_at", "TIMESTAMPTZ"),
+                ("delivered_at", "TIMESTAMPTZ"),
+            ],
+            description="Every notification sent to a sink and its delivery outcome.",
         ),
     )
 }

@@ -15,6 +15,11 @@ own parser (``json_serialize_sql``) gives the query tree, and only a single SELE
 tables are the tenant relations (or CTEs, inside their own scope) passes; table functions,
 qualified names, SHOW/DESCRIBE/SUMMARIZE, PIVOT and every non-SELECT statement are refused.
 
+DuckDB's own table functions can still crash the process that runs them (``pandas_scan(NULL)``
+is a segmentation fault in DuckDB 1.5, and no setting disables a built-in function), so
+``run_tenant_query`` runs check and query in a child process of its own: a query that gets
+past the check and crashes DuckDB ends that child, not the caller.
+
 The hard boundary between tenants is still their separate object-store prefixes,
 credentials and keys (docs/security.md); this makes handing out per-tenant SQL safe
 against the query, not against whoever runs the process.
@@ -23,9 +28,12 @@ against the query, not against whoever runs the process.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -33,7 +41,7 @@ import pyarrow as pa
 
 from edge_sync.duck import connect
 from edge_sync.ids import validate_id
-from edgeplat.lakehouse import LAKE, Lakehouse, retried
+from edgeplat.lakehouse import LAKE, Lakehouse, LakehouseConfig, retried
 
 # The sandbox's settings: nothing outside its own memory and its private spill folder is
 # reachable from a query. The last two are applied in this order once the spill folder is
@@ -53,6 +61,18 @@ _REF_NAMES = {"SHOW_REF": "SHOW, DESCRIBE and SUMMARIZE are", "PIVOT": "PIVOT an
 
 class TenantScopeError(ValueError):
     """The query reaches outside the tenant's views; the message names what and why."""
+
+
+class TenantQueryError(RuntimeError):
+    """The query was allowed but failed (DuckDB's message), or crashed the sandbox process."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Column names and rows of a tenant query, as the child process sent them back."""
+
+    columns: list[str]
+    rows: list[tuple]
 
 
 def tenant_relations(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -237,3 +257,64 @@ class _Checker:
             return
         if name.casefold() not in self.allowed:
             raise TenantScopeError(f"{name} is not a tenant view; available: {self.listing}")
+
+
+def run_tenant_query(config: LakehouseConfig, tenant_id: str, query: str) -> QueryResult:
+    """Check and run ``query`` in ``tenant_id``'s sandbox, in a child process of its own.
+
+    Raises ``TenantScopeError`` for a refused query and ``TenantQueryError`` when DuckDB
+    rejects it or the child dies (the signal is named); the caller's process is unharmed.
+    """
+    validate_id("tenant", tenant_id)
+    kind, payload = run_in_child(_child_query, (config, tenant_id, query))
+    if kind == "refused":
+        raise TenantScopeError(payload)
+    if kind == "failed":
+        raise TenantQueryError(payload)
+    return payload
+
+
+def run_in_child(target: Any, args: tuple) -> tuple[str, Any]:
+    """Run ``target(*args, sender)`` in a spawned process and return the one outcome it sends.
+
+    A child that dies before sending (a crash inside DuckDB) raises ``TenantQueryError``
+    naming the signal or exit code.
+    """
+    # spawn, not fork: the caller may hold DuckDB connections and threads a fork would copy
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=target, args=(*args, sender), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        outcome = receiver.recv()
+    except EOFError:
+        outcome = None
+    finally:
+        receiver.close()
+        child.join()
+    if outcome is None:
+        code = child.exitcode or 0
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        raise TenantQueryError(
+            f"the query crashed the tenant sandbox ({how}); nothing else was affected. "
+            "DuckDB table functions are not available in a tenant session"
+        )
+    return outcome
+
+
+def _child_query(config: LakehouseConfig, tenant_id: str, query: str, sender: Any) -> None:
+    """The sandbox process: open the session, check, run, send one outcome back."""
+    try:
+        with TenantSession(Lakehouse(config), tenant_id) as session:
+            check_query(session.sandbox, query, set(session.relations))
+            cursor = session.execute(query)
+            columns = [d[0] for d in cursor.description] if cursor.description else []
+            rows = cursor.fetchall() if cursor.description else []
+        sender.send(("ok", QueryResult(columns, rows)))
+    except TenantScopeError as exc:
+        sender.send(("refused", str(exc)))
+    except (duckdb.Error, ValueError) as exc:
+        sender.send(("failed", str(exc)))
+    finally:
+        sender.close()

@@ -6,6 +6,7 @@ The main job, ``sync_fleet``, is what ``make demo``, ``edgeplat sync`` and the U
 
 import dagster as dg
 
+from assets.alerts.evaluate import evaluate_alerts_op
 from assets.rollouts.commands import COMMAND_OPS, advance_rollout_op, launch_rollout_op
 from assets.sync.central_edits import apply_state_edits
 from assets.sync.ingest import ingested_batches
@@ -102,4 +103,12 @@ ROLLOUT_JOBS = [
     rollout_refresh,
     device_drift_refresh,
 ]
-JOBS = [sync_fleet, *SYNC_JOBS, *ROLLOUT_JOBS]
+
+
+@dg.job(description="Evaluate the alert rules (platform conditions, device alerts) and notify the sinks.")
+def evaluate_alerts() -> None:
+    evaluate_alerts_op()
+
+
+ALERT_JOBS = [evaluate_alerts]
+JOBS = [sync_fleet, *SYNC_JOBS, *ROLLOUT_JOBS, *ALERT_JOBS]

@@ -19,6 +19,7 @@ from typing import Any
 import dagster as dg
 
 from edgeplat.settings import environment, paths
+from resources.alerts import AlertRulesResource
 from resources.backends import FleetBackendResource
 from resources.gitops import GitOpsRepoResource
 from resources.keys import DeviceRegistryResource, KeyServiceResource, PlatformSignerResource
@@ -53,6 +54,7 @@ PRODUCTION_ENV = {
         False,
         "scratch directory for the GitOps clone (default: <tmp>/edgeplat-gitops)",
     ),
+    "EDGEPLAT_ALERT_RULES": (False, "alert rules and sinks file (docs/alerts.md)"),
 }
 
 
@@ -101,6 +103,7 @@ def local_resources() -> dict[str, Any]:
         lakehouse=res["lakehouse"],
     )
     res["gitops_repo"] = _gitops()
+    res["alert_rules"] = AlertRulesResource(rules_path=str(p.home / "alerts.yaml"))
     return res
 
 
@@ -153,6 +156,7 @@ def production_resources() -> dict[str, Any]:
         "platform_signer": signer,
         "fleet_backend": FleetBackendResource(**backend),
         "gitops_repo": _gitops(str(Path(tempfile.gettempdir()) / "edgeplat-gitops")),
+        "alert_rules": AlertRulesResource(rules_path=env("EDGEPLAT_ALERT_RULES", ""), required=True),
     }
 
 

@@ -26,6 +26,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("edge_sync/config.py", "edge_sync.vault_keys"): _HVAC,
     ("edge_sync/storage_credentials.py", "edge_sync.vault"): _HVAC,
     ("edge_sync/storage_credentials.py", "edge_sync.vault_admin"): _HVAC,
+    ("edge_sync/live_credentials.py", "edge_sync.vault_admin"): _HVAC,
     ("assets/rollouts/health.py", "edgeplat.rollouts.plots"): "matplotlib loads only when a chart is drawn",
 }
 

@@ -15,6 +15,7 @@ from pydantic import Field
 from assets.rollouts.common import ROLLOUTS, controller_from
 from edgeplat.rollouts.commands import CommandError
 from edgeplat.rollouts.controller import new_rollout_id
+from edgeplat.rollouts.plan import PlanError
 from edgeplat.rollouts.spec import SpecError, load_spec
 from edgeplat.rollouts.store import RolloutNotFound
 from resources.backends import FleetBackendResource
@@ -80,13 +81,17 @@ def launch_rollout_op(
         raise dg.Failure(description=str(exc)) from None
     ctl = controller_from(lakehouse, fleet_backend)
     rid = config.rollout_id or new_rollout_id(spec, context.run_id)
-    ctl.launch(
-        spec,
-        actor=config.who,
-        reason=config.why,
-        rollout_id=rid,
-        source={"kind": "dagster", "run_id": context.run_id, **config.source},
-    )
+    try:
+        ctl.launch(
+            spec,
+            actor=config.who,
+            reason=config.why,
+            rollout_id=rid,
+            source={"kind": "dagster", "run_id": context.run_id, **config.source},
+            require_plan=True,
+        )
+    except PlanError as exc:
+        raise dg.Failure(description=str(exc), metadata={"plan": exc.plan.as_dict()}) from None
     context.instance.add_dynamic_partitions(ROLLOUTS.name, [rid])
     res = ctl.tick(rid)
     _emit(context, rid, {"rollout_id": rid, "status": res.status, "phase": res.phase, "who": config.who})

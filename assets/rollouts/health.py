@@ -7,19 +7,21 @@ Check ``gates`` carries the overall verdict; one check per health metric carries
 metric's limits (passing with "no gate" when the spec does not gate it).
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from assets.rollouts.charts import chart_markdown, progress_metadata
 from assets.rollouts.common import GROUP, ROLLOUTS, md_table, store_from
 from edgeplat.rollouts import cohorts
 from edgeplat.rollouts.events import RolloutState
 from edgeplat.rollouts.gates import GateReport, Verdict, evaluate_phase, overall_verdict
+from edgeplat.rollouts.progress import error_rates, release_progress
 from edgeplat.rollouts.spec import HEALTH_METRICS
-from edgeplat.settings import paths
 from resources.lakehouse import LakehouseResource
 
 CHECKS = ["gates", *HEALTH_METRICS]
+CHART_BUCKET_MINUTES = 10
 
 
 def _check_result(name: str, report: GateReport | None, state: RolloutState) -> dg.AssetCheckResult:
@@ -99,15 +101,18 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
             )
             if phase == state.phase:
                 report = rep
-    plot_md = ""
+        rates = error_rates(con, rid, state, bucket_minutes=CHART_BUCKET_MINUTES)
+        # the series end at the rollout's latest event or report, not at now: on the demo's
+        # simulated clock (or a fleet gone quiet) the story would shrink to the chart's left edge
+        latest = [state.events[-1].at, *(r.at + timedelta(minutes=CHART_BUCKET_MINUTES) for r in rates[-1:])]
+        progress = release_progress(con, rid, state, min(now, max(latest)))
+    chart = None
     try:
-        from edgeplat.rollouts.plots import plot_rollout
+        from edgeplat.rollouts.plots import render_png
 
-        png = plot_rollout(store.lake, rid, paths().plots)[0]
-        plot_md = f"![rollout {rid}]({png})"
+        chart = render_png(state, progress, rates)
     except Exception as exc:  # a chart must never fail the asset
         context.log.warning("could not plot rollout %s: %s", rid, exc)
-        png = None
     metadata = {
         "status": str(state.status),
         "phase": state.phase,
@@ -128,9 +133,9 @@ def rollout_health(context: dg.AssetExecutionContext, lakehouse: LakehouseResour
             )
         ),
     }
-    if png is not None:
-        metadata["plot"] = dg.MetadataValue.path(str(png))
-        metadata["chart"] = dg.MetadataValue.md(plot_md)
+    metadata.update(progress_metadata(state, progress, rows))
+    if chart is not None:
+        metadata["chart"] = chart_markdown(rid, chart)
     return dg.MaterializeResult(
         metadata=metadata, check_results=[_check_result(name, report, state) for name in CHECKS]
     )

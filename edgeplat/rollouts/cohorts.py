@@ -240,7 +240,9 @@ def phase_status(
 
     ``assignments``: tenant_id, device_id, phase (from the selection). A device is
     *acknowledged* once it reported health after it was sent the deploy, *updated* when it
-    reports the release, *failed* when it acknowledged but runs something else, *healthy* when
+    reports the release, *failed* when it acknowledged but runs something else (unless its
+    agent's installer says the release is still downloading or installed: under way, not
+    failed; ``edgeplat.rollouts.agent_updates``), *healthy* when
     updated and, if the rollout-level gates set an absolute ``max`` on ``error_rate``, its
     error rate in the current gate window is within it. *Unreachable*: marked so by the rollout.
     """
@@ -263,7 +265,8 @@ def phase_status(
             hl AS (
                 SELECT h.tenant_id, h.device_id, max(h.ts) AS last_ts,
                        sum(h.errors) FILTER (WHERE h.version = ?) / nullif(sum(h.requests) FILTER (WHERE h.version = ?), 0)
-                           AS err
+                           AS err,
+                       arg_max(h.update_state, h.hlc) FILTER (WHERE h.update_version = ?) AS upd
                 FROM health h SEMI JOIN sent USING (tenant_id, device_id)
                 WHERE h.ts >= coalesce(?::TIMESTAMPTZ, '-infinity'::TIMESTAMPTZ) AND h.ts < ?
                 GROUP BY ALL),
@@ -272,7 +275,7 @@ def phase_status(
                        s.sent_at IS NOT NULL AND hl.last_ts >= s.sent_at AS acked,
                        d.reported_version = ? AS updated,
                        (a.tenant_id || '/' || a.device_id) IN (SELECT dev FROM _unreach) AS unreachable,
-                       hl.err
+                       hl.err, coalesce(hl.upd IN ('downloading', 'installed'), false) AS installing
                 FROM _assign a
                 LEFT JOIN sent s USING (tenant_id, device_id)
                 LEFT JOIN dev d USING (tenant_id, device_id)
@@ -284,11 +287,12 @@ def phase_status(
                    count(*) FILTER (WHERE acked OR (sent AND updated)) AS acknowledged,
                    count(*) FILTER (WHERE sent AND updated) AS updated,
                    count(*) FILTER (WHERE sent AND updated AND (? IS NULL OR coalesce(err, 0) <= ?)) AS healthy,
-                   count(*) FILTER (WHERE acked AND NOT coalesce(updated, false)) AS failed,
+                   count(*) FILTER (WHERE acked AND NOT coalesce(updated, false) AND NOT installing) AS failed,
                    count(*) FILTER (WHERE unreachable) AS unreachable
             FROM per GROUP BY phase ORDER BY phase""",
             [
                 rollout_id,
+                spec.release.version,
                 spec.release.version,
                 spec.release.version,
                 since,

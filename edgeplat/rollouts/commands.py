@@ -93,6 +93,7 @@ SAFE_FIELDS = frozenset(
         "device_timeout",
         "maintenance_window",
         "rollback",
+        "on_inconclusive",
     }
 )
 _UNSAFE_WHY = {

@@ -44,6 +44,7 @@ from edgeplat.rollouts.commands import command, spec_updated_event
 from edgeplat.rollouts.decide import Decision, Observation, decide, in_window
 from edgeplat.rollouts.events import TERMINAL, Event, Kind, RolloutState, Status, created_event
 from edgeplat.rollouts.gates import GateReport, evaluate_phase
+from edgeplat.rollouts.plan import RolloutPlan, plan_on_lake, require_decidable
 from edgeplat.rollouts.selection import Assignment
 from edgeplat.rollouts.spec import RolloutSpec
 from edgeplat.rollouts.store import RolloutStore
@@ -124,13 +125,26 @@ class Controller:
         rollout_id: str | None = None,
         source: dict[str, Any] | None = None,
         now: datetime | None = None,
+        require_plan: bool = False,
     ) -> str:
-        """Record a new rollout (idempotent for a given ``rollout_id``); returns its id."""
+        """Record a new rollout (idempotent for a given ``rollout_id``); returns its id.
+
+        ``require_plan``: refuse (``plan.PlanError``, with the numbers and the fix) a spec whose
+        phases cannot reach a gate verdict on the target as it is now; the CLI, the UI job and
+        the GitOps sensor launch this way.
+        """
+        if require_plan:
+            require_decidable(self.plan(spec))
         rid = rollout_id or new_rollout_id(spec)
         ev = created_event(spec, rid, _now(now), actor)
         ev = replace(ev, reason=reason or ev.reason, inputs={**ev.inputs, "source": source or {}})
         self.store.append(rid, [ev])
         return rid
+
+    def plan(self, spec: RolloutSpec) -> RolloutPlan:
+        """How ``spec``'s phases size up on the target devices the lakehouse holds now."""
+        with self.store.session() as con:
+            return plan_on_lake(con, spec, sample_seconds=self.sample_seconds)
 
     def command(
         self,

@@ -25,8 +25,11 @@ Policy, in order of precedence in ``decide``:
 5. otherwise the step proceeds: deploys settle (devices that do not acknowledge within
    ``device_timeout`` are marked unreachable and do not block), phases bake, gates are
    recorded every ``gate_interval``, more than ``max_inconclusive`` consecutive inconclusive
-   evaluations apply the rollback policy, manual phases wait for an approval, and new
-   deploys only start inside the maintenance window.
+   evaluations apply ``on_inconclusive`` (pause: an event with the reasons, an operator
+   resumes or aborts, the rollout carries on by itself if the gates PASS meanwhile, and the
+   progress deadline ends it if neither happens; extend:
+   keep evaluating until the progress deadline; rollback: the rollback policy), manual
+   phases wait for an approval, and new deploys only start inside the maintenance window.
 """
 
 from __future__ import annotations
@@ -208,9 +211,12 @@ def decide(state: RolloutState, obs: Observation, now: datetime) -> list[Decisio
                 {"gates": report.to_dict()},
                 "gate",
             )
-    if s.status == Status.PAUSED:
-        return [_wait(f"paused: {s.pause_reason}")]
     deadline = _deadline(s)
+    if s.status == Status.PAUSED and not (deadline is not None and now > deadline):
+        if s.pause_cause == "inconclusive" and report is not None and report.verdict == Verdict.PASS:
+            # paused for lack of evidence, and the evidence has come: carry on as after the bake
+            return _after_bake(s, report, now)
+        return [_wait(f"paused: {s.pause_reason}")]
     if deadline is not None and now > deadline:
         reason = f"progress deadline {format_duration(spec.progress_deadline)} exceeded in phase {s.phase} ({s.status})"
         if spec.rollback == "automatic":
@@ -273,6 +279,8 @@ def _deadline(s: RolloutState) -> datetime | None:
         return s.step_started_at + d
     if s.status == Status.BAKING and s.bake_started_at:
         return s.bake_started_at + s.spec.phases[s.phase].bake + d
+    if s.status == Status.PAUSED and s.pause_cause == "inconclusive" and s.paused_at:
+        return s.paused_at + d  # paused for lack of evidence and nobody acted
     return None  # waits for approvals and maintenance windows are not lack of progress
 
 
@@ -283,24 +291,22 @@ def _after_bake(s: RolloutState, report: GateReport | None, now: datetime) -> li
     out: list[Decision] = []
     due = s.last_eval_at is None or now - s.last_eval_at >= spec.gate_interval
     if report.verdict == Verdict.INCONCLUSIVE:
+        streak = s.inconclusive_streak + due
+        why = "; ".join(report.reasons)
         rec = [
             Decision(
                 Kind.RECORD_GATES,
                 s.phase,
-                "gates inconclusive",
+                f"gates inconclusive ({streak}/{spec.max_inconclusive}): {why}",
                 {"verdict": str(report.verdict), "gates": report.to_dict()},
                 _key(s, Kind.RECORD_GATES, s.epoch, s.gate_evals),
             )
         ] * due
         # Checked even when no evaluation is due, so a crash after recording the last
         # inconclusive evaluation still applies the policy on restart.
-        streak = s.inconclusive_streak + due
         if streak > spec.max_inconclusive:
-            reason = f"gates inconclusive {streak} times in a row (max_inconclusive {spec.max_inconclusive})"
-            return rec + _fails(s, reason, {"gates": report.to_dict()}, "inconclusive")
-        return rec + [
-            _wait(f"gates inconclusive ({streak}/{spec.max_inconclusive}): " + "; ".join(report.reasons))
-        ]
+            return rec + _inconclusive(s, streak, why, report, now)
+        return rec + [_wait(f"gates inconclusive ({streak}/{spec.max_inconclusive}): {why}")]
     # PASS: promote, complete, or ask for approval
     if s.phase == len(spec.phases) - 1:
         return [
@@ -347,6 +353,31 @@ def _after_bake(s: RolloutState, report: GateReport | None, now: datetime) -> li
         )
     )
     return out + _deploy(s, nxt, now)
+
+
+def _inconclusive(
+    s: RolloutState, streak: int, why: str, report: GateReport, now: datetime
+) -> list[Decision]:
+    """The spec's ``on_inconclusive`` policy once the gates stayed inconclusive too long."""
+    spec = s.spec
+    reason = f"gates inconclusive {streak} times in a row (max_inconclusive {spec.max_inconclusive}): {why}"
+    inputs = {"gates": report.to_dict(), "on_inconclusive": spec.on_inconclusive}
+    if spec.on_inconclusive == "rollback":
+        return _fails(s, reason, inputs, "inconclusive")
+    deadline = _deadline(s)
+    until = f" (progress deadline {iso(deadline)})" if deadline else ""
+    if spec.on_inconclusive == "extend":
+        return [_wait(f"{reason}; bake extended{until}")]
+    return [
+        Decision(
+            Kind.PAUSE,
+            s.phase,
+            f"{reason}; paused: resume to keep evaluating, abort to roll back; "
+            f"rolled back after progress_deadline {format_duration(spec.progress_deadline)} if nobody acts",
+            {**inputs, "cause": "inconclusive"},
+            _key(s, Kind.PAUSE, s.epoch),
+        )
+    ]
 
 
 def _enter_phase(s: RolloutState, k: int, now: datetime, inputs: dict[str, Any]) -> list[Decision]:

@@ -140,6 +140,8 @@ class RolloutState:
     abort_requested: dict[str, Any] | None = None
     paused_from: Status | None = None
     pause_reason: str = ""
+    pause_cause: str = ""  # "inconclusive" when the on_inconclusive policy paused it
+    paused_at: datetime | None = None
     epoch: int = 0  # resumes so far: keeps keys of repeatable decisions distinct
     unreachable: set[str] = field(default_factory=set)
     rollback_reason: str = ""
@@ -226,7 +228,10 @@ class RolloutState:
             if self.status != Status.PAUSED:
                 self.paused_from = self.status
             self.status, self.pause_reason = Status.PAUSED, e.reason
-            if e.inputs.get("cause") in ("gate", "fail_phase", "inconclusive"):
+            self.pause_cause, self.paused_at = str(e.inputs.get("cause", "")), e.at
+            # An inconclusive pause is not a failure: the gates keep looking (a FAIL still rolls
+            # back) and a resume continues the bake.
+            if e.inputs.get("cause") in ("gate", "fail_phase"):
                 self.gate_failed = True
         elif k == Kind.RESUME:
             self._resume(e.at)
@@ -252,11 +257,13 @@ class RolloutState:
         self.bake_started_at = self.last_eval_at = None
         self.gate_evals = self.inconclusive_streak = 0
         self.gate_failed, self.fail_requested = False, None
+        self.pause_reason, self.pause_cause, self.paused_at = "", "", None
 
     def _resume(self, at: datetime) -> None:
         if self.status != Status.PAUSED:
             return
         self.status, self.pause_reason = self.paused_from or Status.PENDING, ""
+        self.pause_cause, self.paused_at = "", None
         self.epoch += 1
         if self.gate_failed or self.fail_requested:
             # A phase that failed a gate must bake again and pass afresh before promotion.

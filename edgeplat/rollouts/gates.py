@@ -34,9 +34,20 @@ Which test, and why:
 
 The distribution functions behind these tests are in ``stats``.
 
-Repeated looks: the rollout machine acts on FAIL at every recorded evaluation, which raises
-the false-fail rate over a phase above ``alpha``; evaluations use the cumulative window of
-the phase, so looks are strongly correlated, and the default alpha (0.01) is conservative.
+Repeated looks: the rollout machine looks at every tick and acts on the first FAIL, so a
+fixed-sample test repeated at every look fails a healthy release far more often than
+``alpha`` over a bake. FAIL is therefore *sequential*: each check turns its estimate into an
+excess over the limit with a variance (log rate ratio, log rate over ``max``, difference,
+mean; the variance inflated by the same dispersion ``phi``) and FAILs only when Robbins'
+normal-mixture likelihood ratio (``stats.msprt_log_lr``) reaches ``1/(2 alpha/m)``: an
+always-valid test whose chance of ever crossing on a healthy release, however often it
+looks, stays below ``alpha/m``. It needs no minimum sample: overwhelming evidence (a 3x error
+rate) crosses within minutes, before ``min_devices``/``min_samples``; only a floor of
+``EARLY_DEVICES`` devices per cohort guards the normal approximation. PASS, which promotes
+once the bake has ended, keeps the fixed-sample bound and needs the full minimum sample; its
+bound is at level ``1 - alpha`` per check (not ``alpha/m``): promoting a bad release needs the
+bound of the limit it violates to pass wrongly, which has chance ``alpha`` on its own.
+``sequential=False`` gives the previous fixed-sample FAIL at every look (the bench's baseline).
 """
 
 from __future__ import annotations
@@ -52,7 +63,23 @@ import numpy as np
 import pyarrow as pa
 
 from edgeplat.rollouts.spec import RATE_METRICS, Gate, RolloutSpec
-from edgeplat.rollouts.stats import binom_sf, binom_upper, norm_ppf, poisson_sf, poisson_upper, t_ppf, t_sf
+from edgeplat.rollouts.stats import (
+    binom_sf,
+    binom_upper,
+    msprt_log_lr,
+    norm_ppf,
+    poisson_sf,
+    poisson_upper,
+    t_ppf,
+    t_sf,
+)
+
+# The sequential FAIL needs this many devices per cohort (fewer when min_devices is lower):
+# below it a per-device normal approximation is not trustworthy, whatever the counts say.
+EARLY_DEVICES = 5
+# Mixing scale of the sequential test, as an excess over the limit: a doubling of the rate
+# beyond it for log-scale checks (ratio, absolute rate); the limit itself for differences.
+LOG_TAU = math.log(2.0)
 
 # ---------------------------------------------------------------- inputs
 
@@ -218,12 +245,33 @@ def _dispersion(cohorts: Sequence[_Counts], proportion: bool) -> float:
     return max(1.0, chi2 / (n - k))
 
 
-def _verdict(fail: bool, ok: bool) -> Verdict:
-    return Verdict.FAIL if fail else Verdict.PASS if ok else Verdict.INCONCLUSIVE
+@dataclass(frozen=True)
+class _Look:
+    """How one look may conclude: sequential FAIL or not, and whether the minimum sample is met."""
+
+    sequential: bool = True
+    sized: bool = True  # min_devices/min_samples met: PASS (and fixed-sample FAIL) allowed
+    pass_alpha: float = 0.01  # level of the bound a PASS needs (see evaluate_gates)
+
+
+def _verdict(fail: bool, ok: bool, look: _Look, seq_fail: bool | None = None) -> Verdict:
+    if look.sequential and seq_fail is not None:
+        fail = seq_fail
+    elif not look.sized:
+        fail = False
+    return Verdict.FAIL if fail else Verdict.PASS if ok and look.sized else Verdict.INCONCLUSIVE
+
+
+def _sequential(excess: float, var: float, tau: float, a: float, inputs: dict[str, float]) -> bool:
+    """The always-valid one-sided FAIL (see the module doc); records its numbers in ``inputs``."""
+    llr = msprt_log_lr(excess, var, tau * tau) if math.isfinite(var) else 0.0
+    p_av = 1.0 if excess <= 0 else min(1.0, 0.5 * math.exp(-llr)) if math.isfinite(llr) else 0.0
+    inputs.update(excess_over_limit=excess, sequential_log_lr=llr, always_valid_p=p_av)
+    return excess > 0 and p_av < a
 
 
 def _rate_check(
-    gate: Gate, limit: str, thr: float, can: _Counts, base: _Counts | None, a: float
+    gate: Gate, limit: str, thr: float, can: _Counts, base: _Counts | None, a: float, look: _Look
 ) -> CheckResult:
     metric = gate.metric
     proportion = metric != "crash_count"
@@ -243,18 +291,23 @@ def _rate_check(
         # Dividing counts (and exposure) by phi keeps the rate and inflates the variance by phi.
         if proportion:
             p_fail = binom_sf(xc / phi, ec / phi, thr)
-            upper = binom_upper(xc / phi, ec / phi, a)
+            upper = binom_upper(xc / phi, ec / phi, look.pass_alpha)
         else:
             p_fail = poisson_sf(xc / phi, thr * ec / phi)
-            upper = poisson_upper(xc / phi, a) * phi / ec
+            upper = poisson_upper(xc / phi, look.pass_alpha) * phi / ec
         inputs.update(p_value=p_fail, upper=upper)
-        v = _verdict(p_fail < a, upper <= thr)
+        # Log rate over the limit; the variance is the one at the limit (a score test), so a
+        # canary far above it is not judged on its own, smaller, relative noise.
+        excess = math.log((xc + 0.5) / ec) - math.log(thr) if thr > 0 else math.inf
+        seq = _sequential(excess, phi / max(thr * ec, 0.5), LOG_TAU, a, inputs) if thr > 0 else xc > 0
+        v = _verdict(p_fail < a, upper <= thr, look, seq)
         return CheckResult(
             metric,
             limit,
             thr,
             v,
-            f"canary {xc / ec:.4g} vs max {thr:g} (upper bound {upper:.4g}, p={p_fail:.2g})",
+            f"canary {xc / ec:.4g} vs max {thr:g} (upper bound {upper:.4g}, p={p_fail:.2g}, "
+            f"always-valid p={inputs.get('always_valid_p', 0.0):.2g})",
             inputs,
         )
     assert base is not None
@@ -264,17 +317,20 @@ def _rate_check(
         k = xc / phi
         pi0 = thr * ec / (thr * ec + eb)
         p_fail = binom_sf(k, n, pi0) if n > 0 else 1.0
-        pi_u = binom_upper(k, n, a) if n > 0 else 1.0
+        pi_u = binom_upper(k, n, look.pass_alpha) if n > 0 else 1.0
         ratio_u = math.inf if pi_u >= 1 else (pi_u / (1 - pi_u)) * (eb / ec)
         ratio = (xc / ec) / (xb / eb) if xb > 0 else math.inf if xc > 0 else 1.0
         inputs.update(p_value=p_fail, ratio=ratio, ratio_upper=ratio_u)
-        v = _verdict(p_fail < a, ratio_u <= thr)
+        excess = math.log((xc + 0.5) / ec) - math.log((xb + 0.5) / eb) - math.log(thr)
+        seq = _sequential(excess, phi * (1 / (xc + 0.5) + 1 / (xb + 0.5)), LOG_TAU, a, inputs)
+        v = _verdict(p_fail < a, ratio_u <= thr, look, seq)
         return CheckResult(
             metric,
             limit,
             thr,
             v,
-            f"ratio {ratio:.3g} vs max_ratio {thr:g} (upper bound {ratio_u:.3g}, p={p_fail:.2g})",
+            f"ratio {ratio:.3g} vs max_ratio {thr:g} (upper bound {ratio_u:.3g}, p={p_fail:.2g}, "
+            f"always-valid p={inputs['always_valid_p']:.2g})",
             inputs,
         )
     # max_increase: Agresti-Caffo style adjusted rates, normal bound on the difference.
@@ -285,10 +341,10 @@ def _rate_check(
         pc, pb = (xc + 0.5) / ec, (xb + 0.5) / eb
         se = math.sqrt(phi * (pc / ec + pb / eb))
     diff = pc - pb
-    z = norm_ppf(1 - a)
-    lower, upper = diff - z * se, diff + z * se
+    lower, upper = diff - norm_ppf(1 - a) * se, diff + norm_ppf(1 - look.pass_alpha) * se
     inputs.update(difference=diff, lower=lower, upper=upper)
-    v = _verdict(lower > thr, upper <= thr)
+    seq = _sequential(diff - thr, se * se, max(thr, pb, 1e-6), a, inputs)
+    v = _verdict(lower > thr, upper <= thr, look, seq)
     return CheckResult(
         metric,
         limit,
@@ -300,7 +356,7 @@ def _rate_check(
 
 
 def _mean_check(
-    gate: Gate, limit: str, thr: float, can: np.ndarray, base: np.ndarray | None, a: float
+    gate: Gate, limit: str, thr: float, can: np.ndarray, base: np.ndarray | None, a: float, look: _Look
 ) -> CheckResult:
     metric = gate.metric
     nc, mc = len(can), float(can.mean())
@@ -308,6 +364,7 @@ def _mean_check(
     inputs: dict[str, float] = {"canary_devices": nc, "canary_mean": mc, "alpha": a}
     if limit == "max":
         d, var, df = mc - thr, vc, nc - 1
+        tau = max(abs(thr), 1e-6)
     else:
         assert base is not None
         nb, mb = len(base), float(base.mean())
@@ -318,6 +375,7 @@ def _mean_check(
         var = vc + vb
         df = var**2 / ((vc**2 / (nc - 1) if nc > 1 else 0) + (vb**2 / (nb - 1) if nb > 1 else 0) or math.inf)
         inputs.update(baseline_devices=nb, baseline_mean=mb)
+        tau = max(abs(r * mb) if limit == "max_ratio" else abs(thr), 1e-6)
     if math.isnan(var) or df < 1:
         return CheckResult(
             metric,
@@ -328,14 +386,15 @@ def _mean_check(
             inputs,
         )
     if var == 0:
-        v = _verdict(d > 0, d <= 0)
+        v = _verdict(d > 0, d <= 0, look, d > 0)
         inputs.update(excess=d)
         return CheckResult(metric, limit, thr, v, f"excess over the limit {d:.4g} (no variance)", inputs)
     se = math.sqrt(var)
-    tq = t_ppf(1 - a, df)
+    tq = t_ppf(1 - look.pass_alpha, df)
     p_fail = t_sf(d / se, df)
     inputs.update(excess=d, se=se, df=df, p_value=p_fail, upper=d + tq * se)
-    v = _verdict(p_fail < a, d + tq * se <= 0)
+    seq = _sequential(d, var, tau, a, inputs)
+    v = _verdict(p_fail < a, d + tq * se <= 0, look, seq)
     return CheckResult(
         metric,
         limit,
@@ -352,17 +411,23 @@ def _cohort_size(cols: dict[str, np.ndarray], mask: np.ndarray) -> tuple[int, in
 
 
 def evaluate_gates(
-    gates: Sequence[Gate], samples: Any, *, baseline_required: bool = True, since: str | None = None
+    gates: Sequence[Gate],
+    samples: Any,
+    *,
+    baseline_required: bool = True,
+    since: str | None = None,
+    sequential: bool = True,
 ) -> GateReport:
     """The verdict of ``gates`` on per-device aggregates of both cohorts.
 
     ``baseline_required=False`` (the 100% phase, where no device is left on the old
-    release) skips relative limits instead of calling them inconclusive.
+    release) skips relative limits instead of calling them inconclusive. ``sequential=False``:
+    the fixed-sample FAIL of earlier versions (not valid under repeated looks; kept as a baseline).
     """
     cols = _columns(samples)
     is_can = cols["cohort"] == "canary"
     is_base = cols["cohort"] == "baseline"
-    unknown = set(np.unique(cols["cohort"])) - {"canary", "baseline"}
+    unknown = set() if (is_can | is_base).all() else set(np.unique(cols["cohort"])) - {"canary", "baseline"}
     if unknown:
         raise ValueError(f"cohort must be 'canary' or 'baseline'; got {sorted(unknown)}")
     can_dev, can_samp = _cohort_size(cols, is_can)
@@ -397,34 +462,52 @@ def evaluate_gates(
                 )
             )
             continue
-        short = [f"canary has {can_dev} devices < min_devices {gate.min_devices}"] * (
-            can_dev < gate.min_devices
-        )
-        short += [f"canary has {can_samp} samples < min_samples {gate.min_samples}"] * (
-            can_samp < gate.min_samples
-        )
-        if relative:
-            short += [f"baseline has {base_dev} devices < min_devices {gate.min_devices}"] * (
-                base_dev < gate.min_devices
-            )
-            short += [f"baseline has {base_samp} samples < min_samples {gate.min_samples}"] * (
-                base_samp < gate.min_samples
-            )
-        if short:
+        short = _shortfall(gate, can_dev, can_samp, base_dev, base_samp, relative)
+        early = min(EARLY_DEVICES, gate.min_devices)
+        can_look = can_dev >= early and (not relative or base_dev >= early)
+        if short and not (sequential and can_look):
             checks.append(CheckResult(gate.metric, lim, thr, Verdict.INCONCLUSIVE, "; ".join(short), sizes))
             continue
-        checks.append(_check(gate, lim, thr, cols, is_can, is_base if relative else None, a))
+        # A false FAIL on any check rolls back, so FAIL splits alpha over the m checks; a PASS
+        # is wrong only if a violated limit's own bound passes, so each bound takes alpha.
+        look = _Look(sequential=sequential, sized=not short, pass_alpha=gate.alpha if sequential else a)
+        res = _check(gate, lim, thr, cols, is_can, is_base if relative else None, a, look)
+        if short and res.verdict == Verdict.INCONCLUSIVE:
+            res = CheckResult(res.metric, res.limit, res.threshold, res.verdict, "; ".join(short), res.inputs)
+        checks.append(res)
     return GateReport(overall_verdict(c.verdict for c in checks), tuple(checks), since)
 
 
-def evaluate_phase(spec: RolloutSpec, phase: int, samples: Any, since: datetime) -> GateReport | None:
+def _shortfall(
+    gate: Gate, can_dev: int, can_samp: int, base_dev: int, base_samp: int, relative: bool
+) -> list[str]:
+    """Why the cohorts are below the gate's minimum sample (empty: they are not)."""
+    short = [f"canary has {can_dev} devices < min_devices {gate.min_devices}"] * (can_dev < gate.min_devices)
+    short += [f"canary has {can_samp} samples < min_samples {gate.min_samples}"] * (
+        can_samp < gate.min_samples
+    )
+    if relative:
+        short += [f"baseline has {base_dev} devices < min_devices {gate.min_devices}"] * (
+            base_dev < gate.min_devices
+        )
+        short += [f"baseline has {base_samp} samples < min_samples {gate.min_samples}"] * (
+            base_samp < gate.min_samples
+        )
+    return short
+
+
+def evaluate_phase(
+    spec: RolloutSpec, phase: int, samples: Any, since: datetime, *, sequential: bool = True
+) -> GateReport | None:
     """The report of ``phase``'s gates on cohort aggregates over the window from ``since`` (None:
     the phase has no gates). The last phase leaves no baseline, so its relative limits are skipped."""
     gates = spec.gates_for(phase)
     if not gates:
         return None
     last = spec.phases[phase].percent >= 100
-    return evaluate_gates(gates, samples, baseline_required=not last, since=since.isoformat())
+    return evaluate_gates(
+        gates, samples, baseline_required=not last, since=since.isoformat(), sequential=sequential
+    )
 
 
 def _check(
@@ -435,6 +518,7 @@ def _check(
     is_can: np.ndarray,
     is_base: np.ndarray | None,
     a: float,
+    look: _Look,
 ) -> CheckResult:
     metric = gate.metric
     # error_rate is judged as a count only when request counts were reported.
@@ -452,7 +536,7 @@ def _check(
                 Verdict.INCONCLUSIVE,
                 "no exposure (requests, hours or expected heartbeats) reported",
             )
-        return _rate_check(gate, lim, thr, can, base, a)
+        return _rate_check(gate, lim, thr, can, base, a, look)
     c = cols[metric][is_can]
     c = c[np.isfinite(c)]
     b = None
@@ -461,4 +545,4 @@ def _check(
         b = b[np.isfinite(b)]
     if len(c) == 0 or (b is not None and len(b) == 0):
         return CheckResult(metric, lim, thr, Verdict.INCONCLUSIVE, f"no {metric} values reported")
-    return _mean_check(gate, lim, thr, c, b, a)
+    return _mean_check(gate, lim, thr, c, b, a, look)

@@ -17,7 +17,8 @@ between the last commit it handled and the branch head:
 Every event records the repository, path and commit (and the commit's author as the
 actor). Applying a diff is idempotent: rollout ids derive from (path, commit), aborts and
 updates carry the commit as request id, so replaying a diff after a crash changes nothing.
-An invalid spec is skipped with its errors reported (the rest of the diff still applies);
+An invalid spec, or one whose plan cannot reach a gate verdict on its target
+(``plan.PlanError``: the numbers and the fix), is skipped with its errors reported (the rest of the diff still applies);
 an invalid edit of a running rollout's file leaves that rollout running as it is (a typo
 must not roll a fleet back).
 
@@ -39,6 +40,7 @@ from typing import Any
 from edgeplat.rollouts.commands import CommandError, spec_change
 from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.events import TERMINAL, RolloutState, Status
+from edgeplat.rollouts.plan import PlanError
 from edgeplat.rollouts.spec import SpecError, load_spec
 
 log = logging.getLogger(__name__)
@@ -198,9 +200,18 @@ class GitOpsWatcher:
                     actor,
                     source,
                 )
-            ctl.launch(
-                spec, actor=actor, reason=f"{path} at {head[:12]}: {subject}", rollout_id=rid, source=source
-            )
+            try:
+                ctl.launch(
+                    spec,
+                    actor=actor,
+                    reason=f"{path} at {head[:12]}: {subject}",
+                    rollout_id=rid,
+                    source=source,
+                    require_plan=True,
+                )
+            except PlanError as exc:  # a plan that cannot decide is refused like an invalid spec
+                result.invalid.append({"path": path, "commit": head, "errors": str(exc)})
+                continue
             result.launched.append({"rollout_id": rid, "path": path, "commit": head})
         return result
 

@@ -14,6 +14,12 @@ device out), so thresholds are *sticky*: ``assign_phases`` takes the thresholds 
 the previous deploy as ``floor`` and never lowers them. With the floor passed back in,
 a device never leaves a phase it was deployed in; shares are then at least
 ``ceil(p_k * n)``. Without a floor, placement is exact but only stable for a fixed population.
+
+A phase may also give ``min_devices``, a floor on its cumulative size over the whole target:
+the phase then holds the ``min_devices`` lowest buckets if that is more than its percent
+(split over strata in proportion to their size, ``ceil(m * n_j / n)`` each), still by the same
+hash order and never below an earlier phase, so phases stay nested. Such a threshold depends
+on the population, so unstratified thresholds then take the sticky floor too.
 """
 
 from __future__ import annotations
@@ -155,19 +161,28 @@ def _columns(devices: Any, stratify_by: str | None) -> tuple[list[str], pa.Array
     return ids, (pa.array(strata, pa.string()) if stratify_by else None)
 
 
+def _rank_threshold(s: np.ndarray, m: int) -> float:
+    """The threshold holding the ``m`` lowest of the sorted buckets ``s``."""
+    m = min(m, len(s))
+    return float(s[m - 1]) + 1 if m > 0 else 0.0
+
+
 def _stratum_thresholds(
-    s: np.ndarray, percents: Sequence[float], floor: Sequence[float] | None
+    s: np.ndarray,
+    percents: Sequence[float],
+    floor: Sequence[float] | None,
+    minimum: Sequence[int] = (),
 ) -> list[float]:
-    """Per-phase thresholds giving ``ceil(p * n)`` devices of a stratum (``s``: its sorted buckets),
-    never below ``floor``."""
+    """Per-phase thresholds giving ``max(ceil(p * n), minimum[k])`` devices of a stratum (``s``: its
+    sorted buckets), never below ``floor``."""
     n = len(s)
     out: list[float] = []
     for k, p in enumerate(percents):
         if p >= 100:
             t = float(BUCKETS)  # everyone, including devices that register later
         else:
-            m = math.ceil(p * n / 100 - 1e-9)
-            t = float(s[m - 1]) + 1 if m > 0 else 0.0
+            m = max(math.ceil(p * n / 100 - 1e-9), minimum[k] if k < len(minimum) else 0)
+            t = _rank_threshold(s, m)
         if floor is not None and k < len(floor):
             t = max(t, float(floor[k]))
         if out:
@@ -182,19 +197,31 @@ def assign_phases(
     salt: str,
     stratify_by: str | None = None,
     floor: Mapping[str, Sequence[float]] | None = None,
+    min_devices: Sequence[int | None] | None = None,
 ) -> Assignment:
     """Place devices into phases (see the module docstring for the rule and its stability).
 
     ``devices``: an Arrow table (``device_id``, ``tenant_id``, and a ``tags`` map/struct or
     one column per tag) or a list of dicts ``{"device_id", "tenant_id", "tags"}`` or tuples
     ``(device_id, tenant_id, tags)``. ``floor``: thresholds from ``Assignment.thresholds``
-    at the previous deploy (stratified placement only).
+    at the previous deploy. ``min_devices``: per phase, a floor on its size over the target.
     """
     _check_percents(phases_percent)
     ids, strata = _columns(devices, stratify_by)
     b = buckets(salt, ids)
+    mins = [int(m or 0) for m in (min_devices or [])]
     if strata is None:
         thr = phase_thresholds(phases_percent)
+        if any(mins):
+            sb = np.sort(b)
+            floor_u = (floor or {}).get(UNSTRATIFIED) or []
+            for k in range(len(thr)):
+                if thr[k] < BUCKETS:
+                    thr[k] = max(thr[k], _rank_threshold(sb, mins[k] if k < len(mins) else 0))
+                if k < len(floor_u):
+                    thr[k] = max(thr[k], float(floor_u[k]))
+                if k:
+                    thr[k] = max(thr[k], thr[k - 1])
         first = np.searchsorted(np.asarray(thr), b, side="right")  # first k with b < thr[k]
         phase = np.where(first < len(thr), first, -1).astype(np.int16)
         return Assignment(ids, b, phase, {UNSTRATIFIED: thr})
@@ -207,8 +234,13 @@ def assign_phases(
     starts = np.searchsorted(codes[order], np.arange(len(labels) + 1))
     thresholds: dict[str, list[float]] = {}
     table = np.empty((len(labels), len(phases_percent)))
+    total = len(b)
     for j, label in enumerate(labels):
-        t = _stratum_thresholds(sorted_b[starts[j] : starts[j + 1]], phases_percent, (floor or {}).get(label))
+        size = int(starts[j + 1] - starts[j])
+        share = [math.ceil(m * size / total - 1e-9) for m in mins]
+        t = _stratum_thresholds(
+            sorted_b[starts[j] : starts[j + 1]], phases_percent, (floor or {}).get(label), share
+        )
         thresholds[label] = t
         table[j] = t
     inside = b[:, None] < table[codes]

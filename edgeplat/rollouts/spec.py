@@ -40,6 +40,7 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 # Health columns a gate may watch: the numeric payload of the device `health` stream.
 # requests and errors are the counts behind error_rate, not metrics of their own
 _NOT_METRICS = {"version", "slot", "desired_revision", "requests", "errors"}
+_NOT_METRICS |= {"update_state", "update_version", "update_reason"}  # installer steps, not metrics
 HEALTH_METRICS: tuple[str, ...] = tuple(n for n in STREAMS["health"].payload_names if n not in _NOT_METRICS)
 # Metrics judged as rates of events over an exposure (count tests); the rest are continuous.
 RATE_METRICS = frozenset({"error_rate", "crash_count", "heartbeat"})
@@ -211,6 +212,12 @@ class Phase(_Model):
     """
 
     percent: float = Field(gt=0, le=100, description="cumulative share of target devices, 0 < p <= 100")
+    min_devices: int | None = Field(
+        default=None,
+        ge=1,
+        description="cumulative device floor: the phase holds max(percent of the target, min_devices) "
+        "devices, in the same hash order (stratified: split over strata by their size)",
+    )
     bake: Duration = Field(default=timedelta(minutes=10), description="watch time before promotion")
     approval: Literal["auto", "manual"] = "auto"
     gates: list[Gate] | None = Field(
@@ -343,6 +350,12 @@ class RolloutSpec(_Model):
     )
     maintenance_window: MaintenanceWindow | None = None
     rollback: Literal["automatic", "pause"] = "automatic"
+    on_inconclusive: Literal["pause", "extend", "rollback"] = Field(
+        default="pause",
+        description="after max_inconclusive inconclusive evaluations: pause (an operator decides; the "
+        "progress deadline ends it if nobody does), extend (keep evaluating until the progress "
+        "deadline), rollback (apply the rollback policy)",
+    )
     selection: Selection = Field(default_factory=Selection)
 
     @model_validator(mode="after")

@@ -134,7 +134,12 @@ class World:
                 rows = rows.append_column(tag, pa.array(vals, pa.string()))
             # Ids are unique per tenant only: hash "tenant/device" so equal ids in two tenants differ.
             self._assignment = assign_phases(
-                rows, [p.percent for p in spec.phases], salt, spec.selection.stratify_by, floor
+                rows,
+                [p.percent for p in spec.phases],
+                salt,
+                spec.selection.stratify_by,
+                floor,
+                [p.min_devices for p in spec.phases],
             )
         return self._assignment
 

@@ -279,6 +279,7 @@ class DemoFleet:
                 pa.array(mem_mb),
                 pa.array(np.ones(n, dtype=np.int64)),
                 pa.array(queue.astype(np.int64)),
+                *(pa.nulls(n, pa.string()) for _ in ("update_state", "update_version", "update_reason")),
             ],
             schema=HEALTH_SCHEMA,
         )

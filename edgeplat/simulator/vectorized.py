@@ -115,6 +115,7 @@ def health_table(
             "mem_mb": pa.array(np.round(np.maximum(1.0, rng.normal(p.mem_mb, 5.0, 60)), 0)),
             "heartbeat": pa.array(hour * 60 + np.arange(1, 61, dtype=np.int64)),
             "queue_depth": pa.array(np.zeros(60, dtype=np.int64)),
+            **{c: pa.nulls(60, pa.string()) for c in ("update_state", "update_version", "update_reason")},
         }
     )
     return pa.table(cols).cast(get_stream("health").schema)

@@ -3,7 +3,9 @@
 from pipelines.sensors.batch_arrival import batch_arrival_sensor
 from pipelines.sensors.rollout_gitops import rollout_gitops_sensor
 from pipelines.sensors.rollout_promotion import rollout_promotion_sensor
+from pipelines.sensors.run_failure import platform_run_failure_sensor
 
 SYNC_SENSORS = [batch_arrival_sensor]
 ROLLOUT_SENSORS = [rollout_promotion_sensor, rollout_gitops_sensor]
-SENSORS = [*SYNC_SENSORS, *ROLLOUT_SENSORS]
+ALERT_SENSORS = [platform_run_failure_sensor]
+SENSORS = [*SYNC_SENSORS, *ROLLOUT_SENSORS, *ALERT_SENSORS]

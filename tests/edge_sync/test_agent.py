@@ -295,7 +295,10 @@ def test_greengrass_recipe_is_a_valid_component_recipe():
     defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
     lifecycle = recipe["Manifests"][0]["Lifecycle"]
     assert recipe["Manifests"][0]["Platform"]["os"] == "linux"
-    assert "pip install" in lifecycle["install"]["Script"] and "edgeplat" in defaults["packageSpec"]
+    assert "pip install" in lifecycle["install"]["Script"] and "packageSpec" not in defaults
+    assert {a["Algorithm"] for a in recipe["Manifests"][0]["Artifacts"]} == {
+        "SHA-256"
+    }  # see test_agent_artifacts
     assert "dagster" not in json.dumps(recipe).lower()
     run = lifecycle["run"]["Script"]
     assert "edge-sync run --config {configuration:/configPath}" in run and "configPath" in defaults

@@ -48,7 +48,8 @@ def test_definitions_load_with_local_resources() -> None:
         "rollout_promotion_sensor",
         "rollout_gitops_sensor",
     }
-    assert [s.cron_schedule for s in defs.schedules] == ["*/15 * * * *"]
+    assert [s.cron_schedule for s in defs.schedules] == ["*/15 * * * *", "* * * * *"]
+    assert "platform_run_failure_sensor" in {s.name for s in defs.sensors}
     assert set(defs.resources) >= {
         "lakehouse",
         "object_store",

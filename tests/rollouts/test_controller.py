@@ -17,7 +17,7 @@ from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.decide import Decision
 from edgeplat.rollouts.events import TERMINAL, Kind, Status
 from edgeplat.rollouts.store import RolloutStore
-from tests.support.rollouts import Crash, gated_spec, small_spec
+from tests.support.rollouts import Crash, sized_spec, small_spec
 
 
 def drive(ctl: Controller, fleet, rid: str, *, steps: int = 200, step: int = 5, on_state=None) -> Status:
@@ -48,7 +48,7 @@ def test_good_release_goes_to_100_percent_deploying_each_device_once(lake, backe
     fleet = make_fleet(devices=200)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
-    rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
+    rid = ctl.launch(sized_spec(), actor="alice", now=fleet.now)
     assert drive(ctl, fleet, rid) == Status.COMPLETED
     assert fleet.running("3.0.0") == 200
     assert revisions(backend, fleet) == Counter({1: 200})  # one document write per device, ever
@@ -56,7 +56,7 @@ def test_good_release_goes_to_100_percent_deploying_each_device_once(lake, backe
     assert kinds.count(Kind.DEPLOY_PHASE) == 3 and kinds[-1] == Kind.COMPLETE
     deploys = [e for e in ctl.store.events(rid) if e.kind == Kind.DEPLOY_PHASE]
     assert [e.inputs["devices_in_phase"] for e in deploys][-1] == 200
-    assert 10 <= deploys[0].inputs["devices_sent"] <= 35  # ~10% of 200
+    assert 20 <= deploys[0].inputs["devices_sent"] <= 35  # ~10% of 200, at least min_devices 20
 
 
 def assert_health_came_in_ledgered_batches(lake) -> None:
@@ -74,7 +74,7 @@ def test_bad_release_is_rolled_back_in_phase_0_and_reaches_no_one_else(lake, bac
     fleet.set_release_profile("3.0.0", error_rate=0.03)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
-    rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
+    rid = ctl.launch(sized_spec(), actor="alice", now=fleet.now)
     assert drive(ctl, fleet, rid) == Status.ROLLED_BACK
     events = ctl.store.events(rid)
     rollback = next(e for e in events if e.kind == Kind.ROLLBACK)
@@ -105,11 +105,11 @@ def test_restart_at_every_point_of_a_promotion_and_a_rollback(lake, backend, mak
             raise Crash(f"{point} {d.key}")
 
     store = RolloutStore(lake)
-    spec = gated_spec(
+    spec = sized_spec(
         strategy={
             "type": "canary",
             "phases": [
-                {"percent": 10, "bake": "30m"},
+                {"percent": 10, "min_devices": 20, "bake": "30m"},
                 {"percent": 50, "bake": "30m", "approval": "manual"},
                 {"percent": 100, "bake": "15m"},
             ],
@@ -157,7 +157,7 @@ def test_unreachable_devices_do_not_block_and_get_the_rollback_when_back(lake, b
     fleet = make_fleet(devices=200, batches=True, upload_every=15)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
-    rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
+    rid = ctl.launch(sized_spec(), actor="alice", now=fleet.now)
     ctl.tick(rid, fleet.now)  # deploys phase 0
     phase0 = [r["device_id"] for r in ctl.store.sent(rid).to_pylist()]
     offline = set(phase0[:3])

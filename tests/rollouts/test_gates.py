@@ -102,9 +102,11 @@ def simulate(
     }
 
 
-def verdicts(gates, runs, seed, **kw) -> Counter:
+def verdicts(gates, runs, seed, sequential=True, **kw) -> Counter:
     rng = np.random.default_rng(seed)
-    return Counter(evaluate_gates(gates, simulate(rng, **kw)).verdict for _ in range(runs))
+    return Counter(
+        evaluate_gates(gates, simulate(rng, **kw), sequential=sequential).verdict for _ in range(runs)
+    )
 
 
 def test_healthy_release_rarely_fails_first_phase():
@@ -113,9 +115,52 @@ def test_healthy_release_rarely_fails_first_phase():
     assert got[Verdict.PASS] >= 100, got  # and mostly conclusive
 
 
-def test_three_times_the_error_rate_always_fails_first_phase():
+def test_three_times_the_error_rate_fails_first_phase_at_one_look():
+    # The fixed-sample test spends all of alpha on this one look; the sequential one keeps
+    # alpha for every look of the bake, so a single look has a little less power.
+    assert verdicts(FIRST_PHASE_GATES, 200, seed=12, error_mult=3.0, sequential=False)[Verdict.FAIL] == 200
     got = verdicts(FIRST_PHASE_GATES, 200, seed=12, error_mult=3.0)
-    assert got[Verdict.FAIL] == 200, got
+    assert got[Verdict.FAIL] >= 196, got
+    assert got[Verdict.PASS] == 0, got
+
+
+def bake_looks(rng, gates, *, sequential, error_mult=1.0, n_devices=2000, looks=12, every=5) -> Verdict:
+    """The first FAIL (or the last verdict) over ``looks`` evaluations of one bake's growing window."""
+    n_c = round(n_devices * 0.01)
+    p = 0.01 * rng.gamma(4.0, 0.25, n_devices)
+    p[:n_c] *= error_mult
+    cohort = np.array(["canary"] * n_c + ["baseline"] * (n_devices - n_c))
+    requests = np.zeros(n_devices)
+    errors = np.zeros(n_devices)
+    verdict = Verdict.INCONCLUSIVE
+    for k in range(1, looks + 1):
+        new = rng.poisson(20 * every, n_devices)
+        requests += new
+        errors += rng.binomial(new, np.clip(p, 0, 1))
+        minutes = k * every
+        data = {
+            "cohort": cohort,
+            "samples": np.full(n_devices, minutes),
+            "hours": np.full(n_devices, minutes / 60),
+            "requests": requests,
+            "errors": errors,
+        }
+        verdict = evaluate_gates(gates, data, sequential=sequential).verdict
+        if verdict == Verdict.FAIL:
+            return verdict
+    return verdict
+
+
+def test_sequential_fail_keeps_alpha_over_every_look_of_a_bake():
+    # At the null boundary (max_ratio 1.0), twelve looks of a one-hour bake: the fixed-sample
+    # test repeated at every look fails well above alpha, the always-valid one stays below it.
+    gate = [Gate(metric="error_rate", max_ratio=1.0, min_devices=15, min_samples=600, alpha=0.05)]
+    rng = np.random.default_rng(21)
+    seq = Counter(bake_looks(rng, gate, sequential=True) for _ in range(300))
+    rng = np.random.default_rng(21)
+    fixed = Counter(bake_looks(rng, gate, sequential=False) for _ in range(300))
+    assert seq[Verdict.FAIL] <= 15, seq  # alpha 5% of 300
+    assert fixed[Verdict.FAIL] > seq[Verdict.FAIL], (fixed, seq)
 
 
 def test_test_is_calibrated_at_the_boundary_despite_overdispersion():
@@ -128,10 +173,14 @@ def test_test_is_calibrated_at_the_boundary_despite_overdispersion():
 
 def test_too_few_devices_or_samples_is_inconclusive():
     rng = np.random.default_rng(5)
-    small = simulate(rng, n_devices=1000, error_mult=10.0)  # 10 canaries < min_devices 15
+    small = simulate(rng, n_devices=1000)  # a healthy release on 10 canaries < min_devices 15
     report = evaluate_gates(FIRST_PHASE_GATES, small)
     assert report.verdict == Verdict.INCONCLUSIVE
     assert any("min_devices 15" in r for r in report.reasons)
+    # ... while overwhelming evidence (10x the error rate) fails before the minimum sample
+    worse = simulate(rng, n_devices=1000, error_mult=10.0)
+    assert evaluate_gates(FIRST_PHASE_GATES, worse).verdict == Verdict.FAIL
+    assert evaluate_gates(FIRST_PHASE_GATES, worse, sequential=False).verdict == Verdict.INCONCLUSIVE
     short = simulate(rng, minutes=20)  # 20 canaries x 20 samples = 400 < min_samples 600
     report = evaluate_gates(FIRST_PHASE_GATES, short)
     assert report.verdict == Verdict.INCONCLUSIVE

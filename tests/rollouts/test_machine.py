@@ -103,8 +103,8 @@ def test_failed_gate_pauses_under_pause_policy_and_needs_a_fresh_bake():
     assert d.first("promote", 1).at >= resumed + timedelta(hours=1)
 
 
-def test_inconclusive_limit_applies_the_policy_and_pass_resets_it():
-    d = Driver(make_spec(max_inconclusive=2, progress_deadline="10h"))
+def _inconclusive_until_the_limit(**over) -> Driver:
+    d = Driver(make_spec(max_inconclusive=2, progress_deadline="10h", **over))
     d.run(until=lambda s: s.status == Status.BAKING)
     for _ in range(12):  # bake
         d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
@@ -112,7 +112,39 @@ def test_inconclusive_limit_applies_the_policy_and_pass_resets_it():
     d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
     assert d.state.inconclusive_streak == 2
     d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
+    return d
+
+
+def test_inconclusive_limit_rolls_back_when_the_spec_says_so():
+    d = _inconclusive_until_the_limit(on_inconclusive="rollback")
     assert d.first("rollback").inputs["cause"] == "inconclusive"
+
+
+def test_inconclusive_limit_pauses_by_default_and_the_deadline_ends_it():
+    d = _inconclusive_until_the_limit()
+    pause = d.first("pause")
+    assert pause.inputs["cause"] == "inconclusive" and "inconclusive 3 times" in pause.reason
+    assert d.state.status == Status.PAUSED and "rollback" not in d.kinds()
+    # paused, the gates still look: a FAIL rolls back at once
+    failed = Driver(make_spec(max_inconclusive=2, progress_deadline="10h"))
+    failed.log, failed.now = list(d.log), d.now
+    failed.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))
+    assert failed.first("rollback").inputs["cause"] == "gate"
+    # nobody acts: the progress deadline (10h) rolls the abandoned rollout back
+    d.run(
+        lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase),
+        until=lambda s: s.status != Status.PAUSED,
+    )
+    rb = d.first("rollback")
+    assert rb.inputs["cause"] == "deadline" and rb.at >= pause.at + timedelta(hours=10)
+
+
+def test_inconclusive_limit_extends_until_the_deadline():
+    d = _inconclusive_until_the_limit(on_inconclusive="extend")
+    assert "pause" not in d.kinds() and "rollback" not in d.kinds()
+    assert d.state.status == Status.BAKING
+    d.tick(lambda s, now: Observation(gates=PASS, phase=s.phase))  # evidence arrives: promoted
+    assert d.first("promote", 1)
 
 
 def test_progress_deadline_rolls_back_or_fails():
@@ -360,3 +392,24 @@ def test_blue_green_rollback_switches_slots_back():
     d.run(until=lambda s: s.status == Status.BAKING)
     d.tick(lambda s, now: Observation(gates=FAIL, phase=s.phase))
     assert d.first("rollback").inputs["action"] == "switch_back"
+
+
+def test_status_says_why_a_rollout_is_paused_or_inconclusive():
+    from cli.rollout import _why
+
+    d = Driver(make_spec(max_inconclusive=2, progress_deadline="10h"))
+    d.run(until=lambda s: s.status == Status.BAKING)
+    for _ in range(13):
+        d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
+    assert d.state.inconclusive_streak and _why(d.state).startswith("gates inconclusive (")
+    d.tick(lambda s, now: Observation(gates=INCONCLUSIVE, phase=s.phase))
+    assert d.state.status == Status.PAUSED and "resume to keep evaluating" in _why(d.state)
+
+
+def test_a_rollout_paused_for_lack_of_evidence_carries_on_when_the_gates_pass():
+    d = _inconclusive_until_the_limit()
+    assert d.state.status == Status.PAUSED
+    d.tick(lambda s, now: Observation(gates=PASS, phase=s.phase))
+    promote = d.first("promote", 1)
+    assert promote.inputs["gates"]["verdict"] == "pass" and d.state.phase == 1
+    assert d.state.status == Status.DEPLOYING and not d.state.pause_reason

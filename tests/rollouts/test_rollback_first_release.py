@@ -12,7 +12,7 @@ from edgeplat.backends.base import DeviceRef
 from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.events import Kind, Status
 from edgeplat.rollouts.store import RolloutStore
-from tests.support.rollouts import Agent, gated_spec, phases_of
+from tests.support.rollouts import Agent, phases_of, sized_spec
 
 FACTORY = "2.0.0"  # what the demo fleet's devices run before any rollout
 BAD = "3.0.0"
@@ -27,7 +27,7 @@ def test_bad_release_on_factory_devices_is_rolled_back_to_the_factory_release(
     fleet.advance(30)
     assert all(backend.publisher.current(d.tenant_id, d.device_id) is None for d in fleet.devices)
     store = RolloutStore(lake)
-    rid = Controller(store, backend).launch(gated_spec(), actor="alice", now=fleet.now)
+    rid = Controller(store, backend).launch(sized_spec(), actor="alice", now=fleet.now)
     online_key, offline_key = sorted(k for k, p in phases_of(lake, store, rid).items() if p == 0)[:2]
     online, offline = Agent(tmp_path, backend, *online_key), Agent(tmp_path, backend, *offline_key)
     for a in (online, offline):  # the factory image on slot a, recorded by the agent itself

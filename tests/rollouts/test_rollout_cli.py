@@ -35,7 +35,10 @@ def test_rollout_commands_go_through_jobs_on_the_shared_instance(home, tmp_path,
 
     DemoFleet(lakehouse(), resources_for()["fleet_backend"].get(), devices=40, upload_every=None).close()
     spec = small_spec(
-        strategy={"type": "canary", "phases": [{"percent": 50, "approval": "manual"}, {"percent": 100}]}
+        strategy={
+            "type": "canary",
+            "phases": [{"percent": 50, "bake": "30m", "approval": "manual"}, {"percent": 100}],
+        }
     )
     path = tmp_path / "r1.yaml"
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))

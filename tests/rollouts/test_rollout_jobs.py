@@ -19,7 +19,7 @@ from resources.gitops import GitOpsRepoResource
 from resources.keys import PlatformSignerResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
-from tests.support.rollouts import gated_spec, small_spec
+from tests.support.rollouts import sized_spec, small_spec
 
 
 @pytest.fixture
@@ -59,7 +59,10 @@ def test_launch_approve_pause_resume_fail_through_jobs(defs, resources, lake) ->
     )
     fleet.close()
     store = RolloutStore(lake)
-    manual = {"type": "canary", "phases": [{"percent": 50, "approval": "manual"}, {"percent": 100}]}
+    manual = {
+        "type": "canary",
+        "phases": [{"percent": 50, "bake": "30m", "approval": "manual"}, {"percent": 100}],
+    }
     with dg.instance_for_test() as instance:
         bad = run(defs, instance, "launch_rollout", "launch_rollout_op", {"spec_yaml": "name: x\nbogus: 1\n"})
         assert not bad.success
@@ -114,7 +117,7 @@ def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_pat
     fleet.set_release_profile("3.0.0", error_rate=0.04)
     fleet.advance(30)
     ctl = Controller(RolloutStore(lake), backend)
-    rid = ctl.launch(gated_spec(), actor="alice", now=fleet.now)
+    rid = ctl.launch(sized_spec(), actor="alice", now=fleet.now)
     for _ in range(40):
         ctl.tick(rid, fleet.now)
         if ctl.store.state(rid).status == Status.ROLLED_BACK:
@@ -139,7 +142,11 @@ def test_gates_are_asset_checks_on_rollout_health(defs, resources, lake, tmp_pat
             for e in result.get_asset_materialization_events()
             if e.asset_key.to_user_string() == "rollout_health"
         )
-        assert Path(health.materialization.metadata["plot"].value).exists()
+        meta = health.materialization.metadata
+        # the chart travels inside the metadata (a server path would be a broken image in the UI)
+        assert meta["chart"].value.startswith(f"![rollout {rid}](data:image/png;base64,iVBORw0KGgo")
+        assert meta["devices_sent"].value == 0 and meta["devices_on_release"].value == 0  # rolled back
+        assert "rollback_done" in meta["progress"].value
         drift = defs.resolve_job_def("device_drift_refresh").execute_in_process(instance=instance)
         assert drift.success
     with lake.session(read_only=True) as con:

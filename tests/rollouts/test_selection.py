@@ -177,3 +177,28 @@ def test_phase_thresholds_and_bad_percents():
         assign_phases(fleet(10), [0, 100], "s")
     with pytest.raises(ValueError, match="stratify_by"):
         assign_phases(fleet(10), [100], "s", stratify_by="region")
+
+
+@pytest.mark.parametrize("stratify_by", [None, "tenant"])
+def test_min_devices_floors_a_phase_in_the_same_hash_order(stratify_by):
+    devices = fleet(1000, tenants=2)
+    for salt in (f"fresh-{i}" for i in range(20)):  # whatever the rollout id
+        plain = assign_phases(devices, [1, 10, 100], salt, stratify_by)
+        sized = assign_phases(devices, [1, 10, 100], salt, stratify_by, min_devices=[25, None, None])
+        assert sized.in_phase(0).sum() >= 25
+        assert sized.in_phase(0).sum() <= 28  # split over two tenants rounds up; equal buckets tie
+        # the floor only adds devices: every device of the unsized first phase stays in it
+        assert not (plain.in_phase(0) & ~sized.in_phase(0)).any()
+        # nested: the second phase still holds the first, and keeps its own 10%
+        assert not (sized.in_phase(0) & ~sized.in_phase(1)).any()
+        assert (sized.in_phase(1) == plain.in_phase(1)).all()
+        # the extra devices are the next ones in the hash order
+        if stratify_by is None:
+            assert sized.buckets[sized.in_phase(0)].max() <= np.sort(sized.buckets)[24]
+    grown = fleet(1100, tenants=2)
+    first = assign_phases(devices, [1, 10, 100], "s", stratify_by, min_devices=[25, None, None])
+    later = assign_phases(
+        grown, [1, 10, 100], "s", stratify_by, floor=first.thresholds, min_devices=[25, None, None]
+    )
+    ids = set(first.devices_in_phase(0))
+    assert ids <= set(later.devices_in_phase(0))  # sticky: nobody leaves a deployed phase

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+import zstandard
 
 from edge_sync import desired
 from edge_sync.batch import FORMAT_VERSION, MAX_MANIFEST_BYTES, write_batch
@@ -166,6 +167,26 @@ def parquet_amplification(f: Fleet, d: str) -> str:
     return key
 
 
+def unknown_codec_in_footer(f: Fleet, d: str) -> str:
+    # One byte of the footer names compression codec 28: pyarrow's metadata objects used to
+    # abort the whole ingest process on it.
+    table = rows("telemetry", T, d, range(1, 11))
+    parquet = zstandard.ZstdDecompressor().decompress(encode_table(table, STREAMS["telemetry"], d))
+    payload = zstandard.ZstdCompressor(write_content_size=True).compress(poison.unknown_codec(parquet))
+    key, data = forge(f, T, d, range(1, 11), changes={}, payload=payload)
+    f.store.put(key, data)
+    return key
+
+
+def lying_page_header(f: Fleet, d: str) -> str:
+    # A format-1 payload (zstd inside each page) whose first page header claims 2 GiB.
+    table = rows("telemetry", T, d, range(1, 11))
+    payload = poison.lying_page(poison.format1(encode_table(table, STREAMS["telemetry"], d)))
+    key, data = forge(f, T, d, range(1, 11), changes={}, payload=payload)
+    f.store.put(key, data)
+    return key
+
+
 def oversized_manifest(f: Fleet, d: str) -> str:
     key, data = forge(f, T, d, range(1, 11), changes={"padding": "x" * (MAX_MANIFEST_BYTES + 1)})
     f.store.put(key, data)
@@ -301,6 +322,16 @@ BATCH_ATTACKS = [
     BatchAttack(
         "Parquet dictionary/RLE runs declaring 200 Mi rows, signed by the device",
         parquet_amplification,
+        "corrupt_payload",
+    ),
+    BatchAttack(
+        "Parquet footer naming an unknown compression codec (aborted pyarrow), signed by the device",
+        unknown_codec_in_footer,
+        "corrupt_payload",
+    ),
+    BatchAttack(
+        "format-1 page header claiming 2 GiB uncompressed, signed by the device",
+        lying_page_header,
         "corrupt_payload",
     ),
     BatchAttack(

@@ -16,7 +16,9 @@ from types import SimpleNamespace
 import pytest
 from hvac import exceptions as hvac_exc
 
-from edge_sync.config import vault_session
+from edge_sync.agent import DeviceAgent
+from edge_sync.config import load_config, vault_session
+from edge_sync.identity import DeviceIdentity, PlatformSigner
 from edge_sync.vault import SECRET_ID_MIN_USES, DeviceRevoked, VaultSession
 from edge_sync.vault_admin import APPROLE_MOUNT, DEVICE_SECRET_ID_USES, device_role_name
 
@@ -132,3 +134,49 @@ def test_a_device_cannot_manage_another_devices_secret_ids(openbao, vault_admin,
     ):
         with pytest.raises(hvac_exc.Forbidden):
             session.call(call)
+
+
+def test_a_running_agent_renews_its_secret_id_and_restarts_on_the_new_one(
+    openbao, vault_admin, unique_id, tmp_path: Path
+) -> None:
+    """End to end through ``DeviceAgent``: a secret id with few logins left is replaced at the
+    next sync, written to the 0600 file; the old one is dead, uploads go on, and an agent
+    started from the same files logs in with the renewed id and syncs."""
+    tenant, device = unique_id("t"), unique_id("d")
+    vault_admin.ensure_tenant(tenant)
+    # the agent's first login leaves SECRET_ID_MIN_USES: due for renewal at the first sync
+    role_id, secret_id = vault_admin.enrol_device(tenant, device, secret_id_num_uses=SECRET_ID_MIN_USES + 1)
+    (tmp_path / "role_id").write_text(role_id)
+    (tmp_path / "secret_id").write_text(secret_id)
+    DeviceIdentity.generate(tenant, device).save(tmp_path / "id.pem")
+    (tmp_path / "platform.pub").write_text(PlatformSigner.generate().public_key_bytes().hex())
+    (tmp_path / "cache.key").write_text("ab" * 32)
+    for name in ("role_id", "secret_id", "cache.key"):
+        (tmp_path / name).chmod(0o600)
+    store = tmp_path / "store"
+    (tmp_path / "device.toml").write_text(
+        f'tenant_id = "{tenant}"\ndevice_id = "{device}"\ncache_path = "cache.duckdb"\n'
+        'identity_path = "id.pem"\nplatform_public_key_path = "platform.pub"\n'
+        '[cache_key]\nsource = "file"\npath = "cache.key"\n'
+        '[keys]\nsource = "vault"\n'
+        f'[vault]\naddr = "{openbao[0]}"\nrole_id_path = "role_id"\nsecret_id_path = "secret_id"\n'
+        f'[object_store]\nurl = "{store}"\n'
+    )
+    config = load_config(tmp_path / "device.toml")
+    with DeviceAgent(config) as agent:
+        agent.record("telemetry", {"metric": "temp", "value": 1.0})
+        report = agent.sync_once()
+        assert report.ok, report.to_dict()
+        renewed = (tmp_path / "secret_id").read_text().strip()
+        assert renewed != secret_id
+        assert stat.S_IMODE((tmp_path / "secret_id").stat().st_mode) == 0o600
+        with pytest.raises(DeviceRevoked):
+            VaultSession(openbao[0], role_id, secret_id).login()  # the old id was destroyed
+        agent.record("telemetry", {"metric": "temp", "value": 2.0})
+        report = agent.sync_once()
+        assert report.ok and report.streams["telemetry"].rows_sent == 1, report.to_dict()
+    with DeviceAgent(load_config(tmp_path / "device.toml")) as restarted:  # logs in with the renewed id
+        restarted.record("telemetry", {"metric": "temp", "value": 3.0})
+        report = restarted.sync_once()
+        assert report.ok and report.streams["telemetry"].rows_sent == 1, report.to_dict()
+    assert len(list(store.rglob("*.batch"))) == 3

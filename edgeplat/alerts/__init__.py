@@ -1,0 +1,1 @@
+"""Alert rules and notifications: conditions on the lakehouse and live rows, sent to each tenant's sinks."""
