@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 export EDGEPLAT_HOME ?= $(CURDIR)/.edgeplat
 
-.PHONY: demo test test-fast dev bench bench-quick lint fmt lock validate clean tools tools-lock agent-lock agent-artifacts
+.PHONY: demo demo-production test test-fast dev bench bench-quick lint fmt lock validate clean tools tools-lock agent-lock agent-artifacts
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on this CI image), every process would
 # otherwise recompile dagster, pandas & co. from source: about 3 s for each of the many processes the tests and the demo start.
@@ -41,6 +41,11 @@ tools-lock: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgeplat demo
+
+# The same demo on the production stack: PostgreSQL (127.0.0.1:5432), a moto S3 server and an OpenBao
+# dev server, started and stopped by the demo (cli/demo/production.py).
+demo-production: $(STAMP)
+	EDGEPLAT_HOME=$(CURDIR)/.edgeplat-production $(BIN)/edgeplat demo --production
 
 # --max-worker-restart=0: a crashed worker ends the run with a report naming the test. With restarts,
 # pytest-xdist 3.8's loadgroup scheduler can hang for good (pytest-xdist#1323, #1378).

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from cli.common import CliError, dumps
 from cli.device_inventory import add_commands as add_inventory_commands
+from cli.environment import lakehouse
 from cli.security import add_storage_arguments, storage_admin, vault_admin
-from edge_sync.identity import LocalDeviceRegistry
+from edge_sync.identity import DeviceRegistry, LocalDeviceRegistry
+from edgeplat.device_registry import LakehouseDeviceRegistry
 from edgeplat.security.revocation import RevocationIncomplete, revoke_device
-from edgeplat.settings import paths
+from edgeplat.settings import environment, paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--registry-dir",
         default=None,
-        help="device registry directory (default: $EDGEPLAT_REGISTRY_DIR, else the local state's)",
+        help="device registry directory (default: $EDGEPLAT_REGISTRY_DIR, else the environment's: the "
+        "lakehouse's device_keys table in production, the local state's folder otherwise)",
     )
     r.add_argument("--registry-only", action="store_true", help="no Vault in this deployment (local keyring)")
     r.add_argument("--rotate-storage", action="store_true", help="also rotate the tenant's shared S3 key")
@@ -48,12 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_inventory_commands(dsub)
 
 
-def _registry_dir(arg: str | None) -> Path:
+def _registry(arg: str | None) -> DeviceRegistry:
     if arg:
-        return Path(arg)
+        return LocalDeviceRegistry(arg)
     if os.environ.get("EDGEPLAT_REGISTRY_DIR"):
-        return Path(os.environ["EDGEPLAT_REGISTRY_DIR"])
-    return paths().registry
+        return LocalDeviceRegistry(os.environ["EDGEPLAT_REGISTRY_DIR"])
+    if environment() == "production":
+        return LakehouseDeviceRegistry(lakehouse())
+    return LocalDeviceRegistry(paths().registry)
 
 
 def revoke(args: argparse.Namespace) -> int:
@@ -65,7 +69,7 @@ def revoke(args: argparse.Namespace) -> int:
         report = revoke_device(
             args.tenant,
             args.device,
-            registry=LocalDeviceRegistry(_registry_dir(args.registry_dir)),
+            registry=_registry(args.registry_dir),
             vault=vault,
             storage=storage,
         )

@@ -63,6 +63,7 @@ def definitions() -> dg.Definitions:
 def lakehouse() -> Lakehouse:
     """The lakehouse of the current environment, configured exactly as the code location's."""
     prepare_home()
-    lake = resources_for()["lakehouse"].get()
+    # initialised as a run would: its dg.EnvVar settings (the catalog DSN, S3 keys) read now
+    lake = resources_for()["lakehouse"].process_config_and_initialize().get()
     lake.ensure_created()
     return lake

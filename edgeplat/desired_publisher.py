@@ -2,26 +2,33 @@
 
 Every change is a read-modify-write of one device's document: read and verify the last one
 this publisher signed, apply the change, bump ``revision``, stamp ``issued_hlc`` from the
-central clock, sign and ``put``.
+central clock, sign, record and ``put``.
 
-The last signed document is read from the publisher's own record
-(``<record_prefix>/tenant=<T>/device=<D>.json``, outside every tenant's prefix, so no device
-credential can write it), never from the device-visible ``desired.json``: a device that puts
-an old, validly signed document there (a peer's, to roll it back) must not make the publisher
-sign the old release again. The device-visible copy only ever raises the next revision (the
-revision it claims), so the device never refuses the next document as stale. Two callers use it: the ``edge_agent`` fleet backend
+The last signed document is read from the publisher's own record in the lakehouse
+(:mod:`edgeplat.desired_records`, the ``desired_records`` table), never from the store: a
+device that puts an old, validly signed document in ``desired.json`` (a peer's, to roll it
+back) must not make the publisher sign the old release again, and a second replica of the
+control plane sees the same record. The device-visible copy only ever raises the next
+revision (the revision it claims), so the device never refuses the next document as stale.
+Two callers use it: the ``edge_agent`` fleet backend
 (``set_release``, ``set_staged``) and the central sync (``add_state_edits``). Each call changes
 only its own part of the document and keeps the rest (release, staged release, state edits,
 ``rollback_of``). ``rollback_of`` belongs to the release decision: only ``set_release`` sets or
 clears it, so a rollback a device has not pulled yet survives every later state edit or stage.
 
-Single writer. The object store has no compare-and-swap in our interface, so concurrent
-writers of one device's document could lose an update. The publisher guards against that
-within a process (a lock per device) and, for a ``LocalObjectStore``, across processes on
-the machine (an ``flock`` on one lock file in the store root, hidden from listings). For an
-S3 store exactly one process may publish (the Dagster code location's runs and sensors go
-through one publisher per process and write rarely, but two processes publishing to the same
-device on S3 at the same instant are not protected).
+Batches: inside ``with publisher.batch():`` the records of every change are committed to the
+lakehouse in one transaction when the block ends, and only then are the documents put (a
+rollout phase of thousands of devices is one catalog commit). A failed commit publishes nothing.
+
+Concurrent writers. Within a process a lock per device serialises changes, and for a
+``LocalObjectStore`` an ``flock`` on one lock file in the store root does across processes on
+the machine. Between replicas the record's commit is a compare-and-swap on the revision read:
+a change that lost the race is read and applied again (outside a batch) or fails the batch
+with :class:`DesiredStatePublishError` (nothing of it published).
+
+Migration: devices published before the lakehouse record have their record as store objects
+under ``platform/desired/``; the first use of a publisher imports those that verify with the
+platform key (:func:`edgeplat.desired_records.import_store_records`).
 """
 
 from __future__ import annotations
@@ -31,9 +38,9 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from edge_sync.desired import (
     MAX_DOCUMENT_BYTES,
@@ -50,15 +57,26 @@ from edge_sync.hlc import CENTRAL_NODE, HybridLogicalClock, physical_ms
 from edge_sync.identity import PlatformSigner
 from edge_sync.ids import validate_id
 from edge_sync.json_bounded import loads as bounded_loads
-from edge_sync.objectstore import TMP_PREFIX, LocalObjectStore, ObjectNotFound, ObjectStore, validate_prefix
+from edge_sync.objectstore import TMP_PREFIX, LocalObjectStore, ObjectNotFound, ObjectStore
+from edgeplat.desired_records import (
+    DesiredRecord,
+    DesiredRecordConflict,
+    DesiredRecords,
+    DeviceKey,
+    import_store_records,
+)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_EDIT_HORIZON = timedelta(days=7)
 # Listings skip names with the store's temp prefix, so the lock file never shows up as an object.
 LOCK_FILE = f"{TMP_PREFIX}desired-publisher.lock"
-# Where the publisher records what it signed: outside every ``tenant=<T>/`` prefix a device may write.
-RECORD_PREFIX = "platform/desired"
+# How often a change that lost the record's compare-and-swap to another replica is applied again.
+CONFLICT_RETRIES = 5
+# (store url, records key) pairs whose store records this process has imported already.
+_IMPORTED: set[tuple[str, object]] = set()
+_IMPORT_LOCK = threading.Lock()
 
 
 class _Keep:
@@ -93,20 +111,21 @@ class DesiredStatePublisher:
         signer: PlatformSigner,
         clock: HybridLogicalClock | None = None,
         *,
+        records: DesiredRecords,
         edit_horizon: timedelta = DEFAULT_EDIT_HORIZON,
-        record_prefix: str = RECORD_PREFIX,
     ) -> None:
-        if record_prefix.strip("/").startswith("tenant="):
-            raise ValueError(
-                f"record_prefix {record_prefix!r} is inside a tenant's prefix, which devices write"
-            )
-        self.record_prefix = validate_prefix(record_prefix.strip("/") + "/").rstrip("/")
+        self.records = records
         self.store = store
         self.signer = signer
         self.clock = clock or HybridLogicalClock(CENTRAL_NODE)
         self.edit_horizon = edit_horizon
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # the open batch (one per publisher): its records and documents, and the tenants read whole
+        self._batch: dict[DeviceKey, tuple[DesiredRecord, int]] | None = None
+        self._cache: dict[DeviceKey, DesiredRecord] = {}
+        self._cached_tenants: set[str] = set()
+        self._batch_guard = threading.Lock()
 
     # ------------------------------------------------------------------ public API
 
@@ -114,6 +133,37 @@ class DesiredStatePublisher:
         """The last document this publisher signed for the device, or None if there is none
         (or its record does not verify)."""
         return self._read(tenant_id, device_id)[0]
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Record every change made inside the block in one lakehouse commit at its end, then
+        put the documents (see module doc). Reads inside see the block's own changes.
+        Nested blocks join the outer one."""
+        with self._batch_guard:
+            if self._batch is not None:
+                outer = True
+            else:
+                outer = False
+                self._batch, self._cache, self._cached_tenants = {}, {}, set()
+        if outer:
+            yield
+            return
+        try:
+            yield
+            pending = self._batch
+            try:
+                self.records.put_many(
+                    [r for r, _ in pending.values()], {k: e for k, (_, e) in pending.items()}
+                )
+            except DesiredRecordConflict as exc:
+                raise DesiredStatePublishError(
+                    f"{exc}; none of this batch's {len(pending)} documents was published: run it again"
+                ) from exc
+            for (tenant_id, device_id), (record, _) in pending.items():
+                self.store.put(desired_key(tenant_id, device_id), record.document)
+        finally:
+            with self._batch_guard:
+                self._batch, self._cache, self._cached_tenants = None, {}, set()
 
     def set_release(
         self,
@@ -134,11 +184,11 @@ class DesiredStatePublisher:
         Returns the document as published; when release, previous, staged and rollback_of are
         already what the document holds nothing is written and the existing document is returned.
         """
-        with self._locked(tenant_id, device_id):
-            old, floor = self._read(tenant_id, device_id)
-            if isinstance(staged, _Keep):
-                staged = old.staged if old is not None else None
-            new = (release, previous, staged, rollback_of)
+
+        def change() -> DesiredState:
+            old, floor, seen = self._read_all(tenant_id, device_id)
+            kept = (old.staged if old is not None else None) if isinstance(staged, _Keep) else staged
+            new = (release, previous, kept, rollback_of)
             if old is not None and (old.release, old.previous, old.staged, old.rollback_of) == new:
                 return old
             return self._write(
@@ -146,11 +196,14 @@ class DesiredStatePublisher:
                 device_id,
                 old,
                 floor,
+                seen,
                 release=release,
                 previous=previous,
-                staged=staged,
+                staged=kept,
                 rollback_of=rollback_of,
             )
+
+        return self._change(tenant_id, device_id, change)
 
     def set_staged(self, tenant_id: str, device_id: str, staged: Release | None) -> DesiredState | None:
         """Set (or clear, None) the release staged on the device's inactive slot; keeps the rest.
@@ -158,11 +211,14 @@ class DesiredStatePublisher:
         Nothing is written when the document already stages exactly that (returns it), or when
         there is no document and nothing to stage (returns None).
         """
-        with self._locked(tenant_id, device_id):
-            old, floor = self._read(tenant_id, device_id)
+
+        def change() -> DesiredState | None:
+            old, floor, seen = self._read_all(tenant_id, device_id)
             if (old.staged if old is not None else None) == staged:
                 return old
-            return self._write(tenant_id, device_id, old, floor, staged=staged)
+            return self._write(tenant_id, device_id, old, floor, seen, staged=staged)
+
+        return self._change(tenant_id, device_id, change)
 
     def add_state_edits(
         self, tenant_id: str, device_id: str, edits: Iterable[StateEdit | dict]
@@ -176,58 +232,109 @@ class DesiredStatePublisher:
         new = [e if isinstance(e, StateEdit) else StateEdit.model_validate(e) for e in edits]
         for e in new:
             self.clock.observe(e.hlc)  # issued_hlc never trails an edit it carries
-        with self._locked(tenant_id, device_id):
-            old, floor = self._read(tenant_id, device_id)
+
+        def change() -> DesiredState:
+            old, floor, seen = self._read_all(tenant_id, device_id)
             existing = old.state_edits if old is not None else []
             merged = self._bound(_dedupe([*existing, *new]))
             if old is not None and merged == existing:
                 return old
-            return self._write(tenant_id, device_id, old, floor, state_edits=merged)
+            return self._write(tenant_id, device_id, old, floor, seen, state_edits=merged)
+
+        return self._change(tenant_id, device_id, change)
 
     # ------------------------------------------------------------------ internals
 
-    def record_key(self, tenant_id: str, device_id: str) -> str:
-        """The key of the publisher's own record of the device's last signed document."""
-        return (
-            f"{self.record_prefix}/tenant={validate_id('tenant', tenant_id)}/"
-            f"device={validate_id('device', device_id)}.json"
-        )
+    def _change(self, tenant_id: str, device_id: str, change: Callable[[], T]) -> T:
+        """Run one read-modify-write under the device's lock; outside a batch, apply it again
+        when another replica recorded a newer revision in between."""
+        validate_id("tenant", tenant_id)
+        validate_id("device", device_id)
+        self._import_store_records()
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            with self._locked(tenant_id, device_id):
+                try:
+                    return change()
+                except DesiredRecordConflict as exc:
+                    if attempt == CONFLICT_RETRIES:
+                        raise DesiredStatePublishError(
+                            f"desired state of {tenant_id}/{device_id} changed under this publisher "
+                            f"{attempt} times in a row: {exc}"
+                        ) from exc
+                    log.info(
+                        "desired-state record of %s/%s moved; applying again: %s", tenant_id, device_id, exc
+                    )
+        raise AssertionError("unreachable")
+
+    def _import_store_records(self) -> None:
+        marker = (self.store.url, getattr(self.records, "key", id(self.records)))
+        if marker in _IMPORTED:
+            return
+        with _IMPORT_LOCK:
+            if marker not in _IMPORTED:
+                import_store_records(self.records, self.store, self.signer)
+                _IMPORTED.add(marker)
 
     def _read(self, tenant_id: str, device_id: str) -> tuple[DesiredState | None, int]:
         """(the recorded document or None, the lowest revision the next document may use minus 1)."""
-        doc, floor = self._recorded(tenant_id, device_id)
+        doc, floor, _ = self._read_all(tenant_id, device_id)
+        return doc, floor
+
+    def _read_all(self, tenant_id: str, device_id: str) -> tuple[DesiredState | None, int, int]:
+        """``_read`` and the revision the record holds (what its compare-and-swap expects)."""
+        self._import_store_records()
+        doc, floor, seen = self._recorded(tenant_id, device_id)
         try:  # the device-visible copy may only raise the revision, never supply content
             shown = _claimed_revision(self.store.get(desired_key(tenant_id, device_id)))
         except ObjectNotFound:
             shown = 0
-        return doc, max(floor, shown)
+        return doc, max(floor, shown), seen
 
-    def _recorded(self, tenant_id: str, device_id: str) -> tuple[DesiredState | None, int]:
-        key = self.record_key(tenant_id, device_id)
-        try:
-            data = self.store.get(key)
-        except ObjectNotFound:
-            return None, 0
+    def _record(self, tenant_id: str, device_id: str) -> tuple[DesiredRecord | None, int]:
+        """(the record, the revision its commit expects): the open batch's own first, else the lakehouse."""
+        key = (tenant_id, device_id)
+        with self._batch_guard:
+            batch = self._batch
+            if batch is not None and key in batch:
+                return batch[key][0], batch[key][1]
+        if batch is None:
+            record = self.records.get_many([key]).get(key)
+            return record, record.revision if record else 0
+        if tenant_id not in self._cached_tenants:  # one query per tenant and batch
+            whole = self.records.tenant(tenant_id)
+            with self._batch_guard:
+                self._cache.update(whole)
+                self._cached_tenants.add(tenant_id)
+        record = self._cache.get(key)
+        return record, record.revision if record else 0
+
+    def _recorded(self, tenant_id: str, device_id: str) -> tuple[DesiredState | None, int, int]:
+        record, seen = self._record(tenant_id, device_id)
+        if record is None:
+            return None, 0, seen
         try:
             doc = decode(
-                data, platform_keys=[self.signer.public_key_bytes()], tenant_id=tenant_id, device_id=device_id
+                record.document,
+                platform_keys=[self.signer.public_key_bytes()],
+                tenant_id=tenant_id,
+                device_id=device_id,
             )
         except DesiredStateError as exc:
             # A device may have applied a higher (valid) revision than anything we can still
             # read, and refuses lower ones: jump to a revision no counter reaches, the
-            # current wall-clock milliseconds, unless the unverified text claims a higher one.
-            floor = max(_claimed_revision(data), physical_ms(self.clock.now()))
+            # current wall-clock milliseconds, unless the record claims a higher one.
+            floor = max(record.revision, _claimed_revision(record.document), physical_ms(self.clock.now()))
             log.warning(
-                "desired-state document %s in %s does not verify (%s: %s); replacing it with a fresh "
-                "document at revision > %d (its release and state edits are discarded)",
-                key,
-                self.store.url,
+                "desired-state record of %s/%s in the lakehouse does not verify (%s: %s); replacing it with a "
+                "fresh document at revision > %d (its release and state edits are discarded)",
+                tenant_id,
+                device_id,
                 exc.reason,
                 exc,
                 floor,
             )
-            return None, floor
-        return doc, doc.revision
+            return None, floor, seen
+        return doc, doc.revision, seen
 
     def _write(
         self,
@@ -235,9 +342,11 @@ class DesiredStatePublisher:
         device_id: str,
         old: DesiredState | None,
         floor: int,
+        seen: int,
         **changes: Any,
     ) -> DesiredState:
-        """Sign and store the next revision: ``old``'s fields with ``changes`` (field names) replacing them."""
+        """Sign, record and store the next revision: ``old``'s fields with ``changes`` (field names)
+        replacing them. ``seen`` is the recorded revision the read found (the compare-and-swap's)."""
         kept = {name: getattr(old, name) if old is not None else default for name, default in _CARRIED}
         doc = DesiredState(
             tenant_id=tenant_id,
@@ -253,7 +362,14 @@ class DesiredStatePublisher:
                 f"{MAX_DOCUMENT_BYTES} devices accept: {len(doc.state_edits)} state edits are pending; shorten "
                 "edit_horizon or stop editing this device's state centrally until it syncs"
             )
-        self.store.put(self.record_key(tenant_id, device_id), data)  # first: a failed put below is re-signed
+        record = DesiredRecord(tenant_id, device_id, doc.revision, data)
+        key = (tenant_id, device_id)
+        with self._batch_guard:
+            if self._batch is not None:
+                self._batch[key] = (record, seen)
+                return doc
+        # the record first: a failed put below is re-signed from it
+        self.records.put_many([record], {key: seen})
         self.store.put(desired_key(tenant_id, device_id), data)
         return doc
 

@@ -376,6 +376,29 @@ TABLES: dict[str, Table] = {
             description="Desired versus reported release per device (from the latest rollout that touched it).",
         ),
         Table(
+            "desired_records",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("revision", "BIGINT"),
+                ("document", "VARCHAR"),  # the signed desired.json, as the publisher signed it
+                ("recorded_at", "TIMESTAMPTZ"),
+            ],
+            description="The desired-state publisher's record of the last document it signed per device.",
+        ),
+        Table(
+            "device_keys",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("key_id", "VARCHAR"),
+                ("public_key", "VARCHAR"),  # raw Ed25519 public key, base64
+                ("registered_at", "TIMESTAMPTZ"),
+                ("revoked_at", "TIMESTAMPTZ"),
+            ],
+            description="The production device registry: which public keys may sign for each device.",
+        ),
+        Table(
             "live_rows",
             STREAM_ENVELOPE
             + [

@@ -11,6 +11,7 @@ from assets.rollouts.commands import COMMAND_OPS, advance_rollout_op, launch_rol
 from assets.sync.central_edits import apply_state_edits
 from assets.sync.ingest import ingested_batches
 from assets.sync.reconcile import RECONCILE_ASSETS, RECONCILE_CHECKS
+from pipelines.executors import fan_out_executor
 
 # Run tags the instance limits on (tag_concurrency_limits in dagster.yaml): one ingest run per
 # tenant at a time, and one run acting on a given rollout at a time.
@@ -24,6 +25,7 @@ sync_fleet = dg.define_asset_job(
     "sync_fleet",
     selection=dg.AssetSelection.groups("fleet", "sync") - dg.AssetSelection.assets(ingested_batches),
     description="Ingest, merge and reconcile everything the object store holds, then refresh the fleet assets.",
+    executor_def=fan_out_executor(),
 )
 MAIN_JOB = sync_fleet.name
 
@@ -38,6 +40,7 @@ reconcile_sync = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*RECONCILE_ASSETS) | dg.AssetSelection.checks(*RECONCILE_CHECKS),
     description="Reconcile the object store with the ledger, admit deferred batches, refresh devices and "
     "health rollups, views and compaction.",
+    executor_def=fan_out_executor(),
 )
 
 

@@ -12,6 +12,8 @@ read at run time and never appear in run config, logs or the UI; the rest are pl
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -40,22 +42,33 @@ PRODUCTION_ENV = {
     "EDGEPLAT_VAULT_ADDR": (True, "Vault address (transit unwraps batch data keys)"),
     "EDGEPLAT_VAULT_ROLE_ID": (True, "AppRole role id of the central service"),
     "EDGEPLAT_VAULT_SECRET_ID": (True, "AppRole secret id of the central service"),
-    "EDGEPLAT_REGISTRY_DIR": (False, "device public-key registry directory"),
+    "EDGEPLAT_CATALOG_SCHEMA": (
+        False,
+        "optional: PostgreSQL schema of the DuckLake catalog (default: public)",
+    ),
     "EDGEPLAT_PLATFORM_KEY": (False, "path of the platform's Ed25519 signing key (PEM, provisioned)"),
     "EDGEPLAT_FLEET_BACKEND": (False, "edge_agent (default) | greengrass | azure_iot_edge"),
     "EDGEPLAT_IOTHUB_CONNECTION_STRING": (True, "IoT Hub service connection string (azure_iot_edge)"),
     "EDGEPLAT_GITOPS_REPO": (False, "optional: git repository (path or URL) of rollout specs"),
+    "EDGEPLAT_GITOPS_WORKDIR": (
+        False,
+        "scratch directory for the GitOps clone (default: <tmp>/edgeplat-gitops)",
+    ),
     "EDGEPLAT_ALERT_RULES": (False, "alert rules and sinks file (docs/alerts.md)"),
 }
 
 
-def _gitops() -> GitOpsRepoResource:
+def _gitops(workdir: str | None = None) -> GitOpsRepoResource:
+    """The GitOps repository; its clone is scratch (re-cloned when missing): ``EDGEPLAT_GITOPS_WORKDIR``,
+    else ``workdir``, else under the state directory (local)."""
     return GitOpsRepoResource(
         repo=os.environ.get("EDGEPLAT_GITOPS_REPO", ""),
         branch=os.environ.get("EDGEPLAT_GITOPS_BRANCH", "main"),
         spec_dir=os.environ.get("EDGEPLAT_GITOPS_DIR", "rollouts"),
         status_file=os.environ.get("EDGEPLAT_GITOPS_STATUS_FILE") or None,
-        workdir=str(paths().home / "gitops" / "clone"),
+        workdir=os.environ.get("EDGEPLAT_GITOPS_WORKDIR")
+        or workdir
+        or str(paths().home / "gitops" / "clone"),
     )
 
 
@@ -84,7 +97,10 @@ def local_resources() -> dict[str, Any]:
         platform_key=str(p.platform_key),
     )
     res["fleet_backend"] = FleetBackendResource(
-        kind="edge_agent", object_store=res["object_store"], platform_signer=res["platform_signer"]
+        kind="edge_agent",
+        object_store=res["object_store"],
+        platform_signer=res["platform_signer"],
+        lakehouse=res["lakehouse"],
     )
     res["gitops_repo"] = _gitops()
     res["alert_rules"] = AlertRulesResource(rules_path=str(p.home / "alerts.yaml"))
@@ -102,9 +118,23 @@ def production_resources() -> dict[str, Any]:
         access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
         secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
     )
+    lakehouse = LakehouseResource(
+        catalog=dg.EnvVar("EDGEPLAT_CATALOG"),
+        data_path=env("EDGEPLAT_LAKE_DATA", ""),
+        metadata_schema=env("EDGEPLAT_CATALOG_SCHEMA") or None,
+        s3_endpoint_url=endpoint,
+        s3_region=region,
+        s3_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+        s3_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+    )
     signer = PlatformSignerResource(path=env("EDGEPLAT_PLATFORM_KEY", ""))
     kind = env("EDGEPLAT_FLEET_BACKEND", "edge_agent")
-    backend: dict[str, Any] = {"kind": kind, "object_store": object_store, "platform_signer": signer}
+    backend: dict[str, Any] = {
+        "kind": kind,
+        "object_store": object_store,
+        "platform_signer": signer,
+        "lakehouse": lakehouse,
+    }
     kinds = env("EDGEPLAT_FLEET_BACKENDS", "")  # several at once: a mixed fleet (RoutingBackend)
     backend["kinds"] = kinds
     if kind == "greengrass" or "greengrass" in kinds:
@@ -118,21 +148,16 @@ def production_resources() -> dict[str, Any]:
             iothub_connection_string=dg.EnvVar("EDGEPLAT_IOTHUB_CONNECTION_STRING"),
             iothub_base_url=env("EDGEPLAT_IOTHUB_BASE_URL") or None,
         )
+    # nothing on a replica's own disk: catalog in PostgreSQL, data and objects in S3, registry and
+    # desired-state records in the lakehouse, data keys in Vault, the GitOps clone on scratch
     return {
-        "lakehouse": LakehouseResource(
-            catalog=dg.EnvVar("EDGEPLAT_CATALOG"),
-            data_path=env("EDGEPLAT_LAKE_DATA", ""),
-            s3_endpoint_url=endpoint,
-            s3_region=region,
-            s3_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            s3_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-        ),
+        "lakehouse": lakehouse,
         "object_store": object_store,
         "key_service": VaultKeyServiceResource(vault=vault_from_env()),
-        "device_registry": DeviceRegistryResource(registry_dir=env("EDGEPLAT_REGISTRY_DIR", "")),
+        "device_registry": DeviceRegistryResource(lakehouse=lakehouse),
         "platform_signer": signer,
         "fleet_backend": FleetBackendResource(**backend),
-        "gitops_repo": _gitops(),
+        "gitops_repo": _gitops(str(Path(tempfile.gettempdir()) / "edgeplat-gitops")),
         "alert_rules": AlertRulesResource(rules_path=env("EDGEPLAT_ALERT_RULES", ""), required=True),
     }
 

@@ -16,7 +16,9 @@ from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.backends.greengrass import GreengrassBackend
 from edgeplat.backends.routing import RoutingBackend
 from edgeplat.desired_publisher import DesiredStatePublisher
+from edgeplat.desired_records import LakehouseDesiredRecords
 from resources.keys import PlatformSignerResource
+from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
 
 KINDS = ("edge_agent", "greengrass", "azure_iot_edge")
@@ -29,6 +31,7 @@ class FleetBackendResource(dg.ConfigurableResource):
     kinds: str = ""  # comma-separated: several platforms at once (overrides kind)
     object_store: ObjectStoreResource | None = None  # edge_agent
     platform_signer: PlatformSignerResource | None = None  # edge_agent
+    lakehouse: LakehouseResource | None = None  # edge_agent: the publisher's record of what it signed
     index_prefix: str = "rollouts/edge_agent"
     region: str = "us-east-1"  # greengrass
     iot_endpoint_url: str | None = None
@@ -55,11 +58,15 @@ class FleetBackendResource(dg.ConfigurableResource):
 
     def build(self, kind: str) -> FleetBackend:
         if kind == "edge_agent":
-            if self.object_store is None or self.platform_signer is None:
+            if self.object_store is None or self.platform_signer is None or self.lakehouse is None:
                 raise ValueError(
-                    "FleetBackendResource(kind='edge_agent') needs object_store and platform_signer resources"
+                    "FleetBackendResource(kind='edge_agent') needs object_store, platform_signer and "
+                    "lakehouse resources"
                 )
-            publisher = DesiredStatePublisher(self.object_store.get(), self.platform_signer.get())
+            lake = self.lakehouse.get()
+            publisher = DesiredStatePublisher(
+                self.object_store.get(), self.platform_signer.get(), records=LakehouseDesiredRecords(lake)
+            )
             return EdgeAgentBackend(publisher, index_prefix=self.index_prefix)
         if kind == "greengrass":
             return GreengrassBackend.from_clients(

@@ -15,7 +15,9 @@ import dagster as dg
 
 from edge_sync.identity import DeviceRegistry, LocalDeviceRegistry, PlatformSigner
 from edge_sync.keys import KeyService, LocalKeyring
+from edgeplat.device_registry import LakehouseDeviceRegistry
 from edgeplat.sync.env import local_decoder
+from resources.lakehouse import LakehouseResource
 
 
 class KeyServiceResource(dg.ConfigurableResource):
@@ -36,11 +38,17 @@ class KeyServiceResource(dg.ConfigurableResource):
 
 
 class DeviceRegistryResource(dg.ConfigurableResource):
-    """Which public keys may sign for each device: a local registry directory."""
+    """Which public keys may sign for each device: a local registry directory, or (``lakehouse``
+    given, production) the lakehouse's ``device_keys`` table every replica shares."""
 
-    registry_dir: str
+    registry_dir: str = ""
+    lakehouse: LakehouseResource | None = None
 
     def get(self) -> DeviceRegistry:
+        if self.lakehouse is not None:
+            return LakehouseDeviceRegistry(self.lakehouse.get())
+        if not self.registry_dir:
+            raise ValueError("DeviceRegistryResource needs registry_dir (local) or lakehouse (production)")
         return LocalDeviceRegistry(self.registry_dir)
 
 
@@ -48,7 +56,7 @@ def decoder_for(
     keys: KeyServiceResource, registry: DeviceRegistryResource
 ) -> Callable[[], tuple[KeyService, DeviceRegistry]] | None:
     """A picklable factory for decode worker processes (local kinds only)."""
-    if keys.kind == "local" and keys.keyring_dir:
+    if keys.kind == "local" and keys.keyring_dir and registry.lakehouse is None:
         return local_decoder(keys.keyring_dir, registry.registry_dir)
     return None
 

@@ -6,6 +6,7 @@ import dagster as dg
 
 from edge_sync.rules import default_rules
 from edgeplat.desired_publisher import DesiredStatePublisher
+from edgeplat.desired_records import LakehouseDesiredRecords
 from edgeplat.sync.central_edits import CentralEdit, apply_central_edits
 from resources.keys import PlatformSignerResource
 from resources.lakehouse import LakehouseResource
@@ -23,9 +24,12 @@ class EditStateConfig(dg.Config):
     publish: bool = True  # also send the edits down in the device's desired-state document
 
 
-def _publisher(object_store: ObjectStoreResource, signer: PlatformSignerResource):
+def _publisher(
+    object_store: ObjectStoreResource, signer: PlatformSignerResource, lakehouse: LakehouseResource
+):
     # The one call site of the desired-state downlink for central edits.
-    return DesiredStatePublisher(object_store.get(), signer.get()).add_state_edits
+    records = LakehouseDesiredRecords(lakehouse.get())
+    return DesiredStatePublisher(object_store.get(), signer.get(), records=records).add_state_edits
 
 
 @dg.op(description="Merge central state edits into device_state and publish them to the device.")
@@ -42,7 +46,7 @@ def apply_state_edits(
         CentralEdit(config.tenant_id, config.device_id, config.namespace, config.key, name, value)
         for name, value in sorted(config.fields.items())
     ]
-    publish = _publisher(object_store, platform_signer) if config.publish else None
+    publish = _publisher(object_store, platform_signer, lakehouse) if config.publish else None
     result = apply_central_edits(lakehouse.get(), edits, default_rules(), publish=publish)
     context.log.info("central edits: %s", result)
     context.add_output_metadata(

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from assets.sync.common import sync_env
 from assets.sync.ingest import report_metadata
+from edge_sync.ids import validate_id
 from edgeplat.sync.compaction import TIMEOUT as COMPACTION_TIMEOUT
 from edgeplat.sync.compaction import compact_isolated
 from edgeplat.sync.env import wall_ms
@@ -31,6 +32,7 @@ MAX_GAPS_LISTED = 50
 class ReconcileConfig(dg.Config):
     max_drift_s: int = 300
     dedupe_window_h: int = 24  # 0: the whole tables
+    tenant_id: str = ""  # one tenant's objects only (a run per tenant); "" every tenant
 
 
 class DevicesConfig(dg.Config):
@@ -62,9 +64,10 @@ def sync_reconciliation(
     env = sync_env(
         lakehouse, object_store, key_service, device_registry, max_drift_ms=config.max_drift_s * 1000
     )
+    prefix = f"tenant={validate_id('tenant', config.tenant_id)}/" if config.tenant_id else ""
     with env.lakehouse.session() as con:
-        missed, listed = ingest_missed(env, con)
-        deferred = admit_deferred(env, con)
+        missed, listed = ingest_missed(env, con, prefix)
+        deferred = admit_deferred(env, con, prefix)
         window = timedelta(hours=config.dedupe_window_h) if config.dedupe_window_h else None
         removed = remove_duplicates(env, con, window=window)
         pending = len(pending_deferred(con))
@@ -169,6 +172,7 @@ def sync_views(lakehouse: LakehouseResource) -> dg.MaterializeResult:
     deps=[sync_reconciliation, devices, device_health],
     description="DuckLake maintenance: flush inlined rows, merge small files, expire snapshots, clean "
     "files; run in a child process, replaced if DuckLake crashes it, killed past its timeout.",
+    pool="lakehouse_maintenance",  # one compaction at a time across runs (deploy/dagster pools)
 )
 def lakehouse_compaction(config: CompactionConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
     out = compact_isolated(lakehouse.get().config, timeout=timedelta(minutes=config.timeout_minutes))

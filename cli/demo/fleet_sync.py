@@ -32,8 +32,11 @@ FLEET = {
 }
 
 
-def simulate_fleet(lake: Lakehouse, say: Callable[[str], None]) -> dict[str, Any]:
-    """Simulate the demo fleet once; later calls return the saved result."""
+def simulate_fleet(
+    lake: Lakehouse, say: Callable[[str], None], parts: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Simulate the demo fleet once; later calls return the saved result. ``parts``: the
+    simulator's store, keyring, registry, signer and desired-state records (default: embedded)."""
     marker = paths().home / "demo" / "fleet.json"
     if marker.exists():
         say(f"fleet already simulated in this state directory ({marker}); re-syncing only")
@@ -47,7 +50,9 @@ def simulate_fleet(lake: Lakehouse, say: Callable[[str], None]) -> dict[str, Any
         f"simulating {config.devices} devices of {config.tenants} tenants for {hours:g} h "
         f"(outages, clock skew up to {config.clock_skew_s:g} s, crashes mid-upload)"
     )
-    result = simulate(config, central_edit_sink=lambda edits: record_stamped_edits(lake, edits))
+    result = simulate(
+        config, central_edit_sink=lambda edits: record_stamped_edits(lake, edits), **(parts or {})
+    )
     write_truth(marker.with_name("truth.json"), result.truth)
     saved = {"summary": result.summary, "truth": result.truth}
     marker.write_text(json.dumps(saved))

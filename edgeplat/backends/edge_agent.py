@@ -100,6 +100,21 @@ class EdgeAgentBackend(FleetBackend):
     ) -> DeployResult:
         changed: list[tuple[str, str]] = []
         entries: dict[str, dict[str, Any]] = {}
+        with self.publisher.batch():  # one record commit for the phase; documents go out after it
+            self._deploy_each(devices, spec, rollout_id, phase, slot, changed, entries)
+        self._update_index(rollout_id, entries)
+        return self._result("deploy", rollout_id, phase, devices, changed, _document_keys(changed), skipped)
+
+    def _deploy_each(
+        self,
+        devices: list[DeviceRef],
+        spec: ReleaseSpec,
+        rollout_id: str,
+        phase: int,
+        slot: str | None,
+        changed: list[tuple[str, str]],
+        entries: dict[str, dict[str, Any]],
+    ) -> None:
         for d, entry, doc in self._current(rollout_id, devices):
             cur = doc.release if doc else None
             if cur is not None and cur.rollout_id == rollout_id and cur.version == spec.version:
@@ -131,8 +146,6 @@ class EdgeAgentBackend(FleetBackend):
             )
             entries[_dkey(d)] = _entry(phase, out.revision, version=spec.version)
             changed.append(d.key)
-        self._update_index(rollout_id, entries)
-        return self._result("deploy", rollout_id, phase, devices, changed, _document_keys(changed), skipped)
 
     def stage(self, devices: list[DeviceRef], release: ReleaseSpec, *, rollout_id: str) -> DeployResult:
         check_deploy_args(devices, rollout_id, 0, "inactive")
@@ -141,27 +154,28 @@ class EdgeAgentBackend(FleetBackend):
         changed: list[tuple[str, str]] = []
         skipped: dict[tuple[str, str], str] = {}
         entries: dict[str, dict[str, Any]] = {}
-        for d, entry, doc in self._current(rollout_id, devices):
-            cur = doc.release if doc else None
-            staged = doc.staged if doc else None
-            if entry is not None and entry.get("rolled_back"):
-                skipped[d.key] = "rolled back by this rollout"
-                continue
-            if cur is not None and cur.rollout_id == rollout_id and cur.version == spec.version:
-                continue  # already switched by this rollout
-            if staged is not None and staged.rollout_id == rollout_id and staged.version == spec.version:
-                if entry is None:  # staged by a run that died before writing the index
-                    assert doc is not None
-                    entries[_dkey(d)] = _entry(None, doc.revision, version=spec.version, staged=True)
-                continue
-            if cur is not None and cur.version == spec.version:
-                skipped[d.key] = f"already runs {spec.version} (slot {cur.slot})"
-                continue
-            new = Release(version=spec.version, slot=_pick_slot(cur, "inactive"), rollout_id=rollout_id)
-            out = self.publisher.set_staged(d.tenant_id, d.device_id, new)
-            assert out is not None
-            entries[_dkey(d)] = _entry(None, out.revision, version=spec.version, staged=True)
-            changed.append(d.key)
+        with self.publisher.batch():  # one record commit; the documents go out after it
+            for d, entry, doc in self._current(rollout_id, devices):
+                cur = doc.release if doc else None
+                staged = doc.staged if doc else None
+                if entry is not None and entry.get("rolled_back"):
+                    skipped[d.key] = "rolled back by this rollout"
+                    continue
+                if cur is not None and cur.rollout_id == rollout_id and cur.version == spec.version:
+                    continue  # already switched by this rollout
+                if staged is not None and staged.rollout_id == rollout_id and staged.version == spec.version:
+                    if entry is None:  # staged by a run that died before writing the index
+                        assert doc is not None
+                        entries[_dkey(d)] = _entry(None, doc.revision, version=spec.version, staged=True)
+                    continue
+                if cur is not None and cur.version == spec.version:
+                    skipped[d.key] = f"already runs {spec.version} (slot {cur.slot})"
+                    continue
+                new = Release(version=spec.version, slot=_pick_slot(cur, "inactive"), rollout_id=rollout_id)
+                out = self.publisher.set_staged(d.tenant_id, d.device_id, new)
+                assert out is not None
+                entries[_dkey(d)] = _entry(None, out.revision, version=spec.version, staged=True)
+                changed.append(d.key)
         self._update_index(rollout_id, entries)
         return self._result("stage", rollout_id, None, devices, changed, _document_keys(changed), skipped)
 
@@ -173,42 +187,43 @@ class EdgeAgentBackend(FleetBackend):
         changed: list[tuple[str, str]] = []
         entries: dict[str, dict[str, Any]] = {}
         index = self._load_index(rollout_id)
-        for d in devices:
-            doc = self.publisher.current(d.tenant_id, d.device_id)
-            cur = doc.release if doc else None
-            if doc is None:
-                continue
-            unstage = doc.staged is not None and doc.staged.rollout_id == rollout_id
-            if cur is None or cur.rollout_id != rollout_id:
-                entry = index["devices"].get(_dkey(d))
-                if _rolled_back_by(doc, rollout_id) and not (entry or {}).get("rolled_back"):
-                    # rolled back by a run that died before writing the index: record it now
-                    entry = dict(entry or _entry(None, doc.revision))
-                    entry.update(rolled_back=True, revision=doc.revision, version=None)
-                    entries[_dkey(d)] = entry
-                if unstage:  # staged but never switched: withdraw the staged release
-                    out = self.publisher.set_staged(d.tenant_id, d.device_id, None)
-                    assert out is not None
-                    entry = dict(index["devices"].get(_dkey(d)) or _entry(None, out.revision))
-                    entry.update(rolled_back=True, staged=False, revision=out.revision, version=None)
-                    entries[_dkey(d)] = entry
-                    changed.append(d.key)
-                continue  # never got this rollout, or already rolled back (or moved on)
-            back = _rollback_release(doc, target)
-            # previous unknown: the device goes back to what it recorded before this rollout
-            undo = RollbackOf(rollout_id=rollout_id, version=cur.version) if back is None else None
-            out = self.publisher.set_release(
-                d.tenant_id,
-                d.device_id,
-                back,
-                None,
-                staged=None if unstage else doc.staged,
-                rollback_of=undo,
-            )
-            entry = dict(index["devices"].get(_dkey(d)) or _entry(cur.phase or 0, out.revision))
-            entry.update(rolled_back=True, revision=out.revision, version=back.version if back else None)
-            entries[_dkey(d)] = entry
-            changed.append(d.key)
+        with self.publisher.batch():  # one record commit; the documents go out after it
+            for d in devices:
+                doc = self.publisher.current(d.tenant_id, d.device_id)
+                cur = doc.release if doc else None
+                if doc is None:
+                    continue
+                unstage = doc.staged is not None and doc.staged.rollout_id == rollout_id
+                if cur is None or cur.rollout_id != rollout_id:
+                    entry = index["devices"].get(_dkey(d))
+                    if _rolled_back_by(doc, rollout_id) and not (entry or {}).get("rolled_back"):
+                        # rolled back by a run that died before writing the index: record it now
+                        entry = dict(entry or _entry(None, doc.revision))
+                        entry.update(rolled_back=True, revision=doc.revision, version=None)
+                        entries[_dkey(d)] = entry
+                    if unstage:  # staged but never switched: withdraw the staged release
+                        out = self.publisher.set_staged(d.tenant_id, d.device_id, None)
+                        assert out is not None
+                        entry = dict(index["devices"].get(_dkey(d)) or _entry(None, out.revision))
+                        entry.update(rolled_back=True, staged=False, revision=out.revision, version=None)
+                        entries[_dkey(d)] = entry
+                        changed.append(d.key)
+                    continue  # never got this rollout, or already rolled back (or moved on)
+                back = _rollback_release(doc, target)
+                # previous unknown: the device goes back to what it recorded before this rollout
+                undo = RollbackOf(rollout_id=rollout_id, version=cur.version) if back is None else None
+                out = self.publisher.set_release(
+                    d.tenant_id,
+                    d.device_id,
+                    back,
+                    None,
+                    staged=None if unstage else doc.staged,
+                    rollback_of=undo,
+                )
+                entry = dict(index["devices"].get(_dkey(d)) or _entry(cur.phase or 0, out.revision))
+                entry.update(rolled_back=True, revision=out.revision, version=back.version if back else None)
+                entries[_dkey(d)] = entry
+                changed.append(d.key)
         self._update_index(rollout_id, entries)
         return self._result("rollback", rollout_id, None, devices, changed, _document_keys(changed))
 

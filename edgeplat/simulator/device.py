@@ -315,7 +315,9 @@ class DeviceRunner:
             edits.append(
                 StateEdit(namespace="config", key=key, field=name, value=json_text(value), hlc=clock.now())
             )
-        publisher = DesiredStatePublisher(self.parts.store, self.parts.signer, clock)
+        publisher = DesiredStatePublisher(
+            self.parts.store, self.parts.signer, clock, records=self.parts.desired_records
+        )
         publisher.add_state_edits(dev.tenant_id, dev.device_id, edits)
         st.central_hlc = clock.last
         out.central_edits.extend(
@@ -362,9 +364,9 @@ class DeviceRunner:
 
     def publish_initial_release(self, dev: SimDevice) -> None:
         clock = HybridLogicalClock(CENTRAL_NODE, wall_ms=lambda: self.config.start_ms)
-        DesiredStatePublisher(self.parts.store, self.parts.signer, clock).set_release(
-            dev.tenant_id, dev.device_id, Release(version=self.config.release, slot="a")
-        )
+        DesiredStatePublisher(
+            self.parts.store, self.parts.signer, clock, records=self.parts.desired_records
+        ).set_release(dev.tenant_id, dev.device_id, Release(version=self.config.release, slot="a"))
 
 
 def _edit_row(

@@ -30,6 +30,7 @@ from edge_sync.keys import KeyService
 from edge_sync.objectstore import ObjectStore
 from edgeplat.backends.base import DeviceRef
 from edgeplat.desired_publisher import DesiredStatePublisher
+from edgeplat.desired_records import DesiredRecords
 from edgeplat.simulator.config import SimulationConfig
 from edgeplat.simulator.device import DeviceRunner, DeviceState, WindowOutput
 from edgeplat.simulator.fleet import SimDevice, build_fleet
@@ -68,6 +69,7 @@ class SimulatedFleet:
         keyring: KeyService | None = None,
         registry: LocalDeviceRegistry | None = None,
         signer: PlatformSigner | None = None,
+        desired_records: DesiredRecords | None = None,
         home: str | Path | None = None,
         profiles: ReleaseProfiles | None = None,
         central_edit_sink: CentralEditSink | None = None,
@@ -75,7 +77,12 @@ class SimulatedFleet:
     ) -> None:
         self.config = config
         self.parts: Parts = default_parts(
-            home, store=store, keyring=keyring, registry=registry, signer=signer
+            home,
+            store=store,
+            keyring=keyring,
+            registry=registry,
+            signer=signer,
+            desired_records=desired_records,
         )
         self.profiles = profiles or ReleaseProfiles()
         self.central_edit_sink = central_edit_sink
@@ -120,7 +127,9 @@ class SimulatedFleet:
 
     def publisher(self) -> DesiredStatePublisher:
         """A desired-state publisher whose central clock follows simulated time (for release assignments)."""
-        return DesiredStatePublisher(self.parts.store, self.parts.signer, self._central_clock)
+        return DesiredStatePublisher(
+            self.parts.store, self.parts.signer, self._central_clock, records=self.parts.desired_records
+        )
 
     def installed(self) -> dict[tuple[str, str], tuple[str | None, str | None, int]]:
         """(tenant, device) -> (version, slot, applied desired revision) as of each device's last sync."""

@@ -28,6 +28,8 @@ from edge_sync.identity import DeviceIdentity, LocalDeviceRegistry, PlatformSign
 from edge_sync.keys import KeyService, LocalKeyring
 from edge_sync.objectstore import LocalObjectStore, ObjectStore
 from edge_sync.private_files import private_dir, read_private_bytes
+from edgeplat.desired_records import DesiredRecords, LakehouseDesiredRecords
+from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.settings import Paths, paths
 
 SECRET_BYTES = 32
@@ -43,9 +45,14 @@ class LocalPartsSpec:
     registry_dir: str
     signer_path: str
     devices_dir: str
+    lake_catalog: str
+    lake_data: str
 
     def build(self) -> Parts:
         return Parts(
+            desired_records=LakehouseDesiredRecords(
+                Lakehouse(LakehouseConfig(self.lake_catalog, self.lake_data))
+            ),
             store=LocalObjectStore(self.objects_root, fsync=self.objects_fsync),
             keyring=LocalKeyring(self.keys_dir),
             registry=LocalDeviceRegistry(self.registry_dir),
@@ -67,6 +74,8 @@ class Parts:
     devices_dir: Path
     keys_dir: Path  # where per-device cache secrets live (the keyring directory by default)
     signer_path: Path | None = None
+    # the central publisher's record of what it signed (simulated central edits and releases)
+    desired_records: DesiredRecords | None = None
 
     @property
     def spec(self) -> LocalPartsSpec | None:
@@ -76,6 +85,8 @@ class Parts:
             and isinstance(self.keyring, LocalKeyring)
             and isinstance(self.registry, LocalDeviceRegistry)
             and self.signer_path is not None
+            and isinstance(self.desired_records, LakehouseDesiredRecords)
+            and self.desired_records.lake.config.s3 is None
         ):
             return None
         return LocalPartsSpec(
@@ -85,6 +96,8 @@ class Parts:
             registry_dir=str(self.registry.directory),
             signer_path=str(self.signer_path),
             devices_dir=str(self.devices_dir),
+            lake_catalog=self.desired_records.lake.config.catalog,
+            lake_data=self.desired_records.lake.config.data_path,
         )
 
 
@@ -105,6 +118,7 @@ def default_parts(
     keyring: KeyService | None = None,
     registry: LocalDeviceRegistry | None = None,
     signer: PlatformSigner | None = None,
+    desired_records: DesiredRecords | None = None,
     fsync: bool = False,
 ) -> Parts:
     """The embedded default setup under ``home`` (default ``paths()``); any given part replaces its default.
@@ -128,7 +142,13 @@ def default_parts(
         devices_dir=p.devices,
         keys_dir=Path(keyring.directory) if isinstance(keyring, LocalKeyring) else p.keys,
         signer_path=signer_path,
+        desired_records=desired_records or local_desired_records(p),
     )
+
+
+def local_desired_records(p: Paths) -> LakehouseDesiredRecords:
+    """The publisher's records in the embedded lakehouse under the state directory ``p``."""
+    return LakehouseDesiredRecords(Lakehouse(LakehouseConfig(f"sqlite:{p.catalog}", f"{p.lake_data}/")))
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,13 @@ def list_batch_keys(env: SyncEnv, prefix: str = "") -> Iterator[str]:
         after = page.next_after
 
 
-def ingest_missed(env: SyncEnv, con: duckdb.DuckDBPyConnection) -> tuple[IngestReport, int]:
-    """Ingest every batch object the ledger and quarantine lack; returns (report, objects listed)."""
-    keys = list(list_batch_keys(env))
-    settled = all_settled_keys(con)
+def ingest_missed(env: SyncEnv, con: duckdb.DuckDBPyConnection, prefix: str = "") -> tuple[IngestReport, int]:
+    """Ingest every batch object the ledger and quarantine lack; returns (report, objects listed).
+
+    ``prefix`` (``tenant=<T>/``) limits it to one tenant: a reconciliation run per tenant, as the
+    ingest runs are, so N workers share it without meeting in one tenant's rows."""
+    keys = list(list_batch_keys(env, prefix))
+    settled = all_settled_keys(con, prefix)
     missing = [k for k in keys if k not in settled]
     report = IngestReport()
     for i in range(0, len(missing), RECONCILE_CHUNK):
@@ -59,9 +62,10 @@ def ingest_missed(env: SyncEnv, con: duckdb.DuckDBPyConnection) -> tuple[IngestR
     return report, len(keys)
 
 
-def admit_deferred(env: SyncEnv, con: duckdb.DuckDBPyConnection) -> IngestReport:
-    """Re-evaluate deferred batches; admit those whose HLCs are now within the drift bound."""
-    keys = pending_deferred(con)
+def admit_deferred(env: SyncEnv, con: duckdb.DuckDBPyConnection, prefix: str = "") -> IngestReport:
+    """Re-evaluate deferred batches (those under ``prefix``); admit those whose HLCs are now
+    within the drift bound."""
+    keys = [k for k in pending_deferred(con) if k.startswith(prefix)]
     report = IngestReport()
     for i in range(0, len(keys), RECONCILE_CHUNK):
         report.add(ingest_objects(env, keys[i : i + RECONCILE_CHUNK], reevaluate_deferred=True, con=con))

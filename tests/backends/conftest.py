@@ -9,6 +9,8 @@ from edge_sync.identity import PlatformSigner
 from edge_sync.objectstore import LocalObjectStore
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.desired_publisher import DesiredStatePublisher
+from edgeplat.desired_records import LakehouseDesiredRecords
+from tests.support.desired import embedded_records
 
 
 @pytest.fixture
@@ -22,5 +24,10 @@ def store(tmp_path) -> LocalObjectStore:
 
 
 @pytest.fixture
-def backend(store, signer) -> EdgeAgentBackend:
-    return EdgeAgentBackend(DesiredStatePublisher(store, signer))
+def records(tmp_path) -> LakehouseDesiredRecords:
+    return embedded_records(tmp_path / "lake")
+
+
+@pytest.fixture
+def backend(store, signer, records) -> EdgeAgentBackend:
+    return EdgeAgentBackend(DesiredStatePublisher(store, signer, records=records))

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from edge_sync.desired import Release, StateEdit, decode, desired_key
+from edge_sync.desired import DesiredState, Release, StateEdit, decode, desired_key, encode
 from edge_sync.hlc import HybridLogicalClock, pack
 from edge_sync.identity import PlatformSigner
 from edge_sync.objectstore import LocalObjectStore
@@ -19,8 +19,15 @@ T, D = "t1", "d1"
 NOW_MS = 1_800_000_000_000
 
 
-def publisher(store, signer, now_ms: int = NOW_MS, **kw) -> DesiredStatePublisher:
-    return DesiredStatePublisher(store, signer, HybridLogicalClock("central", wall_ms=lambda: now_ms), **kw)
+@pytest.fixture
+def publisher(records):
+    """``publisher(store, signer, now_ms, **kw)``: a publisher on this test's lakehouse record."""
+
+    def make(store, signer, now_ms: int = NOW_MS, **kw) -> DesiredStatePublisher:
+        clock = HybridLogicalClock("central", wall_ms=lambda: now_ms)
+        return DesiredStatePublisher(store, signer, clock, records=records, **kw)
+
+    return make
 
 
 def edit(field: str, hlc: int, value: str = '"x"', key: str = "k") -> StateEdit:
@@ -36,7 +43,7 @@ def read(store, signer, tenant=T, device=D):
     )
 
 
-def test_set_release_signs_and_revisions_grow(store, signer):
+def test_set_release_signs_and_revisions_grow(publisher, store, signer):
     pub = publisher(store, signer)
     first = pub.set_release(T, D, Release(version="1.0"))
     second = pub.set_release(T, D, Release(version="2.0", slot="b"), previous=Release(version="1.0"))
@@ -47,7 +54,7 @@ def test_set_release_signs_and_revisions_grow(store, signer):
     assert pub.current(T, D) == doc
 
 
-def test_repeat_of_same_release_writes_nothing(store, signer):
+def test_repeat_of_same_release_writes_nothing(publisher, store, signer):
     pub = publisher(store, signer)
     pub.set_release(T, D, Release(version="1.0"))
     etag = store.head(desired_key(T, D)).etag
@@ -55,7 +62,7 @@ def test_repeat_of_same_release_writes_nothing(store, signer):
     assert again.revision == 1 and store.head(desired_key(T, D)).etag == etag
 
 
-def test_state_edits_accumulate_dedupe_and_keep_release(store, signer):
+def test_state_edits_accumulate_dedupe_and_keep_release(publisher, store, signer):
     pub = publisher(store, signer)
     pub.set_release(T, D, Release(version="1.0"))
     h = pack(NOW_MS, 0)
@@ -67,7 +74,7 @@ def test_state_edits_accumulate_dedupe_and_keep_release(store, signer):
     assert read(store, signer).state_edits == doc.state_edits
 
 
-def test_old_edits_dropped_only_when_superseded(store, signer):
+def test_old_edits_dropped_only_when_superseded(publisher, store, signer):
     pub = publisher(store, signer, edit_horizon=timedelta(hours=1))
     old = pack(NOW_MS - 3 * 3600_000, 0)
     new = pack(NOW_MS, 0)
@@ -75,7 +82,7 @@ def test_old_edits_dropped_only_when_superseded(store, signer):
     assert [(e.field, e.hlc) for e in doc.state_edits] == [("b", old), ("a", new)]
 
 
-def test_unverifiable_document_is_replaced_with_a_higher_revision(store, signer, caplog):
+def test_unverifiable_document_is_replaced_with_a_higher_revision(publisher, store, signer, caplog):
     other = PlatformSigner.generate()
     publisher(store, other).set_release(T, D, Release(version="evil"))
     pub = publisher(store, signer)
@@ -87,16 +94,16 @@ def test_unverifiable_document_is_replaced_with_a_higher_revision(store, signer,
     assert read(store, signer).release == Release(version="1.0")
 
 
-def test_tampered_record_is_detected(store, signer):
+def test_tampered_record_is_detected(publisher, store, signer, records):
     pub = publisher(store, signer)
     pub.set_release(T, D, Release(version="1.0"))
-    signed = json.loads(store.get(pub.record_key(T, D)))
+    signed = json.loads(records.get_many([(T, D)])[(T, D)].document)
     signed["document"]["release"]["version"] = "6.6.6"
-    store.put(pub.record_key(T, D), json.dumps(signed).encode())
+    records.lake.write(lambda c: c.execute("UPDATE desired_records SET document = ?", [json.dumps(signed)]))
     assert pub.current(T, D) is None
 
 
-def test_the_store_copy_is_never_taken_as_truth(store, signer):
+def test_the_store_copy_is_never_taken_as_truth(publisher, store, signer):
     pub = publisher(store, signer)
     pub.set_release(T, D, Release(version="1.0"))
     old = store.get(desired_key(T, D))
@@ -108,7 +115,7 @@ def test_the_store_copy_is_never_taken_as_truth(store, signer):
     assert read(store, signer) == doc
 
 
-def test_a_higher_revision_in_the_store_only_raises_the_next_one(store, signer):
+def test_a_higher_revision_in_the_store_only_raises_the_next_one(publisher, store, signer):
     pub = publisher(store, signer)
     pub.set_release(T, D, Release(version="1.0"))
     store.put(desired_key(T, D), b'{"document": {"revision": 40}}')  # unsigned: its content is ignored
@@ -118,15 +125,15 @@ def test_a_higher_revision_in_the_store_only_raises_the_next_one(store, signer):
     assert pub.set_staged(T, D, Release(version="3.0", slot="b")).revision == 42
 
 
-def test_oversized_document_is_refused_with_advice(store, signer):
+def test_oversized_document_is_refused_with_advice(publisher, store, signer):
     pub = publisher(store, signer)
     big = [edit(f"f{i}", pack(NOW_MS, i), value='"' + "x" * 2000 + '"') for i in range(600)]
     with pytest.raises(DesiredStatePublishError, match="edit_horizon"):
         pub.add_state_edits(T, D, big)
 
 
-def test_concurrent_edits_and_release_changes_all_survive(store, signer):
-    pub = DesiredStatePublisher(store, signer)
+def test_concurrent_edits_and_release_changes_all_survive(store, signer, records):
+    pub = DesiredStatePublisher(store, signer, records=records)
     base = pub.clock.now()
     n = 20
     barrier = threading.Barrier(3)
@@ -143,7 +150,7 @@ def test_concurrent_edits_and_release_changes_all_survive(store, signer):
 
     def other_process_like() -> None:
         # a second publisher on the same store (as another process would be): the file lock holds
-        other = DesiredStatePublisher(LocalObjectStore(store.root, fsync=False), signer)
+        other = DesiredStatePublisher(LocalObjectStore(store.root, fsync=False), signer, records=records)
         barrier.wait()
         for i in range(n):
             other.add_state_edits(T, D, [edit(f"g{i}", base + i)])
@@ -160,7 +167,7 @@ def test_concurrent_edits_and_release_changes_all_survive(store, signer):
 
 
 @pytest.mark.services
-def test_publishes_to_s3(s3_bucket, signer):
+def test_publishes_to_s3(publisher, s3_bucket, signer):
     from edge_sync.objectstore_s3 import S3ObjectStore
 
     endpoint, bucket = s3_bucket
@@ -171,3 +178,81 @@ def test_publishes_to_s3(s3_bucket, signer):
     pub.set_release(T, D, Release(version="1.0"))
     doc = pub.add_state_edits(T, D, [edit("a", pack(NOW_MS, 0))])
     assert read(s3, signer) == doc and doc.revision == 2
+
+
+def test_a_batch_is_one_record_commit_and_publishes_after_it(publisher, store, signer, records):
+    pub = publisher(store, signer)
+    commits = []
+    put_many = records.put_many
+    records.put_many = lambda recs, expected: commits.append(len(list(recs))) or put_many(recs, expected)
+    with pub.batch():
+        for i in range(5):
+            pub.set_release(T, f"d{i}", Release(version="1.0"))
+        pub.add_state_edits(T, "d0", [edit("a", pack(NOW_MS, 0))])  # reads the batch's own change
+        assert store.head(desired_key(T, "d0")) is None  # nothing goes out before the commit
+    assert commits == [5]
+    assert read(store, signer, device="d0").revision == 2 and read(store, signer, device="d0").state_edits
+    assert {r.revision for r in records.tenant(T).values()} == {1, 2}
+
+
+def test_a_failed_batch_commit_publishes_nothing(publisher, store, signer, records):
+    pub = publisher(store, signer)
+
+    def down(recs, expected):
+        raise RuntimeError("catalog down")
+
+    records.put_many = down
+    with pytest.raises(RuntimeError, match="catalog down"), pub.batch():
+        pub.set_release(T, D, Release(version="1.0"))
+    assert store.head(desired_key(T, D)) is None
+
+
+def test_two_replicas_never_lose_an_update(publisher, store, signer, records):
+    # replica b reads, then replica a records a newer revision before b commits: b applies its change
+    # again on top. Replicas share the lakehouse, not a machine (a's store is its own: no file lock).
+    a, b = publisher(LocalObjectStore(store.root.parent / "a", fsync=False), signer), publisher(store, signer)
+    a.set_release(T, D, Release(version="1.0"))
+    read_all = b._read_all
+    races: list[str] = []
+
+    def read_then_race(tenant, device):
+        got = read_all(tenant, device)
+        if len(races) < want_races:
+            races.append(f"f{len(races)}")
+            a.add_state_edits(T, D, [edit(races[-1], pack(NOW_MS, len(races)))])
+        return got
+
+    b._read_all = read_then_race
+    want_races = 1
+    doc = b.set_release(T, D, Release(version="2.0"))
+    assert doc.revision == 3 and [e.field for e in doc.state_edits] == ["f0"]
+    assert read(store, signer) == doc
+    # in a batch the conflict fails the batch, and nothing of it is published
+    want_races = 2
+    with pytest.raises(DesiredStatePublishError, match="none of this batch"), b.batch():
+        b.set_release(T, D, Release(version="3.0"))
+    assert read(store, signer).release == Release(version="2.0")
+
+
+def test_records_an_older_publisher_kept_in_the_store_are_imported_once(publisher, store, signer, records):
+    old = publisher(store, signer)
+    old.set_release(T, D, Release(version="1.0"))
+    doc = old.set_release(T, D, Release(version="2.0"))
+    data = records.get_many([(T, D)])[(T, D)].document
+    # the layout before the lakehouse record: the record as a store object, nothing in the table
+    records.lake.write(lambda c: c.execute("DELETE FROM desired_records"))
+    store.put(f"platform/desired/tenant={T}/device={D}.json", data)
+    forged = encode(
+        DesiredState(tenant_id=T, device_id="d9", revision=7, issued_hlc=pack(NOW_MS, 0)),
+        PlatformSigner.generate(),
+    )
+    store.put(f"platform/desired/tenant={T}/device=d9.json", forged)
+    from edgeplat import desired_publisher
+
+    desired_publisher._IMPORTED.clear()
+    fresh = publisher(store, signer)
+    assert fresh.current(T, D) == doc  # imported, verified with the platform key
+    assert store.head(f"platform/desired/tenant={T}/device={D}.json") is None  # moved, not copied
+    assert fresh.current(T, "d9") is None  # another key signed it: not imported, left for an operator
+    assert store.head(f"platform/desired/tenant={T}/device=d9.json") is not None
+    assert fresh.set_release(T, D, Release(version="3.0")).revision == 3

@@ -64,10 +64,10 @@ def test_rollback_returns_to_previous_and_offline_device_gets_it_later(backend, 
     assert offline.release.version == "1.0.0" and offline.applied == 3
 
 
-def test_status_compares_with_reported(store, signer):
+def test_status_compares_with_reported(store, signer, records):
     devices = {n: Device(store, signer, "t1", n) for n in ("d1", "d2")}
     backend = EdgeAgentBackend(
-        DesiredStatePublisher(store, signer),
+        DesiredStatePublisher(store, signer, records=records),
         reported=lambda t, d: devices[d].report() if devices[d].applied else None,
     )
     backend.deploy(devs("d1", "d2"), V1, rollout_id="r1", phase=0)

@@ -67,7 +67,9 @@ def agents(tmp_path, backend):
 
 def restarted(backend: EdgeAgentBackend) -> EdgeAgentBackend:
     """The backend of a fresh process: same store and key, nothing in memory."""
-    return EdgeAgentBackend(DesiredStatePublisher(backend.store, backend.publisher.signer))
+    return EdgeAgentBackend(
+        DesiredStatePublisher(backend.store, backend.publisher.signer, records=backend.publisher.records)
+    )
 
 
 def test_rollback_returns_a_factory_device_to_what_it_ran(backend, agents):

@@ -17,6 +17,7 @@ from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import LocalObjectStore
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.desired_publisher import DesiredStatePublisher
+from edgeplat.desired_records import LakehouseDesiredRecords
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.simulator.batch_uplink import BatchUplink
 from edgeplat.simulator.rollout_fleet import DemoFleet
@@ -36,9 +37,11 @@ def lake(tmp_path: Path) -> Lakehouse:
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> EdgeAgentBackend:
+def backend(tmp_path: Path, lake: Lakehouse) -> EdgeAgentBackend:
     store = LocalObjectStore(tmp_path / "objects", fsync=False)
-    return EdgeAgentBackend(DesiredStatePublisher(store, PlatformSigner.generate()))
+    return EdgeAgentBackend(
+        DesiredStatePublisher(store, PlatformSigner.generate(), records=LakehouseDesiredRecords(lake))
+    )
 
 
 @pytest.fixture

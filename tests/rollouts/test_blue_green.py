@@ -132,9 +132,14 @@ def test_backend_without_slots_falls_back_to_install_on_switch(lake, make_fleet,
     from edge_sync.identity import PlatformSigner
     from edge_sync.objectstore import LocalObjectStore
     from edgeplat.desired_publisher import DesiredStatePublisher
+    from edgeplat.desired_records import LakehouseDesiredRecords
 
     backend = NoSlotsBackend(
-        DesiredStatePublisher(LocalObjectStore(tmp_path / "ns", fsync=False), PlatformSigner.generate())
+        DesiredStatePublisher(
+            LocalObjectStore(tmp_path / "ns", fsync=False),
+            PlatformSigner.generate(),
+            records=LakehouseDesiredRecords(lake),
+        )
     )
     fleet = make_fleet(devices=20)
     ctl = Controller(RolloutStore(lake), backend)

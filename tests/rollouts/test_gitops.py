@@ -102,6 +102,7 @@ def test_sensor_launches_from_git_and_writes_status_back(tmp_path, repos, lake) 
     resources = {
         "lakehouse": LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
         "fleet_backend": FleetBackendResource(
+            lakehouse=LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
             object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
             platform_signer=PlatformSignerResource(path=str(tmp_path / "k.pem"), create_if_missing=True),
         ),

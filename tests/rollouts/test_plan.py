@@ -142,6 +142,7 @@ def test_ui_launch_job_refuses_an_unsized_plan(tmp_path, lake) -> None:
         {
             "lakehouse": LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
             "fleet_backend": FleetBackendResource(
+                lakehouse=LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
                 object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
                 platform_signer=PlatformSignerResource(path=str(tmp_path / "k.pem"), create_if_missing=True),
             ),
@@ -191,6 +192,7 @@ def test_gitops_refuses_an_unsized_plan_and_launches_a_sized_one(tmp_path, lake,
     resources = {
         "lakehouse": LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
         "fleet_backend": FleetBackendResource(
+            lakehouse=LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
             object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
             platform_signer=PlatformSignerResource(path=str(tmp_path / "k.pem"), create_if_missing=True),
         ),

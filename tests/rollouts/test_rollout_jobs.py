@@ -27,6 +27,7 @@ def resources(tmp_path: Path, lake) -> dict:
     return {
         "lakehouse": LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
         "fleet_backend": FleetBackendResource(
+            lakehouse=LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path),
             object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
             platform_signer=PlatformSignerResource(
                 path=str(tmp_path / "platform.pem"), create_if_missing=True

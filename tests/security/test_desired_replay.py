@@ -3,7 +3,7 @@ that enforces the per-tenant IAM policy our code generates (``moto_iam``).
 
 The tenant's credential cannot put any ``desired.json``; and when an old signed document
 reaches the store anyway (someone with wider rights), the publisher's next revision is built
-from its own record, not from the store's copy.
+from its own record in the lakehouse, not from the store's copy.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from edge_sync.desired import Release, StateEdit, decode, desired_key
 from edge_sync.identity import PlatformSigner
 from edge_sync.objectstore_s3 import S3ObjectStore
 from edgeplat.desired_publisher import DesiredStatePublisher
+from edgeplat.desired_records import STORE_RECORD_PREFIX
 from edgeplat.security.storage_policy import tenant_storage_policy
+from tests.support.desired import embedded_records
 from tests.support.moto_server import s3_outcome
 
 pytestmark = pytest.mark.services
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.services
 T, BASE = "tenant-a", "fleet"
 
 
-def test_a_device_cannot_roll_a_peer_back(moto_iam) -> None:
+def test_a_device_cannot_roll_a_peer_back(moto_iam, tmp_path) -> None:
     bucket = f"fleet-{secrets.token_hex(6)}"
     moto_iam.client("s3").create_bucket(Bucket=bucket)
     iam = moto_iam.client("iam")
@@ -44,7 +46,8 @@ def test_a_device_cannot_roll_a_peer_back(moto_iam) -> None:
         secret_access_key=moto_iam.admin_secret,
     )
     signer = PlatformSigner.generate()
-    publisher = DesiredStatePublisher(store, signer)
+    records = embedded_records(tmp_path / "lake")  # the publisher's record: in the lakehouse
+    publisher = DesiredStatePublisher(store, signer, records=records)
     publisher.set_release(T, "d1", Release(version="1.0"))
     old = store.get(desired_key(T, "d1"))
     publisher.set_release(T, "d1", Release(version="2.0"))
@@ -55,7 +58,8 @@ def test_a_device_cannot_roll_a_peer_back(moto_iam) -> None:
             Bucket=bucket, Key=f"{BASE}/{desired_key(T, d)}", Body=old
         )
         assert s3_outcome(put) == "AccessDenied"
-    record = f"{BASE}/{publisher.record_key(T, 'd1')}"
+    # nor the prefix older publishers kept their record in, which the migration imports from
+    record = f"{BASE}/{STORE_RECORD_PREFIX}/tenant={T}/device=d1.json"
     assert s3_outcome(lambda: device_s3.put_object(Bucket=bucket, Key=record, Body=old)) == "AccessDenied"
     # what the tenant's devices need still works: read their document, upload a batch
     assert s3_outcome(lambda: device_s3.get_object(Bucket=bucket, Key=f"{BASE}/{desired_key(T, 'd1')}")) == (
@@ -79,4 +83,7 @@ def test_a_device_cannot_roll_a_peer_back(moto_iam) -> None:
     )
     assert seen.release == Release(version="2.0")
     # a fresh publisher process reads the same record
-    assert DesiredStatePublisher(store, signer).current(T, "d1") == doc
+    assert DesiredStatePublisher(store, signer, records=records).current(T, "d1") == doc
+    # the store holds no record of the publisher's at all: nothing there to replay or delete
+    assert not store.list("platform/").objects
+    assert records.get_many([(T, "d1")])[(T, "d1")].revision == 3
