@@ -49,7 +49,7 @@ from edgeplat.rollouts.decide import Decision, Observation, decide, in_window
 from edgeplat.rollouts.events import TERMINAL, Event, Kind, RolloutState, Status, created_event
 from edgeplat.rollouts.gates import GateReport, evaluate_phase
 from edgeplat.rollouts.plan import RolloutPlan, plan_on_lake, require_decidable
-from edgeplat.rollouts.platform_gate import platform_check, with_platform_check
+from edgeplat.rollouts.platform_gate import installer_check, platform_check, with_platform_check
 from edgeplat.rollouts.selection import Assignment
 from edgeplat.rollouts.spec import RolloutSpec
 from edgeplat.rollouts.store import RolloutStore
@@ -354,14 +354,16 @@ class Controller:
         window = s.gate_window_start
         if samples is not None and window is not None:
             report = evaluate_phase(s.spec, s.phase, samples, window)
-        if (
-            s.status != Status.ROLLING_BACK
-            and s.deployed_phase >= 0
-            and "platform_state" in w.targets.column_names
-        ):
-            # a device its platform reports broken on the release counts as failed (platform_gate)
-            check = platform_check(w.targets, w.sent_deploy, version)
-            report = with_platform_check(report, check, window)
+        if s.status != Status.ROLLING_BACK and s.deployed_phase >= 0:
+            # a device its platform or its installer reports broken on the release counts as
+            # failed (platform_gate)
+            if "platform_state" in w.targets.column_names:
+                report = with_platform_check(
+                    report, platform_check(w.targets, w.sent_deploy, version), window
+                )
+            report = with_platform_check(
+                report, installer_check(w.agent_updates, w.sent_deploy, version), window
+            )
         return Observation(frozenset(pending), since, report, s.phase)
 
     # ------------------------------------------------------------------ act

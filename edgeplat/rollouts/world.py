@@ -1,5 +1,6 @@
 """What one controller tick reads about one rollout: its target devices, what the rollout sent
-to whom and when, which version each device reports, and the phase the hash rule places it in.
+to whom and when, which version each device reports (and, for edge agents, their installers'
+latest step on the release), and the phase the hash rule places it in.
 
 ``assignments`` turns the same view into the ``rollout_assignments`` table: each target
 device's bucket, phase, and the release it should run now.
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from edgeplat.backends.base import DeviceRef
 from edgeplat.rollouts import cohorts
+from edgeplat.rollouts.agent_updates import UpdateFact, latest_updates
 from edgeplat.rollouts.events import Kind, RolloutState, desired_release
 from edgeplat.rollouts.selection import Assignment, assign_phases, rollout_salt
 from edgeplat.rollouts.store import RolloutStore
@@ -39,6 +41,8 @@ class World:
     sent_rollback: dict[str, datetime]
     sent_stage: dict[str, datetime]
     extra_refs: dict[str, DeviceRef]  # sent devices that have left the target
+    # edge agents' latest installer step about the release, "tenant/device" -> fact (agent_updates)
+    agent_updates: dict[str, UpdateFact] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     _assignment: Assignment | None = None
     _index: dict[str, int] | None = None
@@ -90,6 +94,11 @@ class World:
             for k in missing:
                 t, d = k.split("/", 1)
                 reported[k] = all_versions.get((t, d))
+        updates: dict[str, UpdateFact] = {}
+        if sent_deploy:
+            since = min(sent_deploy.values())
+            facts = latest_updates(con, s.spec.target.tenants, s.spec.release.version, since)
+            updates = {f"{t}/{d}": fact for (t, d), fact in facts.items()}
         return cls(
             rollout_id,
             targets,
@@ -103,6 +112,7 @@ class World:
             sent_rollback,
             sent_stage,
             extra,
+            updates,
         )
 
     def ref(self, key: str) -> DeviceRef:

@@ -82,6 +82,7 @@ class FleetDevice:
     next_upload: datetime | None = None
     report_due: bool = False  # applied a new desired state: report it at the next upload point
     identity: DeviceIdentity | None = None
+    update: tuple[str, str, str | None] | None = None  # installer step to report: (state, version, reason)
 
     @property
     def key(self) -> str:
@@ -102,7 +103,7 @@ class DemoFleet:
     """Devices that pull desired state from ``backend`` and report health through ``uplink`` (see module doc).
 
     ``upload_every``: minutes between a device's periodic uploads (``None``: every ``advance``).
-    ``set_release_profile(version, error_rate=..., crash_rate=..., cpu_pct=...)`` sets how a
+    ``set_release_profile(version, error_rate=..., crash_rate=..., cpu_pct=..., revert_rate=...)`` sets how a
     version behaves; unknown versions are healthy (1% errors).
     """
 
@@ -227,9 +228,20 @@ class DemoFleet:
             d.slot = doc.release.slot
         if version == d.version:
             return False
+        if doc.release is not None and self._reverts(d, version):
+            # the device's installer activated the release, failed its health check and
+            # switched back: it keeps running what it ran and reports the step
+            d.ran.add(version)
+            d.update = ("reverted", version, "health_check: exited 1")
+            return True
         d.version = version
         d.ran.add(version)
         return True
+
+    def _reverts(self, d: FleetDevice, version: str) -> bool:
+        """Whether ``d``'s installer gives ``version`` up (profile ``revert_rate``, by device hash)."""
+        rate = self.profiles.get(version, {}).get("revert_rate", 0.0)
+        return rate > 0 and zlib.crc32(f"{d.key}@{version}".encode()) / 2**32 < rate
 
     def _record(self, minutes: int) -> None:
         """Each device's health rows for the next ``minutes``, appended to its buffer."""
@@ -279,10 +291,15 @@ class DemoFleet:
                 pa.array(mem_mb),
                 pa.array(np.ones(n, dtype=np.int64)),
                 pa.array(queue.astype(np.int64)),
-                *(pa.nulls(n, pa.string()) for _ in ("update_state", "update_version", "update_reason")),
+                *(
+                    pa.array(np.repeat([d.update[j] if d.update else None for d in devs], k), pa.string())
+                    for j in range(3)  # update_state, update_version, update_reason
+                ),
             ],
             schema=HEALTH_SCHEMA,
         )
+        for d in devs:
+            d.update = None  # reported
         for i, d in enumerate(devs):
             d.buffer.append(table.slice(i * k, k))
 

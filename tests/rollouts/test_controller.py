@@ -90,6 +90,27 @@ def test_bad_release_is_rolled_back_in_phase_0_and_reaches_no_one_else(lake, bac
     assert_health_came_in_ledgered_batches(lake)
 
 
+def test_a_release_the_agents_installers_revert_is_rolled_back_on_their_report(
+    lake, backend, make_fleet
+) -> None:
+    """Healthy metrics, but half the canaries' installers fail the release's health check and
+    switch back: they keep reporting the old version, and the rollout rolls back on their
+    installer step (``agent_update``) instead of waiting out the 20-minute device timeout."""
+    fleet = make_fleet(devices=200)
+    fleet.set_release_profile("3.0.0", revert_rate=0.5)
+    fleet.advance(30)
+    ctl = Controller(RolloutStore(lake), backend)
+    rid = ctl.launch(sized_spec(), actor="alice", now=fleet.now)
+    launched = fleet.now
+    assert drive(ctl, fleet, rid) == Status.ROLLED_BACK
+    rollback = next(e for e in ctl.store.events(rid) if e.kind == Kind.ROLLBACK)
+    assert rollback.phase == 0 and "agent_update" in rollback.reason, rollback.reason
+    assert "health_check: exited 1" in rollback.reason
+    assert rollback.at - launched < timedelta(minutes=20)
+    sent = {r["device_id"] for r in ctl.store.sent(rid).to_pylist() if r["action"] == "deploy"}
+    assert len(sent) < 40  # phase 0 only
+
+
 @pytest.mark.slow
 def test_restart_at_every_point_of_a_promotion_and_a_rollback(lake, backend, make_fleet) -> None:
     """Crash before and after every action (the log then lacks the decision), restart, go on:
