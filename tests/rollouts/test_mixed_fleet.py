@@ -1,8 +1,15 @@
 """A mixed fleet in one rollout: edge agents (signed desired state), Greengrass core devices (behind
 the greengrassv2 double, IoT on moto) and IoT Edge devices (behind the IoT Hub double), each sent
-through its platform's backend by a ``RoutingBackend``, driven by the real ``Controller`` the way
-the promotion sensor drives it (``due_all``, then a step for each rollout with work), with what
-the platforms report folded in by a platform-observation pass before each step."""
+through its platform's backend by a ``RoutingBackend``, with what the platforms report folded in by
+a platform-observation pass before each step.
+
+The bad and the healthy release go through the real promotion sensor: ``rollout_promotion_sensor``
+is evaluated on a temporary Dagster instance and each ``advance_rollout`` run it requests is
+executed in process, on a ``FleetBackendResource(kinds="edge_agent,greengrass,azure_iot_edge")``
+aimed at the doubles. The controller's clock (``controller._now``, what the sensor and the op read
+when given no time) reads the fleet's simulated time, so a bake of 30 minutes passes in three steps.
+The outage case drives the ``Controller`` directly (``due_all``, then a step for each rollout with
+work): its backoff window lives in one ``RoutingBackend``, which each run would build anew."""
 
 from __future__ import annotations
 
@@ -11,7 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from edgeplat.backends.base import IotEdgeModule, ReleaseSpec
@@ -22,10 +31,20 @@ from edgeplat.backends.feedback_iot_edge import IotEdgeObserver
 from edgeplat.backends.greengrass import default_thing_name
 from edgeplat.backends.routing import RoutingBackend
 from edgeplat.lakehouse import Lakehouse
+from edgeplat.rollouts import controller as controller_module
 from edgeplat.rollouts.controller import Controller
 from edgeplat.rollouts.events import TERMINAL, Kind
 from edgeplat.rollouts.platform_feedback import observe_rollouts
 from edgeplat.rollouts.store import RolloutStore
+from pipelines.definitions import rollout_definitions
+from pipelines.jobs import ROLLOUT_TAG
+from pipelines.sensors.rollout_promotion import rollout_promotion_sensor
+from resources.backends import FleetBackendResource
+from resources.keys import PlatformSignerResource
+from resources.lakehouse import LakehouseResource
+from resources.object_store import ObjectStoreResource
+from tests.support.iothub_double import CONNECTION_STRING
+from tests.support.moto_server import MOTO_CREDENTIALS
 from tests.support.platform_devices import GreengrassDevices, IotEdgeDevices, MixedFleet
 from tests.support.platforms import COMPONENT, Platforms, running_platforms
 from tests.support.rollouts import sized_spec
@@ -44,6 +63,35 @@ class FakeClock:
         return self.t
 
 
+class PromotionSensor:
+    """The real promotion sensor on a temporary Dagster instance, bound to the test's lakehouse and a
+    fleet backend resource on the doubles; each ``advance_rollout`` run it requests runs in process."""
+
+    def __init__(self, instance: dg.DagsterInstance, resources: dict) -> None:
+        self.instance = instance
+        self.resources = resources
+        self.defs = rollout_definitions(resources)
+        self.cursor: str | None = None
+        self.advance_runs = 0
+
+    def tick(self) -> None:
+        with dg.build_sensor_context(
+            instance=self.instance, resources=self.resources, definitions=self.defs, cursor=self.cursor
+        ) as ctx:
+            result = rollout_promotion_sensor(ctx)
+        self.cursor = result.cursor
+        for added in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(added.partitions_def_name, list(added.partition_keys))
+        for request in result.run_requests or []:
+            if request.job_name != "advance_rollout":
+                continue  # refresh runs rebuild views of the log: not needed here, left out for speed
+            run = self.defs.resolve_job_def(request.job_name).execute_in_process(
+                run_config=request.run_config, instance=self.instance, tags=request.tags
+            )
+            assert run.success
+            self.advance_runs += 1
+
+
 @dataclass
 class Mixed:
     p: Platforms
@@ -56,9 +104,11 @@ class Mixed:
     edge_observer: IotEdgeObserver
     previous_gg: dict[str, str]  # thing -> component version before any rollout
     previous_image: dict[str, str]  # IoT Edge device -> image before any rollout
+    sensor: PromotionSensor | None = None  # None: the controller is driven directly
 
     def step(self, minutes: int = 10) -> None:
-        """Devices apply and report; the platforms are observed; the sensor's loop steps each rollout."""
+        """Devices apply and report; the platforms are observed; each rollout with work is stepped:
+        by the promotion sensor's runs, or by the sensor's loop on the test's controller."""
         self.fleet.advance(minutes)
         observe_rollouts(
             self.store,
@@ -66,6 +116,9 @@ class Mixed:
             iot_edge=self.edge_observer,
             budget=PassBudget(max_calls=2000),
         )
+        if self.sensor is not None:
+            self.sensor.tick()
+            return
         for r in self.ctl.due_all(self.fleet.now):
             if r.due:
                 self.ctl.tick(r.rollout_id, self.fleet.now)
@@ -78,24 +131,55 @@ class Mixed:
                 return status
         return str(self.store.state(rid).status)
 
+    def advance_runs(self, rid: str) -> int:
+        """The successful ``advance_rollout`` runs of ``rid`` the sensor's instance recorded."""
+        assert self.sensor is not None
+        runs = self.sensor.instance.get_runs(
+            filters=dg.RunsFilter(
+                job_name="advance_rollout", tags={ROLLOUT_TAG: rid}, statuses=[dg.DagsterRunStatus.SUCCESS]
+            )
+        )
+        assert len(runs) == self.sensor.advance_runs  # every run the sensor requested was for this rollout
+        return len(runs)
+
     def sent_platforms(self, rid: str, action: str) -> Counter:
         rows = self.store.sent(rid).to_pylist()
         return Counter(r["platform"] for r in rows if r["action"] == action)
+
+
+def fleet_backend_resource(tmp_path: Path, lake: Lakehouse, p: Platforms) -> FleetBackendResource:
+    """The three platforms behind one ``RoutingBackend``, configured as a deployment would be."""
+    lakehouse = LakehouseResource(catalog=lake.config.catalog, data_path=lake.config.data_path)
+    return FleetBackendResource(
+        kinds="edge_agent,greengrass,azure_iot_edge",
+        lakehouse=lakehouse,
+        object_store=ObjectStoreResource(url=str(tmp_path / "objects")),
+        platform_signer=PlatformSignerResource(path=str(tmp_path / "platform.pem"), create_if_missing=True),
+        iot_endpoint_url=p.iot.meta.endpoint_url,
+        greengrass_endpoint_url=p.gg.meta.endpoint_url,
+        iothub_connection_string=CONNECTION_STRING,
+        iothub_base_url=p.hub_backend.registry.protocol.config.base_url,
+    )
 
 
 @contextmanager
 def mixed_fleet(
     moto: str,
     lake: Lakehouse,
-    edge_backend: EdgeAgentBackend,
+    tmp_path: Path,
     *,
     devices: int,
     tenants: tuple[str, ...],
     failure_rate: dict[str, float],
     max_attempts: int = 4,
+    through_sensor: bool = True,
 ) -> Iterator[Mixed]:
-    with running_platforms(moto, max_attempts=max_attempts) as p:
+    with running_platforms(moto, max_attempts=max_attempts) as p, dg.instance_for_test() as instance:
         clock = FakeClock()
+        resource = fleet_backend_resource(tmp_path, lake, p)
+        # the devices read what the sensor's runs publish: the same store, index and platform key
+        edge_backend = resource.build("edge_agent")
+        assert isinstance(edge_backend, EdgeAgentBackend)
         routing = RoutingBackend([edge_backend, p.greengrass_backend(), p.hub_backend], clock=clock)
         gg_sim = GreengrassDevices(p, failure_rate)
         edge_sim = IotEdgeDevices(p, "app", failure_rate)
@@ -151,6 +235,10 @@ def mixed_fleet(
             previous_gg,
             previous_image,
         )
+        if through_sensor:
+            mixed.sensor = PromotionSensor(
+                instance, {"lakehouse": resource.lakehouse, "fleet_backend": resource}
+            )
         try:
             mixed.fleet.advance(10)  # every device settles on what its platform runs
             yield mixed
@@ -171,11 +259,27 @@ def release_spec(tenants: tuple[str, ...], **over):
     )
 
 
-def test_a_bad_release_is_rolled_back_on_all_three_platforms_in_its_first_phase(moto_server, lake, backend):
+@pytest.fixture
+def fleet_time(monkeypatch):
+    """Sets the AWS credentials the resource's boto3 clients read; returns a function that makes the
+    controller's clock read a fleet's simulated time whenever a caller (the sensor, the op) gives none."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", MOTO_CREDENTIALS["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", MOTO_CREDENTIALS["aws_secret_access_key"])
+
+    def use(fleet: MixedFleet) -> None:
+        monkeypatch.setattr(controller_module, "_now", lambda at: at if at is not None else fleet.now)
+
+    return use
+
+
+def test_a_bad_release_is_rolled_back_on_all_three_platforms_in_its_first_phase(
+    moto_server, lake, tmp_path, fleet_time
+):
     tenants = ("mx-bad-a", "mx-bad-b")
     with mixed_fleet(
-        moto_server, lake, backend, devices=300, tenants=tenants, failure_rate={"3.0.0": 0.4}
+        moto_server, lake, tmp_path, devices=300, tenants=tenants, failure_rate={"3.0.0": 0.4}
     ) as m:
+        fleet_time(m.fleet)
         m.fleet.set_release_profile("3.0.0", error_rate=0.06, crash_rate=0.2)
         assert Counter(d.platform for d in m.fleet.devices) == {p: 100 for p in PLATFORMS}
         rid = m.ctl.launch(release_spec(tenants), actor="test", now=m.fleet.now)
@@ -183,6 +287,7 @@ def test_a_bad_release_is_rolled_back_on_all_three_platforms_in_its_first_phase(
 
         state = m.store.state(rid)
         assert status == "rolled_back" and state.phase == 0
+        assert m.advance_runs(rid) >= 2  # the deploy and the rollback: each a run the sensor requested
         deployed = m.sent_platforms(rid, "deploy")
         assert set(deployed) == set(PLATFORMS) and sum(deployed.values()) < 60  # the first phase only
         assert m.sent_platforms(rid, "rollback") == deployed  # every platform's devices got the rollback
@@ -202,13 +307,15 @@ def test_a_bad_release_is_rolled_back_on_all_three_platforms_in_its_first_phase(
         assert m.fleet.running("3.0.0") == 0
 
 
-def test_a_healthy_release_completes_on_all_three_platforms(moto_server, lake, backend):
+def test_a_healthy_release_completes_on_all_three_platforms(moto_server, lake, tmp_path, fleet_time):
     tenants = ("mx-ok-a", "mx-ok-b")
-    with mixed_fleet(moto_server, lake, backend, devices=300, tenants=tenants, failure_rate={}) as m:
+    with mixed_fleet(moto_server, lake, tmp_path, devices=300, tenants=tenants, failure_rate={}) as m:
+        fleet_time(m.fleet)
         rid = m.ctl.launch(release_spec(tenants), actor="test", now=m.fleet.now)
         status = m.run(rid, steps=30)
 
         assert status == "completed"
+        assert m.advance_runs(rid) >= 3  # one run the sensor requested per phase at least
         assert m.sent_platforms(rid, "deploy") == {p: 100 for p in PLATFORMS}
         assert all(
             m.p.gg_double.installed[t][COMPONENT]["componentVersion"] == "3.0.0" for t in m.previous_gg
@@ -230,10 +337,17 @@ def test_a_healthy_release_completes_on_all_three_platforms(moto_server, lake, b
         assert states == {"greengrass": "RUNNING", "iot_edge": "running"}  # from the platforms, folded in
 
 
-def test_an_outage_on_one_platform_does_not_stall_the_others(moto_server, lake, backend):
+def test_an_outage_on_one_platform_does_not_stall_the_others(moto_server, lake, tmp_path):
     tenants = ("mx-out-a", "mx-out-b")
     with mixed_fleet(
-        moto_server, lake, backend, devices=90, tenants=tenants, failure_rate={}, max_attempts=2
+        moto_server,
+        lake,
+        tmp_path,
+        devices=90,
+        tenants=tenants,
+        failure_rate={},
+        max_attempts=2,
+        through_sensor=False,
     ) as m:
         spec = release_spec(tenants, strategy={"type": "canary", "phases": [{"percent": 100, "bake": "30m"}]})
         m.p.gg_double.outage = True
