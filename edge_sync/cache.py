@@ -200,11 +200,11 @@ class DeviceCache:
             hlc = self._clock.now()
             self._last_seq[stream] = seq
             buf.append(seq, hlc, ts, row)
-            if self.on_record is not None:
-                self.on_record(stream, seq, hlc, ts, row)
             self._buffered += 1
             if self._buffered == 1:
                 self._first_buffered = time.monotonic()
+            if self.on_record is not None:
+                self.on_record(stream, seq, hlc, ts, row)
             if (
                 stream in IMMEDIATE_STREAMS
                 or self._buffered >= self.durability.max_rows
