@@ -3,7 +3,7 @@
 The batch upload stays the record; this path only makes rows visible centrally within
 seconds while the device is online. ``offer`` is called from ``record()`` (the cache's
 ``on_record`` hook, under its lock) and must never block or slow it, so it only copies the
-row and appends a tuple to a bounded deque (a full one drops the row
+row and appends its fields to a bounded deque (a full one drops the row
 from the live path and counts it: the batch still carries it). A background thread wakes
 every ``poll_s``, takes what is pending, and publishes it as one message per stream and up
 to ``MAX_ROWS`` rows, signed once with the device key (:mod:`edge_sync.live_message`), at
@@ -29,6 +29,7 @@ from edge_sync.live_message import MAX_ROWS, TOPIC_ROOT, RowSigner, topic_for
 from edge_sync.private_files import read_private_bytes
 
 log = logging.getLogger(__name__)
+_FIELDS = 5  # a pending row's fields in the queue: stream, seq, hlc, ts_ms, row
 
 
 class LiveConfig(BaseModel):
@@ -99,9 +100,9 @@ class LivePublisher:
         self.streams = frozenset(config.streams) | (
             {"telemetry"} if config.telemetry_sample_every else frozenset()
         )
-        self._pending: deque[tuple[str, int, int, int, dict[str, Any]]] = deque()
+        self._pending: deque[Any] = deque()  # stream, seq, hlc, ts_ms, row; flat, _FIELDS per row
         self._telemetry_seen = 0
-        self._queue_size = config.queue_size
+        self._queue_fields = config.queue_size * _FIELDS
         self._dropped = 0  # rows the full queue turned away; offered = queued + published + dropped
         self._unsent = 0  # rows of messages that failed to encode or queue in paho
         self.counters = {"published": 0, "publish_errors": 0, "connects": 0}
@@ -153,8 +154,11 @@ class LivePublisher:
         """Queue one recorded row for publishing; never blocks, never raises.
 
         Called under the cache's lock on every record(), so it does the least it can: a
-        set lookup, a shallow copy (the caller may reuse its dict) and a deque append. No
-        encoding, no signing and no wake-up of the thread, which polls.
+        set lookup, a shallow copy (the caller may reuse its dict) and a deque extend by the
+        row's five fields. No encoding, no signing and no wake-up of the thread, which polls.
+        The fields go in flat rather than as a tuple per row: a queue of live tuples during a
+        burst made the garbage collector's passes, paid by the recording thread, cost more
+        than the rest of the offer (docs/decisions.md, "Live alerts over MQTT").
         """
         if stream not in self.streams:
             return
@@ -162,10 +166,11 @@ class LivePublisher:
             self._telemetry_seen += 1
             if self._telemetry_seen % self.config.telemetry_sample_every:
                 return
-        if len(self._pending) >= self._queue_size:
+        if len(self._pending) >= self._queue_fields:
             self._dropped += 1
             return
-        self._pending.append((stream, seq, hlc, ts_ms, dict(row)))  # deque.append is atomic
+        # one C call while holding the GIL, so the thread never sees part of a row
+        self._pending.extend((stream, seq, hlc, ts_ms, dict(row)))
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> LivePublisher:
@@ -190,7 +195,7 @@ class LivePublisher:
         self._client.loop_stop()
 
     def stats(self) -> dict[str, Any]:
-        queued = len(self._pending)
+        queued = len(self._pending) // _FIELDS
         return {
             **self.counters,
             "offered": queued + self.counters["published"] + self._dropped + self._unsent,
@@ -225,9 +230,10 @@ class LivePublisher:
         """
         by_stream: dict[str, list[tuple[int, int, int, dict[str, Any]]]] = {}
         pending = self._pending
-        for _ in range(min(self.config.rows_per_message, len(pending))):
-            stream, seq, hlc, ts_ms, row = pending.popleft()
-            by_stream.setdefault(stream, []).append((seq, hlc, ts_ms, row))
+        take = pending.popleft
+        for _ in range(min(self.config.rows_per_message, len(pending) // _FIELDS)):
+            stream = take()
+            by_stream.setdefault(stream, []).append((take(), take(), take(), take()))
         for stream, rows in by_stream.items():
             try:
                 payload = self._signer.sign(stream, rows)
