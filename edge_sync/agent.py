@@ -41,7 +41,6 @@ import pyarrow as pa
 
 from edge_sync.bandwidth import Backoff, BandwidthBudget
 from edge_sync.cache import DeviceCache, Durability
-from edge_sync.cache_rows import ts_to_ms
 from edge_sync.config import (
     AgentConfig,
     cache_key,
@@ -290,23 +289,15 @@ class DeviceAgent:
         self._vault: Any = None  # a VaultSession whose secret id the sync loop keeps fresh
         self._secret_id_checked: float | None = None
         self.live: LivePublisher | None = None  # see attach_live
-        self._live_lock = threading.Lock()
 
     # -- recording -----------------------------------------------------------------------
     def record(self, stream: str, row: dict[str, Any]) -> tuple[int, int]:
         """Record one row of ``stream`` (see ``DeviceCache.record``); works offline.
 
-        A stream the live path publishes is also offered to it, stamped exactly as cached.
+        A stream the live path publishes is also offered to it, stamped exactly as cached,
+        by the cache's ``on_record`` hook under its lock (so in recording order).
         """
-        live = self.live
-        if live is None or stream not in live.streams:
-            return self.cache.record(stream, row)
-        # a copy (the caller may reuse its dict), with the same ts in the cache and the message
-        row = {**row, "ts": self._wall_ms()} if row.get("ts") is None else dict(row)
-        with self._live_lock:  # offered in recording order: the central side refuses older seq/hlc
-            seq, hlc = self.cache.record(stream, row)
-            live.offer(stream, seq, hlc, ts_to_ms(row["ts"]), row)
-        return seq, hlc
+        return self.cache.record(stream, row)
 
     def record_batch(self, stream: str, table: pa.Table) -> tuple[int, int]:
         return self.cache.record_batch(stream, table)
@@ -359,6 +350,7 @@ class DeviceAgent:
     def attach_live(self, publisher: LivePublisher) -> LivePublisher:
         """Publish recorded rows live through ``publisher`` (started here, closed with the agent)."""
         self.live = publisher.start()
+        self.cache.on_record = publisher.offer
         return publisher
 
     def _refresh_store(self) -> None:
@@ -518,6 +510,7 @@ class DeviceAgent:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
         if self.live is not None:
+            self.cache.on_record = None
             self.live.close()
             self.live = None
         self.cache.close()

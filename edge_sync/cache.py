@@ -115,6 +115,8 @@ class DeviceCache:
         self._lock = threading.RLock()
         self._timer: threading.Timer | None = None
         self._closed = False
+        # called under the lock with each single-row record, stamped as cached (the live path)
+        self.on_record: Callable[[str, int, int, int, dict[str, Any]], None] | None = None
         self._store = CacheStore(path, key, tenant_id, device_id)
         self.path = self._store.path
         try:
@@ -201,6 +203,8 @@ class DeviceCache:
             self._buffered += 1
             if self._buffered == 1:
                 self._first_buffered = time.monotonic()
+            if self.on_record is not None:
+                self.on_record(stream, seq, hlc, ts, row)
             if (
                 stream in IMMEDIATE_STREAMS
                 or self._buffered >= self.durability.max_rows

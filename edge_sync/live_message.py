@@ -48,19 +48,39 @@ def sign_rows(
     A row dict may hold keys beyond the payload columns (``ts``); the central side reads
     only the stream's payload columns.
     """
-    body = json.dumps(
-        {
-            "v": VERSION,
-            "tenant_id": identity.tenant_id,
-            "device_id": identity.device_id,
-            "stream": stream,
-            "key_id": identity.key_id,
-            "rows": rows,
-        },
-        separators=(",", ":"),
-        default=str,
-    ).encode()
-    return identity.sign(body) + body
+    return RowSigner(identity).sign(stream, rows)
+
+
+class RowSigner:
+    """Signs messages of one device, with each stream's fixed JSON head encoded once.
+
+    The head (version, tenant, device, stream, key id) is the same in every message of a
+    stream, so only the rows are encoded per message; the bytes equal ``json.dumps`` of the
+    whole document with compact separators.
+    """
+
+    def __init__(self, identity: DeviceIdentity) -> None:
+        self._identity = identity
+        self._heads: dict[str, bytes] = {}
+        self._encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+    def _head(self, stream: str) -> bytes:
+        head = self._heads.get(stream)
+        if head is None:
+            identity = self._identity
+            doc = {
+                "v": VERSION,
+                "tenant_id": identity.tenant_id,
+                "device_id": identity.device_id,
+                "stream": stream,
+                "key_id": identity.key_id,
+            }
+            head = self._heads[stream] = json.dumps(doc, separators=(",", ":")).encode()[:-1] + b',"rows":'
+        return head
+
+    def sign(self, stream: str, rows: list[tuple[int, int, int, dict[str, Any]]]) -> bytes:
+        body = self._head(stream) + self._encode(rows).encode() + b"}"
+        return self._identity.sign(body) + body
 
 
 def sign_row(

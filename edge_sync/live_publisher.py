@@ -1,8 +1,9 @@
 """The live path on the device: recorded alerts and health (optionally sampled telemetry) over MQTT.
 
 The batch upload stays the record; this path only makes rows visible centrally within
-seconds while the device is online. ``offer`` is called from ``record()`` and must never
-block or slow it, so it only appends a tuple to a bounded deque (a full one drops the row
+seconds while the device is online. ``offer`` is called from ``record()`` (the cache's
+``on_record`` hook, under its lock) and must never block or slow it, so it only copies the
+row and appends its fields to a bounded deque (a full one drops the row
 from the live path and counts it: the batch still carries it). A background thread wakes
 every ``poll_s``, takes what is pending, and publishes it as one message per stream and up
 to ``MAX_ROWS`` rows, signed once with the device key (:mod:`edge_sync.live_message`), at
@@ -24,10 +25,11 @@ import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_sync.identity import DeviceIdentity
-from edge_sync.live_message import MAX_ROWS, TOPIC_ROOT, sign_rows, topic_for
+from edge_sync.live_message import MAX_ROWS, TOPIC_ROOT, RowSigner, topic_for
 from edge_sync.private_files import read_private_bytes
 
 log = logging.getLogger(__name__)
+_FIELDS = 5  # a pending row's fields in the queue: stream, seq, hlc, ts_ms, row
 
 
 class LiveConfig(BaseModel):
@@ -48,7 +50,7 @@ class LiveConfig(BaseModel):
     telemetry_sample_every: int = Field(default=0, ge=0)  # 0: no telemetry; n: every n-th row
     queue_size: int = Field(default=10_000, ge=1)
     poll_s: float = Field(default=0.02, gt=0, le=5)  # how often pending rows are published
-    rows_per_message: int = Field(default=200, ge=1, le=MAX_ROWS)
+    rows_per_message: int = Field(default=500, ge=1, le=MAX_ROWS)
     keepalive_s: int = Field(default=30, ge=5)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     tls: bool = False
@@ -92,26 +94,37 @@ class LivePublisher:
         login: tuple[str, str] | None = None,
     ) -> None:
         """``login`` (username, password) overrides the config's (a Vault-rendered one)."""
-        self.identity = identity
         self.config = config
         self._login = login
+        self.identity = identity
         self.streams = frozenset(config.streams) | (
             {"telemetry"} if config.telemetry_sample_every else frozenset()
         )
-        self._pending: deque[tuple[str, int, int, int, dict[str, Any]]] = deque()
+        self._pending: deque[Any] = deque()  # stream, seq, hlc, ts_ms, row; flat, _FIELDS per row
         self._telemetry_seen = 0
-        self.counters = {
-            "offered": 0,
-            "published": 0,
-            "dropped_queue_full": 0,
-            "publish_errors": 0,
-            "connects": 0,
-        }
+        self._queue_fields = config.queue_size * _FIELDS
+        self._dropped = 0  # rows the full queue turned away; offered = queued + published + dropped
+        self._unsent = 0  # rows of messages that failed to encode or queue in paho
+        self.counters = {"published": 0, "publish_errors": 0, "connects": 0}
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._client = client or self._build_client()
         self._thread = threading.Thread(target=self._run, name="edge-sync-live", daemon=True)
         self._started = False
+
+    @property
+    def identity(self) -> DeviceIdentity:
+        return self._identity
+
+    @identity.setter
+    def identity(self, identity: DeviceIdentity) -> None:
+        """The signer and the topics follow the identity (built once, not per message)."""
+        self._identity = identity
+        self._signer = RowSigner(identity)
+        self._topics = {
+            s: topic_for(identity.tenant_id, identity.device_id, s, self.config.topic_root)
+            for s in ("alerts", "health", "logs", "telemetry")
+        }
 
     def _build_client(self) -> mqtt.Client:
         cfg = self.config
@@ -138,18 +151,26 @@ class LivePublisher:
 
     # -- called from record() ------------------------------------------------------------
     def offer(self, stream: str, seq: int, hlc: int, ts_ms: int, row: dict[str, Any]) -> None:
-        """Queue one recorded row for publishing; never blocks, never raises."""
+        """Queue one recorded row for publishing; never blocks, never raises.
+
+        Called under the cache's lock on every record(), so it does the least it can: a
+        set lookup, a shallow copy (the caller may reuse its dict) and a deque extend by the
+        row's five fields. No encoding, no signing and no wake-up of the thread, which polls.
+        The fields go in flat rather than as a tuple per row: a queue of live tuples during a
+        burst made the garbage collector's passes, paid by the recording thread, cost more
+        than the rest of the offer (docs/decisions.md, "Live alerts over MQTT").
+        """
         if stream not in self.streams:
             return
         if stream == "telemetry":
             self._telemetry_seen += 1
             if self._telemetry_seen % self.config.telemetry_sample_every:
                 return
-        self.counters["offered"] += 1
-        if len(self._pending) >= self.config.queue_size:
-            self.counters["dropped_queue_full"] += 1
+        if len(self._pending) >= self._queue_fields:
+            self._dropped += 1
             return
-        self._pending.append((stream, seq, hlc, ts_ms, row))  # deque.append is atomic
+        # one C call while holding the GIL, so the thread never sees part of a row
+        self._pending.extend((stream, seq, hlc, ts_ms, dict(row)))
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> LivePublisher:
@@ -174,7 +195,14 @@ class LivePublisher:
         self._client.loop_stop()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counters, "queued": len(self._pending), "connected": self._connected.is_set()}
+        queued = len(self._pending) // _FIELDS
+        return {
+            **self.counters,
+            "offered": queued + self.counters["published"] + self._dropped + self._unsent,
+            "dropped_queue_full": self._dropped,
+            "queued": queued,
+            "connected": self._connected.is_set(),
+        }
 
     # -- the background thread -----------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -202,21 +230,21 @@ class LivePublisher:
         """
         by_stream: dict[str, list[tuple[int, int, int, dict[str, Any]]]] = {}
         pending = self._pending
-        for _ in range(min(self.config.rows_per_message, len(pending))):
-            stream, seq, hlc, ts_ms, row = pending.popleft()
-            by_stream.setdefault(stream, []).append((seq, hlc, ts_ms, row))
+        take = pending.popleft
+        for _ in range(min(self.config.rows_per_message, len(pending) // _FIELDS)):
+            stream = take()
+            by_stream.setdefault(stream, []).append((take(), take(), take(), take()))
         for stream, rows in by_stream.items():
             try:
-                payload = sign_rows(self.identity, stream, rows)
-                topic = topic_for(
-                    self.identity.tenant_id, self.identity.device_id, stream, self.config.topic_root
-                )
-                info = self._client.publish(topic, payload, qos=1)
+                payload = self._signer.sign(stream, rows)
+                info = self._client.publish(self._topics[stream], payload, qos=1)
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
                     self.counters["published"] += len(rows)
                 else:  # paho keeps a QoS 1 message it could not send and resends it on reconnect
                     self.counters["publish_errors"] += 1
+                    self._unsent += len(rows)
             except Exception:  # rows the signer cannot encode must not stop the thread
                 self.counters["publish_errors"] += 1
+                self._unsent += len(rows)
                 log.exception("live publish of %d %s rows failed", len(rows), stream)
             time.sleep(0)

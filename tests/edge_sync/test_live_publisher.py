@@ -3,13 +3,15 @@ counter (the batch still carries every row), and the [live] section of device.to
 
 from __future__ import annotations
 
+import json
 import tomllib
 
 import pytest
 
 from edge_sync.config import ConfigError, parse_config
+from edge_sync.identity import SIGNATURE_BYTES, DeviceIdentity
 from edge_sync.keys import LocalKeyring
-from edge_sync.live_message import LiveMessageError, parse, sign_row, topic_for, verify
+from edge_sync.live_message import VERSION, LiveMessageError, RowSigner, parse, sign_row, topic_for, verify
 from edge_sync.live_publisher import LiveConfig, LivePublisher
 from tests.support.device import agent_on
 from tests.support.processes import HOST, free_port
@@ -80,3 +82,37 @@ keyring_dir = "keys"
     assert cfg.live.ca_path == tmp_path / "ca.pem"
     with pytest.raises(ConfigError, match="live.streams"):
         parse_config(tomllib.loads(base + '[live]\nhost = "b"\nstreams = ["state"]\n'), base=tmp_path)
+
+
+def test_offered_rows_are_snapshots_stamped_as_cached(tmp_path) -> None:
+    agent, identity = agent_on(tmp_path, "t1", "d1", LocalKeyring(tmp_path / "keys"))
+    with agent:
+        live = agent.attach_live(LivePublisher(identity, LiveConfig(host=HOST, port=free_port())))
+        row = {"heartbeat": 1, "ts": 1_700_000_000_000}
+        first = agent.record("health", row)
+        row["heartbeat"] = 2  # the caller reuses its dict
+        second = agent.record("health", row)
+        queued = list(live._pending)
+    rows = [queued[i : i + 5] for i in range(0, len(queued), 5)]
+    assert [(s, seq, hlc, ts, r["heartbeat"]) for s, seq, hlc, ts, r in rows] == [
+        ("health", *first, 1_700_000_000_000, 1),
+        ("health", *second, 1_700_000_000_000, 2),
+    ]
+
+
+def test_the_signer_encodes_the_same_bytes_as_the_whole_document(tmp_path) -> None:
+    identity = DeviceIdentity.generate("t1", "d1")
+    rows = [(1, 1 << 16, 5, {"severity": "critical", "code": "x", "message": "é"})]
+    payload = RowSigner(identity).sign("alerts", rows)
+    whole = {
+        "v": VERSION,
+        "tenant_id": "t1",
+        "device_id": "d1",
+        "stream": "alerts",
+        "key_id": identity.key_id,
+        "rows": rows,
+    }
+    assert payload[SIGNATURE_BYTES:] == json.dumps(whole, separators=(",", ":")).encode()
+    message = parse(topic_for("t1", "d1", "alerts"), payload)
+    verify(message, [(identity.key_id, identity.public_key_bytes())])
+    assert message.rows[0].row["message"] == "é"
