@@ -21,15 +21,17 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import dumps
+from cli.common import CliError, dumps
 from cli.demo import fleet_sync
-from cli.demo.production import production_environment, simulation_parts
-from cli.demo.rollouts import run_rollouts
+from cli.demo.production import device_key_service, production_environment, simulation_parts
+from cli.demo.rollouts import DEMO_DEVICES, run_rollouts
 from cli.environment import instance, lakehouse
 from cli.runs import run_main_job
 from edgeplat.fleet import fleet_status
 from edgeplat.settings import paths
 from pipelines.resources import resources_for
+
+MIN_ROLLOUT_DEVICES = 100
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,12 +47,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--production",
         action="store_true",
         help="run on the production stack (PostgreSQL, S3, Vault) with local stand-ins it starts and stops: "
-        "PostgreSQL at 127.0.0.1:5432, a moto S3 server, an OpenBao dev server (the rollouts are skipped)",
+        "PostgreSQL at 127.0.0.1:5432, a moto S3 server, an OpenBao dev server",
+    )
+    p.add_argument(
+        "--rollout-devices",
+        type=int,
+        default=DEMO_DEVICES,
+        metavar="N",
+        help=f"devices of the rollouts' fleet (default {DEMO_DEVICES:,}, at least {MIN_ROLLOUT_DEVICES}; "
+        "a smaller fleet is faster and gets a floor of 15 canaries in the 1%% phase)",
     )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    devices = getattr(args, "rollout_devices", DEMO_DEVICES)
+    if devices < MIN_ROLLOUT_DEVICES:
+        raise CliError(
+            f"--rollout-devices {devices} is too few: the gates need 15 canaries and 15 baseline devices; "
+            f"give at least {MIN_ROLLOUT_DEVICES} (default {DEMO_DEVICES})"
+        )
     if getattr(args, "production", False):
         with production_environment(paths().home, fleet_sync.FLEET):
             return _run(args, production=True)
@@ -77,8 +93,12 @@ def _run(args: argparse.Namespace, *, production: bool = False) -> int:
     tenants = {r["tenant_id"] for r in truth["streams"]}
     step("running the main job 'sync_fleet' (ingest, merge, reconcile)")
     sync = run_main_job()
-    # the rollouts' fleet is not wired to the production stand-ins yet (see docs/architecture.md)
-    rollouts = [] if args.skip_rollouts or production else run_rollouts(step)
+    rollouts = []
+    if not args.skip_rollouts:
+        devices = getattr(args, "rollout_devices", DEMO_DEVICES)
+        rollouts = run_rollouts(
+            step, devices=devices, device_key_service=device_key_service() if production else None
+        )
     with lake.session(read_only=True) as con:
         status = fleet_status(con).as_dict()
     inst = instance()

@@ -9,9 +9,9 @@ tenants' transit keys and the central AppRole. It then sets the production setti
 (``EDGEPLAT_ENV=production`` and the variables ``pipelines/resources.py`` lists) and runs the
 demo. Each stand-in is stopped by its process id, the database dropped, when the demo ends.
 
-Stand-in shortcuts, which the field does not take: the simulated devices wrap their data keys
-with the dev server's root token (each real device logs in with its own AppRole), and S3
-takes any access key.
+Stand-in shortcuts, which the field does not take: the simulated devices (the sync fleet's and
+the rollouts' 2,000) wrap their data keys with the dev server's root token (each real device
+logs in with its own AppRole; the central AppRole may only decrypt), and S3 takes any access key.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from edgeplat.lakehouse import Lakehouse
 from edgeplat.simulator import SimulationConfig
 from edgeplat.simulator.fleet import build_fleet
 
+# the rollout demo's fleet (DemoFleet's tenants): their transit keys exist before it uploads
+ROLLOUT_TENANTS = ("acme", "globex")
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 S3_KEY = "edgeplat-demo"  # moto accepts any key; the settings still travel as secrets would
 INSTANCE_YAML = """\
@@ -219,7 +221,9 @@ def stand_ins(home: Path, tenants: list[str]) -> Iterator[dict[str, str]]:
 @contextmanager
 def production_environment(home: Path, fleet: dict[str, Any]) -> Iterator[None]:
     """The stand-ins running and their settings in this process's environment (restored afterwards)."""
-    tenants = sorted({d.tenant_id for d in build_fleet(SimulationConfig(**fleet, start_ms=0))})
+    tenants = sorted(
+        {d.tenant_id for d in build_fleet(SimulationConfig(**fleet, start_ms=0))} | set(ROLLOUT_TENANTS)
+    )
     saved = dict(os.environ)
     try:
         with stand_ins(home, tenants) as settings:
@@ -234,12 +238,21 @@ def production_environment(home: Path, fleet: dict[str, Any]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def device_key_service() -> VaultTransitKeyService:
+    """STAND-IN: the simulated devices' key service, on the dev server's root token.
+
+    A real device logs in with its own AppRole, whose policy lets it wrap data keys for its
+    tenant; the simulated fleets share the root token instead (the central AppRole the
+    platform runs with may only decrypt, so it cannot stand in for the devices)."""
+    client = hvac.Client(url=os.environ["EDGEPLAT_VAULT_ADDR"], token=os.environ["EDGEPLAT_DEMO_VAULT_TOKEN"])
+    return VaultTransitKeyService(client)
+
+
 def simulation_parts(lake: Lakehouse, store: Any) -> dict[str, Any]:
     """The simulator's parts on the production stack (``simulate`` keywords)."""
-    client = hvac.Client(url=os.environ["EDGEPLAT_VAULT_ADDR"], token=os.environ["EDGEPLAT_DEMO_VAULT_TOKEN"])
     return {
         "store": store,
-        "keyring": VaultTransitKeyService(client),
+        "keyring": device_key_service(),
         "registry": LakehouseDeviceRegistry(lake),
         "signer": PlatformSigner.load(os.environ["EDGEPLAT_PLATFORM_KEY"]),
         "desired_records": LakehouseDesiredRecords(lake),

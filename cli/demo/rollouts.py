@@ -18,10 +18,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+
 from assets.sync.common import sync_env
 from cli.environment import instance, lakehouse
 from cli.rollout import approve as cli_approve
 from cli.runs import run_partition
+from edge_sync.keys import KeyService
 from edgeplat.backends.edge_agent import EdgeAgentBackend
 from edgeplat.lakehouse import Lakehouse
 from edgeplat.rollouts.controller import Controller
@@ -40,6 +43,7 @@ from pipelines.resources import resources_for
 # verify and ingest, and the demo compresses hours of a large fleet into minutes: the cadence
 # bounds how many batches that takes.
 UPLOAD_EVERY = 120
+DEMO_DEVICES = 2000  # the demo gates need 15 canaries in the 1% phase (10 per tenant here)
 
 
 # ---------------------------------------------------------------------- the demo
@@ -53,11 +57,15 @@ def demo_spec(
     percents: tuple[float, ...] = (1, 10, 50, 100),
     min_devices: int = 15,
     bake: str = "1h",
+    first_phase_min_devices: int | None = None,
 ) -> RolloutSpec:
-    """A canary spec for the demo fleet (tenants acme and globex, both platforms)."""
+    """A canary spec for the demo fleet (tenants acme and globex, both platforms).
+    ``first_phase_min_devices``: a floor on phase 0's canaries, for fleets too small for 1% to hold enough."""
     phases = []
     for i, p in enumerate(percents):
         ph: dict[str, Any] = {"percent": p, "bake": bake}
+        if i == 0 and first_phase_min_devices:
+            ph["min_devices"] = first_phase_min_devices
         if manual_at == i:
             ph["approval"] = "manual"
         phases.append(ph)
@@ -144,16 +152,22 @@ def run_rollout_demo(
     on_launch: Callable[[str], None] | None = None,
     upload_every: int | None = UPLOAD_EVERY,
     batch_workers: int = 0,
+    device_key_service: KeyService | None = None,
 ) -> dict[str, Any]:
     """Run the bad and the good rollout on a demo fleet; returns ``{"fleet": ..., "rollouts": [...]}``.
 
     ``sync_env``: the devices report through batches and this env's ingest (the demo); without
     it their rows go straight into the lakehouse (the tests' fast path, see ``DirectUplink``).
-    ``on_launch(rollout_id)`` runs right after each launch (e.g. to register the Dagster partition)."""
+    ``on_launch(rollout_id)`` runs right after each launch (e.g. to register the Dagster partition).
+    ``device_key_service``: what the devices wrap their data keys with (default: ``sync_env``'s)."""
     lake.ensure_schema()
     store = RolloutStore(lake)
     ctl = Controller(store, backend)
-    uplink = None if sync_env is None else BatchUplink(sync_env, workers=batch_workers)
+    uplink = (
+        None
+        if sync_env is None
+        else BatchUplink(sync_env, workers=batch_workers, key_service=device_key_service)
+    )
     fleet = DemoFleet(lake, backend, uplink, devices=devices, upload_every=upload_every)
     try:
         fleet.set_release_profile("2.2.0", error_rate=0.03)  # 3x the baseline's 1%
@@ -161,7 +175,7 @@ def run_rollout_demo(
         fleet.advance(60)  # an hour of baseline health before anything ships
         out = []
         with store.session():  # one lakehouse connection for every tick of the demo
-            for spec, manual in _DEMO_ROLLOUTS:
+            for spec, manual in demo_rollouts(devices):
                 out.append(
                     _run_one(
                         ctl,
@@ -192,10 +206,15 @@ def run_rollout_demo(
     return {"fleet": info, "rollouts": out}
 
 
-_DEMO_ROLLOUTS = (
-    (demo_spec("inference-2-2-0", "2.2.0"), False),
-    (demo_spec("inference-2-1-0", "2.1.0", manual_at=2), True),
-)
+def demo_rollouts(devices: int) -> tuple[tuple[RolloutSpec, bool], ...]:
+    """The bad and the good rollout's specs (with whether to approve by hand). A fleet smaller
+    than the demo's (tests) gives phase 0 a floor of the gates' 15 devices, so the gates can
+    still reach a verdict there; the full fleet's 1% already holds 20."""
+    floor = 15 if devices < DEMO_DEVICES else None
+    return (
+        (demo_spec("inference-2-2-0", "2.2.0", first_phase_min_devices=floor), False),
+        (demo_spec("inference-2-1-0", "2.1.0", manual_at=2, first_phase_min_devices=floor), True),
+    )
 
 
 def _run_one(
@@ -260,49 +279,64 @@ def _run_one(
     ).as_dict()
 
 
-def run_demo_in_home(*, devices: int = 2000, on_tick: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_demo_in_home(
+    *,
+    devices: int = DEMO_DEVICES,
+    on_tick: Callable[[str], None] | None = None,
+    device_key_service: KeyService | None = None,
+) -> dict[str, Any]:
     """The demo on the code location's own lakehouse, backend and Dagster instance (``edgeplat demo``).
 
     Keep ``devices`` at 2,000 or more: the demo gates need 15 canaries in the 1% phase.
+    ``device_key_service``: the simulated devices' key service where the central one may only
+    decrypt (the production demo's stand-in, see ``cli.demo.production.device_key_service``).
     """
     lake = lakehouse()
-    res = resources_for()
-    backend = res["fleet_backend"].get()
-    # the SyncEnv the sync job builds from the same resources: store, key service, device registry
-    env = sync_env(res["lakehouse"], res["object_store"], res["key_service"], res["device_registry"])
+    wanted = ("fleet_backend", "lakehouse", "object_store", "key_service", "device_registry")
+    # resolved as a run resolves them: production settings arrive through dg.EnvVar
+    with dg.build_resources({k: r for k, r in resources_for().items() if k in wanted}) as res:
+        backend = res.fleet_backend.get()
+        # the SyncEnv the sync job builds from the same resources: store, key service, device registry
+        env = sync_env(res.lakehouse, res.object_store, res.key_service, res.device_registry)
 
-    def approve(rid: str, phase: int, who: str, why: str, at: datetime) -> None:
-        cli_approve(rid, who, why, phase, at.isoformat())
+        def approve(rid: str, phase: int, who: str, why: str, at: datetime) -> None:
+            cli_approve(rid, who, why, phase, at.isoformat())
 
-    inst = instance()
-    out = run_rollout_demo(
-        lake,
-        backend,
-        sync_env=env,
-        devices=devices,
-        approve=approve,
-        on_tick=on_tick,
-        plots_dir=paths().plots,
-        batch_workers=2,
-        on_launch=lambda rid: inst.add_dynamic_partitions("rollouts", [rid]),
-    )
+        inst = instance()
+        out = run_rollout_demo(
+            lake,
+            backend,
+            sync_env=env,
+            devices=devices,
+            approve=approve,
+            on_tick=on_tick,
+            plots_dir=paths().plots,
+            batch_workers=2,
+            device_key_service=device_key_service,
+            on_launch=lambda rid: inst.add_dynamic_partitions("rollouts", [rid]),
+        )
     for r in out["rollouts"]:  # materialize each rollout's assets and gate checks so the UI shows them
         r["refresh_run_id"] = run_partition("rollout_refresh", r["rollout_id"])
     out["fleet"]["approval_path"] = "edgeplat rollout approve (approve_phase job)"
     return out
 
 
-def run_rollouts(say: Callable[[str], None]) -> list[dict[str, Any]]:
+def run_rollouts(
+    say: Callable[[str], None], *, devices: int = DEMO_DEVICES, device_key_service: KeyService | None = None
+) -> list[dict[str, Any]]:
     """The two demo rollouts, once per state directory; later calls show the saved outcome."""
     marker = paths().home / "demo" / "rollouts.json"
     if marker.exists():
         say(f"rollouts already ran in this state directory ({marker}); showing their outcome")
         return json.loads(marker.read_text())
     say(
-        "rolling out a bad release (3x error rate) and a good one on 2,000 simulated devices "
+        f"rolling out a bad release (3x error rate) and a good one on {devices:,} simulated devices "
         "reporting through signed batches and the ingest"
     )
-    out = run_demo_in_home(devices=2000)["rollouts"]
+    out = run_demo_in_home(devices=devices, device_key_service=device_key_service)["rollouts"]
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(out, default=str))
     return out
+
+
+_DEMO_ROLLOUTS = demo_rollouts(DEMO_DEVICES)

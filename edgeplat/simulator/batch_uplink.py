@@ -12,7 +12,9 @@ agree with the devices' HLCs.
 
 Cost: a batch takes a few milliseconds to write and as much to verify and decode, so the
 fleet bounds their number (one per device and upload, see ``DemoFleet.upload_every``).
-``workers`` > 1 writes batches in that many threads.
+``workers`` > 1 writes batches in that many threads. ``key_service``: the devices' side of the
+key service (wraps data keys) where it differs from the central one in ``SyncEnv`` (which in
+production may only decrypt); default ``SyncEnv.key_service``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pyarrow as pa
 
 from edge_sync.batch import EncodedBatch, write_batch
 from edge_sync.identity import DeviceIdentity, DeviceRegistry
+from edge_sync.keys import KeyService
 from edge_sync.objectstore import LocalObjectStore
 from edgeplat.lakehouse import retried
 from edgeplat.simulator.rollout_fleet import FleetDevice, epoch_ms, register_devices
@@ -52,9 +55,10 @@ class DemoIngestError(RuntimeError):
 class BatchUplink:
     """Uploads through batches and the central ingest (see module doc)."""
 
-    def __init__(self, env: SyncEnv, *, workers: int = 0) -> None:
+    def __init__(self, env: SyncEnv, *, workers: int = 0, key_service: KeyService | None = None) -> None:
         self.env = env
         self.workers = workers
+        self.key_service = env.key_service if key_service is None else key_service
         # The devices' side of the store: the same objects; locally without fsync, as the
         # simulator's devices upload (a demo tests the protocol, not the disk, and fsync per batch is slow).
         store = env.store
@@ -86,7 +90,7 @@ class BatchUplink:
             tenant_id=d.tenant_id,
             device_id=d.device_id,
             stream="health",
-            key_service=self.env.key_service,
+            key_service=self.key_service,
             identity=d.identity,
             created_ms=created_ms,
         )
