@@ -15,15 +15,8 @@ all"). Every run must store exactly the unique rows, checked before a figure is 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from bench.harness import Result
@@ -31,57 +24,20 @@ from edge_sync.objectstore_s3 import S3ObjectStore
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig, S3Settings
 from edgeplat.simulator.tenant_batches import write_tenant_batches
 from edgeplat.sync.tenant_workers import IngestWorkerSpec, ingest_tenants
+from tests.support.moto_server import MOTO_CREDENTIALS, running_moto_server
+from tests.support.postgres import PG_DSN, fresh_schema
 
-PG_DSN = os.environ.get("EDGEPLAT_TEST_PG_DSN", "dbname=test host=127.0.0.1 port=5432 user=postgres")
-CREDS = {"access_key_id": "bench", "secret_access_key": "bench"}  # moto accepts any
+CREDS = {
+    "access_key_id": MOTO_CREDENTIALS["aws_access_key_id"],
+    "secret_access_key": MOTO_CREDENTIALS["aws_secret_access_key"],
+}
 WORKERS = (1, 2, 4)
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextmanager
-def pg_schema() -> Iterator[str]:
-    import psycopg2
-
-    conn = psycopg2.connect(PG_DSN, connect_timeout=3)
-    conn.autocommit = True
-    schema = f"edgeplat_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        yield schema
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        conn.close()
 
 
 def run(quick: bool) -> list[Result]:
     devices, rows = (6, 1_200) if quick else (25, 3_600)
     results = []
-    with tempfile.TemporaryDirectory(prefix="bench-tenants-") as tmp, moto_server() as endpoint:
+    with tempfile.TemporaryDirectory(prefix="bench-tenants-") as tmp, running_moto_server() as endpoint:
         import boto3
 
         bucket = f"bench-{uuid.uuid4().hex[:10]}"
@@ -98,7 +54,7 @@ def run(quick: bool) -> list[Result]:
         )
         per_second: dict[int, float] = {}
         for workers in WORKERS:
-            with pg_schema() as schema:
+            with fresh_schema("edgeplat_bench") as schema:
                 lake_config = LakehouseConfig(
                     catalog=f"postgres:{PG_DSN}",
                     data_path=f"s3://{bucket}/lake-{workers}/",

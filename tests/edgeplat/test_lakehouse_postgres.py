@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -14,31 +12,15 @@ from edgeplat.lakehouse import Lakehouse, LakehouseConfig, S3Settings
 from edgeplat.lakehouse_schema import TABLES, utc_day
 from tests.support.lake import ingest_rows
 from tests.support.moto_server import moto_client
-from tests.support.services import require_service
-
-PG_DSN = os.environ.get("EDGEPLAT_TEST_PG_DSN", "dbname=test host=127.0.0.1 port=5432 user=postgres")
+from tests.support.postgres import PG_DSN, fresh_schema
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    try:
-        import psycopg2
-    except ImportError as exc:
-        require_service("PostgreSQL", f"its driver psycopg2 does not import ({exc})")
-    try:
-        conn = psycopg2.connect(PG_DSN, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        require_service("PostgreSQL", f"nothing answers at '{PG_DSN}': {exc}")
-    conn.autocommit = True
-    schema = f"edgeplat_test_{uuid.uuid4().hex[:12]}"
-    try:
+    with fresh_schema() as schema:
         yield schema
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        conn.close()
 
 
 @pytest.fixture
