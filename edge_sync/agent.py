@@ -45,6 +45,7 @@ from edge_sync.config import (
     AgentConfig,
     cache_key,
     device_identity,
+    iot_store,
     key_service,
     load_public_key,
     state_rules,
@@ -118,6 +119,8 @@ class DeviceAgent:
                     vault, config.tenant_id, config.object_store.runtime_dir, config.object_store.options
                 )
                 store = store_source.initial()
+            elif config.object_store.credentials == "iot":
+                store = iot_store(config)
             else:
                 store = from_url(config.object_store.url, **config.object_store.options)
             budget = BandwidthBudget(

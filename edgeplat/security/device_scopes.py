@@ -38,10 +38,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
-from edge_sync.ids import validate_id
+from edge_sync.ids import THING_NAME_PATTERN, validate_id
 from edge_sync.vault_admin import lower_case_name
 from edgeplat.security.policy_eval import may_allow, surely_allows
 from edgeplat.security.storage_policy import (
@@ -60,7 +59,6 @@ THING_NAME_KEY = "credentials-iot:ThingName"
 TRUSTED_SERVICE = "credentials.iot.amazonaws.com"
 ASSUME_ACTION = "iot:AssumeRoleWithCertificate"
 RELEASES = "releases/"  # edge_sync.release_manifest.manifest_key: tenant=<T>/releases/<v>/...
-THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")  # AWS IoT CreateThing's thingName
 CREDENTIAL_SECONDS = (900, 3600)  # CreateRoleAlias credentialDurationSeconds bounds
 MAX_ROLE_NAME = 64
 PROBE_STREAM_KEY = "stream=telemetry/00000000000000000001-00000000000000000002.batch"
@@ -108,7 +106,7 @@ def role_alias_arn(alias: str, *, region: str, account_id: str, partition: str =
 def check_thing_name(device_id: str) -> str:
     """``device_id`` if it can be a thing name (thing name = device id), else a ValueError naming the fix."""
     validate_id("device", device_id)
-    if not THING_NAME.fullmatch(device_id):
+    if not THING_NAME_PATTERN.fullmatch(device_id):
         raise ValueError(
             f"device id {device_id!r} cannot be an AWS IoT thing name ([a-zA-Z0-9:_-], no '.'): "
             "per-device write scopes need thing name = device id; rename the device or keep the "
