@@ -10,6 +10,7 @@ neither policy variables nor conditions, so no local server can show a sibling's
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -30,8 +31,13 @@ from edgeplat.security.device_scopes import (
 )
 from edgeplat.security.policy_eval import may_allow, surely_allows
 from edgeplat.security.storage_policy import tenant_storage_policy
+from edgeplat.security.tenant_storage import StorageTarget
+from edgeplat.security.terraform_export import device_roles_document
+from tests.support.deploy_tools import ENVIRONMENTS, REPO
+from tests.support.terraform import blocks
 
 B = "fleet-bucket"
+INFRA = REPO / "infrastructure"
 ALIAS_ARN = role_alias_arn(role_alias_name("A"), region="eu-west-1", account_id="123456789012")
 CTX = {"credentials-iot:ThingName": "d1"}
 
@@ -187,3 +193,44 @@ def test_names_are_distinct_per_tenant_and_fit_aws_limits() -> None:
 def test_a_device_id_that_cannot_be_a_thing_name_is_refused_with_the_fix(bad: str) -> None:
     with pytest.raises(ValueError, match="thing name|device id"):
         check_thing_name(bad)
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_committed_terraform_document_carries_checked_device_roles(env: str) -> None:
+    """What Terraform creates for per-device scopes is the generator's, and passes the checker once
+    the alias ARN AWS assigns is filled in where the document's placeholder stands."""
+    document = json.loads((INFRA / "environments" / env / "tenant-storage.json").read_text())
+    roles = document["device_roles"]
+    assert roles == device_roles_document(
+        StorageTarget.from_url(document["store_url"], partition=document["partition"]), document["tenants"]
+    )
+    assert set(roles["tenants"]) == set(document["tenants"])
+    for tenant, entry in roles["tenants"].items():
+        alias_arn = role_alias_arn(entry["role_alias"], region="eu-west-1", account_id="123456789012")
+        iot = json.loads(
+            json.dumps(entry["iot_policy"]).replace(roles["role_alias_arn_placeholder"], alias_arn)
+        )
+        check_device_scopes(
+            tenant,
+            bucket=document["bucket"],
+            base_prefix=document["base_prefix"],
+            role_policy=entry["role_policy"],
+            trust=entry["trust_policy"],
+            iot=iot,
+            alias_arn=alias_arn,
+        )
+
+
+def test_terraform_makes_the_device_roles_from_the_document() -> None:
+    resources = blocks(INFRA / "modules" / "tenant_storage", "resource")
+    role, policy = resources[("aws_iam_role", "device")], resources[("aws_iam_role_policy", "device")]
+    alias, iot = resources[("aws_iot_role_alias", "device")], resources[("aws_iot_policy", "device")]
+    assert role["name"] == "${each.value.role_name}"
+    assert role["assume_role_policy"] == "${jsonencode(each.value.trust_policy)}"
+    assert policy["policy"] == "${jsonencode(each.value.role_policy)}"
+    assert alias["role_arn"] == "${aws_iam_role.device[each.key].arn}"
+    assert alias["alias"] == "${each.value.role_alias}"
+    assert iot["policy"] == (
+        "${replace(jsonencode(each.value.iot_policy), local.device_roles.role_alias_arn_placeholder, "
+        "aws_iot_role_alias.device[each.key].arn)}"
+    )
