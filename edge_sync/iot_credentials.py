@@ -133,6 +133,13 @@ class IotCredentialsProvider:
                 f"({type(exc).__name__}: {exc}); expected "
                 '{"credentials": {"accessKeyId", "secretAccessKey", "sessionToken", "expiration"}}'
             ) from None
+        # botocore would raise a bare RuntimeError for credentials expired on arrival
+        now = datetime.now(UTC)
+        if datetime.fromisoformat(metadata["expiry_time"]) <= now:
+            raise IotCredentialsError(
+                f"IoT credentials provider {self.url} issued credentials expiring at {metadata['expiry_time']}, "
+                f"before this device's clock ({now.isoformat()}): check the device clock (NTP)"
+            )
         return metadata
 
 

@@ -172,6 +172,12 @@ def test_the_provider_requires_the_device_certificate_and_its_own_thing(tmp_path
             b'"expiration": "tomorrow"}}',
             "answered without usable credentials",
         ),
+        (
+            200,
+            b'{"credentials": {"accessKeyId": "A", "secretAccessKey": "s", "sessionToken": "t", '
+            b'"expiration": "2001-01-01T00:00:00Z"}}',
+            r"before this device's clock .*check the device clock",
+        ),
     ],
 )
 def test_provider_errors_are_clear_and_the_agent_records_offline_until_it_answers(
@@ -195,6 +201,7 @@ def test_provider_errors_are_clear_and_the_agent_records_offline_until_it_answer
             assert agent.sync_once().offline
             healed = agent.sync_once()
             assert healed.ok and agent.online, healed.errors
+            assert healed.streams["logs"].rows_sent == 2  # both rows, the one recorded while refused too
         finally:
             agent.close()
             store.close()
