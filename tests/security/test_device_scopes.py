@@ -234,3 +234,63 @@ def test_terraform_makes_the_device_roles_from_the_document() -> None:
         "${replace(jsonencode(each.value.iot_policy), local.device_roles.role_alias_arn_placeholder, "
         "aws_iot_role_alias.device[each.key].arn)}"
     )
+
+
+def _one(effect: str, resource, action="s3:PutObject", **extra) -> dict:
+    return {"Statement": [{"Effect": effect, "Action": action, "Resource": resource, **extra}]}
+
+
+@pytest.mark.parametrize(
+    ("policy", "key", "context", "allowed"),
+    [
+        # a variable's value is literal: a thing named 'd*' does not widen the pattern
+        (
+            _one("Allow", "arn:aws:s3:::b/${credentials-iot:ThingName}/*"),
+            "arn:aws:s3:::b/dx/k",
+            {"credentials-iot:ThingName": "d*"},
+            False,
+        ),
+        (
+            _one("Allow", "arn:aws:s3:::b/${credentials-iot:ThingName}/*"),
+            "arn:aws:s3:::b/d*/k",
+            {"credentials-iot:ThingName": "d*"},
+            True,
+        ),
+        # variable keys ignore case; a default applies when the key is missing
+        (_one("Allow", "arn:aws:s3:::b/${CREDENTIALS-IOT:thingname}/*"), "arn:aws:s3:::b/d1/k", CTX, True),
+        (
+            _one("Allow", "arn:aws:s3:::b/${credentials-iot:ThingName, 'none'}/*"),
+            "arn:aws:s3:::b/none/k",
+            {},
+            True,
+        ),
+        # ${*} is a literal star, a bare * any run of characters, ? one character
+        (_one("Allow", "arn:aws:s3:::b/a${*}"), "arn:aws:s3:::b/ab", {}, False),
+        (_one("Allow", "arn:aws:s3:::b/a${*}"), "arn:aws:s3:::b/a*", {}, True),
+        (_one("Allow", "arn:aws:s3:::b/a?"), "arn:aws:s3:::b/ab", {}, True),
+        (_one("Allow", "arn:aws:s3:::b/a?"), "arn:aws:s3:::b/abc", {}, False),
+        # actions ignore case, resources do not
+        (_one("Allow", "arn:aws:s3:::b/*", action="S3:putobject"), "arn:aws:s3:::b/k", {}, True),
+        (_one("Allow", "arn:aws:s3:::B/*"), "arn:aws:s3:::b/k", {}, False),
+        # NotResource grants everything it does not name
+        (
+            {"Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "NotResource": "arn:aws:s3:::b/x"}]},
+            "arn:aws:s3:::b/y",
+            {},
+            True,
+        ),
+    ],
+)
+def test_the_evaluator_follows_iam_matching_rules(policy, key, context, allowed) -> None:
+    assert may_allow(policy, "s3:PutObject", key, context) is allowed
+    assert surely_allows(policy, "s3:PutObject", key, context) is allowed
+
+
+def test_conditions_count_against_the_claim_being_proven() -> None:
+    conditional_allow = _one("Allow", "arn:aws:s3:::b/*", Condition={"Bool": {"aws:SecureTransport": "true"}})
+    assert may_allow(conditional_allow, "s3:PutObject", "arn:aws:s3:::b/k")  # cannot prove a refusal
+    assert not surely_allows(conditional_allow, "s3:PutObject", "arn:aws:s3:::b/k")  # nor an allow
+    both = _one("Allow", "arn:aws:s3:::b/*")
+    both["Statement"].append({"Effect": "Deny", "Action": "s3:*", "Resource": "*", "Condition": {"x": {}}})
+    assert may_allow(both, "s3:PutObject", "arn:aws:s3:::b/k")
+    assert not surely_allows(both, "s3:PutObject", "arn:aws:s3:::b/k")
