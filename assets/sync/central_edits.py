@@ -4,13 +4,14 @@ import json
 
 import dagster as dg
 
-from edge_sync.rules import default_rules
+from edge_sync.rules import RuleSet
 from edgeplat.desired_publisher import DesiredStatePublisher
 from edgeplat.desired_records import LakehouseDesiredRecords
 from edgeplat.sync.central_edits import CentralEdit, apply_central_edits
 from resources.keys import PlatformSignerResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.state_rules import StateRulesResource
 
 
 class EditStateConfig(dg.Config):
@@ -25,11 +26,17 @@ class EditStateConfig(dg.Config):
 
 
 def _publisher(
-    object_store: ObjectStoreResource, signer: PlatformSignerResource, lakehouse: LakehouseResource
+    object_store: ObjectStoreResource,
+    signer: PlatformSignerResource,
+    lakehouse: LakehouseResource,
+    rules: RuleSet,
 ):
-    # The one call site of the desired-state downlink for central edits.
+    # The one call site of the desired-state downlink for central edits; the documents carry
+    # the rules the edits merged with, so the device merges them alike.
     records = LakehouseDesiredRecords(lakehouse.get())
-    return DesiredStatePublisher(object_store.get(), signer.get(), records=records).add_state_edits
+    return DesiredStatePublisher(
+        object_store.get(), signer.get(), records=records, rules=rules
+    ).add_state_edits
 
 
 @dg.op(description="Merge central state edits into device_state and publish them to the device.")
@@ -39,6 +46,7 @@ def apply_state_edits(
     lakehouse: LakehouseResource,
     object_store: ObjectStoreResource,
     platform_signer: PlatformSignerResource,
+    state_rules: StateRulesResource,
 ) -> dict:
     if not config.fields:
         raise dg.Failure("edit_device_state needs at least one field in config.fields")
@@ -46,8 +54,9 @@ def apply_state_edits(
         CentralEdit(config.tenant_id, config.device_id, config.namespace, config.key, name, value)
         for name, value in sorted(config.fields.items())
     ]
-    publish = _publisher(object_store, platform_signer, lakehouse) if config.publish else None
-    result = apply_central_edits(lakehouse.get(), edits, default_rules(), publish=publish)
+    rules = state_rules.get()
+    publish = _publisher(object_store, platform_signer, lakehouse, rules) if config.publish else None
+    result = apply_central_edits(lakehouse.get(), edits, rules, publish=publish)
     context.log.info("central edits: %s", result)
     context.add_output_metadata(
         {
