@@ -250,15 +250,17 @@ class DesiredStatePublisher:
 
         return self._change(tenant_id, device_id, change)
 
-    def set_state_rules(self, tenant_id: str, device_id: str) -> DesiredState | None:
+    def set_state_rules(self, tenant_id: str, device_id: str) -> bool:
         """Send this publisher's rules to a device whose document carries other rules (a rules
-        change); nothing is written when it already carries them or has no document yet."""
+        change); True when a new revision was written, False when it already carries them or has
+        no document yet."""
 
-        def change() -> DesiredState | None:
+        def change() -> bool:
             old, floor, seen = self._read_all(tenant_id, device_id)
             if old is None or isinstance(self.state_rules, _Keep) or old.state_rules == self.state_rules:
-                return old
-            return self._write(tenant_id, device_id, old, floor, seen)
+                return False
+            self._write(tenant_id, device_id, old, floor, seen)
+            return True
 
         return self._change(tenant_id, device_id, change)
 

@@ -1,4 +1,5 @@
-"""``apply_state_edits``: the op of the ``edit_device_state`` job, which sets fields of a device's state record."""
+"""``apply_state_edits``: the op of the ``edit_device_state`` job, which sets fields of a device's state record;
+``publish_rules_to_devices``: the op of ``publish_state_rules``, which sends a rules change to every device."""
 
 import json
 
@@ -7,6 +8,7 @@ import dagster as dg
 from edge_sync.rules import RuleSet
 from edgeplat.desired_publisher import DesiredStatePublisher
 from edgeplat.desired_records import LakehouseDesiredRecords
+from edgeplat.state_rules_rollout import publish_state_rules
 from edgeplat.sync.central_edits import CentralEdit, apply_central_edits
 from resources.keys import PlatformSignerResource
 from resources.lakehouse import LakehouseResource
@@ -67,3 +69,30 @@ def apply_state_edits(
         }
     )
     return {"edits": result.edits, "hlcs": list(result.hlcs)}
+
+
+@dg.op(
+    description="Send the current state rules to every device whose desired-state document carries others."
+)
+def publish_rules_to_devices(
+    context: dg.OpExecutionContext,
+    lakehouse: LakehouseResource,
+    object_store: ObjectStoreResource,
+    platform_signer: PlatformSignerResource,
+    state_rules: StateRulesResource,
+) -> dict:
+    rules = state_rules.get()
+    lake = lakehouse.get()
+    publisher = DesiredStatePublisher(
+        object_store.get(), platform_signer.get(), records=LakehouseDesiredRecords(lake), rules=rules
+    )
+    changed = publish_state_rules(publisher, lake)
+    context.log.info("state rules version %s sent: %s", rules.version, changed)
+    context.add_output_metadata(
+        {
+            "rules_version": rules.version,
+            "content_hash": rules.content_hash,
+            "documents_rewritten": sum(changed.values()),
+        }
+    )
+    return changed

@@ -9,12 +9,15 @@ carries the new ``rules_version`` on both sides.
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 
+import dagster as dg
 import pytest
 
 from edge_sync.agent import DeviceAgent
 from edge_sync.batch_keys import BATCH_SUFFIX
+from edge_sync.desired import decode, desired_key
 from edge_sync.hlc import CENTRAL_NODE, HybridLogicalClock
 from edge_sync.identity import PlatformSigner
 from edge_sync.rules import RulesError, load_rules
@@ -22,6 +25,9 @@ from edgeplat.desired_publisher import DesiredStatePublisher
 from edgeplat.desired_records import LakehouseDesiredRecords
 from edgeplat.sync.central_edits import CentralEdit, apply_central_edits
 from edgeplat.sync.ingest import ingest_objects
+from pipelines.definitions import sync_definitions
+from pipelines.resources import embedded_sync_resources
+from resources.state_rules import StateRulesResource
 from tests.support.fleet import Fleet
 from tests.support.operator_rules import SMALLEST, unique, write_resolver_module, write_rules
 
@@ -144,3 +150,49 @@ def test_changed_rules_under_an_unchanged_version_are_refused_by_the_central_mer
     bumped = load_rules(write_rules(fleet.root / "c", version=3, label_rule="max"))
     apply_central_edits(fleet.lake, edit, bumped, wall=fleet.clock)
     assert fleet.count("SELECT DISTINCT rules_version FROM device_state") == [(3,)]
+
+
+def _definitions(fleet: Fleet, rules_path: str = "") -> dg.Definitions:
+    resources = embedded_sync_resources(
+        catalog=fleet.lake.config.catalog,
+        data_path=fleet.lake.config.data_path,
+        objects=str(fleet.store.root),
+        keys=str(fleet.root / "keys"),
+        registry=str(fleet.root / "devices"),
+        platform_key=str(fleet.root / "platform.pem"),
+    )
+    resources["state_rules"] = StateRulesResource(path=rules_path)
+    return sync_definitions(resources)
+
+
+def test_the_publish_job_sends_a_rules_change_to_every_document(fleet: Fleet) -> None:
+    edit = {
+        "tenant_id": TENANT,
+        "device_id": DEVICE,
+        "namespace": "config",
+        "key": "main",
+        "fields": {"x": "1"},
+    }
+    with dg.instance_for_test() as instance:
+        job = _definitions(fleet).resolve_job_def("edit_device_state")
+        assert job.execute_in_process(
+            run_config={"ops": {"apply_state_edits": {"config": edit}}}, instance=instance
+        ).success
+        signed = json.loads(fleet.store.get(desired_key(TENANT, DEVICE)))
+        assert "state_rules" not in signed["document"]  # packaged rules: what older agents accept
+
+        path = write_rules(fleet.root / "operator", version=5, label_rule="max")
+        publish = _definitions(fleet, str(path)).resolve_job_def("publish_state_rules")
+        first = publish.execute_in_process(instance=instance)
+        again = publish.execute_in_process(instance=instance)
+    assert first.output_for_node("publish_rules_to_devices") == {TENANT: 1}
+    assert again.output_for_node("publish_rules_to_devices") == {TENANT: 0}
+    signer = PlatformSigner.load(fleet.root / "platform.pem")
+    doc = decode(
+        fleet.store.get(desired_key(TENANT, DEVICE)),
+        platform_keys=signer.public_key_bytes(),
+        tenant_id=TENANT,
+        device_id=DEVICE,
+    )
+    assert doc.state_rules is not None and doc.state_rules.version == 5
+    assert [e.field for e in doc.state_edits] == ["x"]  # the rest of the document is kept
