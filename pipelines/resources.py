@@ -58,7 +58,7 @@ PRODUCTION_ENV = {
     "EDGEPLAT_ALERT_RULES": (False, "alert rules and sinks file (docs/alerts.md)"),
     "EDGEPLAT_STATE_RULES": (
         False,
-        "optional: the operator's state conflict rules file (docs/state-sync.md)",
+        "optional: the operator's state conflict rules file (docs/state-rules.md)",
     ),
     "EDGEPLAT_STATE_RULES_GITOPS_PATH": (
         False,
