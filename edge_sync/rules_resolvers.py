@@ -4,7 +4,8 @@ A rules file may list, under ``resolvers:``, the code that registers its custom 
 
     resolvers:
       - module: my_pkg.resolvers          # an importable module (installed, or on sys.path)
-      - entry_point: longest_words        # entry point in group ``edgeplat.resolvers``
+      - entry_point: longest_words        # entry point in group ``edgeplat.resolvers``: a module,
+                                          # or a function (the resolver named like the entry point)
       - path: resolvers/longest.py        # a Python file, relative to the rules file
 
 Each is imported inside :func:`edge_sync.resolvers.collecting`, so its
@@ -24,6 +25,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
+import types
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -104,6 +106,9 @@ def _load(source: ResolverSource, *, base_dir: Path | None, allow_paths: bool) -
             obj = _import(source.module)
         elif source.entry_point:
             obj = _entry_point(source.entry_point)
+            if callable(obj) and not isinstance(obj, types.ModuleType) and not resolvers.tagged(obj):
+                # a plain function: the resolver named like its entry point, checked like any other
+                return {source.entry_point: resolvers.register_resolver(source.entry_point)(obj)}
         else:
             assert source.path is not None
             if not allow_paths:

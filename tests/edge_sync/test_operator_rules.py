@@ -8,7 +8,14 @@ import pytest
 
 from edge_sync import resolvers
 from edge_sync.rules import RulesError, load_rules, parse_rules
-from tests.support.operator_rules import FIRST_WINS, SMALLEST, unique, write_resolver_module, write_rules
+from tests.support.operator_rules import (
+    FIRST_WINS,
+    SMALLEST,
+    unique,
+    write_distribution,
+    write_resolver_module,
+    write_rules,
+)
 
 
 def test_a_resolver_file_next_to_the_rules_is_loaded_into_the_rule_set_only(tmp_path) -> None:
@@ -115,3 +122,25 @@ def test_rules_from_a_document_never_load_resolver_files(tmp_path) -> None:
     with pytest.raises(RulesError, match="devices run only resolvers they have installed"):
         parse_rules(doc, allow_paths=False)
     assert not [m for m in sys.modules if m.startswith("_edgeplat_resolvers_shipped_code")]
+
+
+def test_entry_points_name_a_module_or_a_plain_function(tmp_path, monkeypatch) -> None:
+    name, module = unique("smallest"), unique("acme_resolvers")
+    site = tmp_path / "site"
+    write_resolver_module(
+        site,
+        module,
+        SMALLEST.format(name=name),
+        "\ndef shortest(a, b):\n    return a if (len(str(a)), str(a)) <= (len(str(b)), str(b)) else b\n",
+    )
+    write_distribution(site, unique("acme"), {"acme_all": module, "shortest": f"{module}:shortest"})
+    monkeypatch.syspath_prepend(str(site))
+    rules = parse_rules(
+        {
+            "version": 2,
+            "namespaces": {"config": {"fields": {"label": f"custom:{name}", "note": "custom:shortest"}}},
+            "resolvers": [{"entry_point": "acme_all"}, {"entry_point": "shortest"}],
+        }
+    )
+    assert rules.resolver(name)("b", "a") == "a" and rules.resolver("shortest")("bb", "c") == "c"
+    assert "shortest" not in resolvers.registered()

@@ -58,3 +58,13 @@ def write_rules(
     path = directory / "state_rules.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def write_distribution(site: Path, dist: str, entry_points: dict[str, str]) -> None:
+    """An installed distribution's metadata in ``site`` (on sys.path), declaring ``entry_points``
+    (name -> ``module:attr``) in group ``edgeplat.resolvers``, as ``pip install`` would leave it."""
+    info = site / f"{dist}-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[edgeplat.resolvers]\n{lines}")
