@@ -54,14 +54,12 @@ class DeviceRules:
 
     def follow(self, doc: StateRulesDoc | None, book: Book, alert: Alert) -> str | None:
         """Adopt ``doc`` (None: the configured rules); a refusal message, or None when adopted."""
-        if doc is None:
-            if self.active is not self.base:
+        if doc is None or doc.content_hash == self.active.content_hash:
+            if doc is None and self.active is not self.base:
                 self.active = self.base
                 book(self._record(self.base, document=None))
-            return None
-        if doc.content_hash == self.active.content_hash:
-            if self._cache.get_state(self._namespace, RULES_KEY).get("refused"):
-                book({(RULES_KEY, "refused"): None})  # refused before, fine now
+            elif self._cache.get_state(self._namespace, RULES_KEY).get("refused"):
+                book({(RULES_KEY, "refused"): None})  # refused before, in force now
             return None
         try:
             rules = self._parse(doc.rules)

@@ -77,6 +77,9 @@ def test_rules_naming_a_resolver_the_device_lacks_are_refused_and_the_old_ones_k
         "state rules version 5 refused"
     )
     assert [a["code"] for a in alerts(env.cache)] == ["desired_rules_refused"]
+    publish(env.store, 3, state_rules=state_rules_doc(adopted))  # the platform went back
+    assert dl.pull().rules_error is None
+    assert env.cache.get_state(AGENT_NAMESPACE, "rules")["refused"] is None
 
 
 def test_changed_rules_under_the_same_version_are_refused(env, tmp_path, monkeypatch) -> None:
