@@ -6,7 +6,7 @@ import dagster as dg
 
 from edge_sync.rules import RuleSet
 from edgeplat.rollouts.gitops import GitOpsWatcher
-from edgeplat.state_rules_source import operator_rules, rules_from_git
+from edgeplat.state_rules_source import gitops_rules, operator_rules
 
 
 class StateRulesResource(dg.ConfigurableResource):
@@ -36,5 +36,4 @@ class StateRulesResource(dg.ConfigurableResource):
             )
         workdir = Path(self.gitops_workdir)
         watcher = GitOpsWatcher(self.gitops_repo, workdir / "clone", branch=self.gitops_branch)
-        head = watcher.fetch()
-        return rules_from_git(watcher.workdir, head, self.gitops_path, workdir / "rules")
+        return gitops_rules(watcher, self.gitops_path, workdir / "rules")

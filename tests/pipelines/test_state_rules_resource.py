@@ -26,7 +26,7 @@ def test_the_environment_picks_the_operators_rules_file_else_the_packaged_one(tm
     assert rules.version == 7 and rules.rule_for("config", "label") == "max"
 
 
-def test_rules_and_their_resolver_file_are_read_from_the_gitops_repository_head(tmp_path) -> None:
+def test_rules_and_their_resolver_file_are_read_from_the_gitops_repository_head(tmp_path, caplog) -> None:
     origin, dev = tmp_path / "origin.git", tmp_path / "dev"
     git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
     git(tmp_path, "clone", "--quiet", str(origin), str(dev))
@@ -51,6 +51,9 @@ def test_rules_and_their_resolver_file_are_read_from_the_gitops_repository_head(
     git(dev, "commit", "--quiet", "-am", "label takes the greatest")
     git(dev, "push", "--quiet", "origin", "HEAD:main")
     assert resource.get().rule_for("config", "label") == "max"
+    (origin / "HEAD").rename(origin / "HEAD.moved")  # the repository is unreachable now
+    assert resource.get().version == 3  # the last fetched head's rules, not a failed ingest
+    assert "GitOps fetch failed, using the state rules of the last fetched commit" in caplog.text
 
 
 def test_rules_check_shows_rules_and_resolvers_and_refuses_a_broken_resolver(tmp_path, capsys) -> None:
