@@ -462,6 +462,11 @@ class DeviceAgent:
             "cache": {k: stats[k] for k in ("size_bytes", "max_bytes", "file_bytes")},
             "release": {"version": version, "slot": slot},
             "desired_revision": applied_revision(self.cache),
+            "state_rules": {
+                "version": self.downlink.rules.version,
+                "content_hash": self.downlink.rules.content_hash,
+                "refused": self.cache.get_state(AGENT_NAMESPACE, "rules").get("refused"),
+            },
             "last_sync": last or None,
             "live": self.live.stats() if self.live is not None else None,
             "installer": self.downlink.installer.status()

@@ -52,12 +52,14 @@ from edge_sync.desired import (
     decode,
     desired_key,
     encode,
+    state_rules_doc,
 )
 from edge_sync.hlc import CENTRAL_NODE, HybridLogicalClock, physical_ms
 from edge_sync.identity import PlatformSigner
 from edge_sync.ids import validate_id
 from edge_sync.json_bounded import loads as bounded_loads
 from edge_sync.objectstore import TMP_PREFIX, LocalObjectStore, ObjectNotFound, ObjectStore
+from edge_sync.rules import RuleSet
 from edgeplat.desired_records import (
     DesiredRecord,
     DesiredRecordConflict,
@@ -95,6 +97,7 @@ _CARRIED = (
     ("staged", None),
     ("rollback_of", None),
     ("state_edits", []),
+    ("state_rules", None),
 )
 
 
@@ -113,8 +116,12 @@ class DesiredStatePublisher:
         *,
         records: DesiredRecords,
         edit_horizon: timedelta = DEFAULT_EDIT_HORIZON,
+        rules: RuleSet | None = None,
     ) -> None:
         self.records = records
+        # The central merge's rules: every document this publisher writes carries them (None: keep
+        # what the document carries), so devices merge central edits as the platform does.
+        self.state_rules = state_rules_doc(rules) if rules is not None else KEEP
         self.store = store
         self.signer = signer
         self.clock = clock or HybridLogicalClock(CENTRAL_NODE)
@@ -243,6 +250,20 @@ class DesiredStatePublisher:
 
         return self._change(tenant_id, device_id, change)
 
+    def set_state_rules(self, tenant_id: str, device_id: str) -> bool:
+        """Send this publisher's rules to a device whose document carries other rules (a rules
+        change); True when a new revision was written, False when it already carries them or has
+        no document yet."""
+
+        def change() -> bool:
+            old, floor, seen = self._read_all(tenant_id, device_id)
+            if old is None or isinstance(self.state_rules, _Keep) or old.state_rules == self.state_rules:
+                return False
+            self._write(tenant_id, device_id, old, floor, seen)
+            return True
+
+        return self._change(tenant_id, device_id, change)
+
     # ------------------------------------------------------------------ internals
 
     def _change(self, tenant_id: str, device_id: str, change: Callable[[], T]) -> T:
@@ -348,6 +369,8 @@ class DesiredStatePublisher:
         """Sign, record and store the next revision: ``old``'s fields with ``changes`` (field names)
         replacing them. ``seen`` is the recorded revision the read found (the compare-and-swap's)."""
         kept = {name: getattr(old, name) if old is not None else default for name, default in _CARRIED}
+        if not isinstance(self.state_rules, _Keep):
+            kept["state_rules"] = self.state_rules
         doc = DesiredState(
             tenant_id=tenant_id,
             device_id=device_id,

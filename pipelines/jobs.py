@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets.alerts.evaluate import evaluate_alerts_op
 from assets.rollouts.commands import COMMAND_OPS, advance_rollout_op, launch_rollout_op
-from assets.sync.central_edits import apply_state_edits
+from assets.sync.central_edits import apply_state_edits, publish_rules_to_devices
 from assets.sync.ingest import ingested_batches
 from assets.sync.reconcile import RECONCILE_ASSETS, RECONCILE_CHECKS
 from pipelines.executors import fan_out_executor
@@ -102,7 +102,16 @@ platform_feedback_refresh = dg.define_asset_job(
     description="One bounded pass of what Greengrass and IoT Hub report about active rollouts' devices.",
 )
 
-SYNC_JOBS = [ingest_batches, reconcile_sync, edit_device_state]
+
+@dg.job(
+    description="Send the current state conflict rules to every device's desired-state document "
+    "(run after changing the rules file)."
+)
+def publish_state_rules() -> None:
+    publish_rules_to_devices()
+
+
+SYNC_JOBS = [ingest_batches, reconcile_sync, edit_device_state, publish_state_rules]
 ROLLOUT_JOBS = [
     launch_rollout,
     advance_rollout,

@@ -25,6 +25,7 @@ from resources.gitops import GitOpsRepoResource
 from resources.keys import DeviceRegistryResource, KeyServiceResource, PlatformSignerResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.state_rules import StateRulesResource
 from resources.vault import VaultKeyServiceResource, vault_from_env
 
 # Production settings (documented in the README): (secret?, what).
@@ -55,6 +56,14 @@ PRODUCTION_ENV = {
         "scratch directory for the GitOps clone (default: <tmp>/edgeplat-gitops)",
     ),
     "EDGEPLAT_ALERT_RULES": (False, "alert rules and sinks file (docs/alerts.md)"),
+    "EDGEPLAT_STATE_RULES": (
+        False,
+        "optional: the operator's state conflict rules file (docs/state-rules.md)",
+    ),
+    "EDGEPLAT_STATE_RULES_GITOPS_PATH": (
+        False,
+        "optional: the state conflict rules file as a path inside the GitOps repository",
+    ),
 }
 
 
@@ -72,6 +81,18 @@ def _gitops(workdir: str | None = None) -> GitOpsRepoResource:
     )
 
 
+def _state_rules(workdir: str) -> StateRulesResource:
+    """The central merge's conflict rules: ``EDGEPLAT_STATE_RULES`` (a file) or
+    ``EDGEPLAT_STATE_RULES_GITOPS_PATH`` (in the GitOps repository), else the packaged rules."""
+    return StateRulesResource(
+        path=os.environ.get("EDGEPLAT_STATE_RULES", ""),
+        gitops_path=os.environ.get("EDGEPLAT_STATE_RULES_GITOPS_PATH", ""),
+        gitops_repo=os.environ.get("EDGEPLAT_GITOPS_REPO", ""),
+        gitops_branch=os.environ.get("EDGEPLAT_GITOPS_BRANCH", "main"),
+        gitops_workdir=workdir,
+    )
+
+
 def embedded_sync_resources(
     *, catalog: str, data_path: str, objects: str, keys: str, registry: str, platform_key: str
 ) -> dict[str, Any]:
@@ -83,6 +104,7 @@ def embedded_sync_resources(
         "key_service": KeyServiceResource(keyring_dir=keys),
         "device_registry": DeviceRegistryResource(registry_dir=registry),
         "platform_signer": PlatformSignerResource(path=platform_key, create_if_missing=True),
+        "state_rules": StateRulesResource(),
     }
 
 
@@ -104,6 +126,7 @@ def local_resources() -> dict[str, Any]:
     )
     res["gitops_repo"] = _gitops()
     res["alert_rules"] = AlertRulesResource(rules_path=str(p.home / "alerts.yaml"))
+    res["state_rules"] = _state_rules(str(p.home / "gitops" / "state-rules"))
     return res
 
 
@@ -159,6 +182,7 @@ def production_resources() -> dict[str, Any]:
         "fleet_backend": FleetBackendResource(**backend),
         "gitops_repo": _gitops(str(Path(tempfile.gettempdir()) / "edgeplat-gitops")),
         "alert_rules": AlertRulesResource(rules_path=env("EDGEPLAT_ALERT_RULES", ""), required=True),
+        "state_rules": _state_rules(str(Path(tempfile.gettempdir()) / "edgeplat-state-rules")),
     }
 
 
