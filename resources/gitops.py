@@ -27,3 +27,13 @@ class GitOpsRepoResource(dg.ConfigurableResource):
         return GitOpsWatcher(
             self.repo, self.workdir, branch=self.branch, spec_dir=self.spec_dir, status_file=self.status_file
         )
+
+    def fleet_watcher(self, role: str) -> GitOpsWatcher | None:
+        """A clone of the same repository for the ``fleet/`` tree, one per ``role`` (sensor, run):
+        the fleet sensor and its runs fetch while the rollout sensor may write its status back,
+        and two git processes must not share a clone's index and refs."""
+        watcher = self.watcher()
+        if watcher is None:
+            return None
+        workdir = f"{self.workdir.rstrip('/')}-fleet-{role}"
+        return GitOpsWatcher(self.repo, workdir, branch=self.branch, spec_dir=self.spec_dir)

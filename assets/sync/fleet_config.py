@@ -1,0 +1,62 @@
+"""``apply_fleet_config_op``: the op of the ``apply_fleet_config`` job, which applies one commit's
+``fleet/`` tree of the GitOps repository as central state edits (``edgeplat.fleet_config``)."""
+
+import dagster as dg
+
+from assets.sync.central_edits import _publisher
+from edge_sync.rules import default_rules
+from edgeplat.fleet_config.apply import apply_commit
+from resources.gitops import GitOpsRepoResource
+from resources.keys import PlatformSignerResource
+from resources.lakehouse import LakehouseResource
+from resources.object_store import ObjectStoreResource
+
+
+class FleetConfigRunConfig(dg.Config):
+    """The commit of the GitOps repository whose ``fleet/`` tree to apply (the sensor's head)."""
+
+    commit: str
+
+
+@dg.op(
+    description="Apply the fleet/ tree of one GitOps commit: changed values merged and published as "
+    "central state edits, removed values withdrawn, each recorded in device_state_sources."
+)
+def apply_fleet_config_op(
+    context: dg.OpExecutionContext,
+    config: FleetConfigRunConfig,
+    lakehouse: LakehouseResource,
+    object_store: ObjectStoreResource,
+    platform_signer: PlatformSignerResource,
+    gitops_repo: GitOpsRepoResource,
+) -> dict:
+    watcher = gitops_repo.fleet_watcher("run")
+    if watcher is None:
+        raise dg.Failure("GitOps is off: set gitops_repo.repo (EDGEPLAT_GITOPS_REPO)")
+    result = apply_commit(
+        watcher,
+        lakehouse.get(),
+        config.commit,
+        default_rules(),
+        publish=_publisher(object_store, platform_signer, lakehouse),
+    )
+    metadata = {
+        "commit": config.commit,
+        "status": result.status,
+        "edits": result.edits,
+        "withdrawn": result.withdrawn,
+        "devices": len(result.devices),
+        "conflicts": dg.MetadataValue.json(result.conflicts),
+    }
+    if result.status == "invalid":
+        for err in result.errors:
+            context.log.error("fleet/ at %s: %s", config.commit[:12], err)
+        errors = [e.as_dict() for e in result.errors]
+        raise dg.Failure(
+            description=f"fleet/ at {config.commit[:12]} is invalid ({len(errors)} errors); nothing changed. "
+            + "; ".join(str(e) for e in result.errors[:5]),
+            metadata={**metadata, "errors": dg.MetadataValue.json(errors)},
+        )
+    context.log.info("fleet/ at %s: %s", config.commit[:12], result.as_dict())
+    context.add_output_metadata(metadata)
+    return result.as_dict()
