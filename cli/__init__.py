@@ -22,6 +22,7 @@ COMMANDS = (
     "metrics",
     "live",
     "release",
+    "fleet_config",
 )
 
 

@@ -50,10 +50,14 @@ def tree_at(watcher: GitOpsWatcher, commit: str) -> dict[str, str]:
 
 
 def fleet_changed(watcher: GitOpsWatcher, since: str | None, head: str) -> bool:
-    """Whether ``since..head`` touched ``fleet/`` (always true without ``since``)."""
+    """Whether ``since..head`` touched ``fleet/`` (always true without ``since``, or when ``since``
+    is gone from the branch after a force push: the run then compares with what it recorded)."""
     if since is None:
         return True
-    return bool(_git(watcher.workdir, "diff", "--name-only", since, head, "--", ROOT).strip())
+    try:
+        return bool(_git(watcher.workdir, "diff", "--name-only", since, head, "--", ROOT).strip())
+    except GitOpsError:
+        return True
 
 
 def tree_on_disk(repo: Path | str) -> dict[str, str]:
