@@ -8,7 +8,8 @@ compared with ``device_state_sources`` (what git set before):
 * a value that is new or changed becomes a :class:`~edgeplat.sync.central_edits.CentralEdit`;
 * a value git no longer sets (key deleted, layer removed, the device's tags no longer match)
   is withdrawn with a JSON ``null`` edit, merged by the field's rule like any edit;
-* an unchanged value sends nothing.
+* an unchanged value sends nothing (it stays traced to the commit that set it; if it now
+  comes from another layer file, to the commit that made that layer its source).
 
 The edits go through ``apply_central_edits``: the one central merge (HLC-stamped after
 everything central has seen, origin ``central`` for the rules, so ``prefer_central`` and
@@ -16,7 +17,9 @@ everything central has seen, origin ``central`` for the rules, so ``prefer_centr
 Which commit set each value is recorded beside it in ``device_state_sources`` (its
 ``gitops:<commit>`` origin, the layer file, the author, the edit's HLC).
 
-Replaying a commit compares against what it already recorded and sends nothing; a commit
+Replaying a commit compares against what it already recorded and sends nothing (a crash
+between the merge and that record re-sends the same values once: the merged state is the
+same); a commit
 older than the last applied one (a run that queued behind a newer commit's run) is skipped
 as ``superseded`` so git history never moves backwards on the devices.
 """
@@ -156,7 +159,11 @@ def apply_fleet_tree(
         prev = previous.get(key)
         if prev is not None and prev["value"] == src.value:
             if (prev["path"], prev["layer_kind"]) != (src.path, src.kind.label):
-                rows[key] = {**prev, "path": src.path, "layer_kind": src.kind.label}
+                # same value from another layer now: nothing to send, the new layer's commit answers for it
+                rows[key] = {
+                    **_row(key, src.value, src.path, src.kind.label, commit, now),
+                    "hlc": prev["hlc"],
+                }
             continue
         edits.append((key, src.value))
         rows[key] = _row(key, src.value, src.path, src.kind.label, commit, now)
