@@ -6,7 +6,8 @@ from edgeplat.rollouts.gitops import GitOpsWatcher
 
 
 class GitOpsRepoResource(dg.ConfigurableResource):
-    """A git repository (path or URL) whose ``spec_dir`` on ``branch`` holds rollout specs.
+    """A git repository (path or URL) whose ``spec_dir`` on ``branch`` holds rollout specs, and
+    optionally a ``fleet/`` tree of desired device state (``fleet_watcher``, docs/gitops.md).
 
     An empty ``repo`` switches GitOps off (the sensor skips). ``status_file`` (a path in the
     repo) turns on the status write-back commit. Credentials belong in the URL's credential

@@ -1,6 +1,8 @@
 """``apply_fleet_config_op``: the op of the ``apply_fleet_config`` job, which applies one commit's
 ``fleet/`` tree of the GitOps repository as central state edits (``edgeplat.fleet_config``)."""
 
+from typing import Any
+
 import dagster as dg
 
 from assets.sync.central_edits import _publisher
@@ -40,7 +42,7 @@ def apply_fleet_config_op(
         default_rules(),
         publish=_publisher(object_store, platform_signer, lakehouse),
     )
-    metadata = {
+    metadata: dict[str, Any] = {
         "commit": config.commit,
         "status": result.status,
         "edits": result.edits,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -118,12 +119,20 @@ class TagLayer(_Layer):
                 raise ValueError(f"selector tag {tag!r} lists no values; give a value or a non-empty list")
         return selector
 
-    def matches(self, tags: dict[str, Any]) -> bool:
+    def matches(self, tags: Mapping[str, Any]) -> bool:
         for tag, want in self.selector.items():
             have = tags.get(tag)
             if have is None or str(have) not in (want if isinstance(want, list) else [want]):
                 return False
         return True
+
+
+LayerBody = TenantLayer | TagLayer | DeviceLayer
+MODELS: dict[LayerKind, type[LayerBody]] = {
+    LayerKind.TENANT: TenantLayer,
+    LayerKind.TAG: TagLayer,
+    LayerKind.DEVICE: DeviceLayer,
+}
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,7 @@ class Layer:
     kind: LayerKind
     tenant_id: str
     name: str
-    body: TenantLayer | TagLayer | DeviceLayer
+    body: LayerBody
 
     @property
     def rank(self) -> tuple[int, int, str]:
@@ -185,9 +194,7 @@ def parse_tree(files: dict[str, str]) -> FleetTree:
         except ValueError as exc:
             tree.errors.append(FleetError(path, str(exc), "rename the folder or file"))
             continue
-        body = _load(
-            tree, path, text, {LayerKind.TENANT: TenantLayer, LayerKind.TAG: TagLayer}.get(kind, DeviceLayer)
-        )
+        body = _load(tree, path, text, MODELS[kind])
         if body is not None:
             tree.layers.setdefault(tenant, []).append(Layer(path, kind, tenant, name, body))
     for layers in tree.layers.values():
@@ -204,7 +211,7 @@ def _place(parts: list[str]) -> tuple[LayerKind, str, str] | None:
     return None
 
 
-def _load(tree: FleetTree, path: str, text: str, model: type[_Layer]) -> _Layer | None:
+def _load(tree: FleetTree, path: str, text: str, model: type[LayerBody]) -> LayerBody | None:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
