@@ -43,10 +43,14 @@ def commit_info(watcher: GitOpsWatcher, ref: str) -> Commit:
     return Commit(sha, name, email, at, subject)
 
 
+def fleet_paths(watcher: GitOpsWatcher, commit: str) -> list[str]:
+    """Every file under ``fleet/`` at ``commit``."""
+    return _git(watcher.workdir, "ls-tree", "-r", "--name-only", commit, "--", ROOT).splitlines()
+
+
 def tree_at(watcher: GitOpsWatcher, commit: str) -> dict[str, str]:
     """Path -> text of every file under ``fleet/`` at ``commit``."""
-    paths = _git(watcher.workdir, "ls-tree", "-r", "--name-only", commit, "--", ROOT).splitlines()
-    return {p: watcher.show(commit, p) for p in paths}
+    return {p: watcher.show(commit, p) for p in fleet_paths(watcher, commit)}
 
 
 def fleet_changed(watcher: GitOpsWatcher, since: str | None, head: str) -> bool:

@@ -10,7 +10,7 @@ requests nothing new, and the run itself applies only what differs from what it 
 import dagster as dg
 
 from edgeplat.fleet_config.apply import inventory_fingerprint, load_inventory
-from edgeplat.fleet_config.source import fleet_changed, tree_at
+from edgeplat.fleet_config.source import fleet_changed, fleet_paths
 from pipelines.jobs import apply_fleet_config
 from pipelines.sensors.cursor import read_cursor, write_cursor
 from resources.gitops import GitOpsRepoResource
@@ -36,7 +36,7 @@ def fleet_config_sensor(
         digest = inventory_fingerprint(load_inventory(con))
     since = cursor.get("commit")
     new_cursor = write_cursor(commit=head, inventory=digest)
-    if since is None and not tree_at(watcher, head):
+    if since is None and not fleet_paths(watcher, head):
         return dg.SensorResult(skip_reason=f"no fleet/ tree at {head[:12]}", cursor=new_cursor)
     if not fleet_changed(watcher, since, head) and digest == cursor.get("inventory"):
         return dg.SensorResult(
