@@ -96,8 +96,13 @@ def check(tree: FleetTree, inventory: Inventory, rules: RuleSet) -> dict[str, di
                 )
             _check_layer(tree, layer, validators, rules)
         resolved[tenant] = resolve_tenant(tree, tenant, devices)
+        # Devices resolving to the same values from the same files are validated (and reported) once.
+        alike: dict[tuple[tuple[FieldKey, str, str], ...], list[str]] = {}
         for device, resolution in resolved[tenant].items():
-            _check_resolved(tree, tenant, device, resolution, validators)
+            signature = tuple(sorted((k, s.value, s.path) for k, s in resolution.items()))
+            alike.setdefault(signature, []).append(device)
+        for group in alike.values():
+            _check_resolved(tree, tenant, group, resolved[tenant][group[0]], validators)
     return resolved
 
 
@@ -157,8 +162,16 @@ def _check_layer(
 
 
 def _check_resolved(
-    tree: FleetTree, tenant: str, device: str, resolution: Resolution, validators: dict[str, tuple[Any, Any]]
+    tree: FleetTree,
+    tenant: str,
+    devices: list[str],
+    resolution: Resolution,
+    validators: dict[str, tuple[Any, Any]],
 ) -> None:
+    named = ", ".join(f"{tenant}/{d}" for d in devices[:5])
+    named = f"device {named}" if len(devices) == 1 else f"devices {named}"
+    if len(devices) > 5:
+        named += f" and {len(devices) - 5} more"
     by_ns: dict[str, dict[str, dict[str, Any]]] = {}
     for (ns, key, name), src in resolution.items():
         by_ns.setdefault(ns, {}).setdefault(key, {})[name] = json.loads(src.value)
@@ -183,7 +196,7 @@ def _check_resolved(
             tree.errors.append(
                 FleetError(
                     where,
-                    f"resolved for device {tenant}/{device}: {'.'.join([ns, *path])}: {err.message}",
+                    f"resolved for {named}: {'.'.join([ns, *path])}: {err.message}",
                     fix,
                 )
             )

@@ -124,10 +124,8 @@ def test_a_layer_may_be_partial_but_each_device_must_resolve_to_a_complete_recor
     _, errors = resolved(missing)
     assert {e.path for e in errors} == {"fleet/t1/tags/north.yaml"}
     assert all("'mode' is a required property" in e.message for e in errors)
-    assert {e.message.split(":")[0] for e in errors} == {
-        "resolved for device t1/d1",
-        "resolved for device t1/d3",
-    }
+    # d1 and d3 resolve alike: one error names both
+    assert [e.message.split(":")[0] for e in errors] == ["resolved for devices t1/d1, t1/d3"]
 
 
 def test_nulls_and_non_json_values_are_refused_with_the_way_to_withdraw() -> None:
@@ -135,3 +133,12 @@ def test_nulls_and_non_json_values_are_refused_with_the_way_to_withdraw() -> Non
     assert "delete its line" in errors[0].message
     _, errors = resolved(tree(t1__tenant="values:\n  config:\n    pump:\n      mode: 2026-01-01\n"))
     assert "not a JSON value" in errors[0].message
+
+
+def test_a_fleet_resolving_alike_gets_one_error_not_one_per_device() -> None:
+    inventory = {"t1": {f"d{i}": {"site": "north"} for i in range(40)}}
+    t = parse_tree(tree(t1__tags__north={"selector": {"site": "north"}, **values(interval_s=5)}))
+    check(t, inventory, default_rules())
+    [err] = t.errors
+    assert err.message.startswith("resolved for devices t1/d0, t1/d1, t1/d10, t1/d11, t1/d12 and 35 more:")
+    assert "'mode' is a required property" in err.message
