@@ -22,7 +22,10 @@ class FleetConfigRunConfig(dg.Config):
 
 @dg.op(
     description="Apply the fleet/ tree of one GitOps commit: changed values merged and published as "
-    "central state edits, removed values withdrawn, each recorded in device_state_sources."
+    "central state edits, removed values withdrawn, each recorded in device_state_sources.",
+    # git, the lakehouse or the object store failing is worth retrying (the apply is idempotent);
+    # an invalid tree is not (its Failure says allow_retries=False)
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL),
 )
 def apply_fleet_config_op(
     context: dg.OpExecutionContext,
@@ -58,6 +61,7 @@ def apply_fleet_config_op(
             description=f"fleet/ at {config.commit[:12]} is invalid ({len(errors)} errors); nothing changed. "
             + "; ".join(str(e) for e in result.errors[:5]),
             metadata={**metadata, "errors": dg.MetadataValue.json(errors)},
+            allow_retries=False,
         )
     context.log.info("fleet/ at %s: %s", config.commit[:12], result.as_dict())
     context.add_output_metadata(metadata)
