@@ -23,6 +23,7 @@ COMMANDS = (
     "live",
     "release",
     "rules",
+    "fleet_config",
 )
 
 

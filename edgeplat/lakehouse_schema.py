@@ -386,6 +386,42 @@ TABLES: dict[str, Table] = {
             ],
             description="The desired-state publisher's record of the last document it signed per device.",
         ),
+        # edgeplat.fleet_config: desired device state from the GitOps repository's fleet/ tree
+        Table(
+            "device_state_sources",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("namespace", "VARCHAR"),
+                ("key", "VARCHAR"),
+                ("field", "VARCHAR"),
+                ("value", "VARCHAR"),  # JSON text git wants on the device
+                ("hlc", "BIGINT"),  # the central edit that put it there (device_state.hlc while it stands)
+                ("commit", "VARCHAR"),  # origin gitops:<commit> of that edit
+                ("path", "VARCHAR"),  # the layer file the value resolves from
+                ("layer_kind", "VARCHAR"),  # tenant | tag | device
+                ("author", "VARCHAR"),  # the commit's author, "Name <email>"
+                ("committed_at", "TIMESTAMPTZ"),
+                ("applied_at", "TIMESTAMPTZ"),
+            ],
+            description="Each value the fleet/ tree of the GitOps repository sets on a device: its commit and layer.",
+        ),
+        Table(
+            "fleet_config_commits",
+            [
+                ("tenant_id", "VARCHAR"),  # one row per tenant the commit's tree names ('' if none)
+                ("commit", "VARCHAR"),
+                ("status", "VARCHAR"),  # applied | invalid
+                ("edits", "BIGINT"),  # values set or changed
+                ("withdrawn", "BIGINT"),  # values removed from git, withdrawn with a null edit
+                ("devices", "BIGINT"),  # devices whose values changed
+                ("errors", "VARCHAR"),  # JSON list of {path, message, fix} (invalid commits)
+                ("author", "VARCHAR"),
+                ("committed_at", "TIMESTAMPTZ"),
+                ("applied_at", "TIMESTAMPTZ"),
+            ],
+            description="Each fleet/ commit the platform applied or refused, with the errors of a refused one.",
+        ),
         Table(
             "device_keys",
             [

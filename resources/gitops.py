@@ -6,7 +6,8 @@ from edgeplat.rollouts.gitops import GitOpsWatcher
 
 
 class GitOpsRepoResource(dg.ConfigurableResource):
-    """A git repository (path or URL) whose ``spec_dir`` on ``branch`` holds rollout specs.
+    """A git repository (path or URL) whose ``spec_dir`` on ``branch`` holds rollout specs, and
+    optionally a ``fleet/`` tree of desired device state (``fleet_watcher``, docs/gitops.md).
 
     An empty ``repo`` switches GitOps off (the sensor skips). ``status_file`` (a path in the
     repo) turns on the status write-back commit. Credentials belong in the URL's credential
@@ -27,3 +28,13 @@ class GitOpsRepoResource(dg.ConfigurableResource):
         return GitOpsWatcher(
             self.repo, self.workdir, branch=self.branch, spec_dir=self.spec_dir, status_file=self.status_file
         )
+
+    def fleet_watcher(self, role: str) -> GitOpsWatcher | None:
+        """A clone of the same repository for the ``fleet/`` tree, one per ``role`` (sensor, run):
+        the fleet sensor and its runs fetch while the rollout sensor may write its status back,
+        and two git processes must not share a clone's index and refs."""
+        watcher = self.watcher()
+        if watcher is None:
+            return None
+        workdir = f"{self.workdir.rstrip('/')}-fleet-{role}"
+        return GitOpsWatcher(self.repo, workdir, branch=self.branch, spec_dir=self.spec_dir)

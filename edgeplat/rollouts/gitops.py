@@ -115,6 +115,7 @@ class GitOpsWatcher:
             path.endswith(SPEC_SUFFIXES)
             and (not self.spec_dir or path.startswith(self.spec_dir + "/"))
             and path != self.status_file
+            and not path.startswith("fleet/")  # desired device state (edgeplat.fleet_config), not specs
         )
 
     def changes(self, since: str | None, head: str) -> list[tuple[str, str]]:
