@@ -9,7 +9,8 @@ class GitOpsRepoResource(dg.ConfigurableResource):
     """A git repository (path or URL) whose ``spec_dir`` on ``branch`` holds rollout specs.
 
     An empty ``repo`` switches GitOps off (the sensor skips). ``status_file`` (a path in the
-    repo) turns on the status write-back commit. Credentials belong in the URL's credential
+    repo) turns on the status write-back commit; ``drift_file`` (a ``.json`` path in the repo, off by
+    default) turns on the drift summary write-back of ``device_drift``. Credentials belong in the URL's credential
     helper or SSH agent of the code location, never in this config.
     """
 
@@ -17,6 +18,7 @@ class GitOpsRepoResource(dg.ConfigurableResource):
     branch: str = "main"
     spec_dir: str = "rollouts"
     status_file: str | None = None
+    drift_file: str | None = None
     workdir: str = ""
 
     def watcher(self) -> GitOpsWatcher | None:

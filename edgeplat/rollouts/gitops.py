@@ -24,6 +24,7 @@ must not roll a fleet back).
 
 Optional status write-back: ``write_status`` commits a JSON file with each spec's rollout,
 status and phase to the branch and pushes it (the status file is never read as a spec).
+``commit_file`` commits other reports the same way (the ``device_drift`` summary; JSON only).
 """
 
 from __future__ import annotations
@@ -295,6 +296,40 @@ class GitOpsWatcher:
             "--quiet",
             "-m",
             "rollout status [edgeplat]",
+        )
+        _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
+        return _git(self.workdir, "rev-parse", "HEAD").strip()
+
+    def commit_file(
+        self, path: str, text: str, message: str, *, author: str = "edgeplat <edgeplat@localhost>"
+    ) -> str | None:
+        """Commit ``text`` as ``path`` (a JSON report, e.g. the drift summary) on the tracked branch and
+        push it; returns the new commit, or None when the file already holds ``text``. Only ``.json``
+        paths outside the spec directory: a report must never be read as a spec."""
+        if not path.endswith(".json") or self._is_spec(path) or ".." in Path(path).parts:
+            raise GitOpsError(
+                f"report file {path!r} must be a .json path inside the repository, outside the spec "
+                f"directory {self.spec_dir!r} (e.g. status/drift.json)"
+            )
+        self.fetch()
+        _git(self.workdir, "checkout", "--quiet", "-B", self.branch, f"origin/{self.branch}")
+        target = self.workdir / path
+        if target.exists() and target.read_text() == text:
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        name, _, email = author.partition(" <")
+        _git(self.workdir, "add", path)
+        _git(
+            self.workdir,
+            "-c",
+            f"user.name={name}",
+            "-c",
+            f"user.email={email.rstrip('>')}",
+            "commit",
+            "--quiet",
+            "-m",
+            message,
         )
         _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
         return _git(self.workdir, "rev-parse", "HEAD").strip()
