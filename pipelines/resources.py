@@ -64,6 +64,10 @@ PRODUCTION_ENV = {
         False,
         "optional: the state conflict rules file as a path inside the GitOps repository",
     ),
+    "EDGEPLAT_GITOPS_DRIFT_FILE": (
+        False,
+        "optional: .json path in the GitOps repository for the device_drift summary write-back",
+    ),
 }
 
 

@@ -14,6 +14,8 @@ import pytest
 from cli import build_parser
 from edge_sync.cli import build_parser as device_parser
 from edge_sync.duck import extension_path
+from pipelines.resources import PRODUCTION_ENV
+from edgeplat import settings
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.sync.views import create_views
 
@@ -161,3 +163,17 @@ def test_make_targets_files_and_variables_the_readme_names_exist() -> None:
     instance = (REPO / "deploy/dagster/dagster.production.yaml").read_text()
     for var in set(re.findall(r"\bDAGSTER_(?:PG|K8S)_[A-Z_]*[A-Z]", README)):
         assert var in instance, f"README says the production instance reads {var}"
+
+
+def test_the_production_settings_and_defaults_the_readme_states(tmp_path: Path, monkeypatch) -> None:
+    table = README.split("## Production services", 1)[1].split("\n## ", 1)[0]
+    for var in PRODUCTION_ENV:
+        assert f"`{var}`" in table, (
+            f"{var} (pipelines/resources.py PRODUCTION_ENV) is not in the README's table"
+        )
+    monkeypatch.delenv("EDGEPLAT_HOME", raising=False)
+    monkeypatch.delenv("EDGEPLAT_ENV", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert "| `EDGEPLAT_HOME` | state directory (default `./.edgeplat`) |" in table
+    assert settings.paths().home == tmp_path / ".edgeplat"
+    assert "| `EDGEPLAT_ENV` | `local` (default)" in table and settings.environment() == "local"
