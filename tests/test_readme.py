@@ -14,10 +14,10 @@ import pytest
 from cli import build_parser
 from edge_sync.cli import build_parser as device_parser
 from edge_sync.duck import extension_path
-from pipelines.resources import PRODUCTION_ENV
 from edgeplat import settings
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.sync.views import create_views
+from pipelines.resources import PRODUCTION_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

@@ -85,8 +85,7 @@ class ConfigDriftCheckConfig(dg.Config):
 def config_drift_age(config: ConfigDriftCheckConfig, lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     now = datetime.now(UTC)
     with lakehouse.get().session(read_only=True) as con:
-        old = config_drift.older_than(con, config.threshold_s, now)
-    count = sum(r.get("more", 1) for r in old)
+        count, oldest = config_drift.older_than(con, config.threshold_s, now)
     return dg.AssetCheckResult(
         passed=count == 0,
         severity=dg.AssetCheckSeverity.WARN,
@@ -96,6 +95,6 @@ def config_drift_age(config: ConfigDriftCheckConfig, lakehouse: LakehouseResourc
         metadata={
             "threshold_s": dg.MetadataValue.float(float(config.threshold_s)),
             "old_fields": dg.MetadataValue.int(count),
-            "oldest": dg.MetadataValue.json(old),
+            "oldest": dg.MetadataValue.json(oldest),
         },
     )

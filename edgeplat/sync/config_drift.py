@@ -188,21 +188,23 @@ def counts(rows: pa.Table) -> dict[str, int]:
 
 def older_than(
     con: duckdb.DuckDBPyConnection, threshold_s: float, now: datetime, limit: int = 20
-) -> list[dict]:
-    """Fields drifting (``pending``/``drifted``; ``accepted`` is by rule) for longer than
-    ``threshold_s`` at ``now``, oldest first."""
+) -> tuple[int, list[dict]]:
+    """How many fields have been ``pending`` or ``drifted`` (``accepted`` is by rule) for longer than
+    ``threshold_s`` at ``now``, and the oldest ``limit`` of them."""
+    where = (
+        f"FROM {TABLE} WHERE status IN ('{PENDING}', '{DRIFTED}') "
+        "AND since <= CAST($now AS TIMESTAMPTZ) - to_seconds($threshold)"
+    )
+    params = {"now": now, "threshold": float(threshold_s)}
+    (total,) = con.execute(f"SELECT count(*) {where}", params).fetchone()
     cur = con.execute(
-        f"SELECT {_KEY}, status, desired_value, reported_value, since, "
-        f"epoch(CAST(? AS TIMESTAMPTZ)) - epoch(since) AS age_s FROM {TABLE} "
-        f"WHERE status IN ('{PENDING}', '{DRIFTED}') AND since <= CAST(? AS TIMESTAMPTZ) - to_seconds(?) "
-        "ORDER BY since, tenant_id, device_id, namespace, key, field",
-        [now, now, float(threshold_s)],
+        f"SELECT {_KEY}, status, desired_value, reported_value, strftime(since, '%Y-%m-%dT%H:%M:%S%z') AS since, "
+        f"round(epoch(CAST($now AS TIMESTAMPTZ)) - epoch(since), 1) AS age_s {where} "
+        f"ORDER BY since, {_KEY} LIMIT {int(limit)}",
+        params,
     )
     names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    return [
-        {**r, "age_s": round(float(r["age_s"]), 1), "since": r["since"].isoformat()} for r in rows[:limit]
-    ] + ([] if len(rows) <= limit else [{"more": len(rows) - limit}])
+    return int(total), [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 def summary(rows: pa.Table, limit: int = 200) -> dict[str, Any]:
