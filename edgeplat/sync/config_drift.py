@@ -100,8 +100,14 @@ carried AS (
                  AS e
           FROM docs)),
 acks AS (
-    SELECT tenant_id, device_id, desired_revision AS revision, min(hlc) AS hlc
-    FROM health WHERE desired_revision IS NOT NULL GROUP BY ALL),
+    -- per device and revision it reported: the first HLC at which it reported that revision or a later one
+    SELECT tenant_id, device_id, revision,
+           min(hlc) OVER (PARTITION BY tenant_id, device_id ORDER BY revision DESC
+                          ROWS UNBOUNDED PRECEDING) AS hlc,
+           max(revision) OVER (PARTITION BY tenant_id, device_id) AS latest
+    FROM (SELECT tenant_id, device_id, desired_revision AS revision, min(hlc) AS hlc
+          FROM health WHERE desired_revision IS NOT NULL GROUP BY ALL)),
+latest AS (SELECT DISTINCT tenant_id, device_id, latest FROM acks),
 fields AS (
     SELECT s.tenant_id, s.device_id, s.namespace, s.key, s.field, s.rule,
            s.value AS merged_value, s.origin AS merged_origin,
@@ -116,11 +122,11 @@ fields AS (
          AND c.namespace = s.namespace AND c.key = s.key AND c.field = s.field AND c.hlc = d.hlc
     LEFT JOIN _previous p USING ({_KEY})),
 acked AS (
-    SELECT f.*, (SELECT max(a.revision) FROM acks a
-                 WHERE a.tenant_id = f.tenant_id AND a.device_id = f.device_id) AS reported_revision,
-           (SELECT min(a.hlc) FROM acks a WHERE a.tenant_id = f.tenant_id AND a.device_id = f.device_id
-                AND a.revision >= f.desired_revision) AS ack_hlc
-    FROM fields f),
+    SELECT f.*, a.hlc AS ack_hlc, l.latest AS reported_revision
+    FROM fields f
+    LEFT JOIN latest l ON l.tenant_id = f.tenant_id AND l.device_id = f.device_id
+    ASOF LEFT JOIN acks a ON a.tenant_id = f.tenant_id AND a.device_id = f.device_id
+         AND a.revision >= f.desired_revision),
 judged AS (
     SELECT *,
         CASE
@@ -151,7 +157,7 @@ def compute(con: duckdb.DuckDBPyConnection, previous: pa.Table, now: datetime) -
     last refresh's table (``since`` and the first revision that carried an edit carry over)."""
     con.register("_previous", previous)
     try:
-        rows = con.execute(_DRIFT_SQL, {"now": now}).fetch_arrow_table()
+        rows = con.execute(_DRIFT_SQL, {"now": now}).to_arrow_table()
     finally:
         con.unregister("_previous")
     ages = [max(0.0, (now - s).total_seconds()) for s in rows["since"].to_pylist()]
@@ -164,7 +170,7 @@ def refresh(lake: Lakehouse, now: datetime | None = None) -> pa.Table:
     now = now or datetime.now(UTC)
 
     def unit(con: duckdb.DuckDBPyConnection) -> pa.Table:
-        previous = con.execute(f"SELECT * FROM {TABLE}").fetch_arrow_table()
+        previous = con.execute(f"SELECT * FROM {TABLE}").to_arrow_table()
         rows = compute(con, previous, now)
         con.execute(f"DELETE FROM {TABLE}")
         if rows.num_rows:
