@@ -177,3 +177,20 @@ def test_the_production_settings_and_defaults_the_readme_states(tmp_path: Path, 
     assert "| `EDGEPLAT_HOME` | state directory (default `./.edgeplat`) |" in table
     assert settings.paths().home == tmp_path / ".edgeplat"
     assert "| `EDGEPLAT_ENV` | `local` (default)" in table and settings.environment() == "local"
+
+
+def test_the_assets_jobs_sensors_and_groups_the_readme_names_exist() -> None:
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    assets = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    sensors = {s.name for s in defs.sensors}
+    for name in set(re.findall(r"`([a-z_]+)`", README)):
+        if name.endswith("_sensor"):
+            assert name in sensors, f"README names sensor {name}, which the code location lacks"
+        elif name in ("rollout_health", "device_drift", "sync_views"):
+            assert name in assets, f"README names asset {name}, which the code location lacks"
+    assert defs.resolve_job_def("sync_fleet") is not None  # "the main job, `sync_fleet`"
+    (listed,) = re.findall(r"the asset graph \(groups ([^)]*)\)", README)
+    assert set(re.findall(r"`(\w+)`", listed)) <= groups
