@@ -84,7 +84,8 @@ class ConfigDriftCheckConfig(dg.Config):
 )
 def config_drift_age(config: ConfigDriftCheckConfig, lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     now = datetime.now(UTC)
-    with lakehouse.get().session(read_only=True) as con:
+    lake = store_from(lakehouse).lake  # an older catalog gains the drift table before it is read
+    with lake.session(read_only=True) as con:
         count, oldest = config_drift.older_than(con, config.threshold_s, now)
     return dg.AssetCheckResult(
         passed=count == 0,
