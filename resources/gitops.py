@@ -1,5 +1,7 @@
 """The GitOps repository the rollout specs live in, as a Dagster resource."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from edgeplat.rollouts.gitops import GitOpsWatcher
@@ -29,3 +31,13 @@ class GitOpsRepoResource(dg.ConfigurableResource):
         return GitOpsWatcher(
             self.repo, self.workdir, branch=self.branch, spec_dir=self.spec_dir, status_file=self.status_file
         )
+
+    def drift_writer(self) -> GitOpsWatcher | None:
+        """A watcher on a clone of its own (``<workdir>-drift``) for the drift write-back, or None when
+        it is off: runs write it while the sensor's clone may be busy, and two git processes must never
+        share one work tree."""
+        watcher = self.watcher() if self.drift_file else None
+        if watcher is None:
+            return None
+        watcher.workdir = Path(f"{Path(self.workdir)}-drift")
+        return watcher

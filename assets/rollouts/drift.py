@@ -63,8 +63,8 @@ def device_drift(lakehouse: LakehouseResource, gitops_repo: GitOpsRepoResource) 
             )
         ),
     }
-    watcher = gitops_repo.watcher() if gitops_repo.drift_file else None
-    if watcher is not None:
+    watcher = gitops_repo.drift_writer()
+    if watcher is not None and gitops_repo.drift_file:
         text = json.dumps(config_drift.summary(fields), indent=2, sort_keys=True) + "\n"
         commit = watcher.commit_file(gitops_repo.drift_file, text, "device drift [edgeplat]")
         metadata["drift_writeback_commit"] = dg.MetadataValue.text(commit or "unchanged")

@@ -301,38 +301,54 @@ class GitOpsWatcher:
         return _git(self.workdir, "rev-parse", "HEAD").strip()
 
     def commit_file(
-        self, path: str, text: str, message: str, *, author: str = "edgeplat <edgeplat@localhost>"
+        self,
+        path: str,
+        text: str,
+        message: str,
+        *,
+        author: str = "edgeplat <edgeplat@localhost>",
+        attempts: int = 3,
     ) -> str | None:
         """Commit ``text`` as ``path`` (a JSON report, e.g. the drift summary) on the tracked branch and
         push it; returns the new commit, or None when the file already holds ``text``. Only ``.json``
-        paths outside the spec directory: a report must never be read as a spec."""
-        if not path.endswith(".json") or self._is_spec(path) or ".." in Path(path).parts:
+        paths inside the repository and outside the spec directory: a report is never read as a spec.
+        A push another writer beat (the status write-back) is redone on the new head."""
+        rel = Path(path)
+        if not path.endswith(".json") or rel.is_absolute() or ".." in rel.parts or self._is_spec(path):
             raise GitOpsError(
                 f"report file {path!r} must be a .json path inside the repository, outside the spec "
                 f"directory {self.spec_dir!r} (e.g. status/drift.json)"
             )
-        self.fetch()
-        _git(self.workdir, "checkout", "--quiet", "-B", self.branch, f"origin/{self.branch}")
-        target = self.workdir / path
-        if target.exists() and target.read_text() == text:
-            return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
         name, _, email = author.partition(" <")
-        _git(self.workdir, "add", path)
-        _git(
-            self.workdir,
-            "-c",
-            f"user.name={name}",
-            "-c",
-            f"user.email={email.rstrip('>')}",
-            "commit",
-            "--quiet",
-            "-m",
-            message,
-        )
-        _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
-        return _git(self.workdir, "rev-parse", "HEAD").strip()
+        for attempt in range(1, attempts + 1):
+            self.fetch()
+            _git(self.workdir, "checkout", "--quiet", "-B", self.branch, f"origin/{self.branch}")
+            target = self.workdir / rel
+            if target.exists() and target.read_text() == text:
+                return None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            _git(self.workdir, "add", path)
+            _git(
+                self.workdir,
+                "-c",
+                f"user.name={name}",
+                "-c",
+                f"user.email={email.rstrip('>')}",
+                "commit",
+                "--quiet",
+                "-m",
+                message,
+            )
+            try:
+                _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
+            except GitOpsError:
+                if attempt == attempts:
+                    raise
+                log.info("push of %s lost a race (attempt %d), redoing it on the new head", path, attempt)
+                continue
+            return _git(self.workdir, "rev-parse", "HEAD").strip()
+        return None  # unreachable: the last attempt returns or raises
 
 
 def _updatable(state: RolloutState) -> bool:

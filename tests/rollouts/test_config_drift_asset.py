@@ -102,3 +102,27 @@ def test_the_default_is_no_write_back_and_a_spec_path_is_refused(world: DriftWor
     watcher = GitOpsRepoResource(repo=str(origin), workdir=str(tmp_path / "c2")).watcher()
     with pytest.raises(Exception, match="must be a .json path"):
         watcher.commit_file("rollouts/drift.yaml", "{}\n", "nope")
+
+
+def test_a_write_back_that_loses_a_push_race_is_redone_on_the_new_head(tmp_path: Path) -> None:
+    origin, dev = origin_and_clone(tmp_path)
+    writer = GitOpsRepoResource(
+        repo=str(origin), workdir=str(tmp_path / "clone"), drift_file="status/drift.json"
+    ).drift_writer()
+    assert writer.workdir == tmp_path / "clone-drift"  # never the sensor's clone
+    assert writer.commit_file("status/drift.json", '{"n": 1}\n', "drift 1")
+    # another writer (a person, the status write-back) pushes between our fetch and our push, once
+    hook = writer.workdir / ".git" / "hooks" / "pre-push"
+    hook.write_text(
+        "#!/bin/sh\n"
+        f'[ -e "{tmp_path}/raced" ] && exit 0\n'
+        f'touch "{tmp_path}/raced"\n'
+        f'cd "{dev}" && git pull -q origin main && echo x > other.txt && git add other.txt '
+        '&& git commit -qm "meanwhile" && git push -q origin HEAD:main\n'
+    )
+    hook.chmod(0o755)
+    head = writer.commit_file("status/drift.json", '{"n": 2}\n', "drift 2")
+    assert (tmp_path / "raced").exists()
+    git(dev, "pull", "--quiet", "origin", "main")
+    assert git(dev, "rev-parse", "HEAD") == head
+    assert (dev / "status" / "drift.json").read_text() == '{"n": 2}\n' and (dev / "other.txt").exists()
