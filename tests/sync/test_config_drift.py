@@ -6,10 +6,13 @@ documents), the real ingest and the central merge; central edits through ``apply
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
+from edgeplat.sync import config_drift
 from tests.support.config_drift import DriftWorld
 from tests.support.fleet import Fleet
 
@@ -87,3 +90,48 @@ def test_drift_reported_per_field_and_cleared_when_the_device_converges(world: D
     world.sync(t, d)
     assert agent.cache.get_state("config", "main")["firmware_pin"] == "1.3"
     assert set(world.drift(fleet.clock.ms)) == {"color", "calibration"}
+
+
+def test_desired_values_of_any_origin_per_tenant_and_only_for_picking_rules(fleet: Fleet) -> None:
+    """Rows as the merge and the publisher leave them: a value from a GitOps commit, the same device
+    id in two tenants, a counter field (no single desired value), a value never published."""
+    hlc = (fleet.clock.ms - 5 * MIN) << 16
+    state = [  # tenant, device, field, value, hlc, node, origin, rule
+        ("t1", "d1", "color", '"blue"', hlc, "central", "gitops:0123abc", "lww"),
+        ("t2", "d1", "color", '"blue"', hlc, "central", "central", "lww"),
+        ("t1", "d1", "boot_count", "3", hlc, "central", "central", "counter"),
+        ("t1", "d1", "threshold", "7", hlc, "central", "central", "max"),
+    ]
+    doc = {
+        "document": {"state_edits": [{"namespace": "config", "key": "main", "field": "color", "hlc": hlc}]}
+    }
+    with fleet.lake.session() as con:
+        con.executemany(
+            "INSERT INTO device_state VALUES (?, ?, 'config', 'main', ?, ?, ?, ?, ?, ?, 1, 0)", state
+        )
+        con.executemany(
+            "INSERT INTO desired_records VALUES (?, 'd1', 4, ?, now())",
+            [("t1", json.dumps(doc)), ("t2", json.dumps(doc))],
+        )
+        # t2/d1 reported revision 4 (applied); t1/d1 only revision 3
+        con.executemany(
+            "INSERT INTO health (tenant_id, device_id, hlc, desired_revision) VALUES (?, 'd1', ?, ?)",
+            [("t1", hlc + 1, 3), ("t2", hlc + 1, 4)],
+        )
+    rows = drift_rows(fleet)
+    assert {(r["tenant_id"], r["field"]): r["status"] for r in rows} == {
+        ("t1", "color"): "pending",  # carried by revision 4, the device reports 3
+        ("t1", "threshold"): "pending",  # never published: no revision carries it
+    }
+    color = next(r for r in rows if r["field"] == "color")
+    assert (color["desired_origin"], color["desired_revision"], color["reported_revision"]) == (
+        "gitops:0123abc",
+        4,
+        3,
+    )
+    assert next(r for r in rows if r["field"] == "threshold")["desired_revision"] is None
+    assert color["age_s"] == 300.0
+
+
+def drift_rows(fleet: Fleet) -> list[dict]:
+    return config_drift.refresh(fleet.lake, datetime.fromtimestamp(fleet.clock.ms / 1000, UTC)).to_pylist()
