@@ -20,7 +20,11 @@ custom resolvers combine values, so no single value is "desired"):
 - ``drifted``: central's value wins and the device applied it, but then edited the field
   locally (its edit is newer than its acknowledgement) and that edit lost under the rule:
   the device runs a value the platform does not accept. Since: first seen.
-- converged fields have no row: drift is cleared when the device reports the desired value.
+- converged fields have no row: drift is cleared when the device reports the desired value
+  (having applied it, or by its own edit made after it last applied a document).
+
+``reported_value`` is the device's own latest edit when that is what it holds (made after it
+last applied a document), else NULL: what a merge on the device produced is not reported.
 
 ``since`` is kept across refreshes (same field, same desired edit, same status); ``age_s`` is
 measured at the refresh. The revision that first carried an edit is taken as the revision
@@ -107,7 +111,7 @@ acks AS (
            max(revision) OVER (PARTITION BY tenant_id, device_id) AS latest
     FROM (SELECT tenant_id, device_id, desired_revision AS revision, min(hlc) AS hlc
           FROM health WHERE desired_revision IS NOT NULL GROUP BY ALL)),
-latest AS (SELECT DISTINCT tenant_id, device_id, latest FROM acks),
+latest AS (SELECT tenant_id, device_id, revision AS latest, hlc AS latest_hlc FROM acks WHERE revision = latest),
 fields AS (
     SELECT s.tenant_id, s.device_id, s.namespace, s.key, s.field, s.rule,
            s.value AS merged_value, s.origin AS merged_origin,
@@ -122,7 +126,9 @@ fields AS (
          AND c.namespace = s.namespace AND c.key = s.key AND c.field = s.field AND c.hlc = d.hlc
     LEFT JOIN _previous p USING ({_KEY})),
 acked AS (
-    SELECT f.*, a.hlc AS ack_hlc, l.latest AS reported_revision
+    SELECT f.*, a.hlc AS ack_hlc, l.latest AS reported_revision,
+           -- the device's own edit is what it holds when made after it last applied a document
+           coalesce(f.own_hlc > coalesce(l.latest_hlc, -1), false) AS holds_own
     FROM fields f
     LEFT JOIN latest l ON l.tenant_id = f.tenant_id AND l.device_id = f.device_id
     ASOF LEFT JOIN acks a ON a.tenant_id = f.tenant_id AND a.device_id = f.device_id
@@ -132,14 +138,17 @@ judged AS (
         CASE
             WHEN merged_origin = '{DEVICE_ORIGIN}' THEN
                 CASE WHEN merged_value IS DISTINCT FROM desired_value THEN '{ACCEPTED}' END
+            WHEN holds_own AND own_value = desired_value THEN NULL
             WHEN ack_hlc IS NULL THEN '{PENDING}'
-            WHEN own_hlc > ack_hlc AND own_value IS DISTINCT FROM merged_value THEN '{DRIFTED}'
+            WHEN own_hlc > ack_hlc AND own_value IS DISTINCT FROM desired_value THEN '{DRIFTED}'
         END AS status
     FROM acked)
 SELECT j.tenant_id, j.device_id, j.namespace, j.key, j.field, j.rule, j.status,
        j.desired_value, j.desired_hlc, j.desired_origin,
-       CASE WHEN j.status = '{ACCEPTED}' THEN j.merged_value ELSE j.own_value END AS reported_value,
-       j.own_hlc AS reported_hlc, j.desired_revision, j.reported_revision,
+       CASE WHEN j.status = '{ACCEPTED}' THEN j.merged_value WHEN j.holds_own THEN j.own_value END
+           AS reported_value,
+       CASE WHEN j.status = '{ACCEPTED}' OR j.holds_own THEN j.own_hlc END AS reported_hlc,
+       j.desired_revision, j.reported_revision,
        CASE
            WHEN p.status = j.status AND p.desired_hlc = j.desired_hlc THEN p.since
            WHEN j.status = '{PENDING}' THEN least(CAST($now AS TIMESTAMPTZ),

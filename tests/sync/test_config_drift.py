@@ -101,6 +101,7 @@ def test_desired_values_of_any_origin_per_tenant_and_only_for_picking_rules(flee
         ("t2", "d1", "color", '"blue"', hlc, "central", "central", "lww"),
         ("t1", "d1", "boot_count", "3", hlc, "central", "central", "counter"),
         ("t1", "d1", "threshold", "7", hlc, "central", "central", "max"),
+        ("t1", "d1", "mode", '"eco"', hlc, "central", "central", "prefer_central"),
     ]
     doc = {
         "document": {"state_edits": [{"namespace": "config", "key": "main", "field": "color", "hlc": hlc}]}
@@ -117,6 +118,12 @@ def test_desired_values_of_any_origin_per_tenant_and_only_for_picking_rules(flee
         con.executemany(
             "INSERT INTO health (tenant_id, device_id, hlc, desired_revision) VALUES (?, 'd1', ?, ?)",
             [("t1", hlc + 1, 3), ("t2", hlc + 1, 4)],
+        )
+        # t1/d1 set mode to the desired value itself after its last applied document: converged
+        con.execute(
+            "INSERT INTO state_edits (tenant_id, device_id, namespace, key, field, value, origin, hlc) "
+            "VALUES ('t1', 'd1', 'config', 'main', 'mode', '\"eco\"', 'device', ?)",
+            [hlc + 2],
         )
     rows = drift_rows(fleet)
     assert {(r["tenant_id"], r["field"]): r["status"] for r in rows} == {
