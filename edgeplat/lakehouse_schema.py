@@ -376,6 +376,29 @@ TABLES: dict[str, Table] = {
             description="Desired versus reported release per device (from the latest rollout that touched it).",
         ),
         Table(
+            "device_config_drift",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("namespace", "VARCHAR"),
+                ("key", "VARCHAR"),
+                ("field", "VARCHAR"),
+                ("rule", "VARCHAR"),
+                ("status", "VARCHAR"),  # pending | drifted | accepted (edgeplat/sync/config_drift.py)
+                ("desired_value", "VARCHAR"),  # JSON text
+                ("desired_hlc", "BIGINT"),
+                ("desired_origin", "VARCHAR"),  # central | gitops:<commit> | ...
+                ("reported_value", "VARCHAR"),  # the device's own value (JSON text), NULL: none reported
+                ("reported_hlc", "BIGINT"),
+                ("desired_revision", "BIGINT"),  # first desired-state revision seen carrying the value
+                ("reported_revision", "BIGINT"),  # latest revision the device reports applied
+                ("since", "TIMESTAMPTZ"),
+                ("age_s", "DOUBLE"),
+                ("computed_at", "TIMESTAMPTZ"),
+            ],
+            description="State fields whose value on the device differs from the desired one, per status, since when.",
+        ),
+        Table(
             "desired_records",
             [
                 ("tenant_id", "VARCHAR"),

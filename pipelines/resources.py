@@ -64,6 +64,10 @@ PRODUCTION_ENV = {
         False,
         "optional: the state conflict rules file as a path inside the GitOps repository",
     ),
+    "EDGEPLAT_GITOPS_DRIFT_FILE": (
+        False,
+        "optional: .json path in the GitOps repository for the device_drift summary write-back",
+    ),
 }
 
 
@@ -75,6 +79,7 @@ def _gitops(workdir: str | None = None) -> GitOpsRepoResource:
         branch=os.environ.get("EDGEPLAT_GITOPS_BRANCH", "main"),
         spec_dir=os.environ.get("EDGEPLAT_GITOPS_DIR", "rollouts"),
         status_file=os.environ.get("EDGEPLAT_GITOPS_STATUS_FILE") or None,
+        drift_file=os.environ.get("EDGEPLAT_GITOPS_DRIFT_FILE") or None,
         workdir=os.environ.get("EDGEPLAT_GITOPS_WORKDIR")
         or workdir
         or str(paths().home / "gitops" / "clone"),

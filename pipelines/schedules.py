@@ -1,12 +1,18 @@
 """Schedules: reconciliation every 15 minutes (catches what sensors missed, admits deferred batches),
 alert rules every minute, the device inventory hourly, platform feedback every 2 minutes when a
-platform backend is configured."""
+platform backend is configured, device drift (releases and configuration) every 15 minutes."""
 
 import os
 
 import dagster as dg
 
-from pipelines.jobs import device_inventory_sync, evaluate_alerts, platform_feedback_refresh, reconcile_sync
+from pipelines.jobs import (
+    device_drift_refresh,
+    device_inventory_sync,
+    evaluate_alerts,
+    platform_feedback_refresh,
+    reconcile_sync,
+)
 
 reconcile_every_15_minutes = dg.ScheduleDefinition(
     name="reconcile_sync_every_15_minutes",
@@ -45,5 +51,17 @@ platform_feedback_every_2_minutes = dg.ScheduleDefinition(
     if _PLATFORMS & {"greengrass", "azure_iot_edge"}
     else dg.DefaultScheduleStatus.STOPPED,
 )
+# Configuration drift changes without rollouts (central edits, devices syncing): refreshed on its own,
+# after the reconciliation that ingests what devices reported.
+device_drift_every_15_minutes = dg.ScheduleDefinition(
+    name="device_drift_every_15_minutes",
+    job=device_drift_refresh,
+    cron_schedule="5-59/15 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 # Only with the whole code location (their assets are not in the sync's or the rollouts' own).
-PLATFORM_SCHEDULES = [device_inventory_hourly, platform_feedback_every_2_minutes]
+PLATFORM_SCHEDULES = [
+    device_inventory_hourly,
+    platform_feedback_every_2_minutes,
+    device_drift_every_15_minutes,
+]

@@ -1,5 +1,7 @@
 """The GitOps repository the rollout specs live in, as a Dagster resource."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from edgeplat.rollouts.gitops import GitOpsWatcher
@@ -10,7 +12,8 @@ class GitOpsRepoResource(dg.ConfigurableResource):
     optionally a ``fleet/`` tree of desired device state (``fleet_watcher``, docs/gitops.md).
 
     An empty ``repo`` switches GitOps off (the sensor skips). ``status_file`` (a path in the
-    repo) turns on the status write-back commit. Credentials belong in the URL's credential
+    repo) turns on the status write-back commit; ``drift_file`` (a ``.json`` path in the repo, off by
+    default) turns on the drift summary write-back of ``device_drift``. Credentials belong in the URL's credential
     helper or SSH agent of the code location, never in this config.
     """
 
@@ -18,6 +21,7 @@ class GitOpsRepoResource(dg.ConfigurableResource):
     branch: str = "main"
     spec_dir: str = "rollouts"
     status_file: str | None = None
+    drift_file: str | None = None
     workdir: str = ""
 
     def watcher(self) -> GitOpsWatcher | None:
@@ -38,3 +42,13 @@ class GitOpsRepoResource(dg.ConfigurableResource):
             return None
         workdir = f"{self.workdir.rstrip('/')}-fleet-{role}"
         return GitOpsWatcher(self.repo, workdir, branch=self.branch, spec_dir=self.spec_dir)
+
+    def drift_writer(self) -> GitOpsWatcher | None:
+        """A watcher on a clone of its own (``<workdir>-drift``) for the drift write-back, or None when
+        it is off: runs write it while the sensor's clone may be busy, and two git processes must never
+        share one work tree."""
+        watcher = self.watcher() if self.drift_file else None
+        if watcher is None:
+            return None
+        watcher.workdir = Path(f"{Path(self.workdir)}-drift")
+        return watcher

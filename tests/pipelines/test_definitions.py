@@ -53,6 +53,7 @@ def test_definitions_load_with_local_resources() -> None:
         "* * * * *",
         "7 * * * *",
         "*/2 * * * *",
+        "5-59/15 * * * *",
     ]
     assert "platform_run_failure_sensor" in {s.name for s in defs.sensors}
     assert set(defs.resources) >= {

@@ -42,3 +42,9 @@ class GitOpsRepo:
         git(self.dev, "commit", "--quiet", "--allow-empty", "-m", message)
         git(self.dev, "push", "--quiet", "origin", "HEAD:main")
         return git(self.dev, "rev-parse", "HEAD")
+
+
+def origin_and_clone(root: Path) -> tuple[Path, Path]:
+    """(bare origin, a clone of it on branch main with one commit) under ``root``."""
+    repo = GitOpsRepo(root)
+    return repo.origin, repo.dev
