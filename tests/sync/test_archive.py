@@ -1,0 +1,226 @@
+"""Settled objects leave the hot prefix: archived, never re-ingested, replayed exactly once on demand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from edge_sync.batch_keys import parse_object_key
+from edge_sync.objectstore import ListPage, ObjectInfo, ObjectStore, StoreUnavailable
+from edgeplat.lakehouse import Lakehouse, LakehouseConfig
+from edgeplat.sync.archive import (
+    ARCHIVE_PREFIX,
+    QUARANTINE_ARCHIVE_PREFIX,
+    ReplayRange,
+    archive_settled,
+    replay_archive,
+)
+from edgeplat.sync.arrivals import ArrivalCursor, plan_arrivals
+from edgeplat.sync.ingest import ingest_objects
+from edgeplat.sync.ledger import settled_keys
+from edgeplat.sync.reconcile import reconcile
+from tests.support.fleet import STREAM_TABLES, T0_MS, Fleet
+
+DAY_MS = 86_400_000
+T = "t1"
+# what reconciliation may change on its own (offline marking): left out of the comparisons
+DATA_TABLES = tuple(t for t in STREAM_TABLES if t != "devices")
+
+
+@dataclass
+class Uploaded:
+    ingested: list[str]
+    quarantined: str
+    deferred: str
+
+
+def settle(fleet: Fleet) -> Uploaded:
+    """Two devices' batches ingested, one quarantined, one deferred (clock a month ahead)."""
+    up = fleet.upload
+    ingested = [
+        up(fleet.batch(T, "d1", "telemetry", range(1, 11))),
+        up(fleet.batch(T, "d1", "telemetry", range(11, 21))),
+        up(fleet.batch(T, "d1", "health", range(1, 4))),
+        up(fleet.batch(T, "d1", "state", range(1, 4))),
+        up(fleet.batch(T, "d2", "telemetry", range(1, 6))),
+    ]
+    b = fleet.batch(T, "d3", "telemetry", range(1, 5))
+    bad = up(b, data=b.data[:-1] + bytes([b.data[-1] ^ 1]))
+    deferred = up(fleet.batch(T, "d4", "telemetry", range(1, 4), base_ms=T0_MS + 30 * DAY_MS))
+    report = ingest_objects(fleet.env(), [*ingested, bad, deferred])
+    assert report.accepted == 5 and sum(report.quarantined.values()) == 2
+    return Uploaded(ingested, bad, deferred)
+
+
+def hot_keys(fleet: Fleet) -> list[str]:
+    return [o.key for o in fleet.store.list("tenant=").objects if o.key.endswith(".batch")]
+
+
+def archived(fleet: Fleet) -> list[str]:
+    return [o.key for o in fleet.store.list(ARCHIVE_PREFIX).objects]
+
+
+def tables(fleet: Fleet) -> dict[str, list]:
+    snap = fleet.snapshot()
+    return {t: snap[t] for t in DATA_TABLES}
+
+
+def test_archived_objects_are_never_listed_or_reingested_by_reconciliation(fleet: Fleet) -> None:
+    u = settle(fleet)
+    env = fleet.env()
+    before = tables(fleet)
+
+    fleet.clock.ms += 3_600_000  # within the retention: nothing moves
+    rep = archive_settled(env, archive_after=timedelta(hours=72))
+    assert rep.as_dict() | {"listed": 7, "recent": 6, "unsettled": 1} == rep.as_dict()
+    assert rep.moved == {"ingested": 0, "quarantined": 0} and archived(fleet) == []
+
+    fleet.clock.ms += 72 * 3_600_000
+    rep = archive_settled(env, archive_after=timedelta(hours=72))
+    assert rep.moved == {"ingested": 5, "quarantined": 1} and rep.unsettled == 1
+    assert hot_keys(fleet) == [u.deferred]  # pending deferred batches stay for reconciliation
+    assert sorted(archived(fleet)) == sorted(
+        [ARCHIVE_PREFIX + k for k in u.ingested] + [QUARANTINE_ARCHIVE_PREFIX + u.quarantined]
+    )
+    for key in archived(fleet):  # the archive prefix never parses as a hot batch key
+        with pytest.raises(ValueError, match="not a batch object key"):
+            parse_object_key(key)
+    assert fleet.count("SELECT settled, count(*) FROM archived_batches GROUP BY ALL ORDER BY 1") == [
+        ("ingested", 5),
+        ("quarantined", 1),
+    ]
+
+    # the arrival listing and the reconciliation see only the hot prefix
+    with fleet.lake.session(read_only=True) as con:
+        plan = plan_arrivals(fleet.store, ArrivalCursor(), settled=lambda keys: settled_keys(con, keys))
+    assert (plan.listed, plan.runs) == (1, [])
+    rec = reconcile(env, compaction=False)
+    assert rec.listed == 1 and rec.missed.objects == 0 and rec.missed.accepted == 0
+    assert tables(fleet) == before
+
+    # a device re-uploads an archived batch (re-cut after a crash): settled, so skipped, then archived
+    again = fleet.store.get(ARCHIVE_PREFIX + u.ingested[0])
+    fleet.store.put(u.ingested[0], again)
+    rec = reconcile(env, compaction=False)
+    assert rec.listed == 2 and rec.missed.objects == 0 and tables(fleet) == before
+    rep = archive_settled(env, archive_after=timedelta(hours=72))
+    assert rep.resumed == 1 and hot_keys(fleet) == [u.deferred]
+    assert fleet.count("SELECT count(*) FROM archived_batches")[0][0] == 6
+
+
+def test_replay_restores_lost_rows_once_and_adds_nothing_to_an_intact_lakehouse(
+    fleet: Fleet, tmp_path
+) -> None:
+    u = settle(fleet)
+    env = fleet.env()
+    fleet.clock.ms += 73 * 3_600_000
+    archive_settled(env, archive_after=timedelta(hours=72))
+    before = tables(fleet)
+
+    # intact lakehouse: every row is there already, nothing is added
+    rep = replay_archive(env, ReplayRange(T, "d1"))
+    assert rep.found == 4 and rep.ingest.accepted == 4
+    assert rep.ingest.rows_new == 0 and rep.ingest.duplicates_dropped == rep.ingest.rows_in == 26
+    assert tables(fleet) == before
+
+    # rows lost from a table: the range's batches restore exactly them
+    with fleet.lake.session() as con:
+        con.execute(
+            f"DELETE FROM telemetry WHERE device_id = 'd1' AND seq BETWEEN 5 AND 15 AND tenant_id = '{T}'"
+        )
+    assert fleet.count("SELECT count(*) FROM telemetry WHERE device_id = 'd1'")[0][0] == 9
+    rep = replay_archive(env, ReplayRange(T, "d1", "telemetry", from_seq=5, to_seq=15))
+    assert rep.found == 2 and rep.ingest.rows_new == 11 and rep.ingest.replay_mismatches == 0
+    assert tables(fleet) == before
+    assert replay_archive(env, ReplayRange(T, "d1", "telemetry", 5, 15)).ingest.rows_new == 0
+    assert tables(fleet) == before
+
+    assert replay_archive(env, ReplayRange(T, "d1", "telemetry", 12, 30)).found == 1
+    assert replay_archive(env, ReplayRange(T, "d9")).found == 0
+    with pytest.raises(ValueError, match="from-seq <= to-seq"):
+        ReplayRange(T, "d1", "telemetry", 9, 3)
+
+    # a fresh lakehouse: replaying every device rebuilds the tables and the ledger
+    fresh = Lakehouse(
+        LakehouseConfig(catalog=f"sqlite:{tmp_path}/fresh.sqlite", data_path=f"{tmp_path}/fresh/")
+    )
+    fresh.ensure_schema()
+    fleet.lake = fresh
+    env = fleet.env()
+    for device in ("d1", "d2"):
+        replay_archive(env, ReplayRange(T, device))
+    got = tables(fleet)
+    for table in ("telemetry", "health", "state_edits", "device_state"):
+        assert got[table] == before[table], table
+    assert fleet.count("SELECT count(*) FROM batches")[0][0] == 5
+    assert fleet.count("SELECT count(*) FROM archived_batches")[0][0] == 5
+    assert replay_archive(env, ReplayRange(T, "d1")).ingest.rows_new == 0
+    assert fleet.count("SELECT count(*) FROM batches")[0][0] == 5
+    assert u.quarantined not in {k for (k,) in fleet.count("SELECT object_key FROM batches")}
+
+
+class FailingStore(ObjectStore):
+    """The fleet's store, failing one operation after ``after`` successful calls of it (a crash)."""
+
+    def __init__(self, store: ObjectStore, op: str, after: int) -> None:
+        self.store, self.op, self.left = store, op, after
+        self.url = store.url
+
+    def _maybe_fail(self, op: str) -> None:
+        if op == self.op:
+            if self.left == 0:
+                raise StoreUnavailable(f"{op} failed (simulated crash)")
+            self.left -= 1
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        self._maybe_fail("put_if_absent")
+        return self.store.put_if_absent(key, data)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.store.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        return self.store.get(key)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        return self.store.head(key)
+
+    def list(self, prefix: str = "", *, after: str | None = None, limit: int = 1000) -> ListPage:
+        return self.store.list(prefix, after=after, limit=limit)
+
+    def delete(self, key: str) -> None:
+        self._maybe_fail("delete")
+        self.store.delete(key)
+
+
+@pytest.mark.parametrize("op", ["put_if_absent", "delete"])
+def test_a_crash_between_copy_and_delete_loses_nothing_and_ingests_nothing_twice(
+    fleet: Fleet, op: str
+) -> None:
+    u = settle(fleet)
+    fleet.clock.ms += 73 * 3_600_000
+    before = tables(fleet)
+    env = fleet.env()
+    crashing = fleet.env()
+    crashing.store = FailingStore(fleet.store, op, after=2)
+    with pytest.raises(StoreUnavailable, match="simulated crash"):
+        archive_settled(crashing, archive_after=timedelta(hours=72))
+    # each settled object is hot, archived, or both; a delete only follows the record
+    hot = set(hot_keys(fleet))
+    copies = {k.removeprefix(QUARANTINE_ARCHIVE_PREFIX).removeprefix(ARCHIVE_PREFIX) for k in archived(fleet)}
+    assert {*u.ingested, u.quarantined} <= hot | copies and u.deferred in hot
+    recorded = {k for (k,) in fleet.count("SELECT object_key FROM archived_batches")}
+    assert recorded <= copies and not (set(u.ingested) - hot) - recorded
+    assert (len(hot), len(copies), len(recorded)) == ((7, 2, 0) if op == "put_if_absent" else (5, 6, 6))
+
+    rec = reconcile(env, compaction=False)
+    assert rec.missed.objects == 0 and tables(fleet) == before
+
+    rep = archive_settled(env, archive_after=timedelta(hours=72))
+    assert (rep.resumed, sum(rep.moved.values())) == ((2, 6) if op == "put_if_absent" else (4, 4))
+    assert hot_keys(fleet) == [u.deferred] and len(archived(fleet)) == 6
+    assert fleet.count("SELECT count(*), count(DISTINCT object_key) FROM archived_batches")[0] == (6, 6)
+    assert tables(fleet) == before
+    assert replay_archive(env, ReplayRange(T, "d2")).ingest.rows_new == 0
