@@ -288,7 +288,7 @@ def archive_settled(
 # ----------------------------------------------------------------------------- replay
 @dataclass(frozen=True)
 class ReplayRange:
-    """A device's archived batches to replay: one stream or all, batches overlapping a seq range."""
+    """A device's batches to replay: one stream or all, the batches overlapping a seq range."""
 
     tenant_id: str
     device_id: str
@@ -308,9 +308,9 @@ class ReplayRange:
             )
 
     @property
-    def archive_prefix(self) -> str:
+    def hot_prefix(self) -> str:
         stream = f"stream={self.stream}/" if self.stream else ""
-        return f"{ARCHIVE_PREFIX}{BATCH_PREFIX}{self.tenant_id}/device={self.device_id}/{stream}"
+        return f"{BATCH_PREFIX}{self.tenant_id}/device={self.device_id}/{stream}"
 
     def covers(self, key: ObjectKey) -> bool:
         lo = 0 if self.from_seq is None else self.from_seq
@@ -324,18 +324,16 @@ class ReplayRange:
         )
 
 
-def archived_keys(store: ObjectStore, rng: ReplayRange) -> list[str]:
-    """The original (hot) keys of the archived ingested batches in ``rng``, in key order."""
-    view = ArchivedObjects(store)
+def range_keys(store: ObjectStore, rng: ReplayRange) -> list[str]:
+    """The batch keys of ``rng`` in ``store`` (the hot store, or the :class:`ArchivedObjects` view), in key order."""
     keys: list[str] = []
     after = None
-    start = rng.archive_prefix[len(ARCHIVE_PREFIX) :]
     while True:
-        page = view.list(start, after=after, limit=1000)
+        page = store.list(rng.hot_prefix, after=after, limit=1000)
         for o in page.objects:
             try:
                 parsed = parse_object_key(o.key)
-            except ValueError:  # not a batch: nothing the archive run writes, so left alone
+            except ValueError:  # not a batch (a stray name): nothing to replay
                 continue
             if rng.covers(parsed):
                 keys.append(o.key)
@@ -349,27 +347,34 @@ class ReplayReport:
     """What a replay did: the archived objects found and the ingest's report over them."""
 
     range: str
-    found: int = 0
+    archived: int = 0  # objects read from the archive
+    hot: int = 0  # objects of the range still in the hot prefix (within the retention)
     ingest: IngestReport = field(default_factory=IngestReport)
 
+    @property
+    def found(self) -> int:
+        return self.archived + self.hot
+
     def as_dict(self) -> dict:
-        return {"range": self.range, "found": self.found, **self.ingest.as_dict()}
+        return {"range": self.range, "archived": self.archived, "hot": self.hot, **self.ingest.as_dict()}
 
 
 def replay_archive(env: SyncEnv, rng: ReplayRange) -> ReplayReport:
-    """Re-ingest the archived batches of ``rng`` exactly once: rows the tables hold already are
-    dropped as duplicates, missing ones appended; objects the ledger lacks (a fresh lakehouse) are
-    ledgered and recorded as archived."""
-    keys = archived_keys(env.store, rng)
-    report = ReplayReport(str(rng), found=len(keys))
-    if not keys:
-        return report
+    """Re-ingest the batches of ``rng`` exactly once, from the archive and, for those still within
+    the retention, from the hot prefix: rows the tables hold already are dropped as duplicates,
+    missing ones appended; archived objects the ledger lacks (a fresh lakehouse) are ledgered and
+    recorded as archived. Quarantined and deferred objects are not replayed."""
+    hot = range_keys(env.store, rng)
+    archived = [k for k in range_keys(ArchivedObjects(env.store), rng) if k not in set(hot)]
+    report = ReplayReport(str(rng), archived=len(archived), hot=len(hot))
     with env.lakehouse.session() as con:
-        report.ingest = ingest_objects(
-            replace(env, store=ArchivedObjects(env.store)), keys, con=con, replay=True
-        )
-        now = datetime.fromtimestamp(env.now_ms() / 1000, UTC)
-        _record(con, [r for r in settled_rows(con, keys) if r["settled"] == INGESTED], now)
+        if hot:  # mid-move objects are read here, from the hot copy (the same bytes)
+            report.ingest.add(ingest_objects(env, hot, con=con, replay=True))
+        if archived:
+            view = replace(env, store=ArchivedObjects(env.store))
+            report.ingest.add(ingest_objects(view, archived, con=con, replay=True))
+            now = datetime.fromtimestamp(env.now_ms() / 1000, UTC)
+            _record(con, [r for r in settled_rows(con, archived) if r["settled"] == INGESTED], now)
     return report
 
 
@@ -383,7 +388,7 @@ __all__ = [
     "ReplayReport",
     "archive_key_for",
     "archive_settled",
-    "archived_keys",
+    "range_keys",
     "replay_archive",
     "settled_rows",
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 
+import dagster as dg
 import pytest
 
 from edge_sync.batch_keys import parse_object_key
+from edge_sync.identity import LocalDeviceRegistry
 from edge_sync.objectstore import ListPage, ObjectInfo, ObjectStore, StoreUnavailable
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.sync.archive import (
@@ -21,6 +24,7 @@ from edgeplat.sync.arrivals import ArrivalCursor, plan_arrivals
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.sync.ledger import settled_keys
 from edgeplat.sync.reconcile import reconcile
+from tests.support.cli import cli
 from tests.support.fleet import STREAM_TABLES, T0_MS, Fleet
 
 DAY_MS = 86_400_000
@@ -110,6 +114,7 @@ def test_archived_objects_are_never_listed_or_reingested_by_reconciliation(fleet
     assert fleet.count("SELECT count(*) FROM archived_batches")[0][0] == 6
 
 
+@pytest.mark.slow
 def test_replay_restores_lost_rows_once_and_adds_nothing_to_an_intact_lakehouse(
     fleet: Fleet, tmp_path
 ) -> None:
@@ -117,27 +122,27 @@ def test_replay_restores_lost_rows_once_and_adds_nothing_to_an_intact_lakehouse(
     env = fleet.env()
     fleet.clock.ms += 73 * 3_600_000
     archive_settled(env, archive_after=timedelta(hours=72))
+    recent = fleet.upload(fleet.batch(T, "d1", "telemetry", range(21, 31)))  # within the retention: hot
+    assert ingest_objects(env, [recent]).rows_new == 10
     before = tables(fleet)
 
     # intact lakehouse: every row is there already, nothing is added
     rep = replay_archive(env, ReplayRange(T, "d1"))
-    assert rep.found == 4 and rep.ingest.accepted == 4
-    assert rep.ingest.rows_new == 0 and rep.ingest.duplicates_dropped == rep.ingest.rows_in == 26
+    assert (rep.archived, rep.hot, rep.ingest.accepted) == (4, 1, 5)
+    assert rep.ingest.rows_new == 0 and rep.ingest.duplicates_dropped == rep.ingest.rows_in == 36
     assert tables(fleet) == before
 
-    # rows lost from a table: the range's batches restore exactly them
+    # rows lost from a table: the range's batches, archived and hot, restore exactly them
     with fleet.lake.session() as con:
-        con.execute(
-            f"DELETE FROM telemetry WHERE device_id = 'd1' AND seq BETWEEN 5 AND 15 AND tenant_id = '{T}'"
-        )
+        con.execute("DELETE FROM telemetry WHERE device_id = 'd1' AND seq BETWEEN 5 AND 25")
     assert fleet.count("SELECT count(*) FROM telemetry WHERE device_id = 'd1'")[0][0] == 9
-    rep = replay_archive(env, ReplayRange(T, "d1", "telemetry", from_seq=5, to_seq=15))
-    assert rep.found == 2 and rep.ingest.rows_new == 11 and rep.ingest.replay_mismatches == 0
+    rep = replay_archive(env, ReplayRange(T, "d1", "telemetry", from_seq=5, to_seq=25))
+    assert (rep.archived, rep.hot, rep.ingest.rows_new, rep.ingest.replay_mismatches) == (2, 1, 21, 0)
     assert tables(fleet) == before
-    assert replay_archive(env, ReplayRange(T, "d1", "telemetry", 5, 15)).ingest.rows_new == 0
+    assert replay_archive(env, ReplayRange(T, "d1", "telemetry", 5, 25)).ingest.rows_new == 0
     assert tables(fleet) == before
 
-    assert replay_archive(env, ReplayRange(T, "d1", "telemetry", 12, 30)).found == 1
+    assert replay_archive(env, ReplayRange(T, "d1", "telemetry", 12, 20)).found == 1
     assert replay_archive(env, ReplayRange(T, "d9")).found == 0
     with pytest.raises(ValueError, match="from-seq <= to-seq"):
         ReplayRange(T, "d1", "telemetry", 9, 3)
@@ -154,10 +159,10 @@ def test_replay_restores_lost_rows_once_and_adds_nothing_to_an_intact_lakehouse(
     got = tables(fleet)
     for table in ("telemetry", "health", "state_edits", "device_state"):
         assert got[table] == before[table], table
-    assert fleet.count("SELECT count(*) FROM batches")[0][0] == 5
+    assert fleet.count("SELECT count(*) FROM batches")[0][0] == 6
     assert fleet.count("SELECT count(*) FROM archived_batches")[0][0] == 5
     assert replay_archive(env, ReplayRange(T, "d1")).ingest.rows_new == 0
-    assert fleet.count("SELECT count(*) FROM batches")[0][0] == 5
+    assert fleet.count("SELECT count(*) FROM batches")[0][0] == 6
     assert u.quarantined not in {k for (k,) in fleet.count("SELECT object_key FROM batches")}
 
 
@@ -224,3 +229,43 @@ def test_a_crash_between_copy_and_delete_loses_nothing_and_ingests_nothing_twice
     assert fleet.count("SELECT count(*), count(DISTINCT object_key) FROM archived_batches")[0] == (6, 6)
     assert tables(fleet) == before
     assert replay_archive(env, ReplayRange(T, "d2")).ingest.rows_new == 0
+
+
+def test_the_archive_schedule_config_fits_the_job() -> None:
+    from pipelines.jobs import archive_settled
+    from pipelines.schedules import archive_settled_hourly
+
+    request = archive_settled_hourly.evaluate_tick(dg.build_schedule_context()).run_requests[0]
+    assert dg.validate_run_config(archive_settled, request.run_config)
+    config = request.run_config["ops"]["archive_settled_objects"]["config"]
+    assert config["archive_after_h"] == 72
+
+
+@pytest.mark.slow
+def test_cli_archives_and_replays_through_the_jobs(tmp_path) -> None:
+    home = tmp_path / "home"
+    fleet = Fleet(home)  # the fleet writes where the local environment reads (edgeplat.settings.paths)
+    fleet.registry = LocalDeviceRegistry(home / "devices" / "registry")
+    fleet.lake = Lakehouse(
+        LakehouseConfig(
+            catalog=f"sqlite:{home}/lakehouse/catalog.sqlite", data_path=f"{home}/lakehouse/data/"
+        )
+    )
+    fleet.lake.ensure_schema()
+    u = settle(fleet)
+
+    out = json.loads(cli("sync", "archive", "--after-hours", "0", "--json", home=home).stdout)
+    assert (out["moved_ingested"], out["moved_quarantined"], out["unsettled"]) == (5, 1, 1)
+    assert hot_keys(fleet) == [u.deferred]
+    with fleet.lake.session() as con:
+        con.execute("DELETE FROM telemetry WHERE device_id = 'd2'")
+
+    out = json.loads(cli("sync", "replay", "--tenant", T, "--device", "d2", "--json", home=home).stdout)
+    assert (out["archived"], out["hot"], out["rows_new"], out["duplicates_dropped"]) == (1, 0, 5, 0)
+    assert fleet.count("SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE device_id = 'd2'")[0] == (
+        5,
+        5,
+    )
+
+    missing = cli("sync", "replay", "--tenant", T, "--device", "nobody", home=home, check=False)
+    assert missing.returncode == 2 and "no batches of t1/nobody/*" in missing.stderr
