@@ -12,6 +12,7 @@ import pytest
 from edge_sync.batch_keys import parse_object_key
 from edge_sync.identity import LocalDeviceRegistry
 from edge_sync.objectstore import ListPage, ObjectInfo, ObjectStore, StoreUnavailable
+from edge_sync.objectstore_s3 import S3ObjectStore
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.sync.archive import (
     ARCHIVE_PREFIX,
@@ -26,6 +27,7 @@ from edgeplat.sync.ledger import settled_keys
 from edgeplat.sync.reconcile import reconcile
 from tests.support.cli import cli
 from tests.support.fleet import STREAM_TABLES, T0_MS, Fleet
+from tests.support.moto_server import MOTO_CREDENTIALS, moto_client
 
 DAY_MS = 86_400_000
 T = "t1"
@@ -269,3 +271,33 @@ def test_cli_archives_and_replays_through_the_jobs(tmp_path) -> None:
 
     missing = cli("sync", "replay", "--tenant", T, "--device", "nobody", home=home, check=False)
     assert missing.returncode == 2 and "no batches of t1/nobody/*" in missing.stderr
+
+
+@pytest.mark.services
+def test_archive_and_replay_on_s3(fleet: Fleet, s3_bucket) -> None:
+    endpoint, bucket = s3_bucket
+    creds = {
+        "access_key_id": MOTO_CREDENTIALS["aws_access_key_id"],
+        "secret_access_key": MOTO_CREDENTIALS["aws_secret_access_key"],
+    }
+    fleet.store = S3ObjectStore(bucket, "fleet", endpoint_url=endpoint, **creds)
+    u = settle(fleet)
+    env = fleet.env()
+    fleet.clock.ms += 73 * 3_600_000
+    assert archive_settled(env, archive_after=timedelta(hours=72)).moved == {"ingested": 5, "quarantined": 1}
+    client = moto_client(endpoint)
+    stored = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    client.close()
+    assert stored == {f"fleet/{ARCHIVE_PREFIX}{k}" for k in u.ingested} | {
+        f"fleet/{QUARANTINE_ARCHIVE_PREFIX}{u.quarantined}",
+        f"fleet/{u.deferred}",
+    }
+    assert reconcile(env, compaction=False).listed == 1
+    with fleet.lake.session() as con:
+        con.execute("DELETE FROM telemetry WHERE device_id = 'd1' AND seq > 10")
+    rep = replay_archive(env, ReplayRange(T, "d1", "telemetry"))
+    assert (rep.archived, rep.ingest.rows_new, rep.ingest.duplicates_dropped) == (2, 10, 10)
+    assert fleet.count("SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE device_id = 'd1'")[0] == (
+        20,
+        20,
+    )
