@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pyarrow as pa
 
-from edge_sync.batch_keys import BATCH_PREFIX, BATCH_SUFFIX, ObjectKey, parse_object_key
+from edge_sync.batch_keys import ARCHIVE_PREFIX, BATCH_PREFIX, BATCH_SUFFIX, ObjectKey, parse_object_key
 from edge_sync.ids import validate_id
 from edge_sync.objectstore import ListPage, ObjectInfo, ObjectNotFound, ObjectStore, ObjectStoreError
 from edge_sync.streams import get_stream
@@ -52,7 +52,6 @@ from edgeplat.sync.ledger import PENDING_SQL
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_PREFIX = "archive/"
 QUARANTINE_ARCHIVE_PREFIX = f"{ARCHIVE_PREFIX}quarantine/"
 DEFAULT_ARCHIVE_AFTER = timedelta(hours=72)
 DEFAULT_MAX_OBJECTS = 50_000  # moved per run: a run's length stays bounded, the schedule catches up

@@ -67,7 +67,7 @@ import numpy as np
 import pyarrow as pa
 
 from edge_sync import batch_errors
-from edge_sync.batch_keys import BATCH_SUFFIX
+from edge_sync.batch_keys import ARCHIVE_PREFIX, BATCH_SUFFIX
 from edge_sync.streams import STREAMS
 from edgeplat.arrow_memory import prefer_jemalloc
 from edgeplat.inventory.enrolled import enrolled_claims
@@ -155,7 +155,8 @@ def ingest_objects(
     ``con``: an open lakehouse connection to reuse (one is opened otherwise).
     ``replay``: take objects the ledger holds too (archive replays; see the module docstring).
     """
-    wanted = sorted({k for k in keys if k.endswith(BATCH_SUFFIX)})
+    # archived copies are never ingested as such (a replay passes their original keys)
+    wanted = sorted({k for k in keys if k.endswith(BATCH_SUFFIX) and not k.startswith(ARCHIVE_PREFIX)})
     report = IngestReport(objects=len(wanted))
     if not wanted:
         return report

@@ -93,6 +93,7 @@ def test_archived_objects_are_never_listed_or_reingested_by_reconciliation(fleet
     for key in archived(fleet):  # the archive prefix never parses as a hot batch key
         with pytest.raises(ValueError, match="not a batch object key"):
             parse_object_key(key)
+    assert ingest_objects(env, archived(fleet)).objects == 0  # however an archive key reaches the ingest
     assert fleet.count("SELECT settled, count(*) FROM archived_batches GROUP BY ALL ORDER BY 1") == [
         ("ingested", 5),
         ("quarantined", 1),
