@@ -14,6 +14,7 @@ from edge_sync.ids import validate_id
 from edgeplat.sync.archive import (
     DEFAULT_ARCHIVE_AFTER,
     DEFAULT_MAX_OBJECTS,
+    ArchiveEnv,
     ReplayRange,
     archive_settled,
     replay_archive,
@@ -52,10 +53,8 @@ def archive_settled_objects(
     config: ArchiveConfig,
     lakehouse: LakehouseResource,
     object_store: ObjectStoreResource,
-    key_service: KeyServiceResource,
-    device_registry: DeviceRegistryResource,
 ) -> dict:
-    env = sync_env(lakehouse, object_store, key_service, device_registry)
+    env = ArchiveEnv(lakehouse.get(), object_store.get())
     prefix = f"tenant={validate_id('tenant', config.tenant_id)}/" if config.tenant_id else ""
     report = archive_settled(
         env,

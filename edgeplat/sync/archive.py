@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -45,8 +45,8 @@ from edge_sync.ids import validate_id
 from edge_sync.objectstore import ListPage, ObjectInfo, ObjectNotFound, ObjectStore, ObjectStoreError
 from edge_sync.streams import get_stream
 from edgeplat.lake_files import insert_rows
-from edgeplat.lakehouse import retried
-from edgeplat.sync.env import SyncEnv
+from edgeplat.lakehouse import Lakehouse, retried
+from edgeplat.sync.env import SyncEnv, wall_ms
 from edgeplat.sync.ingest import IngestReport, ingest_objects
 from edgeplat.sync.ledger import PENDING_SQL
 
@@ -113,6 +113,16 @@ class ArchivedObjects(ObjectStore):
 
 
 # ----------------------------------------------------------------------------- archiving
+@dataclass(frozen=True)
+class ArchiveEnv:
+    """What archiving needs (a ``SyncEnv`` fits too): no key service, no registry, so an archive
+    run does not depend on Vault."""
+
+    lakehouse: Lakehouse
+    store: ObjectStore
+    now_ms: Callable[[], int] = wall_ms
+
+
 @dataclass
 class ArchiveReport:
     """What one archive run did (numbers become Dagster metadata)."""
@@ -244,7 +254,7 @@ def _copy(store: ObjectStore, row: dict, report: ArchiveReport) -> bool:
 
 
 def archive_settled(
-    env: SyncEnv,
+    env: ArchiveEnv | SyncEnv,
     *,
     archive_after: timedelta = DEFAULT_ARCHIVE_AFTER,
     prefix: str = "",
@@ -379,6 +389,7 @@ def replay_archive(env: SyncEnv, rng: ReplayRange) -> ReplayReport:
 
 __all__ = [
     "ARCHIVE_PREFIX",
+    "ArchiveEnv",
     "DEFAULT_ARCHIVE_AFTER",
     "QUARANTINE_ARCHIVE_PREFIX",
     "ArchiveReport",
