@@ -22,6 +22,7 @@ from edgeplat.sync.archive import (
 from resources.keys import DeviceRegistryResource, KeyServiceResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.state_rules import StateRulesResource
 
 DEFAULT_ARCHIVE_AFTER_H = int(DEFAULT_ARCHIVE_AFTER.total_seconds() // 3600)
 
@@ -83,6 +84,7 @@ def replay_device_range(
     object_store: ObjectStoreResource,
     key_service: KeyServiceResource,
     device_registry: DeviceRegistryResource,
+    state_rules: StateRulesResource,
 ) -> dict:
     try:
         rng = ReplayRange(
@@ -90,7 +92,7 @@ def replay_device_range(
         )
     except ValueError as exc:
         raise dg.Failure(f"replay_archive: {exc}") from None
-    env = sync_env(lakehouse, object_store, key_service, device_registry)
+    env = sync_env(lakehouse, object_store, key_service, device_registry, state_rules)
     report = replay_archive(env, rng)
     if not report.found:
         raise dg.Failure(
