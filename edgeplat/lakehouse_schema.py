@@ -301,6 +301,22 @@ TABLES: dict[str, Table] = {
             description="Rows a device's size bound or TTL evicted before upload, per sequence range.",
         ),
         Table(
+            "archived_batches",
+            [
+                ("tenant_id", "VARCHAR"),  # from the ledger or quarantine row
+                ("device_id", "VARCHAR"),
+                ("stream", "VARCHAR"),
+                ("first_seq", "BIGINT"),
+                ("last_seq", "BIGINT"),
+                ("object_key", "VARCHAR"),  # the hot key, as the ledger knows it
+                ("archive_key", "VARCHAR"),  # where the object lives now
+                ("settled", "VARCHAR"),  # ingested | quarantined
+                ("object_size", "BIGINT"),
+                ("archived_at", "TIMESTAMPTZ"),
+            ],
+            description="Settled batch objects moved out of the hot prefix to the archive (edgeplat/sync/archive.py).",
+        ),
+        Table(
             "rollouts",
             [
                 ("tenant_id", "VARCHAR"),

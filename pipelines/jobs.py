@@ -8,6 +8,7 @@ import dagster as dg
 
 from assets.alerts.evaluate import evaluate_alerts_op
 from assets.rollouts.commands import COMMAND_OPS, advance_rollout_op, launch_rollout_op
+from assets.sync.archive import archive_settled_objects, replay_device_range
 from assets.sync.central_edits import apply_state_edits, publish_rules_to_devices
 from assets.sync.fleet_config import apply_fleet_config_op
 from assets.sync.ingest import ingested_batches
@@ -120,7 +121,18 @@ def publish_state_rules() -> None:
     publish_rules_to_devices()
 
 
+@dg.job(description="Move settled batch objects older than the retention from the hot prefix to archive/.")
+def archive_settled() -> None:
+    archive_settled_objects()
+
+
+@dg.job(description="Re-ingest a device's archived (and hot) batch range exactly once: restores lost rows.")
+def replay_archive() -> None:
+    replay_device_range()
+
+
 SYNC_JOBS = [ingest_batches, reconcile_sync, edit_device_state, publish_state_rules]
+SYNC_JOBS += [archive_settled, replay_archive]  # settled objects leave the hot prefix
 ROLLOUT_JOBS = [
     launch_rollout,
     advance_rollout,

@@ -41,6 +41,8 @@ def test_definitions_load_with_local_resources() -> None:
         "resume",
         "abort",
         "fail_phase",
+        "archive_settled",
+        "replay_archive",
     ):
         assert defs.resolve_job_def(job) is not None, job
     assert {s.name for s in defs.sensors} >= {
@@ -54,6 +56,7 @@ def test_definitions_load_with_local_resources() -> None:
         "7 * * * *",
         "*/2 * * * *",
         "5-59/15 * * * *",
+        "37 * * * *",
     ]
     assert "platform_run_failure_sensor" in {s.name for s in defs.sensors}
     assert set(defs.resources) >= {
