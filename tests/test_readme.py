@@ -133,7 +133,7 @@ def test_every_command_and_flag_the_readme_shows_exists(program: str, build) -> 
             continue
         chain, rest = resolve(root, first.split())
         assert len(chain) > 1, f"README shows `{program} {first}`: no such command"
-        if subparsers(chain[-1]) and rest and not rest[0].startswith("-"):
+        if subparsers(chain[-1]) and rest and not rest[0].lstrip("[").startswith("-"):
             raise AssertionError(f"README shows `{program} {first}`: {rest[0]!r} is no subcommand")
         check_segment(chain[-1], " ".join(rest), f"{program} {first}")
         for alt in alternatives:  # `rollout list | status ID | pause`: siblings of the last command
