@@ -1,4 +1,5 @@
-"""The object store as a Dagster resource: a local folder by default, S3 through boto3 in production."""
+"""The object store as a Dagster resource: a local folder by default, S3 through boto3 in production;
+``notifications`` names where its object-created notifications arrive (resources/arrival_queue.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dagster as dg
 
 from edge_sync.objectstore import ObjectStore
 from edge_sync.objectstore_url import from_url
+from resources.arrival_queue import ArrivalNotifications
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
@@ -18,6 +20,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
     secret_access_key: str | None = None
     retry_mode: str = "standard"  # botocore retry mode: standard | adaptive
     max_attempts: int = 5
+    notifications: ArrivalNotifications | None = None  # None: the arrival sensor lists the store
 
     def get(self) -> ObjectStore:
         if not self.url.startswith("s3://"):
