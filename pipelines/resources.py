@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from edgeplat.settings import environment, paths
 from resources.alerts import AlertRulesResource
@@ -143,10 +144,14 @@ def production_resources() -> dict[str, Any]:
     )
     object_store = ObjectStoreResource(
         url=env("EDGEPLAT_OBJECTS_URL", ""),
-        endpoint_url=endpoint,
-        region=region,
-        access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-        secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+        # the S3 connection as dagster-aws configures it; the store adds botocore's retry mode
+        s3=S3Resource(
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+            max_attempts=5,
+        ),
         notifications=notifications,
     )
     lakehouse = LakehouseResource(

@@ -86,7 +86,9 @@ def _run(args: argparse.Namespace, *, production: bool = False) -> int:
     lake = lakehouse()
     parts = None
     if production:
-        store = resources_for()["object_store"].process_config_and_initialize().get()
+        # a context manager: the resource nests dagster-aws's S3Resource in production
+        with resources_for()["object_store"].process_config_and_initialize_cm() as object_store:
+            store = object_store.get()
         parts = simulation_parts(lake, store)
     fleet = fleet_sync.simulate_fleet(lake, step, parts)
     truth = fleet["truth"]

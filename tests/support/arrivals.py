@@ -50,8 +50,9 @@ class SensorDriver:
                 catalog=self.fleet.lake.config.catalog, data_path=self.fleet.lake.config.data_path
             ),
         }
-        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=resources)
-        result = batch_arrival.batch_arrival_sensor(ctx)
+        # a context manager, so nested resources (dagster-aws's S3Resource) are set up
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=resources) as ctx:
+            result = batch_arrival.batch_arrival_sensor(ctx)
         self.cursor = result.cursor or self.cursor
         return result
 

@@ -10,11 +10,11 @@ import pytest
 
 from edge_sync.objectstore import LocalObjectStore
 from edge_sync.objectstore_journal import enable_journal
-from edgeplat.sync.arrival_queue import ArrivalQueue, QueueUnavailable
+from edgeplat.sync.arrival_queue import ArrivalMessage, ArrivalQueue, QueueUnavailable
 from edgeplat.sync.arrival_queue_journal import JournalArrivalQueue
 from edgeplat.sync.arrivals import ArrivalCursor, CursorError
 from edgeplat.sync.object_events import PoisonEvent, keys_from_event_grid, keys_from_s3_event
-from edgeplat.sync.queue_arrivals import QueueCursor
+from edgeplat.sync.queue_arrivals import QueueCursor, plan_messages
 
 
 def s3_event(key: str, bucket: str = "b1", name: str = "ObjectCreated:Put") -> dict:
@@ -112,3 +112,15 @@ def test_queue_cursor_is_versioned_and_reads_a_listing_cursor() -> None:
     for bad in ("nope", '{"v": 3}', '{"v": 2, "journal": 5}'):
         with pytest.raises(CursorError):
             QueueCursor.from_json(bad)
+
+
+def test_only_hot_batch_keys_are_planned() -> None:
+    def message(n: int, key: str) -> ArrivalMessage:
+        return ArrivalMessage(str(n), n, (key,))
+
+    batch = "tenant=t1/device=d1/stream=logs/00000000000000000001-00000000000000000001.batch"
+    archived = "archive/" + batch  # moved there once settled: a creation, but not an arrival
+    desired = "tenant=t1/device=d1/desired.json"
+    plan = plan_messages([message(1, batch), message(2, archived), message(3, desired)], lambda keys: set())
+    assert plan.fresh == {batch} and [m.message_id for m in plan.ack] == ["2", "3"]
+    assert [m.message_id for m in plan.pending] == ["1"] and plan.keys == 1

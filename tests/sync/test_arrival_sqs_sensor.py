@@ -8,6 +8,7 @@ import json
 
 import dagster as dg
 import pytest
+from dagster_aws.s3 import S3Resource
 
 from edge_sync.objectstore_s3 import S3ObjectStore
 from pipelines.sensors import batch_arrival
@@ -35,11 +36,9 @@ def test_s3_notifications_drive_the_sensor_and_every_batch_is_ingested_once(
     )
     proxy = FaultProxy(moto_server)
     with proxy as sqs_endpoint, dg.instance_for_test() as instance:
-        store = ObjectStoreResource(
+        store = ObjectStoreResource(  # configured as production_resources does, through dagster-aws
             url=f"s3://{bucket.bucket}/{bucket.prefix}",
-            endpoint_url=moto_server,
-            access_key_id="testing",
-            secret_access_key="testing",
+            s3=S3Resource(endpoint_url=moto_server, region_name="us-east-1", **MOTO_CREDENTIALS),
             notifications=sqs_notifications(bucket, sqs_endpoint),
         )
         sensor = SensorDriver(fleet, store, instance)
