@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from edgeplat.settings import environment, paths
 from resources.alerts import AlertRulesResource
@@ -142,16 +141,12 @@ def production_resources() -> dict[str, Any]:
         if queue_url
         else None
     )
-    object_store = ObjectStoreResource(
+    object_store = ObjectStoreResource(  # S3 settings named as dagster-aws's S3Resource names them
         url=env("EDGEPLAT_OBJECTS_URL", ""),
-        # the S3 connection as dagster-aws configures it; the store adds botocore's retry mode
-        s3=S3Resource(
-            endpoint_url=endpoint,
-            region_name=region,
-            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-            max_attempts=5,
-        ),
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
         notifications=notifications,
     )
     lakehouse = LakehouseResource(

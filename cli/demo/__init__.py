@@ -86,9 +86,7 @@ def _run(args: argparse.Namespace, *, production: bool = False) -> int:
     lake = lakehouse()
     parts = None
     if production:
-        # a context manager: the resource nests dagster-aws's S3Resource in production
-        with resources_for()["object_store"].process_config_and_initialize_cm() as object_store:
-            store = object_store.get()
+        store = resources_for()["object_store"].process_config_and_initialize().get()
         parts = simulation_parts(lake, store)
     fleet = fleet_sync.simulate_fleet(lake, step, parts)
     truth = fleet["truth"]

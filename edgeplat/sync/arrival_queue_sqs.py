@@ -118,13 +118,12 @@ class SqsArrivalQueue:
         msgs = list(messages)
         for i in range(0, len(msgs), SQS_BATCH):
             chunk = msgs[i : i + SQS_BATCH]
-            resp = self._call(
+            # a failed entry (e.g. a receipt that expired) comes back and is acked on a later tick
+            self._call(
                 "delete_message_batch",
                 QueueUrl=self.url,
                 Entries=[{"Id": str(n), "ReceiptHandle": m.receipt} for n, m in enumerate(chunk)],
             )
-            # a failed entry (e.g. a receipt that expired) comes back and is acked on a later tick
-            del resp
 
     def dead_letter(self, messages: Sequence[ArrivalMessage]) -> None:
         if self.dead_letter_url:

@@ -46,7 +46,7 @@ def batch_arrival_sensor(
     if object_store.notifications is not None:
         return _from_notifications(context, object_store.get(), object_store.notifications, lakehouse)
     try:
-        cursor = ArrivalCursor.from_json(context.cursor)
+        cursor = listing_cursor(context.cursor)
     except CursorError as exc:
         return dg.SensorResult(skip_reason=str(exc))
     store = object_store.get()
@@ -72,6 +72,14 @@ def batch_arrival_sensor(
             skip_reason=f"no new batch objects ({plan.listed} keys listed)", cursor=plan.cursor.to_json()
         )
     return dg.SensorResult(run_requests=requests, cursor=plan.cursor.to_json())
+
+
+def listing_cursor(text: str | None) -> ArrivalCursor:
+    """The listing position, also out of a notifications cursor (notifications were switched off)."""
+    try:
+        return ArrivalCursor.from_json(text)
+    except CursorError:
+        return QueueCursor.from_json(text).listing
 
 
 def run_requests(runs: list[PlannedRun], source: str) -> list[dg.RunRequest]:

@@ -73,8 +73,8 @@ def test_production_resources_take_secrets_from_env_vars(monkeypatch) -> None:
     # EnvVar-backed fields stay unresolved in the definitions: no secret value is baked in.
     for name in ("s3_access_key_id", "s3_secret_access_key", "catalog"):
         assert isinstance(getattr(res["lakehouse"], name), dg.EnvVar), name
-    for name in ("aws_access_key_id", "aws_secret_access_key"):  # dagster-aws's S3Resource
-        assert isinstance(getattr(res["object_store"].s3, name), dg.EnvVar), name
+    for name in ("aws_access_key_id", "aws_secret_access_key"):  # dagster-aws's S3 settings
+        assert isinstance(getattr(res["object_store"], name), dg.EnvVar), name
     vault = res["key_service"].vault
     for name in ("addr", "role_id", "secret_id"):
         assert isinstance(getattr(vault, name), dg.EnvVar), name

@@ -83,6 +83,10 @@ def test_journal_drives_the_sensor_and_every_batch_is_ingested_once(fleet: Fleet
         assert run_keys(resumed) == [back]
         sensor.launch(resumed)
         assert not sensor.tick().run_requests
+        # notifications switched off: the listing sensor goes on from the cursor's listing position
+        sensor.store = ObjectStoreResource(url=str(fleet.store.root))
+        listed = sensor.tick()
+        assert not listed.run_requests and skipped(listed).startswith("no new batch objects")
 
     everything = keys + [lost, after_poison, during, back]
     ledger = fleet.count("SELECT object_key, count(*) FROM batches GROUP BY 1")

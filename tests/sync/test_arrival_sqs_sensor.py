@@ -8,7 +8,6 @@ import json
 
 import dagster as dg
 import pytest
-from dagster_aws.s3 import S3Resource
 
 from edge_sync.objectstore_s3 import S3ObjectStore
 from pipelines.sensors import batch_arrival
@@ -36,9 +35,11 @@ def test_s3_notifications_drive_the_sensor_and_every_batch_is_ingested_once(
     )
     proxy = FaultProxy(moto_server)
     with proxy as sqs_endpoint, dg.instance_for_test() as instance:
-        store = ObjectStoreResource(  # configured as production_resources does, through dagster-aws
+        store = ObjectStoreResource(  # S3 settings as dagster-aws names them, as in production
             url=f"s3://{bucket.bucket}/{bucket.prefix}",
-            s3=S3Resource(endpoint_url=moto_server, region_name="us-east-1", **MOTO_CREDENTIALS),
+            endpoint_url=moto_server,
+            region_name="us-east-1",
+            **MOTO_CREDENTIALS,
             notifications=sqs_notifications(bucket, sqs_endpoint),
         )
         sensor = SensorDriver(fleet, store, instance)
