@@ -80,6 +80,19 @@ def test_production_resources_take_secrets_from_env_vars(monkeypatch) -> None:
         assert isinstance(getattr(vault, name), dg.EnvVar), name
 
 
+def test_arrival_notifications_are_chosen_per_environment(monkeypatch) -> None:
+    from pipelines.resources import resources_for
+
+    assert resources_for("local")["object_store"].notifications.kind == "journal"
+    assert resources_for("production")["object_store"].notifications is None  # no queue: listing
+    queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/edgeplat-prod-arrivals"
+    monkeypatch.setenv("EDGEPLAT_ARRIVAL_QUEUE_URL", queue)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    notifications = resources_for("production")["object_store"].notifications
+    assert (notifications.kind, notifications.queue_url, notifications.region) == ("sqs", queue, "eu-west-1")
+    assert isinstance(notifications.secret_access_key, dg.EnvVar)
+
+
 def test_unknown_environment_is_a_clear_error(monkeypatch) -> None:
     from edgeplat.settings import environment
 
