@@ -45,6 +45,15 @@ PRODUCTION_ENV = {
     ),
     "EDGEPLAT_ARRIVAL_DLQ_URL": (False, "optional: SQS queue for poison notifications, with their reason"),
     "EDGEPLAT_SQS_ENDPOINT": (False, "optional: SQS API endpoint URL for non-AWS queues"),
+    "EDGEPLAT_ARRIVAL_AZURE_QUEUE": (
+        False,
+        "optional: storage queue of Event Grid's BlobCreated events (instead of SQS)",
+    ),
+    "EDGEPLAT_ARRIVAL_AZURE_DLQ": (False, "optional: storage queue for poison events, with their reason"),
+    "EDGEPLAT_ARRIVAL_AZURE_CONNECTION_STRING": (
+        True,
+        "optional: connection string of the storage account holding those queues",
+    ),
     "AWS_REGION": (False, "optional: region, default us-east-1"),
     "EDGEPLAT_VAULT_ADDR": (True, "Vault address (transit unwraps batch data keys)"),
     "EDGEPLAT_VAULT_ROLE_ID": (True, "AppRole role id of the central service"),
@@ -123,24 +132,34 @@ def local_resources() -> dict[str, Any]:
     return res
 
 
-def production_resources() -> dict[str, Any]:
+def _arrival_notifications(region: str) -> ArrivalNotifications | None:
+    """Where the bucket's object-created notifications arrive in production (None: the sensor lists)."""
     env = os.environ.get
-    endpoint = env("EDGEPLAT_S3_ENDPOINT") or None
-    region = env("AWS_REGION", "us-east-1")
-    queue_url = env("EDGEPLAT_ARRIVAL_QUEUE_URL", "")
-    notifications = (
-        ArrivalNotifications(
+    if env("EDGEPLAT_ARRIVAL_QUEUE_URL"):
+        return ArrivalNotifications(
             kind="sqs",
-            queue_url=queue_url,
+            queue_url=env("EDGEPLAT_ARRIVAL_QUEUE_URL", ""),
             dead_letter_url=env("EDGEPLAT_ARRIVAL_DLQ_URL", ""),
             endpoint_url=env("EDGEPLAT_SQS_ENDPOINT") or None,
             region=region,
             access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
             secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
         )
-        if queue_url
-        else None
-    )
+    if env("EDGEPLAT_ARRIVAL_AZURE_QUEUE"):
+        return ArrivalNotifications(
+            kind="azure_queue",
+            queue_name=env("EDGEPLAT_ARRIVAL_AZURE_QUEUE", ""),
+            dead_letter_queue=env("EDGEPLAT_ARRIVAL_AZURE_DLQ", ""),
+            connection_string=dg.EnvVar("EDGEPLAT_ARRIVAL_AZURE_CONNECTION_STRING"),
+        )
+    return None
+
+
+def production_resources() -> dict[str, Any]:
+    env = os.environ.get
+    endpoint = env("EDGEPLAT_S3_ENDPOINT") or None
+    region = env("AWS_REGION", "us-east-1")
+    notifications = _arrival_notifications(region)
     object_store = ObjectStoreResource(  # S3 settings named as dagster-aws's S3Resource names them
         url=env("EDGEPLAT_OBJECTS_URL", ""),
         endpoint_url=endpoint,

@@ -1,7 +1,8 @@
 """Where the object store's object-created notifications arrive, as config of the object store resource.
 
 ``kind``: ``sqs`` (S3 event notifications on an SQS queue, read with boto3 and botocore's retry
-modes) or ``journal`` (the local store's journal in its root). The arrival sensor reads it
+modes), ``azure_queue`` (Event Grid blob-created events on a storage queue, read with
+azure-storage-queue) or ``journal`` (the local store's journal in its root). The arrival sensor reads it
 through :meth:`ArrivalNotifications.opener`; without it, the sensor lists the store.
 """
 
@@ -14,10 +15,11 @@ import dagster as dg
 
 from edge_sync.objectstore import LocalObjectStore, ObjectStore
 from edgeplat.sync.arrival_queue import DEFAULT_VISIBILITY_TIMEOUT_S, ArrivalQueue
+from edgeplat.sync.arrival_queue_azure import AzureQueueArrivalQueue
 from edgeplat.sync.arrival_queue_journal import JournalArrivalQueue
 from edgeplat.sync.arrival_queue_sqs import SqsArrivalQueue
 
-KINDS = ("sqs", "journal")
+KINDS = ("sqs", "azure_queue", "journal")
 
 
 class ArrivalNotifications(dg.Config):
@@ -34,6 +36,11 @@ class ArrivalNotifications(dg.Config):
     max_attempts: int = 3
     visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
     wait_time_s: int = 1
+    connection_string: str | None = None  # azure_queue: the storage account's (a secret: dg.EnvVar)
+    queue_name: str = ""  # azure_queue: the storage queue Event Grid delivers to
+    dead_letter_queue: str = ""  # azure_queue, optional: where poison goes, with its reason
+    container: str = ""  # azure_queue: the blob container (default: the S3 store's bucket)
+    prefix: str | None = None  # azure_queue: blob name prefix of the store (default: the S3 store's)
 
     def opener(self, store: ObjectStore) -> Callable[[dict | None], ArrivalQueue]:
         """A function from the sensor cursor's journal position to an open queue."""
@@ -49,6 +56,22 @@ class ArrivalNotifications(dg.Config):
                 root, position, visibility_timeout_s=self.visibility_timeout_s
             )
         url = urlparse(store.url)
+        if self.kind == "azure_queue":
+            container = self.container or url.netloc
+            prefix = url.path.strip("/") if self.prefix is None else self.prefix
+            if not container:
+                raise ValueError(
+                    "kind 'azure_queue' needs 'container' (the blob container Event Grid reports)"
+                )
+            return lambda _position: AzureQueueArrivalQueue(
+                self.connection_string or "",
+                self.queue_name,
+                container=container,
+                prefix=prefix,
+                dead_letter_queue=self.dead_letter_queue or None,
+                visibility_timeout_s=self.visibility_timeout_s,
+                retry_total=max(self.max_attempts - 1, 0),
+            )
         if url.scheme != "s3":
             raise ValueError(
                 f"kind 'sqs' needs an S3 object store, not {store.url}: use 'journal' for a folder"

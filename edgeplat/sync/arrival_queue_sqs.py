@@ -107,11 +107,12 @@ class SqsArrivalQueue:
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
             wait = 0  # wait once per tick for the first message, then take what is there
-            fresh = [m for m in resp.get("Messages", []) if m["MessageId"] not in out]
+            got = resp.get("Messages", [])
+            fresh = [m for m in got if m["MessageId"] not in out]
+            for m in got:  # a message seen again: keep its newest receipt handle, the one that deletes
+                out[m["MessageId"]] = self._message(m)
             if not fresh:
                 break  # empty, or (visibility 0) the same messages again
-            for m in fresh:
-                out[m["MessageId"]] = self._message(m)
         return list(out.values())
 
     def ack(self, messages: Sequence[ArrivalMessage]) -> None:

@@ -91,6 +91,11 @@ def test_arrival_notifications_are_chosen_per_environment(monkeypatch) -> None:
     notifications = resources_for("production")["object_store"].notifications
     assert (notifications.kind, notifications.queue_url, notifications.region) == ("sqs", queue, "eu-west-1")
     assert isinstance(notifications.secret_access_key, dg.EnvVar)
+    monkeypatch.delenv("EDGEPLAT_ARRIVAL_QUEUE_URL")
+    monkeypatch.setenv("EDGEPLAT_ARRIVAL_AZURE_QUEUE", "arrivals")
+    notifications = resources_for("production")["object_store"].notifications
+    assert (notifications.kind, notifications.queue_name) == ("azure_queue", "arrivals")
+    assert isinstance(notifications.connection_string, dg.EnvVar)
 
 
 def test_unknown_environment_is_a_clear_error(monkeypatch) -> None:
