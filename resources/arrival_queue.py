@@ -18,6 +18,7 @@ from edgeplat.sync.arrival_queue import DEFAULT_VISIBILITY_TIMEOUT_S, ArrivalQue
 from edgeplat.sync.arrival_queue_azure import AzureQueueArrivalQueue
 from edgeplat.sync.arrival_queue_journal import JournalArrivalQueue
 from edgeplat.sync.arrival_queue_sqs import SqsArrivalQueue
+from edgeplat.sync.queue_arrivals import DEFAULT_MAX_MESSAGES
 
 KINDS = ("sqs", "azure_queue", "journal")
 
@@ -36,6 +37,7 @@ class ArrivalNotifications(dg.Config):
     max_attempts: int = 3
     visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
     wait_time_s: int = 1
+    max_messages: int = DEFAULT_MAX_MESSAGES  # per sensor tick
     connection_string: str | None = None  # azure_queue: the storage account's (a secret: dg.EnvVar)
     queue_name: str = ""  # azure_queue: the storage queue Event Grid delivers to
     dead_letter_queue: str = ""  # azure_queue, optional: where poison goes, with its reason

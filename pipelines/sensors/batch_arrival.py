@@ -14,7 +14,7 @@ import dagster as dg
 from edge_sync.objectstore import ObjectStore
 from edgeplat.sync.arrivals import ArrivalCursor, CursorError, PlannedRun, plan_arrivals
 from edgeplat.sync.ledger import settled_keys
-from edgeplat.sync.queue_arrivals import QueueCursor, plan_tick
+from edgeplat.sync.queue_arrivals import DEFAULT_MAX_MESSAGES, QueueCursor, plan_tick
 from pipelines.jobs import TENANT_TAG, ingest_batches
 from resources.arrival_queue import ArrivalNotifications
 from resources.lakehouse import LakehouseResource
@@ -22,7 +22,6 @@ from resources.object_store import ObjectStoreResource
 
 MAX_KEYS_PER_TICK = 5_000
 KEYS_PER_RUN = 500
-MAX_MESSAGES_PER_TICK = 1_000
 BACKSTOP_INTERVAL_S = 600.0  # a listing pass at most this often while the queue works
 now = time.time  # the sensor's clock (a test moves it to make the backstop due)
 SOURCE_TAG = "edgeplat/arrivals"  # notifications | listing | listing-fallback (the queue was down)
@@ -36,7 +35,7 @@ def run_config(tenant_id: str, keys: tuple[str, ...]) -> dict:
     job=ingest_batches,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description=f"Reads object-created notifications (at most {MAX_MESSAGES_PER_TICK} per tick) or, without "
+    description=f"Reads object-created notifications (at most {DEFAULT_MAX_MESSAGES} per tick by default) or, without "
     f"them, lists new batch objects after its cursor (at most {MAX_KEYS_PER_TICK} per tick), and requests one "
     "ingest run per tenant and key group; a bounded listing is the backstop, reconciliation the last one.",
 )
@@ -112,7 +111,7 @@ def _from_notifications(
             cursor,
             settled=lambda keys: settled_keys(con, keys),
             now=now(),
-            max_messages=MAX_MESSAGES_PER_TICK,
+            max_messages=notifications.max_messages,
             backstop_keys=MAX_KEYS_PER_TICK,
             backstop_interval_s=BACKSTOP_INTERVAL_S,
             keys_per_run=KEYS_PER_RUN,
