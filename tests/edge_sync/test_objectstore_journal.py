@@ -81,3 +81,15 @@ def test_concurrent_writers_never_interleave_records(tmp_path: Path) -> None:
     lines = read_records(journal_path(root), 0, 1_000)
     assert len(lines) == 400 and all(ln.problem is None for ln in lines)
     assert len({ln.key for ln in lines}) == 400
+
+
+def test_an_overlong_line_is_skipped_not_waited_for(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    path = enable_journal(store.root)
+    with open(path, "ab") as f:
+        f.write(b"x" * 5000)  # garbage without a newline, longer than a read
+    store.put("a/x.batch", b"x")
+    first = read_records(path, 0, 10, max_bytes=4096)
+    assert [ln.problem for ln in first] == ["journal line longer than 4096 bytes"] and first[0].end == 4096
+    rest = read_records(path, first[0].end, 10, max_bytes=4096)
+    assert [ln.key for ln in rest] == [None, "a/x.batch"]  # the garbage's tail, then the record
