@@ -15,6 +15,7 @@ from edge_sync.identity import PlatformSigner
 from pipelines.definitions import sync_definitions
 from pipelines.resources import embedded_sync_resources
 from pipelines.sensors.state_rules_publish import state_rules_publish_sensor
+from resources.keys import PlatformSignerResource
 from resources.state_rules import StateRulesResource
 from tests.support.fleet import Fleet
 from tests.support.git_repo import GitOpsRepo
@@ -140,6 +141,24 @@ def test_rules_that_do_not_load_or_reuse_a_version_send_nothing_and_say_why(flee
     assert requests(refused) == []
     assert "changed under version 3" in reason(refused) and "bump `version`" in reason(refused)
     assert fleet.count("SELECT count(*) FROM state_rules_published") == [(1,)]
+
+
+def test_a_failed_send_is_reported_not_requested_again(fleet: Fleet) -> None:
+    path = write_rules(fleet.root / "operator", version=2, label_rule="max")
+    platform = Platform(fleet, StateRulesResource(path=str(path)))
+    [request] = requests(platform.tick())
+    broken = sync_definitions(
+        {**platform.resources, "platform_signer": PlatformSignerResource(path=str(fleet.root / "no-key.pem"))}
+    )
+    failed = broken.resolve_job_def("publish_state_rules").execute_in_process(
+        instance=platform.instance, tags={"dagster/run_key": request.run_key}, raise_on_error=False
+    )
+    assert not failed.success
+    stuck = platform.tick()
+    assert requests(stuck) == []
+    assert f"its run {failed.run_id} failed" in reason(stuck) and "by hand" in reason(stuck)
+    platform.run("publish_state_rules")  # launched by hand
+    assert "already sent" in reason(platform.tick())
 
 
 def test_the_packaged_rules_alone_request_nothing(fleet: Fleet) -> None:
