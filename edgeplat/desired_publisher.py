@@ -15,6 +15,9 @@ Two callers use it: the ``edge_agent`` fleet backend
 only its own part of the document and keeps the rest (release, staged release, state edits,
 ``rollback_of``). ``rollback_of`` belongs to the release decision: only ``set_release`` sets or
 clears it, so a rollback a device has not pulled yet survives every later state edit or stage.
+A publisher given the rules in force (``rules``) writes them into every document it changes,
+whichever part the change is about, so a device whose first document is a release merges
+with the operator's rules too (left out while the packaged rules are in force).
 
 Batches: inside ``with publisher.batch():`` the records of every change are committed to the
 lakehouse in one transaction when the block ends, and only then are the documents put (a
@@ -49,6 +52,7 @@ from edge_sync.desired import (
     Release,
     RollbackOf,
     StateEdit,
+    StateRulesDoc,
     decode,
     desired_key,
     encode,
@@ -116,12 +120,16 @@ class DesiredStatePublisher:
         *,
         records: DesiredRecords,
         edit_horizon: timedelta = DEFAULT_EDIT_HORIZON,
-        rules: RuleSet | None = None,
+        rules: RuleSet | Callable[[], RuleSet] | None = None,
     ) -> None:
         self.records = records
         # The central merge's rules: every document this publisher writes carries them (None: keep
-        # what the document carries), so devices merge central edits as the platform does.
-        self.state_rules = state_rules_doc(rules) if rules is not None else KEEP
+        # what the document carries), so devices merge central edits as the platform does. A
+        # callable is called at the first change, so a publisher that never writes (a rollout
+        # sensor's tick with nothing due) never loads them: from git that is a fetch.
+        self._rules = rules
+        self._rules_doc: StateRulesDoc | None | _Keep = KEEP
+        self._rules_loaded = False
         self.store = store
         self.signer = signer
         self.clock = clock or HybridLogicalClock(CENTRAL_NODE)
@@ -263,6 +271,15 @@ class DesiredStatePublisher:
             return True
 
         return self._change(tenant_id, device_id, change)
+
+    @property
+    def state_rules(self) -> StateRulesDoc | None | _Keep:
+        """What every document this publisher writes carries as ``state_rules`` (KEEP: what it had)."""
+        if not self._rules_loaded:
+            rules = self._rules() if callable(self._rules) else self._rules
+            self._rules_doc = state_rules_doc(rules) if rules is not None else KEEP
+            self._rules_loaded = True
+        return self._rules_doc
 
     # ------------------------------------------------------------------ internals
 

@@ -425,6 +425,19 @@ TABLES: dict[str, Table] = {
             ],
             description="The desired-state publisher's record of the last document it signed per device.",
         ),
+        # edgeplat.state_rules_published: each send of the conflict rules to every device's document
+        Table(
+            "state_rules_published",
+            [
+                ("tenant_id", "VARCHAR"),  # '': platform-wide, every tenant's documents
+                ("version", "BIGINT"),
+                ("content_hash", "VARCHAR"),
+                ("documents_rewritten", "BIGINT"),
+                ("tenants", "VARCHAR"),  # JSON: tenant -> documents rewritten
+                ("published_at", "TIMESTAMPTZ"),
+            ],
+            description="Each time the state conflict rules in force were sent to every desired-state document.",
+        ),
         # edgeplat.fleet_config: desired device state from the GitOps repository's fleet/ tree
         Table(
             "device_state_sources",

@@ -148,15 +148,16 @@ def local_resources() -> dict[str, Any]:
         # the local store's journal (enabled by cli/environment.py) drives the arrival sensor
         notifications=ArrivalNotifications(kind="journal"),
     )
+    res["state_rules"] = _state_rules(str(p.home / "gitops" / "state-rules"))
     res["fleet_backend"] = FleetBackendResource(
         kind="edge_agent",
         object_store=res["object_store"],
         platform_signer=res["platform_signer"],
         lakehouse=res["lakehouse"],
+        state_rules=res["state_rules"],  # release documents carry the rules in force too
     )
     res["gitops_repo"] = _gitops()
     res["alert_rules"] = AlertRulesResource(rules_path=str(p.home / "alerts.yaml"))
-    res["state_rules"] = _state_rules(str(p.home / "gitops" / "state-rules"))
     return res
 
 
@@ -206,12 +207,14 @@ def production_resources() -> dict[str, Any]:
         s3_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
     )
     signer = PlatformSignerResource(path=env("EDGEPLAT_PLATFORM_KEY", ""))
+    state_rules = _state_rules(str(Path(tempfile.gettempdir()) / "edgeplat-state-rules"))
     kind = env("EDGEPLAT_FLEET_BACKEND", "edge_agent")
     backend: dict[str, Any] = {
         "kind": kind,
         "object_store": object_store,
         "platform_signer": signer,
         "lakehouse": lakehouse,
+        "state_rules": state_rules,  # release documents carry the rules in force too
     }
     kinds = env("EDGEPLAT_FLEET_BACKENDS", "")  # several at once: a mixed fleet (RoutingBackend)
     backend["kinds"] = kinds
@@ -237,7 +240,7 @@ def production_resources() -> dict[str, Any]:
         "fleet_backend": FleetBackendResource(**backend),
         "gitops_repo": _gitops(str(Path(tempfile.gettempdir()) / "edgeplat-gitops")),
         "alert_rules": AlertRulesResource(rules_path=env("EDGEPLAT_ALERT_RULES", ""), required=True),
-        "state_rules": _state_rules(str(Path(tempfile.gettempdir()) / "edgeplat-state-rules")),
+        "state_rules": state_rules,
     }
 
 

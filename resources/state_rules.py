@@ -24,7 +24,9 @@ class StateRulesResource(dg.ConfigurableResource):
     gitops_branch: str = "main"
     gitops_workdir: str = ""
 
-    def get(self) -> RuleSet:
+    def get(self, clone: str = "clone") -> RuleSet:
+        """The rules in force; ``clone``: the GitOps clone's directory under ``gitops_workdir`` (a
+        sensor fetches in its own, as two git processes must not share one clone's refs)."""
         if self.path and self.gitops_path:
             raise ValueError("StateRulesResource: set path or gitops_path, not both")
         if not self.gitops_path:
@@ -35,5 +37,16 @@ class StateRulesResource(dg.ConfigurableResource):
                 "(EDGEPLAT_GITOPS_REPO, EDGEPLAT_GITOPS_WORKDIR)"
             )
         workdir = Path(self.gitops_workdir)
-        watcher = GitOpsWatcher(self.gitops_repo, workdir / "clone", branch=self.gitops_branch)
+        watcher = GitOpsWatcher(self.gitops_repo, workdir / clone, branch=self.gitops_branch)
         return gitops_rules(watcher, self.gitops_path, workdir / "rules")
+
+    def source(self) -> str:
+        """Where the rules come from, as an operator would fix it (named in the sensor's reasons)."""
+        if self.gitops_path:
+            return (
+                f"{self.gitops_path} in the GitOps repository {self.gitops_repo} (branch {self.gitops_branch}, "
+                "EDGEPLAT_STATE_RULES_GITOPS_PATH)"
+            )
+        if self.path:
+            return f"{self.path} (EDGEPLAT_STATE_RULES)"
+        return "the packaged file (edge_sync/state_rules.yaml)"

@@ -82,11 +82,7 @@ def publish_rules_to_devices(
     state_rules: StateRulesResource,
 ) -> dict:
     rules = state_rules.get()
-    lake = lakehouse.get()
-    publisher = DesiredStatePublisher(
-        object_store.get(), platform_signer.get(), records=LakehouseDesiredRecords(lake), rules=rules
-    )
-    changed = publish_state_rules(publisher, lake)
+    changed = publish_state_rules(lakehouse.get(), object_store.get(), platform_signer.get(), rules)
     context.log.info("state rules version %s sent: %s", rules.version, changed)
     context.add_output_metadata(
         {

@@ -35,6 +35,7 @@ def test_definitions_load_with_local_resources() -> None:
         "ingest_batches",
         "reconcile_sync",
         "edit_device_state",
+        "publish_state_rules",
         "launch_rollout",
         "approve_phase",
         "pause",
@@ -49,6 +50,7 @@ def test_definitions_load_with_local_resources() -> None:
         "batch_arrival_sensor",
         "rollout_promotion_sensor",
         "rollout_gitops_sensor",
+        "state_rules_publish_sensor",
     }
     assert [s.cron_schedule for s in defs.schedules] == [
         "*/15 * * * *",
@@ -68,6 +70,14 @@ def test_definitions_load_with_local_resources() -> None:
         "fleet_backend",
         "gitops_repo",
     }
+
+
+def test_the_fleet_backend_and_the_merge_share_the_state_rules_resource() -> None:
+    from pipelines.resources import resources_for
+
+    for env in ("local", "production"):
+        res = resources_for(env)
+        assert res["fleet_backend"].state_rules is res["state_rules"], env
 
 
 def test_production_resources_take_secrets_from_env_vars(monkeypatch) -> None:
