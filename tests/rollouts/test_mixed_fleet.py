@@ -40,6 +40,7 @@ from pipelines.definitions import rollout_definitions
 from pipelines.jobs import ROLLOUT_TAG
 from pipelines.sensors.rollout_promotion import rollout_promotion_sensor
 from resources.backends import FleetBackendResource
+from resources.gitops import GitOpsRepoResource
 from resources.keys import PlatformSignerResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
@@ -237,7 +238,13 @@ def mixed_fleet(
         )
         if through_sensor:
             mixed.sensor = PromotionSensor(
-                instance, {"lakehouse": resource.lakehouse, "fleet_backend": resource}
+                instance,
+                # GitOps off: the rollout assets' drift write-back is not under test here
+                {
+                    "lakehouse": resource.lakehouse,
+                    "fleet_backend": resource,
+                    "gitops_repo": GitOpsRepoResource(),
+                },
             )
         try:
             mixed.fleet.advance(10)  # every device settles on what its platform runs
