@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from edge_sync.objectstore_journal import append_record
+
 MAX_KEY_BYTES = 1024  # S3's limit
 MAX_SEGMENT_BYTES = 255  # common filesystem name limit, so local and S3 accept the same keys
 # Local temp files live beside their target (same filesystem, so link/replace are atomic);
@@ -192,7 +194,8 @@ class LocalObjectStore(ObjectStore):
 
     Writes go to a temp file in the target's directory, are fsynced, then published with
     ``os.link`` (fails if the name exists: atomic if-absent) or ``os.replace`` (atomic
-    overwrite). A key cannot be both an object and a prefix of other keys here (a path is
+    overwrite), then recorded in the arrival journal if the root holds one
+    (``edge_sync.objectstore_journal``). A key cannot be both an object and a prefix of other keys here (a path is
     either a file or a directory); that conflict raises ObjectStoreError.
     """
 
@@ -258,6 +261,7 @@ class LocalObjectStore(ObjectStore):
         finally:
             _unlink_quietly(tmp)
         self._sync_dir(path.parent)
+        append_record(self.root, key, len(data), fsync=self.fsync)
         return True
 
     def put(self, key: str, data: bytes) -> None:
@@ -272,6 +276,7 @@ class LocalObjectStore(ObjectStore):
             _unlink_quietly(tmp)
             raise
         self._sync_dir(path.parent)
+        append_record(self.root, key, len(data), fsync=self.fsync)
 
     def get(self, key: str) -> bytes:
         try:

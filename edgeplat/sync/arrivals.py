@@ -30,6 +30,7 @@ CURSOR_VERSION = 1
 DEFAULT_MAX_KEYS = 5_000
 DEFAULT_KEYS_PER_RUN = 500
 DEFAULT_PAGE_SIZE = 1_000
+UNPARSED_TENANT = "_unparsed"
 
 
 class CursorError(ValueError):
@@ -105,6 +106,23 @@ def runs_for(keys: Iterable[str], keys_per_run: int = DEFAULT_KEYS_PER_RUN) -> l
     ]
 
 
+def plan_runs(fresh: Iterable[str], keys_per_run: int = DEFAULT_KEYS_PER_RUN) -> list[PlannedRun]:
+    """Runs for ``.batch`` keys not yet settled: per tenant, and malformed ones apart.
+
+    A '.batch' key that is not a batch key is still ingested (and quarantined as path_mismatch)
+    under a pseudo-tenant, so it shows in the quarantine instead of being ignored.
+    """
+    fresh = set(fresh)
+    parseable = [k for k in fresh if is_batch_key(k)]
+    runs = runs_for(parseable, keys_per_run)
+    stray = sorted(fresh - set(parseable))
+    runs += [
+        PlannedRun(UNPARSED_TENANT, tuple(stray[i : i + keys_per_run]))
+        for i in range(0, len(stray), keys_per_run)
+    ]
+    return runs
+
+
 def is_batch_key(key: str) -> bool:
     if not key.endswith(BATCH_SUFFIX):
         return False
@@ -145,18 +163,8 @@ def plan_arrivals(
     batch_keys = [k for k in listed if k.endswith(BATCH_SUFFIX)]
     known = settled(batch_keys) if (settled is not None and batch_keys) else set()
     fresh = [k for k in batch_keys if k not in known]
-    parseable = [k for k in fresh if is_batch_key(k)]
-    # A '.batch' key that is not a batch key is still ingested (and quarantined as path_mismatch)
-    # under a pseudo-tenant, so it shows in the quarantine instead of being ignored.
-    runs = runs_for(parseable, keys_per_run)
-    stray = sorted(set(fresh) - set(parseable))
-    if stray:
-        runs += [
-            PlannedRun("_unparsed", tuple(stray[i : i + keys_per_run]))
-            for i in range(0, len(stray), keys_per_run)
-        ]
     return ArrivalPlan(
-        runs=runs,
+        runs=plan_runs(fresh, keys_per_run),
         cursor=ArrivalCursor(None if caught_up else after),
         listed=len(listed),
         settled=len(known),
