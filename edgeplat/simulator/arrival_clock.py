@@ -1,7 +1,8 @@
 """Upload-to-queryable latency of an arrival path, replayed on a virtual clock with real work.
 
-An *arrival path* is how the central side finds new batch objects: today's listing planner,
-or notifications. :func:`replay` drives one against a real store and a real lakehouse: a
+An *arrival path* is how the central side finds new batch objects: today's listing planner
+(:class:`ListingArrivals`), or notifications (:class:`NotificationArrivals`: the queue-driven
+planner ``edgeplat.sync.queue_arrivals.plan_tick`` on the local store's journal or SQS). :func:`replay` drives one against a real store and a real lakehouse: a
 stream of real signed batches (:class:`StreamFleet`) is uploaded at its virtual times; every
 ``interval`` virtual seconds the path ticks (really: it lists or reads its queue and asks the
 ledger), the runs it plans are ingested in process (really: ``ingest_objects``) one after
@@ -10,7 +11,8 @@ is replaced by the clock: a tick at virtual time ``t`` that took ``s`` seconds o
 commits its first run at ``t + s + run``, and so on. An object's latency is its commit time
 minus its upload time; run launch (dequeue, worker start) is left out, the same for every path.
 
-:class:`CountingStore` counts what a path asks of the store (list requests, keys listed).
+:class:`CountingStore` counts what a path asks of the store (list requests, keys listed),
+:class:`CountingQueue` what it asks of the queue.
 """
 
 from __future__ import annotations
@@ -29,10 +31,18 @@ from edge_sync.keys import LocalKeyring
 from edge_sync.objectstore import ListPage, ObjectInfo, ObjectStore
 from edgeplat.simulator.settled_store import SettledLayout
 from edgeplat.simulator.tenant_batches import telemetry_rows
+from edgeplat.sync.arrival_queue import ArrivalMessage, ArrivalQueue
 from edgeplat.sync.arrivals import DEFAULT_KEYS_PER_RUN, DEFAULT_MAX_KEYS, ArrivalCursor, plan_arrivals
 from edgeplat.sync.env import SyncEnv
 from edgeplat.sync.ingest import ingest_objects
 from edgeplat.sync.ledger import settled_keys
+from edgeplat.sync.queue_arrivals import (
+    DEFAULT_BACKSTOP_INTERVAL_S,
+    DEFAULT_BACKSTOP_KEYS,
+    DEFAULT_MAX_MESSAGES,
+    QueueCursor,
+    plan_tick,
+)
 from edgeplat.sync.reconcile import ingest_missed
 
 
@@ -69,6 +79,45 @@ class CountingStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class QueueTally:
+    """What arrival queues were asked, summed over the queues opened (one per tick)."""
+
+    calls: int = 0  # a receive, an ack, a dead-letter: one request each (one read of the local journal)
+    received: int = 0
+
+
+class CountingQueue:
+    """An arrival queue that adds its calls and received messages to a :class:`QueueTally`."""
+
+    def __init__(self, inner: ArrivalQueue, tally: QueueTally) -> None:
+        self.inner, self.tally = inner, tally
+        self.url = inner.url
+
+    def __getattr__(self, name: str):  # restarted, in_flight_bytes, ...
+        return getattr(self.inner, name)
+
+    def receive(self, max_messages: int) -> list[ArrivalMessage]:
+        self.tally.calls += 1
+        got = self.inner.receive(max_messages)
+        self.tally.received += len(got)
+        return got
+
+    def ack(self, messages: Sequence[ArrivalMessage]) -> None:
+        self.tally.calls += bool(messages)
+        self.inner.ack(messages)
+
+    def dead_letter(self, messages: Sequence[ArrivalMessage]) -> None:
+        self.tally.calls += bool(messages)
+        self.inner.dead_letter(messages)
+
+    def checkpoint(self) -> dict | None:
+        return self.inner.checkpoint()
 
     def close(self) -> None:
         self.inner.close()
@@ -152,7 +201,8 @@ class ArrivalPath(Protocol):
 
     name: str
 
-    def tick(self) -> Tick: ...
+    def tick(self, now: float) -> Tick:
+        """Plan at virtual time ``now`` (seconds since the replay started)."""
 
     def backstop(self) -> None:
         """The reconciliation backstop: ingest whatever the ticks missed."""
@@ -176,7 +226,7 @@ class ListingArrivals:
         self.env, self.store, self.cursor = env, store, ArrivalCursor()
         self.max_keys, self.keys_per_run = max_keys, keys_per_run
 
-    def tick(self) -> Tick:
+    def tick(self, now: float) -> Tick:
         requests, keys = self.store.list_requests, self.store.keys_listed
         started = time.perf_counter()
         with self.env.lakehouse.session(read_only=True) as con:
@@ -197,6 +247,85 @@ class ListingArrivals:
     def backstop(self) -> None:
         with self.env.lakehouse.session() as con:
             ingest_missed(self.env, con)
+
+
+class NotificationArrivals:
+    """The notification path: ``plan_tick`` on an arrival queue, its bounded listing backstop
+    included, at the replay's virtual time; ``reconcile`` also runs reconciliation's
+    ``ingest_missed`` every backstop period (it finds nothing the queue did not, but costs).
+
+    ``open_queue(position, now)`` opens the queue at virtual time ``now`` (epoch seconds);
+    ``backstop_from``: virtual time the listing backstop is first due (after a pass it is due
+    ``backstop_interval_s`` later); ``requests()`` counts the queue's requests so far (default: the :class:`CountingQueue` calls;
+    SQS's exact HTTP requests can be counted with a botocore event handler instead).
+    """
+
+    def __init__(
+        self,
+        env: SyncEnv,
+        store: CountingStore,
+        open_queue: Callable[[dict | None, Callable[[], float]], ArrivalQueue],
+        *,
+        name: str = "notifications",
+        requests: Callable[[], int] | None = None,
+        reconcile: bool = True,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        backstop_keys: int = DEFAULT_BACKSTOP_KEYS,
+        backstop_interval_s: float = DEFAULT_BACKSTOP_INTERVAL_S,
+        keys_per_run: int = DEFAULT_KEYS_PER_RUN,
+        backstop_from: float = 0.0,
+        epoch: float = 1_800_000_000.0,
+    ) -> None:
+        self.env, self.store, self.name = env, store, name
+        self.cursor = QueueCursor(backstop_due=epoch + backstop_from)
+        self.reconcile = reconcile
+        self.epoch, self.clock = epoch, 0.0
+        self.tally = QueueTally()
+        self.requests = requests or (lambda: self.tally.calls)
+        self.limits = dict(
+            max_messages=max_messages,
+            backstop_keys=backstop_keys,
+            backstop_interval_s=backstop_interval_s,
+            keys_per_run=keys_per_run,
+        )
+        self._open_queue = open_queue
+
+    def _open(self, position: dict | None) -> ArrivalQueue:
+        return CountingQueue(self._open_queue(position, lambda: self.epoch + self.clock), self.tally)
+
+    def tick(self, now: float) -> Tick:
+        self.clock = now
+        requests, keys, listed, received = (
+            self.requests(),
+            self.store.keys_listed,
+            self.store.list_requests,
+            self.tally.received,
+        )
+        started = time.perf_counter()
+        with self.env.lakehouse.session(read_only=True) as con:
+            plan = plan_tick(
+                self.store,
+                self._open,
+                self.cursor,
+                settled=lambda ks: settled_keys(con, ks),
+                now=self.epoch + now,
+                **self.limits,
+            )
+        took = time.perf_counter() - started
+        self.cursor = plan.cursor
+        cost = TickCost(
+            took,
+            self.store.list_requests - listed,
+            self.store.keys_listed - keys,
+            self.requests() - requests,
+            self.tally.received - received,
+        )
+        return Tick([(r.tenant_id, r.keys) for r in plan.runs], cost, plan.summary() if plan.outage else "")
+
+    def backstop(self) -> None:
+        if self.reconcile:
+            with self.env.lakehouse.session() as con:
+                ingest_missed(self.env, con)
 
 
 @dataclass
@@ -248,7 +377,7 @@ def replay(
                 out.latencies[key] = next_backstop + took - waiting.pop(key).at
             out.by_backstop += len(found)
             next_backstop += backstop_period
-        tick = path.tick()
+        tick = path.tick(now)
         out.ticks.append(tick.cost)
         if tick.note:
             out.notes.append(tick.note)

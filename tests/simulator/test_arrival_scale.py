@@ -9,10 +9,18 @@ from pathlib import Path
 import pytest
 
 from edge_sync.objectstore import LocalObjectStore
+from edge_sync.objectstore_journal import enable_journal
 from edge_sync.objectstore_s3 import S3ObjectStore
 from edgeplat.lakehouse import Lakehouse, LakehouseConfig
-from edgeplat.simulator.arrival_clock import CountingStore, ListingArrivals, StreamFleet, replay
+from edgeplat.simulator.arrival_clock import (
+    CountingStore,
+    ListingArrivals,
+    NotificationArrivals,
+    StreamFleet,
+    replay,
+)
 from edgeplat.simulator.settled_store import SettledLayout, fill_ledger, fill_local_store
+from edgeplat.sync.arrival_queue_journal import JournalArrivalQueue
 from edgeplat.sync.arrivals import ArrivalCursor, plan_arrivals
 from edgeplat.sync.env import SyncEnv, SyncSettings
 from edgeplat.sync.ledger import settled_keys
@@ -95,3 +103,37 @@ def test_replay_brings_every_upload_to_the_ledger_and_times_it(tmp_path: Path) -
         assert con.execute("SELECT count(*) FROM telemetry").fetchone()[0] == 6 * TINY.rows_per_batch
         assert settled_keys(con, [u.key for u in uploads]) == {u.key for u in uploads}
     assert got.percentile(50) <= got.percentile(99)
+
+
+def test_replay_through_the_journal_queue_lists_nothing(tmp_path: Path) -> None:
+    """The notification path with its listing backstop not due: the journal alone brings every
+    upload in, at the first tick after it, and no tick lists the store."""
+    fill_local_store(tmp_path / "objects", TINY)
+    enable_journal(tmp_path / "objects")
+    lake = settled_lake(tmp_path)
+    fleet = StreamFleet(tmp_path, TINY, devices=3)
+    store = CountingStore(LocalObjectStore(tmp_path / "objects", fsync=False))
+    env = SyncEnv(lake, store, fleet.keyring, fleet.registry, settings=SyncSettings(max_drift_ms=10**15))
+    uploads = fleet.uploads(6, window=100.0, seed=6)
+
+    def open_queue(position, now):
+        return JournalArrivalQueue(tmp_path / "objects", position, visibility_timeout_s=20.0, now=now)
+
+    path = NotificationArrivals(env, store, open_queue, backstop_from=10**9, reconcile=False)
+    ticked: dict[int, list[str]] = {}
+    got = replay(
+        env,
+        path,
+        uploads,
+        interval=10.0,
+        backstop_period=50.0,
+        on_tick=lambda k, tick: ticked.setdefault(k, [key for _, keys in tick.runs for key in keys]),
+    )
+
+    assert set(got.latencies) == {u.key for u in uploads} and got.by_backstop == 0
+    for u in uploads:  # planned by the first tick after its upload, not later
+        assert u.key in ticked[math.ceil(u.at / 10.0)]
+    assert store.list_requests == 0 and all(t.keys_listed == 0 for t in got.ticks)
+    assert sum(t.messages for t in got.ticks) >= len(uploads)  # redeliveries come on top
+    with lake.session(read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM telemetry").fetchone()[0] == 6 * TINY.rows_per_batch
