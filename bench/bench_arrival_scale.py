@@ -118,14 +118,7 @@ def replay_path(env: SyncEnv, path, fleet: StreamFleet, count: int, seed: int) -
         raise AssertionError(
             f"{path.name}: {len(uploads) - len(done)} uploads not in the ledger after the replay"
         )
-    print(
-        f"  {path.name}: {count} uploads, {len(got.ticks)} ticks, p50 {got.percentile(50):.1f} s, "
-        f"p99 {got.percentile(99):.1f} s, {got.by_backstop} by the backstop "
-        f"({', '.join(f'{s:.1f}' for s in got.backstops)} s); tick {got.mean_tick():.3f} s, "
-        f"{got.mean_tick('list_requests'):.1f} list requests, {got.mean_tick('keys_listed'):,.0f} keys; "
-        f"replay {time.perf_counter() - started:.0f} s",
-        flush=True,
-    )
+    print(f"  {path.name}: {describe(got)}; replay {time.perf_counter() - started:.0f} s", flush=True)
     return got
 
 
@@ -133,9 +126,8 @@ def describe(got: Replay) -> str:
     return (
         f"p50 {got.percentile(50):.0f} s, p99 {got.percentile(99):.0f} s, {len(got.latencies)} objects "
         f"({got.by_backstop} via the backstop, {len(got.backstops)} backstop run(s) "
-        f"{', '.join(f'{s:.1f}' for s in got.backstops)} s); per tick {got.mean_tick():.3f} s, "
-        f"{got.mean_tick('list_requests'):.1f} list + {got.mean_tick('queue_requests'):.1f} queue requests, "
-        f"{got.mean_tick('keys_listed'):,.0f} keys listed"
+        f"{', '.join(f'{s:.1f}' for s in got.backstops)} s), {len(got.run_seconds)} ingest runs of "
+        f"{sum(got.run_seconds) / max(1, len(got.run_seconds)):.2f} s; per tick {tick_note(got.ticks)}"
     )
 
 
@@ -360,7 +352,8 @@ def mean(ticks: list[TickCost], what: str = "seconds") -> float:
 
 def tick_note(ticks: list[TickCost]) -> str:
     return (
-        f"{mean(ticks):.3f} s, {mean(ticks, 'list_requests'):.1f} list + {mean(ticks, 'queue_requests'):.1f} "
+        f"{mean(ticks):.3f} s ({mean(ticks, 'ledger_seconds'):.3f} s of it asking the ledger), "
+        f"{mean(ticks, 'messages'):.1f} messages, {mean(ticks, 'list_requests'):.1f} list + {mean(ticks, 'queue_requests'):.1f} "
         f"queue requests, {mean(ticks, 'keys_listed'):,.0f} keys listed"
     )
 

@@ -185,6 +185,7 @@ class TickCost:
     keys_listed: int = 0
     queue_requests: int = 0
     messages: int = 0
+    ledger_seconds: float = 0.0  # of ``seconds``: asking the ledger which keys are settled
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,20 @@ class ArrivalPath(Protocol):
 
     def backstop(self) -> None:
         """The reconciliation backstop: ingest whatever the ticks missed."""
+
+
+class TimedLedger:
+    """``settled(keys)`` for a planner, timing the ledger lookups of one tick."""
+
+    def __init__(self, con) -> None:
+        self.con, self.seconds = con, 0.0
+
+    def __call__(self, keys: list[str]) -> set[str]:
+        started = time.perf_counter()
+        try:
+            return settled_keys(self.con, keys)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 class ListingArrivals:
@@ -230,18 +245,24 @@ class ListingArrivals:
         requests, keys = self.store.list_requests, self.store.keys_listed
         started = time.perf_counter()
         with self.env.lakehouse.session(read_only=True) as con:
+            ledger = TimedLedger(con)
             plan = plan_arrivals(
                 self.store,
                 self.cursor,
                 max_keys=self.max_keys,
                 keys_per_run=self.keys_per_run,
-                settled=lambda ks: settled_keys(con, ks),
+                settled=ledger,
             )
         took = time.perf_counter() - started
         self.cursor = plan.cursor
         return Tick(
             [(r.tenant_id, r.keys) for r in plan.runs],
-            TickCost(took, self.store.list_requests - requests, self.store.keys_listed - keys),
+            TickCost(
+                took,
+                self.store.list_requests - requests,
+                self.store.keys_listed - keys,
+                ledger_seconds=ledger.seconds,
+            ),
         )
 
     def backstop(self) -> None:
@@ -303,11 +324,12 @@ class NotificationArrivals:
         )
         started = time.perf_counter()
         with self.env.lakehouse.session(read_only=True) as con:
+            ledger = TimedLedger(con)
             plan = plan_tick(
                 self.store,
                 self._open,
                 self.cursor,
-                settled=lambda ks: settled_keys(con, ks),
+                settled=ledger,
                 now=self.epoch + now,
                 **self.limits,
             )
@@ -319,6 +341,7 @@ class NotificationArrivals:
             self.store.keys_listed - keys,
             self.requests() - requests,
             self.tally.received - received,
+            ledger.seconds,
         )
         return Tick([(r.tenant_id, r.keys) for r in plan.runs], cost, plan.summary() if plan.outage else "")
 
