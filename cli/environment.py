@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from edge_sync.objectstore_journal import enable_journal
 from edge_sync.private_files import private_dir
 from edgeplat.lakehouse import Lakehouse
 from edgeplat.settings import Paths, paths
@@ -35,6 +36,7 @@ def prepare_home() -> Paths:
     p = paths()
     for d in (p.home, p.objects, p.plots):
         d.mkdir(parents=True, exist_ok=True)
+    enable_journal(p.objects)  # every put into the local store is then recorded for the arrival sensor
     # keys, identities and every tenant's lakehouse rows: for this user only
     for d in (p.keys, p.devices, p.lakehouse, p.lake_data):
         private_dir(d, tighten=True)

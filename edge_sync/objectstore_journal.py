@@ -116,4 +116,11 @@ def read_records(path: Path, offset: int, max_lines: int, *, max_bytes: int = 4 
         if nl > pos:
             out.append(parse_line(offset + pos, chunk[pos:nl]))
         pos = nl + 1
+    if not out and pos == 0 and len(chunk) == max_bytes:
+        # no newline in max_bytes: not a record; skip it whole so the reader never stalls on it
+        out.append(
+            JournalLine(
+                offset, offset + len(chunk), None, f"journal line longer than {max_bytes} bytes", chunk[:200]
+            )
+        )
     return out

@@ -20,6 +20,7 @@ import dagster as dg
 
 from edgeplat.settings import environment, paths
 from resources.alerts import AlertRulesResource
+from resources.arrival_queue import ArrivalNotifications
 from resources.backends import FleetBackendResource
 from resources.gitops import GitOpsRepoResource
 from resources.keys import DeviceRegistryResource, KeyServiceResource, PlatformSignerResource
@@ -38,6 +39,21 @@ PRODUCTION_ENV = {
     "AWS_ACCESS_KEY_ID": (True, "S3 access key"),
     "AWS_SECRET_ACCESS_KEY": (True, "S3 secret key"),
     "EDGEPLAT_S3_ENDPOINT": (False, "optional: S3 API endpoint URL for non-AWS stores"),
+    "EDGEPLAT_ARRIVAL_QUEUE_URL": (
+        False,
+        "optional: SQS queue of the bucket's ObjectCreated notifications (unset: the sensor lists)",
+    ),
+    "EDGEPLAT_ARRIVAL_DLQ_URL": (False, "optional: SQS queue for poison notifications, with their reason"),
+    "EDGEPLAT_SQS_ENDPOINT": (False, "optional: SQS API endpoint URL for non-AWS queues"),
+    "EDGEPLAT_ARRIVAL_AZURE_QUEUE": (
+        False,
+        "optional: storage queue of Event Grid's BlobCreated events (instead of SQS)",
+    ),
+    "EDGEPLAT_ARRIVAL_AZURE_DLQ": (False, "optional: storage queue for poison events, with their reason"),
+    "EDGEPLAT_ARRIVAL_AZURE_CONNECTION_STRING": (
+        True,
+        "optional: connection string of the storage account holding those queues",
+    ),
     "AWS_REGION": (False, "optional: region, default us-east-1"),
     "EDGEPLAT_VAULT_ADDR": (True, "Vault address (transit unwraps batch data keys)"),
     "EDGEPLAT_VAULT_ROLE_ID": (True, "AppRole role id of the central service"),
@@ -73,13 +89,20 @@ def _gitops(workdir: str | None = None) -> GitOpsRepoResource:
 
 
 def embedded_sync_resources(
-    *, catalog: str, data_path: str, objects: str, keys: str, registry: str, platform_key: str
+    *,
+    catalog: str,
+    data_path: str,
+    objects: str,
+    keys: str,
+    registry: str,
+    platform_key: str,
+    notifications: ArrivalNotifications | None = None,
 ) -> dict[str, Any]:
     """The sync's resources on embedded parts (a local or SQLite catalog, folders, a key file),
     wherever they are: the local environment's, a benchmark's or a test's."""
     return {
         "lakehouse": LakehouseResource(catalog=catalog, data_path=data_path),
-        "object_store": ObjectStoreResource(url=objects),
+        "object_store": ObjectStoreResource(url=objects, notifications=notifications),
         "key_service": KeyServiceResource(keyring_dir=keys),
         "device_registry": DeviceRegistryResource(registry_dir=registry),
         "platform_signer": PlatformSignerResource(path=platform_key, create_if_missing=True),
@@ -95,6 +118,8 @@ def local_resources() -> dict[str, Any]:
         keys=str(p.keys),
         registry=str(p.registry),
         platform_key=str(p.platform_key),
+        # the local store's journal (enabled by cli/environment.py) drives the arrival sensor
+        notifications=ArrivalNotifications(kind="journal"),
     )
     res["fleet_backend"] = FleetBackendResource(
         kind="edge_agent",
@@ -107,16 +132,41 @@ def local_resources() -> dict[str, Any]:
     return res
 
 
+def _arrival_notifications(region: str) -> ArrivalNotifications | None:
+    """Where the bucket's object-created notifications arrive in production (None: the sensor lists)."""
+    env = os.environ.get
+    if env("EDGEPLAT_ARRIVAL_QUEUE_URL"):
+        return ArrivalNotifications(
+            kind="sqs",
+            queue_url=env("EDGEPLAT_ARRIVAL_QUEUE_URL", ""),
+            dead_letter_url=env("EDGEPLAT_ARRIVAL_DLQ_URL", ""),
+            endpoint_url=env("EDGEPLAT_SQS_ENDPOINT") or None,
+            region=region,
+            access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+        )
+    if env("EDGEPLAT_ARRIVAL_AZURE_QUEUE"):
+        return ArrivalNotifications(
+            kind="azure_queue",
+            queue_name=env("EDGEPLAT_ARRIVAL_AZURE_QUEUE", ""),
+            dead_letter_queue=env("EDGEPLAT_ARRIVAL_AZURE_DLQ", ""),
+            connection_string=dg.EnvVar("EDGEPLAT_ARRIVAL_AZURE_CONNECTION_STRING"),
+        )
+    return None
+
+
 def production_resources() -> dict[str, Any]:
     env = os.environ.get
     endpoint = env("EDGEPLAT_S3_ENDPOINT") or None
     region = env("AWS_REGION", "us-east-1")
-    object_store = ObjectStoreResource(
+    notifications = _arrival_notifications(region)
+    object_store = ObjectStoreResource(  # S3 settings named as dagster-aws's S3Resource names them
         url=env("EDGEPLAT_OBJECTS_URL", ""),
         endpoint_url=endpoint,
-        region=region,
-        access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-        secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+        region_name=region,
+        aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+        notifications=notifications,
     )
     lakehouse = LakehouseResource(
         catalog=dg.EnvVar("EDGEPLAT_CATALOG"),

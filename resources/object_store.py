@@ -1,23 +1,27 @@
-"""The object store as a Dagster resource: a local folder by default, S3 through boto3 in production."""
+"""The object store as a Dagster resource: a local folder by default, S3 through boto3 in production;
+``notifications`` names where its object-created notifications arrive (resources/arrival_queue.py).
+
+Its S3 connection settings are dagster-aws's (``ResourceWithS3Configuration``, the fields of
+``S3Resource``: ``endpoint_url``, ``region_name``, ``aws_access_key_id``, ...). The store still
+builds its own client from them, because it needs what that resource's client does not set:
+botocore's retry mode and the checksum and addressing options of conditional writes.
+"""
 
 from __future__ import annotations
 
-import dagster as dg
+from dagster_aws.s3.resources import ResourceWithS3Configuration
 
 from edge_sync.objectstore import ObjectStore
 from edge_sync.objectstore_url import from_url
+from resources.arrival_queue import ArrivalNotifications
 
 
-class ObjectStoreResource(dg.ConfigurableResource):
+class ObjectStoreResource(ResourceWithS3Configuration):
     """Where devices upload batches and fetch desired state: ``/path`` or ``s3://bucket/prefix``."""
 
     url: str
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
     retry_mode: str = "standard"  # botocore retry mode: standard | adaptive
-    max_attempts: int = 5
+    notifications: ArrivalNotifications | None = None  # None: the arrival sensor lists the store
 
     def get(self) -> ObjectStore:
         if not self.url.startswith("s3://"):
@@ -25,9 +29,10 @@ class ObjectStoreResource(dg.ConfigurableResource):
         return from_url(
             self.url,
             endpoint_url=self.endpoint_url or None,
-            region=self.region,
-            access_key_id=self.access_key_id,
-            secret_access_key=self.secret_access_key,
+            region=self.region_name or "us-east-1",
+            access_key_id=self.aws_access_key_id,
+            secret_access_key=self.aws_secret_access_key,
+            session_token=self.aws_session_token,
             retry_mode=self.retry_mode,
             max_attempts=self.max_attempts,
         )

@@ -107,24 +107,24 @@ class SqsArrivalQueue:
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
             wait = 0  # wait once per tick for the first message, then take what is there
-            fresh = [m for m in resp.get("Messages", []) if m["MessageId"] not in out]
+            got = resp.get("Messages", [])
+            fresh = [m for m in got if m["MessageId"] not in out]
+            for m in got:  # a message seen again: keep its newest receipt handle, the one that deletes
+                out[m["MessageId"]] = self._message(m)
             if not fresh:
                 break  # empty, or (visibility 0) the same messages again
-            for m in fresh:
-                out[m["MessageId"]] = self._message(m)
         return list(out.values())
 
     def ack(self, messages: Sequence[ArrivalMessage]) -> None:
         msgs = list(messages)
         for i in range(0, len(msgs), SQS_BATCH):
             chunk = msgs[i : i + SQS_BATCH]
-            resp = self._call(
+            # a failed entry (e.g. a receipt that expired) comes back and is acked on a later tick
+            self._call(
                 "delete_message_batch",
                 QueueUrl=self.url,
                 Entries=[{"Id": str(n), "ReceiptHandle": m.receipt} for n, m in enumerate(chunk)],
             )
-            # a failed entry (e.g. a receipt that expired) comes back and is acked on a later tick
-            del resp
 
     def dead_letter(self, messages: Sequence[ArrivalMessage]) -> None:
         if self.dead_letter_url:

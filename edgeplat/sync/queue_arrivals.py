@@ -47,7 +47,15 @@ DEFAULT_MAX_MESSAGES = 1_000
 DEFAULT_BACKSTOP_KEYS = 5_000
 DEFAULT_BACKSTOP_INTERVAL_S = 600.0
 
+# Batch keys start here; anything else a notification names (desired-state documents, objects
+# moved to the archive prefix) is acked without a run. Same value as the listing's prefix.
+HOT_PREFIX = "tenant="
+
 Settled = Callable[[list[str]], set[str]]
+
+
+def is_hot_batch(key: str) -> bool:
+    return key.startswith(HOT_PREFIX) and key.endswith(BATCH_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -110,11 +118,11 @@ def plan_messages(messages: Sequence[ArrivalMessage], settled: Settled) -> Messa
     """Sort received messages into ack / dead-letter / pending by what the ledger holds."""
     poison = [m for m in messages if m.poison]
     readable = [m for m in messages if not m.poison]
-    named = sorted({k for m in readable for k in m.keys if k.endswith(BATCH_SUFFIX)})
+    named = sorted({k for m in readable for k in m.keys if is_hot_batch(k)})
     known = settled(named) if named else set()
     ack, pending = [], []
     for m in readable:
-        waiting = [k for k in m.keys if k.endswith(BATCH_SUFFIX) and k not in known]
+        waiting = [k for k in m.keys if is_hot_batch(k) and k not in known]
         (pending if waiting else ack).append(m)
     fresh = frozenset(k for k in named if k not in known)
     return MessagePlan(fresh, ack, poison, pending, len(named), len(known))

@@ -14,6 +14,14 @@ module "iot_fleet" {
   artifacts_bucket = module.tenant_storage.fleet_bucket
 }
 
+# New batch objects notify the arrival sensor through SQS (modules/arrival_queue).
+module "arrival_queue" {
+  source      = "../modules/arrival_queue"
+  environment = var.environment
+  bucket      = module.tenant_storage.fleet_bucket
+  key_prefix  = "${var.tenant_storage.base_prefix}/tenant="
+}
+
 module "catalog_db" {
   source                    = "../modules/catalog_db"
   environment               = var.environment

@@ -3,6 +3,16 @@ output "objects_url" {
   value       = var.tenant_storage.store_url
 }
 
+output "arrival_queue_url" {
+  description = "EDGEPLAT_ARRIVAL_QUEUE_URL"
+  value       = module.arrival_queue.queue_url
+}
+
+output "arrival_dead_letter_url" {
+  description = "EDGEPLAT_ARRIVAL_DLQ_URL"
+  value       = module.arrival_queue.dead_letter_url
+}
+
 output "lake_data" {
   description = "EDGEPLAT_LAKE_DATA"
   value       = "s3://${module.tenant_storage.lake_bucket}/edgeplat/"

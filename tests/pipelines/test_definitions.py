@@ -73,11 +73,29 @@ def test_production_resources_take_secrets_from_env_vars(monkeypatch) -> None:
     # EnvVar-backed fields stay unresolved in the definitions: no secret value is baked in.
     for name in ("s3_access_key_id", "s3_secret_access_key", "catalog"):
         assert isinstance(getattr(res["lakehouse"], name), dg.EnvVar), name
-    for name in ("access_key_id", "secret_access_key"):
+    for name in ("aws_access_key_id", "aws_secret_access_key"):  # dagster-aws's S3 settings
         assert isinstance(getattr(res["object_store"], name), dg.EnvVar), name
     vault = res["key_service"].vault
     for name in ("addr", "role_id", "secret_id"):
         assert isinstance(getattr(vault, name), dg.EnvVar), name
+
+
+def test_arrival_notifications_are_chosen_per_environment(monkeypatch) -> None:
+    from pipelines.resources import resources_for
+
+    assert resources_for("local")["object_store"].notifications.kind == "journal"
+    assert resources_for("production")["object_store"].notifications is None  # no queue: listing
+    queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/edgeplat-prod-arrivals"
+    monkeypatch.setenv("EDGEPLAT_ARRIVAL_QUEUE_URL", queue)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    notifications = resources_for("production")["object_store"].notifications
+    assert (notifications.kind, notifications.queue_url, notifications.region) == ("sqs", queue, "eu-west-1")
+    assert isinstance(notifications.secret_access_key, dg.EnvVar)
+    monkeypatch.delenv("EDGEPLAT_ARRIVAL_QUEUE_URL")
+    monkeypatch.setenv("EDGEPLAT_ARRIVAL_AZURE_QUEUE", "arrivals")
+    notifications = resources_for("production")["object_store"].notifications
+    assert (notifications.kind, notifications.queue_name) == ("azure_queue", "arrivals")
+    assert isinstance(notifications.connection_string, dg.EnvVar)
 
 
 def test_unknown_environment_is_a_clear_error(monkeypatch) -> None:

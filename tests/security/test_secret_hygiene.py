@@ -102,8 +102,8 @@ def test_full_ingest_run_leaks_no_secret(
         "object_store": ObjectStoreResource(
             url=f"s3://{bucket}/fleet",
             endpoint_url=endpoint,
-            access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
         ),
         "key_service": VaultKeyServiceResource(vault=vault_from_env()),
         "device_registry": DeviceRegistryResource(registry_dir=str(registry_dir)),
