@@ -217,16 +217,18 @@ def notified_bucket(endpoint: str, bucket: str, prefix: str) -> str:
     return url
 
 
-def sqs_queue(url: str, endpoint: str, bucket: str, prefix: str):
+def sqs_queue(url: str, endpoint: str, bucket: str, prefix: str, visibility_s: int = 1):
+    """The SQS arrival queue; in the replay with a visibility timeout of 1 s of real time: a pending
+    message comes back on the next replayed tick, by when its run has committed (runs commit
+    between ticks here), and is acked then."""
+
     def open_queue(position, now):
-        # visibility 1 s of real time: a pending message comes back on the next replayed tick, by
-        # when its run has committed (runs commit between ticks here), and is acked then
         return SqsArrivalQueue(
             url,
             bucket=bucket,
             prefix=prefix,
             endpoint_url=endpoint,
-            visibility_timeout_s=1,
+            visibility_timeout_s=visibility_s,
             wait_time_s=0,
             **CREDS,
         )
@@ -301,7 +303,9 @@ def tenant_runs(
     written = sum(map(len, batches.keys_by_tenant.values()))
     want = {t: set(ks) for t, ks in batches.keys_by_tenant.items()}
     keys_by_tenant: dict[str, set[str]] = {}
-    queue, started = sqs_queue(url, endpoint, bucket, prefix), time.perf_counter()
+    # a pending message stays hidden while the drain goes on (moto hands out the oldest visible
+    # messages first: with a 1 s timeout a long drain would see the head again and never the tail)
+    queue, started = sqs_queue(url, endpoint, bucket, prefix, visibility_s=60), time.perf_counter()
     cursor = QueueCursor(backstop_due=time.time() + NEVER)
     while keys_by_tenant != want and time.perf_counter() - started < 120:
         plan = plan_tick(store, lambda p: queue(p, time.time), cursor, settled=settled, now=time.time())
