@@ -14,10 +14,19 @@ Paths measured on the same store in the same run:
 - ``listing`` (the baseline, today's): ``plan_arrivals`` lists at most 5,000 keys after its
   cursor per tick and drops what the ledger holds; reconciliation (``ingest_missed``) re-lists
   the whole store against the whole ledger.
+- ``notifications``: ``plan_tick`` on the local store's journal / on S3 event notifications in
+  SQS, with the sensor's limits, its bounded listing backstop running as it does (with the
+  history under ``tenant=`` its pass never ends, so it lists on every tick);
+- ``queue only``: the same with the backstop not due (as between passes once settled objects
+  live under the archive prefix).
 
-Figures: upload-to-queryable latency p50/p99 and the sensor's cost per tick (wall seconds,
-list requests, keys listed). On moto, ListObjectsV2 sorts the whole bucket per request, so a
-listing's *time* there is moto's; its requests and keys are what S3 would be asked.
+Figures: upload-to-queryable latency p50/p99 and the sensor's cost per tick (wall seconds, the
+ledger lookups' share, list requests, keys listed, queue requests and messages), each path's
+ratio to the listing on the same store; then ingest runs fed by the SQS queue with 1, 2 and 4
+concurrent tenant runs (rows/s and batches/s; PostgreSQL catalog, as bench_tenant_scaling).
+On moto, ListObjectsV2 sorts the whole bucket per request, so a listing's *time* there is
+moto's; its requests and keys are what S3 would be asked. The listing replay is not run on
+moto (its 15-minute re-list of 1,000 pages would take hours there): only a few ticks are timed.
 """
 
 from __future__ import annotations
