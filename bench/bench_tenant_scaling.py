@@ -20,17 +20,11 @@ import uuid
 from pathlib import Path
 
 from bench.harness import Result
-from edge_sync.objectstore_s3 import S3ObjectStore
-from edgeplat.lakehouse import Lakehouse, LakehouseConfig, S3Settings
 from edgeplat.simulator.tenant_batches import write_tenant_batches
-from edgeplat.sync.tenant_workers import IngestWorkerSpec, ingest_tenants
-from tests.support.moto_server import MOTO_CREDENTIALS, running_moto_server
-from tests.support.postgres import PG_DSN, fresh_schema
+from edgeplat.sync.tenant_workers import ingest_tenants
+from tests.support.moto_server import running_moto_server
+from tests.support.tenant_ingest import S3_CREDS, fleet_store, postgres_s3_ingest
 
-CREDS = {
-    "access_key_id": MOTO_CREDENTIALS["aws_access_key_id"],
-    "secret_access_key": MOTO_CREDENTIALS["aws_secret_access_key"],
-}
 WORKERS = (1, 2, 4)
 
 
@@ -45,33 +39,18 @@ def run(quick: bool) -> list[Result]:
             "s3",
             endpoint_url=endpoint,
             region_name="us-east-1",
-            aws_access_key_id=CREDS["access_key_id"],
-            aws_secret_access_key=CREDS["secret_access_key"],
+            aws_access_key_id=S3_CREDS["access_key_id"],
+            aws_secret_access_key=S3_CREDS["secret_access_key"],
         ).create_bucket(Bucket=bucket)
-        store = S3ObjectStore(bucket, "fleet", endpoint_url=endpoint, **CREDS)
+        store = fleet_store(endpoint, bucket)
         batches = write_tenant_batches(
             Path(tmp), store, tenants=4, devices_per_tenant=devices, rows_per_device=rows, rows_per_batch=600
         )
         per_second: dict[int, float] = {}
         for workers in WORKERS:
-            with fresh_schema("edgeplat_bench") as schema:
-                lake_config = LakehouseConfig(
-                    catalog=f"postgres:{PG_DSN}",
-                    data_path=f"s3://{bucket}/lake-{workers}/",
-                    metadata_schema=schema,
-                    s3=S3Settings(endpoint_url=endpoint, **CREDS),
-                )
-                lake = Lakehouse(lake_config)
-                lake.ensure_schema()
-                spec = IngestWorkerSpec(
-                    lake=lake_config,
-                    objects_url=f"s3://{bucket}/fleet",
-                    keys_dir=str(batches.keys_dir),
-                    registry_dir=str(batches.registry_dir),
-                    s3_endpoint_url=endpoint,
-                    s3_access_key_id=CREDS["access_key_id"],
-                    s3_secret_access_key=CREDS["secret_access_key"],
-                )
+            with postgres_s3_ingest(
+                endpoint, bucket, batches, lake_prefix=f"lake-{workers}", schema_prefix="edgeplat_bench"
+            ) as (lake, spec):
                 seconds, reports = ingest_tenants(spec, batches.keys_by_tenant, workers)
                 with lake.session(read_only=True) as con:
                     stored = con.execute("SELECT count(*) FROM telemetry").fetchone()[0]

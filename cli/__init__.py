@@ -22,6 +22,8 @@ COMMANDS = (
     "metrics",
     "live",
     "release",
+    "rules",
+    "fleet_config",
 )
 
 

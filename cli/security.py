@@ -6,9 +6,11 @@ environment, never from the command line (which other users can read in ``ps``):
 - Vault: ``VAULT_ADDR`` and ``VAULT_TOKEN`` (or ``BAO_ADDR``/``BAO_TOKEN``), a token that may
   write the platform's KV mount and manage AppRoles (not the central ingest's AppRole);
 - AWS IAM: the standard AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile,
-  ...), for an identity that may manage users under ``/edgeplat/tenants/``.
+  ...), for an identity that may manage users under ``/edgeplat/tenants/``;
+  ``check-device-scopes`` reads the tenant's device role and AWS IoT role alias and policy
+  (no Vault).
 
-Exit codes: 0 done / scoped, 1 ``check-storage`` found problems, 2 bad input or refused.
+Exit codes: 0 done / scoped, 1 a check found problems, 2 bad input or refused.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hvac
 
 from cli.common import CliError, dumps
 from edge_sync.vault_admin import VaultAdmin
+from edgeplat.security.device_scope_audit import DeviceScopeAudit
 from edgeplat.security.storage_policy import StoragePolicyError
 from edgeplat.security.tenant_storage import StorageTarget, TenantStorageAdmin
 
@@ -51,6 +54,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_storage_arguments(s)
         s.add_argument("--json", action="store_true", help="print JSON for scripts")
         s.set_defaults(handler=handler)
+    text = (
+        "verify the tenant's device role, role alias and IoT policy reach one device's prefix (exit 1 if not)"
+    )
+    s = ssub.add_parser("check-device-scopes", help=text, description=text)
+    s.add_argument("--tenant", required=True, help="tenant id")
+    add_storage_arguments(s)
+    s.add_argument(
+        "--iot-endpoint-url",
+        default=os.environ.get("EDGEPLAT_IOT_ENDPOINT"),
+        help="AWS IoT API endpoint (default: $EDGEPLAT_IOT_ENDPOINT, else AWS's)",
+    )
+    s.add_argument("--json", action="store_true", help="print JSON for scripts")
+    s.set_defaults(handler=check_device_scopes)
 
 
 def add_storage_arguments(p: argparse.ArgumentParser) -> None:
@@ -153,6 +169,30 @@ def check(args: argparse.Namespace) -> int:
         )
     else:
         print(f"tenant {result.tenant_id}: NOT SCOPED ({len(result.problems)} problems):")
+        for problem in result.problems:
+            print(f"  - {problem}")
+    return 0 if result.ok else 1
+
+
+def check_device_scopes(args: argparse.Namespace) -> int:
+    if not args.store_url:
+        raise CliError("give --store-url s3://bucket/prefix (or set EDGEPLAT_OBJECTS_URL)")
+    try:
+        target = StorageTarget.from_url(args.store_url, region=args.region)
+        iam = boto3.client("iam", endpoint_url=args.iam_endpoint_url, region_name=args.region)
+        iot = boto3.client("iot", endpoint_url=args.iot_endpoint_url, region_name=args.region)
+        result = DeviceScopeAudit(iam, iot, target).check(args.tenant)
+    except ValueError as exc:
+        raise _refused(exc) from None
+    if args.json:
+        print(dumps(result.as_dict()))
+    elif result.ok:
+        print(
+            f"tenant {result.tenant_id}: OK, role {result.role} (alias {result.role_alias}, IoT policy "
+            f"{result.iot_policy}) reaches only tenant=<T>/device=<thing name>/"
+        )
+    else:
+        print(f"tenant {result.tenant_id}: NOT SCOPED TO ONE DEVICE ({len(result.problems)} problems):")
         for problem in result.problems:
             print(f"  - {problem}")
     return 0 if result.ok else 1

@@ -45,6 +45,7 @@ from edge_sync.config import (
     AgentConfig,
     cache_key,
     device_identity,
+    iot_store,
     key_service,
     load_public_key,
     state_rules,
@@ -118,6 +119,8 @@ class DeviceAgent:
                     vault, config.tenant_id, config.object_store.runtime_dir, config.object_store.options
                 )
                 store = store_source.initial()
+            elif config.object_store.credentials == "iot":
+                store = iot_store(config)
             else:
                 store = from_url(config.object_store.url, **config.object_store.options)
             budget = BandwidthBudget(
@@ -459,6 +462,11 @@ class DeviceAgent:
             "cache": {k: stats[k] for k in ("size_bytes", "max_bytes", "file_bytes")},
             "release": {"version": version, "slot": slot},
             "desired_revision": applied_revision(self.cache),
+            "state_rules": {
+                "version": self.downlink.rules.version,
+                "content_hash": self.downlink.rules.content_hash,
+                "refused": self.cache.get_state(AGENT_NAMESPACE, "rules").get("refused"),
+            },
             "last_sync": last or None,
             "live": self.live.stats() if self.live is not None else None,
             "installer": self.downlink.installer.status()

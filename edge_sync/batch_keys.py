@@ -14,6 +14,12 @@ from edge_sync.ids import validate_id
 from edge_sync.streams import get_stream
 
 BATCH_SUFFIX = ".batch"
+# Every batch key starts here: listings of new batches start at this prefix, so nothing stored
+# beside the tenants' keys (the central archive, ``archive/...``) is ever listed as a batch.
+BATCH_PREFIX = "tenant="
+# Where the platform moves settled batches (edgeplat/sync/archive.py): ``archive/<batch key>``.
+# Nothing under it is a batch to ingest, whichever way its key reaches the ingest.
+ARCHIVE_PREFIX = "archive/"
 SEQ_DIGITS = 20
 MAX_SEQ = 10**SEQ_DIGITS - 1
 

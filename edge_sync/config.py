@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_sync.identity import DeviceIdentity
-from edge_sync.ids import validate_id
+from edge_sync.ids import THING_NAME_PATTERN, validate_id
 from edge_sync.keys import KeyService, LocalKeyring
 from edge_sync.live_publisher import LiveConfig
 from edge_sync.private_files import InsecureFileError, private_dir, read_private_bytes
@@ -86,6 +86,25 @@ class VaultConfig(_Section):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+class IotCredentialsConfig(_Section):
+    """The AWS IoT credentials provider (``object_store.credentials = "iot"``, see docs/security.md).
+
+    ``endpoint``: ``aws iot describe-endpoint --endpoint-type iot:CredentialProvider``;
+    ``role_alias``: the tenant's alias (``edgeplat-d-<tenant>``); ``cert_path``/``key_path``:
+    the device certificate registered with AWS IoT and attached to the thing named like the
+    device; ``ca_path``: the CA of the endpoint (Amazon Root CA 1; the system store if unset).
+    Credentials are fetched again ``refresh_before_s`` before they expire.
+    """
+
+    endpoint: str
+    role_alias: str = Field(pattern=r"^[\w=,@-]{1,128}$")
+    cert_path: Path
+    key_path: Path
+    ca_path: Path | None = None
+    refresh_before_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class ObjectStoreConfig(_Section):
     """``url``: ``s3://bucket/prefix``, ``file:///path`` or a plain path; ``options`` go to the backend.
 
@@ -93,15 +112,25 @@ class ObjectStoreConfig(_Section):
     come from the tenant's KV v2 secret ``tenants/<T>/shared/objectstore`` (provisioned with
     ``edgeplat security provision-storage``), rendered 0600 into ``runtime_dir`` (a tmpfs
     path) and re-read before every sync, so a rotated key is picked up; ``url`` is not used.
+
+    ``credentials = "iot"``: temporary credentials of the tenant's device role from the AWS
+    IoT credentials provider (``[object_store.iot]``), which reach only this device's prefix
+    of ``url`` (an ``s3://`` URL).
     """
 
     url: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    credentials: Literal["config", "vault"] = "config"
+    credentials: Literal["config", "vault", "iot"] = "config"
     runtime_dir: Path | None = None
+    iot: IotCredentialsConfig | None = None
 
     @model_validator(mode="after")
     def _source(self) -> ObjectStoreConfig:
+        if self.credentials == "iot" and (self.iot is None or not (self.url or "").startswith("s3://")):
+            raise ValueError(
+                'credentials = "iot" needs url = "s3://bucket/prefix" and an [object_store.iot] section '
+                "with endpoint, role_alias, cert_path and key_path"
+            )
         if self.credentials == "config" and not self.url:
             raise ValueError('needs url = "s3://bucket/prefix" or a folder (or credentials = "vault")')
         if self.credentials == "vault" and self.runtime_dir is None:
@@ -189,6 +218,11 @@ class AgentConfig(_Section):
             )
             if on
         ]
+        if self.object_store.credentials == "iot" and not THING_NAME_PATTERN.fullmatch(self.device_id):
+            raise ValueError(
+                f"object_store.credentials = 'iot' needs a device id that is an AWS IoT thing name "
+                f"([a-zA-Z0-9:_-], no '.'); {self.device_id!r} is not: the thing is named like the device"
+            )
         if uses and self.vault is None:
             raise ValueError(
                 f"{' and '.join(uses)} = 'vault' needs a [vault] section with addr, role_id_path and "
@@ -215,6 +249,9 @@ class AgentConfig(_Section):
         if url and "://" not in url and not Path(url).is_absolute():
             data.object_store.url = str(base / url)
         data.object_store.runtime_dir = fix(data.object_store.runtime_dir)
+        if data.object_store.iot is not None:
+            for name in ("cert_path", "key_path", "ca_path"):
+                setattr(data.object_store.iot, name, fix(getattr(data.object_store.iot, name)))
         if data.live is not None:
             for name in ("ca_path", "cert_path", "key_path", "password_path", "runtime_dir"):
                 setattr(data.live, name, fix(getattr(data.live, name)))
@@ -409,3 +446,27 @@ def state_rules(path: Path | None) -> RuleSet:
         return load_rules(path) if path is not None else default_rules()
     except RulesError as exc:
         raise ConfigError(f"rules_path: {exc}" if path is not None else str(exc)) from None
+
+
+def iot_store(config: AgentConfig) -> Any:
+    """The S3 store signing with IoT credentials-provider credentials (``object_store.credentials = "iot"``).
+
+    Nothing is fetched here: the first request fetches, so an agent starts and records offline.
+    """
+    from edge_sync.iot_credentials import IotCredentialSource, IotCredentialsProvider
+
+    iot, url = config.object_store.iot, config.object_store.url
+    assert iot is not None and url is not None
+    try:
+        provider = IotCredentialsProvider(
+            iot.endpoint,
+            iot.role_alias,
+            config.device_id,
+            cert_path=iot.cert_path,
+            key_path=iot.key_path,
+            ca_path=iot.ca_path,
+            timeout_s=iot.timeout_s,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"object_store.iot: {exc}") from None
+    return IotCredentialSource(provider, iot.refresh_before_s).store(url, **config.object_store.options)

@@ -24,10 +24,17 @@ It stays in every later revision (state edits, staging) until a new release deci
 replaces it, so a device offline during the rollback still gets it. Like ``staged`` it is
 left out of the signed JSON when empty; an agent that predates it refuses (and alerts on)
 the few documents that carry it, instead of silently keeping the rolled-back release.
+
+``state_rules`` carries the operator's conflict rules (``edge_sync.rules``: the rules
+document, its declared version and its content hash) so the device merges central edits
+under the rules the platform merges with. It is left out when the platform uses the rules
+edge_sync ships, so documents stay what older agents accept. A device adopts it only if every
+resolver it names is installed on the device (``edge_sync.downlink``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Literal
 
@@ -36,11 +43,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_sync.identity import PlatformSigner, SignatureError, verify_document
 from edge_sync.ids import validate_id
 from edge_sync.json_bounded import loads as bounded_loads
+from edge_sync.rules import RuleSet, default_rules
 
 FORMAT = 1
 MAX_DOCUMENT_BYTES = 1 << 20
 # Fields added after the first agents shipped: left out of the signed JSON when empty.
-OPTIONAL_FIELDS = ("staged", "rollback_of")
+OPTIONAL_FIELDS = ("staged", "rollback_of", "state_rules")
 
 
 class DesiredStateError(ValueError):
@@ -85,6 +93,16 @@ class StateEdit(BaseModel):
     origin: Literal["central"] = "central"
 
 
+class StateRulesDoc(BaseModel):
+    """The conflict rules a device must merge with: ``RuleSet.document()``, version and hash."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=1)
+    content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rules: dict[str, Any]
+
+
 class DesiredState(BaseModel):
     """What one device should run and which central state edits it should apply."""
 
@@ -100,6 +118,19 @@ class DesiredState(BaseModel):
     staged: Release | None = None  # installed on the inactive slot, not activated (blue/green)
     rollback_of: RollbackOf | None = None  # go back to what ran before this rollout's release
     state_edits: list[StateEdit] = Field(default_factory=list)
+    state_rules: StateRulesDoc | None = None  # the operator's rules; None: the packaged ones
+
+
+@functools.cache
+def _packaged_hash() -> str:
+    return default_rules().content_hash
+
+
+def state_rules_doc(rules: RuleSet | None) -> StateRulesDoc | None:
+    """What a document carries for ``rules``: None for no rules or the packaged ones (left out)."""
+    if rules is None or rules.content_hash == _packaged_hash():
+        return None
+    return StateRulesDoc(version=rules.version, content_hash=rules.content_hash, rules=rules.document())
 
 
 def desired_key(tenant_id: str, device_id: str) -> str:

@@ -15,7 +15,9 @@ Each sync the agent reads ``tenant=<T>/device=<D>/desired.json`` and:
    staging; never onto the running slot, refused with an alert). A document without a
    release but with ``rollback_of`` (a rollback the platform could not name a release for)
    makes the agent go back to what it ran before that rollout (see below);
-5. merges the central ``state_edits`` into the device's local state with the shared
+5. adopts the document's ``state_rules`` (the operator's conflict rules) if every resolver
+   they name is installed here, else keeps its rules and alerts (``edge_sync.device_rules``);
+   then merges the central ``state_edits`` into the device's local state with the shared
    merge (``edge_sync.merge.StateMerger``, the same conflict rules as the central side);
 6. persists the applied revision together with the merged rows (one transaction), then
    reports version, slot and desired revision in the ``health`` stream (the staged version
@@ -64,6 +66,7 @@ from edge_sync.desired import (
     decode,
     desired_key,
 )
+from edge_sync.device_rules import DeviceRules
 from edge_sync.install_errors import InstallPending
 from edge_sync.merge import StateMerger
 from edge_sync.objectstore import ObjectNotFound, ObjectStore
@@ -258,6 +261,8 @@ class DownlinkResult:
     edits_received: int = 0
     fields_changed: int = 0
     dropped_edits: list[str] = field(default_factory=list)
+    rules_version: int | None = None  # the rules version the state edits merged under
+    rules_error: str | None = None  # the document's state rules were refused (why)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -277,10 +282,15 @@ class Downlink:
     ) -> None:
         self.cache, self.store = cache, store
         self.platform_keys = platform_keys
-        self.rules = rules
+        self.device_rules = DeviceRules(rules, cache, AGENT_NAMESPACE)
         self.installer = installer or CacheInstaller(cache)
         self.key = desired_key(cache.tenant_id, cache.device_id)
         self._refused: set[str] = set()  # digests of documents and refusals already alerted on
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules central edits merge with now: the document's when adopted, else the configured."""
+        return self.device_rules.active
 
     def pull(self) -> DownlinkResult:
         """Fetch, verify and apply; network trouble propagates (``StoreUnavailable``)."""
@@ -363,6 +373,8 @@ class Downlink:
         staged = self._staged_now(doc.staged if result.stage_error is None else None)
         if staged != staged_release(self.cache):
             book[("staged", "version")], book[("staged", "slot")] = staged
+        result.rules_error = self.device_rules.follow(doc.state_rules, book.update, self._alert_once)
+        result.rules_version = self.rules.version
         edits, dropped, counter_hlc = self._usable_edits(doc.state_edits)
         result.dropped_edits = dropped
         changed = merge_central_edits(

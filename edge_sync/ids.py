@@ -18,6 +18,9 @@ ID_RULE = (
     "(no '/', '\\', '=' or whitespace)"
 )
 ID_KINDS = ("tenant", "device", "stream", "node")
+# AWS IoT thing names; a device whose S3 credentials come from the IoT credentials provider
+# is its own thing (thing name = device id), so its id must also match this
+THING_NAME_PATTERN = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 
 
 def validate_id(kind: str, value: object) -> str:

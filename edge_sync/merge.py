@@ -286,10 +286,14 @@ def set_union_value(values: Iterable[str], where: str = "set_union") -> str:
     return "[" + ",".join(sorted(items)) + "]"
 
 
-def custom_value(rule: str, values: Iterable[str], where: str = "custom") -> str:
+def custom_value(
+    rule: str, values: Iterable[str], where: str = "custom", rules: RuleSet | None = None
+) -> str:
+    """The ``custom:<name>`` state: ``values`` folded with the resolver (``rules``' own, else the registry's)."""
     name = custom_name(rule)
     assert name is not None
-    return resolvers.canonical_json(resolvers.resolve_all(name, [_decode(v, where) for v in values]))
+    fn = rules.resolver(name) if rules is not None else None
+    return resolvers.canonical_json(resolvers.resolve_all(name, [_decode(v, where) for v in values], fn))
 
 
 def _checks(used: set[str], rule: str = "rule") -> dict[str, tuple[str, str]]:
@@ -693,7 +697,7 @@ class StateMerger:
             value = (
                 set_union_value(values, where)
                 if rule == SET_UNION.name
-                else custom_value(rule, values, where)
+                else custom_value(rule, values, where, self.rules)
             )
             for col, x in zip(KEY_COLUMNS, key, strict=True):
                 out[col].append(x)

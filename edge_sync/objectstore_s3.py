@@ -57,6 +57,7 @@ class S3ObjectStore(ObjectStore):
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         session_token: str | None = None,
+        credentials: Any = None,
         retry_mode: Literal["standard", "adaptive"] = "standard",
         max_attempts: int = 5,
         connect_timeout: float = 10.0,
@@ -101,7 +102,12 @@ class S3ObjectStore(ObjectStore):
             response_checksum_validation=checksums,
             max_pool_connections=max_pool_connections,
         )
+        if credentials is not None and access_key_id:
+            raise ValueError("give either credentials (refreshable) or access_key_id/secret_access_key")
+        # credentials: a botocore Credentials object (e.g. edge_sync.iot_credentials' refreshable
+        # ones); the client asks it for current keys before signing each request
         self._client = _new_s3_client(
+            credentials,
             endpoint_url=endpoint_url,
             config=config,
             region_name=region,
@@ -120,7 +126,12 @@ class S3ObjectStore(ObjectStore):
 
     def _error(self, exc: Exception, operation: str, key: str | None = None) -> Exception:
         """Translate a botocore error into this module's errors."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            CredentialRetrievalError,
+            NoCredentialsError,
+        )
 
         where = f"s3://{self.bucket}/{self._base}{key or ''} at {self.endpoint}"
         if isinstance(exc, ClientError):
@@ -140,6 +151,9 @@ class S3ObjectStore(ObjectStore):
                     f"S3 {operation} of {where} kept failing after {self.max_attempts} attempts: {code} {status}"
                 )
             return ObjectStoreError(f"S3 {operation} of {where} failed: {code} {exc}")
+        if isinstance(exc, CredentialRetrievalError):
+            # temporary credentials could not be refreshed (provider down or refusing): try later
+            return StoreUnavailable(f"S3 {operation} of {where}: no current credentials: {exc}")
         if isinstance(exc, NoCredentialsError):
             return ObjectStoreError(
                 f"no AWS credentials for {where}: pass access_key_id/secret_access_key or set the "
@@ -352,15 +366,39 @@ class S3ObjectStore(ObjectStore):
 
 _session_lock = threading.Lock()
 _session: Any = None
+_loader: Any = None
 
 
-def _new_s3_client(**kwargs: Any) -> Any:
+def _new_s3_client(credentials: Any = None, **kwargs: Any) -> Any:
     """An S3 client from one shared boto3 session: a fresh session reloads the service
-    models, which is slow; clients are thread-safe, creating them from one session is not."""
-    global _session
+    models, which is slow; clients are thread-safe, creating them from one session is not.
+
+    With ``credentials`` (a botocore Credentials object) the client comes from a session of
+    its own whose credential chain is just those credentials; such sessions share one loader."""
+    global _session, _loader
     import boto3
 
     with _session_lock:
         if _session is None:
             _session = boto3.session.Session()
-        return _session.client("s3", **kwargs)
+        if credentials is None:
+            return _session.client("s3", **kwargs)
+        import botocore.loaders
+        import botocore.session
+
+        if _loader is None:
+            _loader = botocore.loaders.create_loader()
+        core = botocore.session.Session()
+        core.register_component("data_loader", _loader)
+        core.register_component("credential_provider", _Given(credentials))
+        return boto3.session.Session(botocore_session=core).client("s3", **kwargs)
+
+
+class _Given:
+    """A credential resolver that answers with the credentials it was given."""
+
+    def __init__(self, credentials: Any) -> None:
+        self.credentials = credentials
+
+    def load_credentials(self) -> Any:
+        return self.credentials

@@ -12,20 +12,35 @@ order or the number of times edits arrive, so a resolver MUST be
 it registers the function; probe families the resolver does not accept (it raises
 ``TypeError``/``ValueError``/``KeyError``) are skipped, so pass ``probes=`` with values of
 the type the resolver really handles to get a meaningful check.
+
+Resolvers of an operator's rules file (``edge_sync.rules_resolvers``) are imported inside
+:func:`collecting`: their ``@register_resolver`` then fills that rule set's own mapping, not
+the process-wide registry, so two rule sets never see each other's resolvers. Every
+registered function is tagged (``RESOLVER_ATTR``), so a module imported earlier is still
+found by scanning its attributes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import json
 import re
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 Resolver = Callable[[Any, Any], Any]
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _REGISTRY: dict[str, Resolver] = {}
+# Where ``@register_resolver`` puts resolvers while a rules file's modules are imported.
+_COLLECTOR: contextvars.ContextVar[dict[str, Resolver] | None] = contextvars.ContextVar(
+    "resolver_collector", default=None
+)
+# Attribute set on every registered function: (name, probes), so it can be found and re-checked.
+RESOLVER_ATTR = "__edgeplat_resolver__"
 
 # Probe families tried when the caller gives none: strings, numbers, lists.
 DEFAULT_PROBES: tuple[tuple[Any, ...], ...] = (
@@ -42,6 +57,12 @@ class ResolverLawError(ValueError):
 def canonical_json(value: Any) -> str:
     """The one text form of a JSON value: sorted keys, no spaces (used to compare values)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def check_laws(name: str, fn: Resolver, probes: Sequence[Sequence[Any]] | None = None) -> None:
+    """Raise ``ResolverLawError`` if ``fn`` breaks a merge law on any probe family it accepts."""
+    for family in probes if probes is not None else DEFAULT_PROBES:
+        _check_laws(name, fn, list(family))
 
 
 def _check_laws(name: str, fn: Resolver, probes: Sequence[Any]) -> None:
@@ -75,12 +96,37 @@ def register_resolver(
         )
 
     def decorate(fn: Resolver) -> Resolver:
-        for family in probes if probes is not None else DEFAULT_PROBES:
-            _check_laws(name, fn, list(family))
-        _REGISTRY[name] = fn
+        check_laws(name, fn, probes)
+        setattr(fn, RESOLVER_ATTR, (name, probes))
+        collector = _COLLECTOR.get()
+        (_REGISTRY if collector is None else collector)[name] = fn
         return fn
 
     return decorate
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[dict[str, Resolver]]:
+    """Inside the block ``@register_resolver`` fills the yielded mapping instead of the registry."""
+    found: dict[str, Resolver] = {}
+    token = _COLLECTOR.set(found)
+    try:
+        yield found
+    finally:
+        _COLLECTOR.reset(token)
+
+
+def tagged(obj: Any) -> dict[str, Resolver]:
+    """The registered resolvers ``obj`` is (a decorated function) or holds as attributes (a module)."""
+    tag = getattr(obj, RESOLVER_ATTR, None)
+    if isinstance(tag, tuple) and callable(obj):
+        return {tag[0]: obj}
+    found: dict[str, Resolver] = {}
+    for value in vars(obj).values() if isinstance(obj, types.ModuleType) else ():
+        tag = getattr(value, RESOLVER_ATTR, None)
+        if isinstance(tag, tuple) and callable(value):
+            found[tag[0]] = value
+    return found
 
 
 def unregister_resolver(name: str) -> None:
@@ -102,9 +148,10 @@ def registered() -> frozenset[str]:
     return frozenset(_REGISTRY)
 
 
-def resolve_all(name: str, values: Sequence[Any]) -> Any:
-    """Fold ``values`` with the resolver, in canonical order so the fold itself is deterministic."""
-    fn = get_resolver(name)
+def resolve_all(name: str, values: Sequence[Any], fn: Resolver | None = None) -> Any:
+    """Fold ``values`` with the resolver (``fn``, else the registered one), in canonical order so the
+    fold itself is deterministic."""
+    fn = fn or get_resolver(name)
     ordered = sorted(values, key=canonical_json)
     acc = ordered[0]
     for v in ordered[1:]:

@@ -9,6 +9,14 @@ A versioned YAML file, validated with pydantic; every error names the offending 
         default: lww        # rule for fields of this namespace not listed
         fields: {threshold: max, boot_count: counter, tags: set_union,
                  firmware_pin: prefer_central, calibration: prefer_device, label: "custom:longest"}
+    resolvers:              # optional: code registering custom resolvers (edge_sync.rules_resolvers)
+      - module: my_pkg.resolvers
+
+The packaged file (``default_rules()``) is the default; an operator's file (``load_rules``)
+replaces it on the platform and reaches devices in the desired-state document. ``version``
+is the operator's: it is recorded on every state and conflict row, and a changed content
+(``content_hash``) under an unchanged version is refused where versions are remembered (the
+central merge's ``state_rules_versions`` table, the device's adopted rules).
 
 Rules (``RULES`` below is their registry; ``edge_sync.merge`` says how each merges):
 
@@ -25,15 +33,18 @@ Rules (``RULES`` below is their registry; ``edge_sync.merge`` says how each merg
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from edge_sync import resolvers
+from edge_sync.resolvers import Resolver
+from edge_sync.rules_resolvers import ResolverLoadError, ResolverSource, load_sources
 
 
 @dataclass(frozen=True)
@@ -135,19 +146,52 @@ class NamespaceRules(BaseModel):
 
 
 class RuleSet(BaseModel):
-    """A validated rules file. ``rule_for(namespace, field)`` is the only lookup merges use."""
+    """A validated rules file. ``rule_for(namespace, field)`` is the only lookup merges use.
+
+    Its custom resolvers are its own (loaded from ``resolvers``), else the process-wide
+    registry's (resolvers registered by an import, e.g. ``longest`` of edge_sync.resolvers).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: int = Field(ge=1)
     default: RuleName = "lww"
     namespaces: dict[str, NamespaceRules] = Field(default_factory=dict)
+    resolvers: list[ResolverSource] = Field(default_factory=list)
+    # name -> (resolver, the source that registered it), from ``resolvers`` at load
+    _own: dict[str, tuple[Resolver, str]] = PrivateAttr(default_factory=dict)
 
     def rule_for(self, namespace: str, field: str) -> str:
         ns = self.namespaces.get(namespace)
         if ns is None:
             return self.default
         return ns.fields.get(field) or ns.default or self.default
+
+    def document(self) -> dict[str, Any]:
+        """The rules as a JSON-able mapping that ``parse_rules`` reads back (what devices receive)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of ``document()``: equal rules, equal hash (comments, order aside)."""
+        return hashlib.sha256(resolvers.canonical_json(self.document()).encode()).hexdigest()
+
+    def resolver(self, name: str) -> Resolver:
+        """The resolver of ``custom:<name>``: this rule set's own, else the registry's (KeyError if none)."""
+        own = self._own.get(name)
+        return own[0] if own is not None else resolvers.get_resolver(name)
+
+    def resolver_sources(self) -> dict[str, str]:
+        """Every custom resolver the rules use -> where it comes from."""
+        return {
+            name: self._own[name][1] if name in self._own else "built in (registered by an import)"
+            for name in sorted(set(self.custom_resolvers().values()))
+            if name in self._own or name in resolvers.registered()
+        }
+
+    def loaded_resolvers(self) -> dict[str, str]:
+        """Resolvers this rule set's ``resolvers`` registered -> the source of each."""
+        return {name: src for name, (_, src) in self._own.items()}
 
     def custom_resolvers(self) -> dict[str, str]:
         """Location in the file -> resolver name, for every custom rule used."""
@@ -163,19 +207,37 @@ class RuleSet(BaseModel):
         return found
 
     def check_resolvers(self) -> None:
-        """Fail if a ``custom:<name>`` rule has no registered resolver (import it first)."""
+        """Fail if a ``custom:<name>`` rule has no resolver (neither its own nor a registered one)."""
+        named = ", ".join(s.describe() for s in self.resolvers)
+        hint = (
+            f"none of this file's resolvers ({named}) registers it: fix the name or add the resolvers entry "
+            "that registers it"
+            if named
+            else "add a resolvers entry (module, entry_point or path) whose code registers it with "
+            "@register_resolver"
+        )
         missing = [
-            f"{where}: custom resolver {name!r} is not registered; register it with "
-            f"@register_resolver({name!r}) before loading the rules"
+            f"{where}: custom resolver {name!r} is not registered; {hint}"
             for where, name in self.custom_resolvers().items()
-            if name not in resolvers.registered()
+            if name not in self._own and name not in resolvers.registered()
         ]
         if missing:
             raise RulesError("invalid state rules:\n  " + "\n  ".join(missing))
 
 
-def parse_rules(data: Any, *, source: str = "state rules", require_resolvers: bool = True) -> RuleSet:
-    """Validate an already-parsed rules document (a dict)."""
+def parse_rules(
+    data: Any,
+    *,
+    source: str = "state rules",
+    require_resolvers: bool = True,
+    base_dir: Path | None = None,
+    allow_paths: bool = True,
+) -> RuleSet:
+    """Validate an already-parsed rules document (a dict) and load the resolvers it names.
+
+    ``base_dir``: where ``resolvers: [{path: ...}]`` entries are relative to (the rules file's
+    directory). ``allow_paths=False`` refuses such entries (rules received by a device).
+    """
     if not isinstance(data, dict):
         raise RulesError(
             f"{source}: expected a mapping with version, default and namespaces, got {type(data).__name__}"
@@ -192,8 +254,15 @@ def parse_rules(data: Any, *, source: str = "state rules", require_resolvers: bo
     if errors:
         raise RulesError(f"invalid {source}:\n  " + "\n  ".join(errors))
     assert rules is not None
+    try:
+        rules._own = load_sources(rules.resolvers, base_dir=base_dir, allow_paths=allow_paths)
+    except ResolverLoadError as exc:
+        raise RulesError(f"invalid {source}:\n  {exc}") from None
     if require_resolvers:
-        rules.check_resolvers()
+        try:
+            rules.check_resolvers()
+        except RulesError as exc:
+            raise RulesError(str(exc).replace("invalid state rules", f"invalid {source}", 1)) from None
     return rules
 
 
@@ -228,4 +297,6 @@ def _load(path: Path, fix: str, require_resolvers: bool) -> RuleSet:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RulesError(f"state rules file {path} is not valid YAML: {exc}") from None
-    return parse_rules(data, source=f"state rules file {path}", require_resolvers=require_resolvers)
+    return parse_rules(
+        data, source=f"state rules file {path}", require_resolvers=require_resolvers, base_dir=path.parent
+    )

@@ -7,6 +7,11 @@ runtime directory with ``VaultSession.render_secrets({"objectstore.json":
 "tenants/<T>/shared/objectstore"}, runtime_dir)`` and builds its store from the file here.
 When the credential is rotated the file is rewritten with the new KV version; build the
 store again from it (``StorageCredentials.load`` is cheap).
+
+The tenant key lets any device of the tenant write any key under ``tenant=<T>/``. On AWS a
+device can instead take per-device credentials from the IoT credentials provider
+(``edge_sync.iot_credentials``, ``object_store.credentials = "iot"``), which reach only its
+own prefix.
 """
 
 from __future__ import annotations

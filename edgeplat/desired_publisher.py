@@ -15,6 +15,9 @@ Two callers use it: the ``edge_agent`` fleet backend
 only its own part of the document and keeps the rest (release, staged release, state edits,
 ``rollback_of``). ``rollback_of`` belongs to the release decision: only ``set_release`` sets or
 clears it, so a rollback a device has not pulled yet survives every later state edit or stage.
+A publisher given the rules in force (``rules``) writes them into every document it changes,
+whichever part the change is about, so a device whose first document is a release merges
+with the operator's rules too (left out while the packaged rules are in force).
 
 Batches: inside ``with publisher.batch():`` the records of every change are committed to the
 lakehouse in one transaction when the block ends, and only then are the documents put (a
@@ -49,15 +52,18 @@ from edge_sync.desired import (
     Release,
     RollbackOf,
     StateEdit,
+    StateRulesDoc,
     decode,
     desired_key,
     encode,
+    state_rules_doc,
 )
 from edge_sync.hlc import CENTRAL_NODE, HybridLogicalClock, physical_ms
 from edge_sync.identity import PlatformSigner
 from edge_sync.ids import validate_id
 from edge_sync.json_bounded import loads as bounded_loads
 from edge_sync.objectstore import TMP_PREFIX, LocalObjectStore, ObjectNotFound, ObjectStore
+from edge_sync.rules import RuleSet
 from edgeplat.desired_records import (
     DesiredRecord,
     DesiredRecordConflict,
@@ -95,6 +101,7 @@ _CARRIED = (
     ("staged", None),
     ("rollback_of", None),
     ("state_edits", []),
+    ("state_rules", None),
 )
 
 
@@ -113,8 +120,16 @@ class DesiredStatePublisher:
         *,
         records: DesiredRecords,
         edit_horizon: timedelta = DEFAULT_EDIT_HORIZON,
+        rules: RuleSet | Callable[[], RuleSet] | None = None,
     ) -> None:
         self.records = records
+        # The central merge's rules: every document this publisher writes carries them (None: keep
+        # what the document carries), so devices merge central edits as the platform does. A
+        # callable is called at the first change, so a publisher that never writes (a rollout
+        # sensor's tick with nothing due) never loads them: from git that is a fetch.
+        self._rules = rules
+        self._rules_doc: StateRulesDoc | None | _Keep = KEEP
+        self._rules_loaded = False
         self.store = store
         self.signer = signer
         self.clock = clock or HybridLogicalClock(CENTRAL_NODE)
@@ -243,6 +258,29 @@ class DesiredStatePublisher:
 
         return self._change(tenant_id, device_id, change)
 
+    def set_state_rules(self, tenant_id: str, device_id: str) -> bool:
+        """Send this publisher's rules to a device whose document carries other rules (a rules
+        change); True when a new revision was written, False when it already carries them or has
+        no document yet."""
+
+        def change() -> bool:
+            old, floor, seen = self._read_all(tenant_id, device_id)
+            if old is None or isinstance(self.state_rules, _Keep) or old.state_rules == self.state_rules:
+                return False
+            self._write(tenant_id, device_id, old, floor, seen)
+            return True
+
+        return self._change(tenant_id, device_id, change)
+
+    @property
+    def state_rules(self) -> StateRulesDoc | None | _Keep:
+        """What every document this publisher writes carries as ``state_rules`` (KEEP: what it had)."""
+        if not self._rules_loaded:
+            rules = self._rules() if callable(self._rules) else self._rules
+            self._rules_doc = state_rules_doc(rules) if rules is not None else KEEP
+            self._rules_loaded = True
+        return self._rules_doc
+
     # ------------------------------------------------------------------ internals
 
     def _change(self, tenant_id: str, device_id: str, change: Callable[[], T]) -> T:
@@ -348,6 +386,8 @@ class DesiredStatePublisher:
         """Sign, record and store the next revision: ``old``'s fields with ``changes`` (field names)
         replacing them. ``seen`` is the recorded revision the read found (the compare-and-swap's)."""
         kept = {name: getattr(old, name) if old is not None else default for name, default in _CARRIED}
+        if not isinstance(self.state_rules, _Keep):
+            kept["state_rules"] = self.state_rules
         doc = DesiredState(
             tenant_id=tenant_id,
             device_id=device_id,

@@ -301,6 +301,22 @@ TABLES: dict[str, Table] = {
             description="Rows a device's size bound or TTL evicted before upload, per sequence range.",
         ),
         Table(
+            "archived_batches",
+            [
+                ("tenant_id", "VARCHAR"),  # from the ledger or quarantine row
+                ("device_id", "VARCHAR"),
+                ("stream", "VARCHAR"),
+                ("first_seq", "BIGINT"),
+                ("last_seq", "BIGINT"),
+                ("object_key", "VARCHAR"),  # the hot key, as the ledger knows it
+                ("archive_key", "VARCHAR"),  # where the object lives now
+                ("settled", "VARCHAR"),  # ingested | quarantined
+                ("object_size", "BIGINT"),
+                ("archived_at", "TIMESTAMPTZ"),
+            ],
+            description="Settled batch objects moved out of the hot prefix to the archive (edgeplat/sync/archive.py).",
+        ),
+        Table(
             "rollouts",
             [
                 ("tenant_id", "VARCHAR"),
@@ -376,6 +392,29 @@ TABLES: dict[str, Table] = {
             description="Desired versus reported release per device (from the latest rollout that touched it).",
         ),
         Table(
+            "device_config_drift",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("namespace", "VARCHAR"),
+                ("key", "VARCHAR"),
+                ("field", "VARCHAR"),
+                ("rule", "VARCHAR"),
+                ("status", "VARCHAR"),  # pending | drifted | accepted (edgeplat/sync/config_drift.py)
+                ("desired_value", "VARCHAR"),  # JSON text
+                ("desired_hlc", "BIGINT"),
+                ("desired_origin", "VARCHAR"),  # central | gitops:<commit> | ...
+                ("reported_value", "VARCHAR"),  # the device's own value (JSON text), NULL: none reported
+                ("reported_hlc", "BIGINT"),
+                ("desired_revision", "BIGINT"),  # first desired-state revision seen carrying the value
+                ("reported_revision", "BIGINT"),  # latest revision the device reports applied
+                ("since", "TIMESTAMPTZ"),
+                ("age_s", "DOUBLE"),
+                ("computed_at", "TIMESTAMPTZ"),
+            ],
+            description="State fields whose value on the device differs from the desired one, per status, since when.",
+        ),
+        Table(
             "desired_records",
             [
                 ("tenant_id", "VARCHAR"),
@@ -385,6 +424,55 @@ TABLES: dict[str, Table] = {
                 ("recorded_at", "TIMESTAMPTZ"),
             ],
             description="The desired-state publisher's record of the last document it signed per device.",
+        ),
+        # edgeplat.state_rules_published: each send of the conflict rules to every device's document
+        Table(
+            "state_rules_published",
+            [
+                ("tenant_id", "VARCHAR"),  # '': platform-wide, every tenant's documents
+                ("version", "BIGINT"),
+                ("content_hash", "VARCHAR"),
+                ("documents_rewritten", "BIGINT"),
+                ("tenants", "VARCHAR"),  # JSON: tenant -> documents rewritten
+                ("published_at", "TIMESTAMPTZ"),
+            ],
+            description="Each time the state conflict rules in force were sent to every desired-state document.",
+        ),
+        # edgeplat.fleet_config: desired device state from the GitOps repository's fleet/ tree
+        Table(
+            "device_state_sources",
+            [
+                ("tenant_id", "VARCHAR"),
+                ("device_id", "VARCHAR"),
+                ("namespace", "VARCHAR"),
+                ("key", "VARCHAR"),
+                ("field", "VARCHAR"),
+                ("value", "VARCHAR"),  # JSON text git wants on the device
+                ("hlc", "BIGINT"),  # the central edit that put it there (device_state.hlc while it stands)
+                ("commit", "VARCHAR"),  # origin gitops:<commit> of that edit
+                ("path", "VARCHAR"),  # the layer file the value resolves from
+                ("layer_kind", "VARCHAR"),  # tenant | tag | device
+                ("author", "VARCHAR"),  # the commit's author, "Name <email>"
+                ("committed_at", "TIMESTAMPTZ"),
+                ("applied_at", "TIMESTAMPTZ"),
+            ],
+            description="Each value the fleet/ tree of the GitOps repository sets on a device: its commit and layer.",
+        ),
+        Table(
+            "fleet_config_commits",
+            [
+                ("tenant_id", "VARCHAR"),  # one row per tenant the commit's tree names ('' if none)
+                ("commit", "VARCHAR"),
+                ("status", "VARCHAR"),  # applied | invalid
+                ("edits", "BIGINT"),  # values set or changed
+                ("withdrawn", "BIGINT"),  # values removed from git, withdrawn with a null edit
+                ("devices", "BIGINT"),  # devices whose values changed
+                ("errors", "VARCHAR"),  # JSON list of {path, message, fix} (invalid commits)
+                ("author", "VARCHAR"),
+                ("committed_at", "TIMESTAMPTZ"),
+                ("applied_at", "TIMESTAMPTZ"),
+            ],
+            description="Each fleet/ commit the platform applied or refused, with the errors of a refused one.",
         ),
         Table(
             "device_keys",

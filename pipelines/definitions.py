@@ -15,7 +15,7 @@ import assets.rollouts
 import assets.sync
 from pipelines.jobs import JOBS, ROLLOUT_JOBS, SYNC_JOBS
 from pipelines.resources import resources_for
-from pipelines.schedules import ALERT_SCHEDULES, PLATFORM_SCHEDULES, SCHEDULES
+from pipelines.schedules import ALERT_SCHEDULES, ARCHIVE_SCHEDULES, PLATFORM_SCHEDULES, SCHEDULES
 from pipelines.sensors import ROLLOUT_SENSORS, SENSORS, SYNC_SENSORS
 
 # Binding resources to an op job that a sensor targets (advance_rollout), Dagster rebuilds the
@@ -32,7 +32,7 @@ def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions
         asset_checks=dg.load_asset_checks_from_package_module(assets),
         jobs=JOBS,
         sensors=SENSORS,
-        schedules=[*SCHEDULES, *ALERT_SCHEDULES, *PLATFORM_SCHEDULES],
+        schedules=[*SCHEDULES, *ALERT_SCHEDULES, *PLATFORM_SCHEDULES, *ARCHIVE_SCHEDULES],
         resources=resources_for() if resources is None else resources,
     )
 
@@ -48,7 +48,7 @@ def sync_definitions(resources: dict[str, Any]) -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_package_module(assets.sync),
         jobs=SYNC_JOBS,
         sensors=SYNC_SENSORS,
-        schedules=SCHEDULES,
+        schedules=[*SCHEDULES, *ARCHIVE_SCHEDULES],
         resources=resources,
     )
 

@@ -8,7 +8,9 @@ import dagster as dg
 
 from assets.alerts.evaluate import evaluate_alerts_op
 from assets.rollouts.commands import COMMAND_OPS, advance_rollout_op, launch_rollout_op
-from assets.sync.central_edits import apply_state_edits
+from assets.sync.archive import archive_settled_objects, replay_device_range
+from assets.sync.central_edits import apply_state_edits, publish_rules_to_devices
+from assets.sync.fleet_config import apply_fleet_config_op
 from assets.sync.ingest import ingested_batches
 from assets.sync.reconcile import RECONCILE_ASSETS, RECONCILE_CHECKS
 from pipelines.executors import fan_out_executor
@@ -47,6 +49,14 @@ reconcile_sync = dg.define_asset_job(
 @dg.job(description="Set fields of one device's state record centrally (merged with the device's own edits).")
 def edit_device_state() -> None:
     apply_state_edits()
+
+
+@dg.job(
+    description="Apply one GitOps commit's fleet/ tree as central state edits (requested by fleet_config_sensor).",
+    tags={"edgeplat/fleet-config": "apply"},
+)
+def apply_fleet_config() -> None:
+    apply_fleet_config_op()
 
 
 @dg.job(
@@ -102,7 +112,27 @@ platform_feedback_refresh = dg.define_asset_job(
     description="One bounded pass of what Greengrass and IoT Hub report about active rollouts' devices.",
 )
 
-SYNC_JOBS = [ingest_batches, reconcile_sync, edit_device_state]
+
+@dg.job(
+    description="Send the current state conflict rules to every device's desired-state document "
+    "(run after changing the rules file)."
+)
+def publish_state_rules() -> None:
+    publish_rules_to_devices()
+
+
+@dg.job(description="Move settled batch objects older than the retention from the hot prefix to archive/.")
+def archive_settled() -> None:
+    archive_settled_objects()
+
+
+@dg.job(description="Re-ingest a device's archived (and hot) batch range exactly once: restores lost rows.")
+def replay_archive() -> None:
+    replay_device_range()
+
+
+SYNC_JOBS = [ingest_batches, reconcile_sync, edit_device_state, publish_state_rules]
+SYNC_JOBS += [archive_settled, replay_archive]  # settled objects leave the hot prefix
 ROLLOUT_JOBS = [
     launch_rollout,
     advance_rollout,
@@ -124,3 +154,4 @@ def evaluate_alerts() -> None:
 ALERT_JOBS = [evaluate_alerts]
 JOBS = [sync_fleet, *SYNC_JOBS, *ROLLOUT_JOBS, *ALERT_JOBS]
 JOBS += [device_inventory_sync, platform_feedback_refresh]  # the platform inventory and feedback
+JOBS += [apply_fleet_config]  # desired device state from the GitOps repository's fleet/ tree

@@ -26,6 +26,7 @@ from resources.gitops import GitOpsRepoResource
 from resources.keys import DeviceRegistryResource, KeyServiceResource, PlatformSignerResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.state_rules import StateRulesResource
 from resources.vault import VaultKeyServiceResource, vault_from_env
 
 # Production settings (documented in the README): (secret?, what).
@@ -71,6 +72,18 @@ PRODUCTION_ENV = {
         "scratch directory for the GitOps clone (default: <tmp>/edgeplat-gitops)",
     ),
     "EDGEPLAT_ALERT_RULES": (False, "alert rules and sinks file (docs/alerts.md)"),
+    "EDGEPLAT_STATE_RULES": (
+        False,
+        "optional: the operator's state conflict rules file (docs/state-rules.md)",
+    ),
+    "EDGEPLAT_STATE_RULES_GITOPS_PATH": (
+        False,
+        "optional: the state conflict rules file as a path inside the GitOps repository",
+    ),
+    "EDGEPLAT_GITOPS_DRIFT_FILE": (
+        False,
+        "optional: .json path in the GitOps repository for the device_drift summary write-back",
+    ),
 }
 
 
@@ -82,9 +95,22 @@ def _gitops(workdir: str | None = None) -> GitOpsRepoResource:
         branch=os.environ.get("EDGEPLAT_GITOPS_BRANCH", "main"),
         spec_dir=os.environ.get("EDGEPLAT_GITOPS_DIR", "rollouts"),
         status_file=os.environ.get("EDGEPLAT_GITOPS_STATUS_FILE") or None,
+        drift_file=os.environ.get("EDGEPLAT_GITOPS_DRIFT_FILE") or None,
         workdir=os.environ.get("EDGEPLAT_GITOPS_WORKDIR")
         or workdir
         or str(paths().home / "gitops" / "clone"),
+    )
+
+
+def _state_rules(workdir: str) -> StateRulesResource:
+    """The central merge's conflict rules: ``EDGEPLAT_STATE_RULES`` (a file) or
+    ``EDGEPLAT_STATE_RULES_GITOPS_PATH`` (in the GitOps repository), else the packaged rules."""
+    return StateRulesResource(
+        path=os.environ.get("EDGEPLAT_STATE_RULES", ""),
+        gitops_path=os.environ.get("EDGEPLAT_STATE_RULES_GITOPS_PATH", ""),
+        gitops_repo=os.environ.get("EDGEPLAT_GITOPS_REPO", ""),
+        gitops_branch=os.environ.get("EDGEPLAT_GITOPS_BRANCH", "main"),
+        gitops_workdir=workdir,
     )
 
 
@@ -106,6 +132,7 @@ def embedded_sync_resources(
         "key_service": KeyServiceResource(keyring_dir=keys),
         "device_registry": DeviceRegistryResource(registry_dir=registry),
         "platform_signer": PlatformSignerResource(path=platform_key, create_if_missing=True),
+        "state_rules": StateRulesResource(),
     }
 
 
@@ -121,11 +148,13 @@ def local_resources() -> dict[str, Any]:
         # the local store's journal (enabled by cli/environment.py) drives the arrival sensor
         notifications=ArrivalNotifications(kind="journal"),
     )
+    res["state_rules"] = _state_rules(str(p.home / "gitops" / "state-rules"))
     res["fleet_backend"] = FleetBackendResource(
         kind="edge_agent",
         object_store=res["object_store"],
         platform_signer=res["platform_signer"],
         lakehouse=res["lakehouse"],
+        state_rules=res["state_rules"],  # release documents carry the rules in force too
     )
     res["gitops_repo"] = _gitops()
     res["alert_rules"] = AlertRulesResource(rules_path=str(p.home / "alerts.yaml"))
@@ -178,12 +207,14 @@ def production_resources() -> dict[str, Any]:
         s3_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
     )
     signer = PlatformSignerResource(path=env("EDGEPLAT_PLATFORM_KEY", ""))
+    state_rules = _state_rules(str(Path(tempfile.gettempdir()) / "edgeplat-state-rules"))
     kind = env("EDGEPLAT_FLEET_BACKEND", "edge_agent")
     backend: dict[str, Any] = {
         "kind": kind,
         "object_store": object_store,
         "platform_signer": signer,
         "lakehouse": lakehouse,
+        "state_rules": state_rules,  # release documents carry the rules in force too
     }
     kinds = env("EDGEPLAT_FLEET_BACKENDS", "")  # several at once: a mixed fleet (RoutingBackend)
     backend["kinds"] = kinds
@@ -209,6 +240,7 @@ def production_resources() -> dict[str, Any]:
         "fleet_backend": FleetBackendResource(**backend),
         "gitops_repo": _gitops(str(Path(tempfile.gettempdir()) / "edgeplat-gitops")),
         "alert_rules": AlertRulesResource(rules_path=env("EDGEPLAT_ALERT_RULES", ""), required=True),
+        "state_rules": state_rules,
     }
 
 

@@ -6,6 +6,10 @@ store, signed with the platform key. ``kind="greengrass"``: boto3 IoT + Greengra
 IoT Hub service connection string, passed as ``dg.EnvVar`` so it never shows in the UI.
 ``kinds="edge_agent,greengrass,azure_iot_edge"`` (``EDGEPLAT_FLEET_BACKENDS``) builds one of
 each behind a ``RoutingBackend``: a mixed fleet, each device sent to its platform's backend.
+
+Given ``state_rules``, the edge_agent documents carry the conflict rules in force (loaded at
+the first document a backend writes), so a device whose first document is a release merges
+with the operator's rules, as one that first got a central edit does.
 """
 
 import dagster as dg
@@ -20,6 +24,7 @@ from edgeplat.desired_records import LakehouseDesiredRecords
 from resources.keys import PlatformSignerResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.state_rules import StateRulesResource
 
 KINDS = ("edge_agent", "greengrass", "azure_iot_edge")
 
@@ -32,6 +37,7 @@ class FleetBackendResource(dg.ConfigurableResource):
     object_store: ObjectStoreResource | None = None  # edge_agent
     platform_signer: PlatformSignerResource | None = None  # edge_agent
     lakehouse: LakehouseResource | None = None  # edge_agent: the publisher's record of what it signed
+    state_rules: StateRulesResource | None = None  # edge_agent: the rules documents carry (None: kept)
     index_prefix: str = "rollouts/edge_agent"
     region: str = "us-east-1"  # greengrass
     iot_endpoint_url: str | None = None
@@ -65,7 +71,10 @@ class FleetBackendResource(dg.ConfigurableResource):
                 )
             lake = self.lakehouse.get()
             publisher = DesiredStatePublisher(
-                self.object_store.get(), self.platform_signer.get(), records=LakehouseDesiredRecords(lake)
+                self.object_store.get(),
+                self.platform_signer.get(),
+                records=LakehouseDesiredRecords(lake),
+                rules=self.state_rules.get if self.state_rules is not None else None,
             )
             return EdgeAgentBackend(publisher, index_prefix=self.index_prefix)
         if kind == "greengrass":

@@ -24,6 +24,10 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("edge_sync/cli.py", "edge_sync.agent"): "DuckDB and pyarrow load only for commands that run the agent",
     ("edge_sync/config.py", "edge_sync.vault"): _HVAC,
     ("edge_sync/config.py", "edge_sync.vault_keys"): _HVAC,
+    (
+        "edge_sync/config.py",
+        "edge_sync.iot_credentials",
+    ): "botocore loads only for S3 credentials from AWS IoT",
     ("edge_sync/storage_credentials.py", "edge_sync.vault"): _HVAC,
     ("edge_sync/storage_credentials.py", "edge_sync.vault_admin"): _HVAC,
     ("edge_sync/live_credentials.py", "edge_sync.vault_admin"): _HVAC,

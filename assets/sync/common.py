@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from edge_sync.rules import default_rules
 from edgeplat.sync.env import SyncEnv, SyncSettings
 from resources.keys import DeviceRegistryResource, KeyServiceResource, decoder_for
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.state_rules import StateRulesResource
 
 
 def sync_env(
@@ -14,6 +14,7 @@ def sync_env(
     object_store: ObjectStoreResource,
     key_service: KeyServiceResource,
     device_registry: DeviceRegistryResource,
+    state_rules: StateRulesResource,
     **settings,
 ) -> SyncEnv:
     return SyncEnv(
@@ -21,7 +22,7 @@ def sync_env(
         store=object_store.get(),
         key_service=key_service.get(),
         registry=device_registry.get(),
-        rules=default_rules(),
+        rules=state_rules.get(),
         settings=SyncSettings(**settings),
         decoder=decoder_for(key_service, device_registry),
     )

@@ -10,6 +10,7 @@ from edgeplat.sync.ingest import IngestReport, ingest_objects, quarantine_reason
 from resources.keys import DeviceRegistryResource, KeyServiceResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.state_rules import StateRulesResource
 
 
 class IngestConfig(dg.Config):
@@ -57,6 +58,7 @@ def ingested_batches(
     object_store: ObjectStoreResource,
     key_service: KeyServiceResource,
     device_registry: DeviceRegistryResource,
+    state_rules: StateRulesResource,
 ) -> dg.MaterializeResult:
     keys = list(config.object_keys)
     if config.key_list_file:
@@ -66,6 +68,7 @@ def ingested_batches(
         object_store,
         key_service,
         device_registry,
+        state_rules,
         max_drift_ms=config.max_drift_s * 1000,
         decode_workers=config.decode_workers,
     )

@@ -24,6 +24,7 @@ from edgeplat.sync.views import create_views
 from resources.keys import DeviceRegistryResource, KeyServiceResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.state_rules import StateRulesResource
 
 FRESHNESS_WARN_S = 30 * 60
 MAX_GAPS_LISTED = 50
@@ -60,9 +61,15 @@ def sync_reconciliation(
     object_store: ObjectStoreResource,
     key_service: KeyServiceResource,
     device_registry: DeviceRegistryResource,
+    state_rules: StateRulesResource,
 ) -> dg.MaterializeResult:
     env = sync_env(
-        lakehouse, object_store, key_service, device_registry, max_drift_ms=config.max_drift_s * 1000
+        lakehouse,
+        object_store,
+        key_service,
+        device_registry,
+        state_rules,
+        max_drift_ms=config.max_drift_s * 1000,
     )
     prefix = f"tenant={validate_id('tenant', config.tenant_id)}/" if config.tenant_id else ""
     with env.lakehouse.session() as con:

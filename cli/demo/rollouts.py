@@ -292,12 +292,12 @@ def run_demo_in_home(
     decrypt (the production demo's stand-in, see ``cli.demo.production.device_key_service``).
     """
     lake = lakehouse()
-    wanted = ("fleet_backend", "lakehouse", "object_store", "key_service", "device_registry")
+    wanted = ("fleet_backend", "lakehouse", "object_store", "key_service", "device_registry", "state_rules")
     # resolved as a run resolves them: production settings arrive through dg.EnvVar
     with dg.build_resources({k: r for k, r in resources_for().items() if k in wanted}) as res:
         backend = res.fleet_backend.get()
         # the SyncEnv the sync job builds from the same resources: store, key service, device registry
-        env = sync_env(res.lakehouse, res.object_store, res.key_service, res.device_registry)
+        env = sync_env(res.lakehouse, res.object_store, res.key_service, res.device_registry, res.state_rules)
 
         def approve(rid: str, phase: int, who: str, why: str, at: datetime) -> None:
             cli_approve(rid, who, why, phase, at.isoformat())

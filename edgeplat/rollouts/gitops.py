@@ -24,6 +24,7 @@ must not roll a fleet back).
 
 Optional status write-back: ``write_status`` commits a JSON file with each spec's rollout,
 status and phase to the branch and pushes it (the status file is never read as a spec).
+``commit_file`` commits other reports the same way (the ``device_drift`` summary; JSON only).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class GitOpsWatcher:
             path.endswith(SPEC_SUFFIXES)
             and (not self.spec_dir or path.startswith(self.spec_dir + "/"))
             and path != self.status_file
+            and not path.startswith("fleet/")  # desired device state (edgeplat.fleet_config), not specs
         )
 
     def changes(self, since: str | None, head: str) -> list[tuple[str, str]]:
@@ -298,6 +300,56 @@ class GitOpsWatcher:
         )
         _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
         return _git(self.workdir, "rev-parse", "HEAD").strip()
+
+    def commit_file(
+        self,
+        path: str,
+        text: str,
+        message: str,
+        *,
+        author: str = "edgeplat <edgeplat@localhost>",
+        attempts: int = 3,
+    ) -> str | None:
+        """Commit ``text`` as ``path`` (a JSON report, e.g. the drift summary) on the tracked branch and
+        push it; returns the new commit, or None when the file already holds ``text``. Only ``.json``
+        paths inside the repository and outside the spec directory: a report is never read as a spec.
+        A push another writer beat (the status write-back) is redone on the new head."""
+        rel = Path(path)
+        if not path.endswith(".json") or rel.is_absolute() or ".." in rel.parts or self._is_spec(path):
+            raise GitOpsError(
+                f"report file {path!r} must be a .json path inside the repository, outside the spec "
+                f"directory {self.spec_dir!r} (e.g. status/drift.json)"
+            )
+        name, _, email = author.partition(" <")
+        for attempt in range(1, attempts + 1):
+            self.fetch()
+            _git(self.workdir, "checkout", "--quiet", "-B", self.branch, f"origin/{self.branch}")
+            target = self.workdir / rel
+            if target.exists() and target.read_text() == text:
+                return None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            _git(self.workdir, "add", path)
+            _git(
+                self.workdir,
+                "-c",
+                f"user.name={name}",
+                "-c",
+                f"user.email={email.rstrip('>')}",
+                "commit",
+                "--quiet",
+                "-m",
+                message,
+            )
+            try:
+                _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
+            except GitOpsError:
+                if attempt == attempts:
+                    raise
+                log.info("push of %s lost a race (attempt %d), redoing it on the new head", path, attempt)
+                continue
+            return _git(self.workdir, "rev-parse", "HEAD").strip()
+        return None  # unreachable: the last attempt returns or raises
 
 
 def _updatable(state: RolloutState) -> bool:

@@ -90,6 +90,24 @@ def tenant_storage_policy(
             "Action": list(OBJECT_ACTIONS),
             "Resource": f"{bucket_res}/{prefix}*",
         },
+        *guard_statements(bucket_res, prefix),
+    ]
+    if allow_list:
+        statements.append(
+            {
+                "Sid": "TenantList",
+                "Effect": "Allow",
+                "Action": LIST_ACTION,
+                "Resource": bucket_res,
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            }
+        )
+    return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def guard_statements(bucket_res: str, prefix: str) -> list[dict[str, Any]]:
+    """The Deny statements every device credential carries (see the module docstring)."""
+    return [
         # (moto matches resource patterns as regexes, '.' being any character: there these
         # also refuse every 1- or 2-character segment. No key of ours has one; AWS is literal.)
         {
@@ -110,17 +128,6 @@ def tenant_storage_policy(
             ],
         },
     ]
-    if allow_list:
-        statements.append(
-            {
-                "Sid": "TenantList",
-                "Effect": "Allow",
-                "Action": LIST_ACTION,
-                "Resource": bucket_res,
-                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
-            }
-        )
-    return {"Version": POLICY_VERSION, "Statement": statements}
 
 
 def policy_problems(

@@ -14,6 +14,9 @@ therefore starts over: the next pass re-lists from the beginning and the ledger 
 drops what is already ingested, so new objects anywhere are seen within one pass
 (``stored objects / max_keys`` ticks) and nothing is ingested twice. The reconciliation
 schedule still re-lists the whole store against the ledger as the backstop.
+
+Only keys under ``tenant=`` are listed (:data:`~edge_sync.batch_keys.BATCH_PREFIX`): settled
+objects moved to ``archive/`` (:mod:`edgeplat.sync.archive`) are never listed again.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from edge_sync.batch_keys import BATCH_SUFFIX, parse_object_key
+from edge_sync.batch_keys import BATCH_PREFIX, BATCH_SUFFIX, parse_object_key
 from edge_sync.objectstore import ObjectStore
 
 CURSOR_VERSION = 1
@@ -153,7 +156,7 @@ def plan_arrivals(
     listed: list[str] = []
     caught_up = False
     while len(listed) < max_keys:
-        page = store.list("", after=after, limit=min(page_size, max_keys - len(listed)))
+        page = store.list(BATCH_PREFIX, after=after, limit=min(page_size, max_keys - len(listed)))
         listed.extend(o.key for o in page.objects)
         if page.objects:
             after = page.objects[-1].key

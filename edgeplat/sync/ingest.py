@@ -39,6 +39,12 @@ State edits (``state`` stream) are stored raw in ``state_edits`` and merged into
 ``device_state``/``state_conflicts`` with the shared :class:`edge_sync.merge.StateMerger`,
 in the same transaction as the rows and the ledger (the merge is idempotent anyway).
 
+Replays from the archive (``replay=True``, :mod:`edgeplat.sync.archive`): objects the ledger
+already holds are decoded again and go through the same steps, their rows contested against
+their own ledger ranges, so only rows missing from the tables are appended; they get no second
+ledger row, no quarantine row and no device update. One whose rows differ from the stored ones
+is counted in ``replay_mismatches`` and left as it is.
+
 Concurrency: two ingest runs of one tenant could both see an object as new and both
 insert it (DuckLake appends do not conflict). The sensor's runs carry the tag
 ``edgeplat/ingest-tenant`` for a per-tenant concurrency limit of 1, the commit re-checks
@@ -61,7 +67,7 @@ import numpy as np
 import pyarrow as pa
 
 from edge_sync import batch_errors
-from edge_sync.batch_keys import BATCH_SUFFIX
+from edge_sync.batch_keys import ARCHIVE_PREFIX, BATCH_SUFFIX
 from edge_sync.streams import STREAMS
 from edgeplat.arrow_memory import prefer_jemalloc
 from edgeplat.inventory.enrolled import enrolled_claims
@@ -99,6 +105,7 @@ class IngestReport:
     quarantined: Counter = field(default_factory=Counter)  # reason -> objects
     state_edits_merged: int = 0
     conflicts: Counter = field(default_factory=Counter)  # rule -> conflict rows added
+    replay_mismatches: int = 0  # replayed ledger objects whose rows differ from the stored ones
 
     def add(self, other: IngestReport) -> IngestReport:
         for name in (
@@ -112,6 +119,7 @@ class IngestReport:
             "evictions",
             "deferred_admitted",
             "state_edits_merged",
+            "replay_mismatches",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.quarantined.update(other.quarantined)
@@ -139,21 +147,24 @@ def ingest_objects(
     *,
     reevaluate_deferred: bool = False,
     con: duckdb.DuckDBPyConnection | None = None,
+    replay: bool = False,
 ) -> IngestReport:
     """Ingest the batch objects at ``keys`` exactly once; safe to repeat with any keys, in any order.
 
     ``reevaluate_deferred``: also take objects deferred for ``hlc_too_far_ahead`` (reconciliation).
     ``con``: an open lakehouse connection to reuse (one is opened otherwise).
+    ``replay``: take objects the ledger holds too (archive replays; see the module docstring).
     """
-    wanted = sorted({k for k in keys if k.endswith(BATCH_SUFFIX)})
+    # archived copies are never ingested as such (a replay passes their original keys)
+    wanted = sorted({k for k in keys if k.endswith(BATCH_SUFFIX) and not k.startswith(ARCHIVE_PREFIX)})
     report = IngestReport(objects=len(wanted))
     if not wanted:
         return report
     prefer_jemalloc()
     if con is None:
         with env.lakehouse.session() as own:
-            return _ingest(env, own, wanted, reevaluate_deferred, report)
-    return _ingest(env, con, wanted, reevaluate_deferred, report)
+            return _ingest(env, own, wanted, reevaluate_deferred, report, replay)
+    return _ingest(env, con, wanted, reevaluate_deferred, report, replay)
 
 
 def _ingest(
@@ -162,8 +173,11 @@ def _ingest(
     wanted: list[str],
     reevaluate_deferred: bool,
     report: IngestReport,
+    replay: bool = False,
 ) -> IngestReport:
     settled = settled_keys(con, wanted, pending_too=not reevaluate_deferred)  # the ledger included
+    if replay:  # ledgered objects are what a replay is for; quarantined ones stay out
+        settled -= _ledgered_and_settled(con, wanted, pending_too=True)[0]
     todo = [k for k in wanted if k not in settled]
     report.skipped_settled = len(wanted) - len(todo)
     now_ms = env.now_ms()
@@ -187,12 +201,14 @@ def _ingest(
                 report.add(pending.result())
                 pending = None
             if pending is None:
-                pending = committer.submit(_commit_chunk, env, con, ready, now_ms, reevaluate_deferred)
+                pending = committer.submit(
+                    _commit_chunk, env, con, ready, now_ms, reevaluate_deferred, replay
+                )
                 ready = []
         if pending is not None:
             report.add(pending.result())
         if ready:
-            report.add(_commit_chunk(env, con, ready, now_ms, reevaluate_deferred))
+            report.add(_commit_chunk(env, con, ready, now_ms, reevaluate_deferred, replay))
     return report
 
 
@@ -254,6 +270,7 @@ def _commit_chunk(
     groups: list[DecodedGroup],
     now_ms: int,
     reevaluate_deferred: bool,
+    replay: bool = False,
 ) -> IngestReport:
     items = [i for g in groups for i in g.items]
     accepted = [i for i in items if isinstance(i, Accepted)]
@@ -278,7 +295,7 @@ def _commit_chunk(
         # Another run may have settled some of these objects since we looked: re-check in this transaction.
         keys = [i.object_key for i in items]
         ledgered, settled = _ledgered_and_settled(con, keys, pending_too=not reevaluate_deferred)
-        acc = [a for a in accepted if a.object_key not in ledgered]
+        acc = [a for a in accepted if replay or a.object_key not in ledgered]
         st = stages if len(acc) == len(accepted) else stage_streams(groups, acc)
         rej = [x for x in rejected if x.object_key not in settled]
         if reevaluate_deferred:  # still too far ahead: it keeps its one pending quarantine row
@@ -300,15 +317,17 @@ def _commit_chunk(
         rej += [
             Rejected(a.object_key, a.size, REPLAY_REASON, bad_keys[a.object_key])
             for a in acc
-            if a.object_key in bad_keys
+            if a.object_key in bad_keys and a.object_key not in ledgered
         ]
-        _write_ledger(con, good, new_by_key, now)
+        r.replay_mismatches = sum(1 for a in acc if a.object_key in bad_keys and a.object_key in ledgered)
+        fresh = [a for a in good if a.object_key not in ledgered]  # all of good unless replaying
+        _write_ledger(con, fresh, new_by_key, now)
         r.evictions = _write_evictions(con, good, now)
         _write_quarantine(con, rej, now)
         if reevaluate_deferred:
             admitted = _resolve_deferred(con, [a.object_key for a in good], now)
             r.deferred_admitted = admitted
-        _update_devices(con, good, st.get("health"), now, env)
+        _update_devices(con, fresh, st.get("health"), now, env)
         r.accepted = len(good)
         r.rows_in = sum(a.rows for a in good)
         r.rows_new = sum(new_by_key.get(a.object_key, 0) for a in good)

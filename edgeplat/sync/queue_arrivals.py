@@ -27,7 +27,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from edge_sync.batch_keys import BATCH_SUFFIX
+from edge_sync.batch_keys import BATCH_PREFIX, BATCH_SUFFIX
 from edge_sync.objectstore import ObjectStore
 from edgeplat.sync.arrival_queue import ArrivalMessage, ArrivalQueue, QueueUnavailable
 from edgeplat.sync.arrivals import (
@@ -47,15 +47,13 @@ DEFAULT_MAX_MESSAGES = 1_000
 DEFAULT_BACKSTOP_KEYS = 5_000
 DEFAULT_BACKSTOP_INTERVAL_S = 600.0
 
-# Batch keys start here; anything else a notification names (desired-state documents, objects
-# moved to the archive prefix) is acked without a run. Same value as the listing's prefix.
-HOT_PREFIX = "tenant="
-
 Settled = Callable[[list[str]], set[str]]
 
 
 def is_hot_batch(key: str) -> bool:
-    return key.startswith(HOT_PREFIX) and key.endswith(BATCH_SUFFIX)
+    """A batch key under the hot prefix; anything else a notification names (desired-state documents,
+    objects moved to the archive prefix) is acked without a run."""
+    return key.startswith(BATCH_PREFIX) and key.endswith(BATCH_SUFFIX)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Reconciliation: what the arrival sensor alone cannot guarantee, run every 15 minutes.
 
-- :func:`ingest_missed`: re-lists the whole store against the ledger and quarantine and
-  ingests every batch object neither holds (late listings, a reset cursor, failed runs).
+- :func:`ingest_missed`: re-lists the hot store (``tenant=`` keys, not the archive) against
+  the ledger and quarantine and ingests every batch object neither holds (late listings, a
+  reset cursor, failed runs).
 - :func:`admit_deferred`: re-evaluates batches deferred for ``hlc_too_far_ahead``; those now
   within the drift bound are admitted (``quarantine.resolved_at`` set, ledger row added).
 - :func:`remove_duplicates`: if two concurrent ingest runs slipped the same rows in, keep one copy.
@@ -22,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from edge_sync.batch_keys import BATCH_SUFFIX
+from edge_sync.batch_keys import BATCH_PREFIX, BATCH_SUFFIX
 from edge_sync.streams import STREAMS
 from edgeplat.lakehouse import retried
 from edgeplat.sync.arrivals import is_batch_key
@@ -36,10 +37,11 @@ RECONCILE_CHUNK = 2_000  # objects per ingest call during reconciliation
 
 
 def list_batch_keys(env: SyncEnv, prefix: str = "") -> Iterator[str]:
-    """Every batch object key in the store, paginated."""
+    """Every batch object key under ``prefix`` (default: every tenant's), paginated; the archive
+    prefix is never listed."""
     after = None
     while True:
-        page = env.store.list(prefix, after=after, limit=1000)
+        page = env.store.list(prefix or BATCH_PREFIX, after=after, limit=1000)
         for o in page.objects:
             if o.key.endswith(BATCH_SUFFIX):
                 yield o.key

@@ -37,3 +37,8 @@ output "token_exchange_role_alias" {
 output "code_location_repository" {
   value = aws_ecr_repository.code_location.repository_url
 }
+
+output "device_role_aliases" {
+  description = "tenant -> role alias for object_store.iot.role_alias in device.toml (per-device write scopes)"
+  value       = module.tenant_storage.device_role_aliases
+}

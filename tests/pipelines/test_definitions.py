@@ -35,24 +35,30 @@ def test_definitions_load_with_local_resources() -> None:
         "ingest_batches",
         "reconcile_sync",
         "edit_device_state",
+        "publish_state_rules",
         "launch_rollout",
         "approve_phase",
         "pause",
         "resume",
         "abort",
         "fail_phase",
+        "archive_settled",
+        "replay_archive",
     ):
         assert defs.resolve_job_def(job) is not None, job
     assert {s.name for s in defs.sensors} >= {
         "batch_arrival_sensor",
         "rollout_promotion_sensor",
         "rollout_gitops_sensor",
+        "state_rules_publish_sensor",
     }
     assert [s.cron_schedule for s in defs.schedules] == [
         "*/15 * * * *",
         "* * * * *",
         "7 * * * *",
         "*/2 * * * *",
+        "5-59/15 * * * *",
+        "37 * * * *",
     ]
     assert "platform_run_failure_sensor" in {s.name for s in defs.sensors}
     assert set(defs.resources) >= {
@@ -64,6 +70,14 @@ def test_definitions_load_with_local_resources() -> None:
         "fleet_backend",
         "gitops_repo",
     }
+
+
+def test_the_fleet_backend_and_the_merge_share_the_state_rules_resource() -> None:
+    from pipelines.resources import resources_for
+
+    for env in ("local", "production"):
+        res = resources_for(env)
+        assert res["fleet_backend"].state_rules is res["state_rules"], env
 
 
 def test_production_resources_take_secrets_from_env_vars(monkeypatch) -> None:

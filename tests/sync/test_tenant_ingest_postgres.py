@@ -5,44 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from edge_sync.objectstore_s3 import S3ObjectStore
-from edgeplat.lakehouse import Lakehouse, LakehouseConfig, S3Settings
 from edgeplat.simulator.tenant_batches import write_tenant_batches
-from edgeplat.sync.tenant_workers import IngestWorkerSpec, ingest_tenants
-from tests.support.moto_server import MOTO_CREDENTIALS
-from tests.support.postgres import PG_DSN, fresh_schema
+from edgeplat.sync.tenant_workers import ingest_tenants
+from tests.support.tenant_ingest import fleet_store, postgres_s3_ingest
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
 def test_concurrent_tenant_ingests_store_every_row_exactly_once(tmp_path, s3_bucket) -> None:
     endpoint, bucket = s3_bucket
-    creds = {
-        "access_key_id": MOTO_CREDENTIALS["aws_access_key_id"],
-        "secret_access_key": MOTO_CREDENTIALS["aws_secret_access_key"],
-    }
-    store = S3ObjectStore(bucket, "fleet", endpoint_url=endpoint, **creds)
+    store = fleet_store(endpoint, bucket)
     batches = write_tenant_batches(
         tmp_path, store, tenants=3, devices_per_tenant=3, rows_per_device=300, rows_per_batch=100
     )
-    with fresh_schema() as schema:
-        lake_config = LakehouseConfig(
-            catalog=f"postgres:{PG_DSN}",
-            data_path=f"s3://{bucket}/lake/",
-            metadata_schema=schema,
-            s3=S3Settings(endpoint_url=endpoint, **creds),
-        )
-        lake = Lakehouse(lake_config)
-        lake.ensure_schema()
-        spec = IngestWorkerSpec(
-            lake=lake_config,
-            objects_url=f"s3://{bucket}/fleet",
-            keys_dir=str(batches.keys_dir),
-            registry_dir=str(batches.registry_dir),
-            s3_endpoint_url=endpoint,
-            s3_access_key_id=creds["access_key_id"],
-            s3_secret_access_key=creds["secret_access_key"],
-        )
+    with postgres_s3_ingest(endpoint, bucket, batches, lake_prefix="lake") as (lake, spec):
         # every tenant's ingest at once; then all again (a retried run), which finds everything settled
         _, first = ingest_tenants(spec, batches.keys_by_tenant, workers=3)
         assert batches.delivered_rows > batches.unique_rows

@@ -35,7 +35,8 @@ resource "aws_iot_thing_group" "tenant" {
 
 # The Greengrass token exchange service: cores assume this role through the role alias with
 # their certificates, for component artifacts and their logs. Batches and desired state do
-# not go this way: they use the tenant's scoped credential from Vault.
+# not go this way: they use the tenant's scoped credential from Vault, or the tenant's device
+# role alias (modules/tenant_storage/device_roles.tf), scoped to one device's prefix.
 data "aws_iam_policy_document" "tes_trust" {
   statement {
     actions = ["sts:AssumeRole"]

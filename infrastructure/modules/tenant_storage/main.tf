@@ -102,7 +102,7 @@ resource "aws_s3_bucket_logging" "data" {
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "all" {
-  for_each = local.all_buckets
+  for_each = { for name, id in local.all_buckets : name => id if name != "fleet" }
   bucket   = each.value
   rule {
     id     = "abort-incomplete-uploads-and-expire-old-versions"
@@ -115,6 +115,62 @@ resource "aws_s3_bucket_lifecycle_configuration" "all" {
       noncurrent_days = var.noncurrent_version_days
     }
   }
+}
+
+# The fleet bucket has one lifecycle configuration of its own (S3 takes one per bucket): the rule
+# every bucket has, plus the archive's. Settled batches the platform moved to archive/
+# (edgeplat/sync/archive.py) get colder; both classes answer a GET at once, so a replay needs no
+# restore step (S3 leaves objects under 128 KiB in STANDARD: they would cost more in IA).
+# Quarantined objects are kept for forensics only, never replayed: they expire.
+resource "aws_s3_bucket_lifecycle_configuration" "fleet" {
+  bucket = aws_s3_bucket.fleet.id
+  rule {
+    id     = "abort-incomplete-uploads-and-expire-old-versions"
+    status = "Enabled"
+    filter {}
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = var.noncurrent_version_days
+    }
+  }
+  rule {
+    id     = "archive-to-colder-storage"
+    status = "Enabled"
+    filter {
+      prefix = local.archive_prefix
+    }
+    transition {
+      days          = var.archive_infrequent_access_days
+      storage_class = "STANDARD_IA"
+    }
+    transition {
+      days          = var.archive_glacier_ir_days
+      storage_class = "GLACIER_IR"
+    }
+  }
+  rule {
+    id     = "expire-archived-quarantine"
+    status = "Enabled"
+    filter {
+      prefix = local.quarantine_archive_prefix
+    }
+    expiration {
+      days = var.quarantine_archive_days
+    }
+  }
+}
+
+moved {
+  from = aws_s3_bucket_lifecycle_configuration.all["fleet"]
+  to   = aws_s3_bucket_lifecycle_configuration.fleet
+}
+
+locals {
+  # the platform's ARCHIVE_PREFIX and QUARANTINE_ARCHIVE_PREFIX under the store's base prefix
+  archive_prefix            = trimprefix("${var.tenant_storage.base_prefix}/archive/", "/")
+  quarantine_archive_prefix = "${local.archive_prefix}quarantine/"
 }
 
 # Per-tenant prefixes: tenant=<T>/ under the base prefix; each tenant's user reaches only its own.

@@ -18,3 +18,13 @@ output "tenant_prefixes" {
 output "tenant_users" {
   value = { for t, u in aws_iam_user.tenant : t => u.arn }
 }
+
+output "device_role_aliases" {
+  description = "tenant -> the role alias its devices name at the IoT credentials provider"
+  value       = { for t, a in aws_iot_role_alias.device : t => a.alias }
+}
+
+output "device_iot_policies" {
+  description = "tenant -> the IoT policy enrollment attaches to its device certificates"
+  value       = { for t, p in aws_iot_policy.device : t => p.name }
+}

@@ -13,3 +13,21 @@ variable "noncurrent_version_days" {
   type        = number
   default     = 35
 }
+
+variable "archive_infrequent_access_days" {
+  description = "Days after the platform archives a settled batch (archive/ prefix) before it moves to STANDARD_IA (30 at least)"
+  type        = number
+  default     = 30
+}
+
+variable "archive_glacier_ir_days" {
+  description = "Days after archiving before a batch moves to GLACIER_IR (still read at once by a replay)"
+  type        = number
+  default     = 180
+}
+
+variable "quarantine_archive_days" {
+  description = "Days an archived quarantined object (archive/quarantine/) is kept for forensics"
+  type        = number
+  default     = 400
+}
