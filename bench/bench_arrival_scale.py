@@ -43,7 +43,7 @@ from bench.harness import Result
 from edge_sync.objectstore import LocalObjectStore, ObjectStore
 from edge_sync.objectstore_journal import enable_journal, rotate_journal
 from edge_sync.objectstore_s3 import S3ObjectStore
-from edgeplat.lakehouse import Lakehouse, LakehouseConfig, S3Settings
+from edgeplat.lakehouse import Lakehouse, LakehouseConfig
 from edgeplat.simulator.arrival_clock import (
     CountingStore,
     ListingArrivals,
@@ -61,7 +61,7 @@ from edgeplat.sync.arrival_queue_sqs import SqsArrivalQueue
 from edgeplat.sync.env import SyncEnv, SyncSettings
 from edgeplat.sync.ledger import settled_keys
 from edgeplat.sync.queue_arrivals import DEFAULT_MAX_MESSAGES, QueueCursor, plan_tick
-from edgeplat.sync.tenant_workers import IngestWorkerSpec, ingest_tenants
+from edgeplat.sync.tenant_workers import ingest_tenants
 from pipelines.schedules import reconcile_every_15_minutes
 from pipelines.sensors.batch_arrival import (
     BACKSTOP_INTERVAL_S,
@@ -70,13 +70,9 @@ from pipelines.sensors.batch_arrival import (
     batch_arrival_sensor,
 )
 from tests.support.moto_prefilled import running_prefilled_moto
-from tests.support.moto_server import MOTO_CREDENTIALS, moto_client
-from tests.support.postgres import PG_DSN, fresh_schema
+from tests.support.moto_server import moto_client
+from tests.support.tenant_ingest import S3_CREDS, postgres_s3_ingest
 
-CREDS = {
-    "access_key_id": MOTO_CREDENTIALS["aws_access_key_id"],
-    "secret_access_key": MOTO_CREDENTIALS["aws_secret_access_key"],
-}
 FULL = SettledLayout(tenants=4, devices_per_tenant=2_500, batches_per_device=100)
 QUICK = SettledLayout(tenants=4, devices_per_tenant=50, batches_per_device=100)
 STREAM_DEVICES = 64
@@ -239,7 +235,7 @@ def sqs_queue(url: str, endpoint: str, bucket: str, prefix: str, visibility_s: i
             endpoint_url=endpoint,
             visibility_timeout_s=visibility_s,
             wait_time_s=0,
-            **CREDS,
+            **S3_CREDS,
         )
 
     return open_queue
@@ -259,7 +255,7 @@ def s3_side(layout: SettledLayout, stream: int, tenant_devices: int, tenant_rows
         url = notified_bucket(endpoint, bucket, prefix)
         requests = SqsRequests()
         fleet = StreamFleet(root, layout, STREAM_DEVICES)
-        store = CountingStore(S3ObjectStore(bucket, prefix, endpoint_url=endpoint, **CREDS))
+        store = CountingStore(S3ObjectStore(bucket, prefix, endpoint_url=endpoint, **S3_CREDS))
         env = sync_env(lake, store, fleet)
         listing = listing_path(env, store)
         out: dict[str, object] = {
@@ -330,24 +326,14 @@ def tenant_runs(
         )
     per_second: dict[int, tuple[float, float]] = {}
     for workers in WORKERS:
-        with fresh_schema("edgeplat_bench") as schema:
-            lake_config = LakehouseConfig(
-                catalog=f"postgres:{PG_DSN}",
-                data_path=f"s3://{bucket}/lake-{workers}/",
-                metadata_schema=schema,
-                s3=S3Settings(endpoint_url=endpoint, **CREDS),
-            )
-            lake = Lakehouse(lake_config)
-            lake.ensure_schema()
-            spec = IngestWorkerSpec(
-                lake=lake_config,
-                objects_url=f"s3://{bucket}/{prefix}",
-                keys_dir=str(batches.keys_dir),
-                registry_dir=str(batches.registry_dir),
-                s3_endpoint_url=endpoint,
-                s3_access_key_id=CREDS["access_key_id"],
-                s3_secret_access_key=CREDS["secret_access_key"],
-            )
+        with postgres_s3_ingest(
+            endpoint,
+            bucket,
+            batches,
+            lake_prefix=f"lake-{workers}",
+            schema_prefix="edgeplat_bench",
+            objects_prefix=prefix,
+        ) as (lake, spec):
             seconds, reports = ingest_tenants(
                 spec, {t: sorted(ks) for t, ks in keys_by_tenant.items()}, workers
             )

@@ -24,9 +24,9 @@ import hvac
 
 from cli.common import CliError, dumps
 from edge_sync.vault_admin import VaultAdmin
-from edgeplat.security.device_scope_audit import DeviceScopeAudit
+from edgeplat.security.device_scope_audit import DeviceScopeAudit, DeviceScopeCheck
 from edgeplat.security.storage_policy import StoragePolicyError
-from edgeplat.security.tenant_storage import StorageTarget, TenantStorageAdmin
+from edgeplat.security.tenant_storage import StorageCheck, StorageTarget, TenantStorageAdmin
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -160,18 +160,13 @@ def check(args: argparse.Namespace) -> int:
         result = admin.check(args.tenant)
     except ValueError as exc:
         raise _refused(exc) from None
-    if args.json:
-        print(dumps(result.as_dict()))
-    elif result.ok:
-        print(
-            f"tenant {result.tenant_id}: OK, key {result.access_key_id} of {result.iam_user} reaches only "
-            f"its prefix ({len(result.policies)} policies checked)"
-        )
-    else:
-        print(f"tenant {result.tenant_id}: NOT SCOPED ({len(result.problems)} problems):")
-        for problem in result.problems:
-            print(f"  - {problem}")
-    return 0 if result.ok else 1
+    return _verdict(
+        args,
+        result,
+        f"OK, key {result.access_key_id} of {result.iam_user} reaches only its prefix "
+        f"({len(result.policies)} policies checked)",
+        "NOT SCOPED",
+    )
 
 
 def check_device_scopes(args: argparse.Namespace) -> int:
@@ -184,15 +179,23 @@ def check_device_scopes(args: argparse.Namespace) -> int:
         result = DeviceScopeAudit(iam, iot, target).check(args.tenant)
     except ValueError as exc:
         raise _refused(exc) from None
+    return _verdict(
+        args,
+        result,
+        f"OK, role {result.role} (alias {result.role_alias}, IoT policy {result.iot_policy}) reaches only "
+        "tenant=<T>/device=<thing name>/",
+        "NOT SCOPED TO ONE DEVICE",
+    )
+
+
+def _verdict(args: argparse.Namespace, result: StorageCheck | DeviceScopeCheck, ok: str, not_ok: str) -> int:
+    """Print a deployed-credential check (JSON, or one line / the problems); exit 1 when it failed."""
     if args.json:
         print(dumps(result.as_dict()))
     elif result.ok:
-        print(
-            f"tenant {result.tenant_id}: OK, role {result.role} (alias {result.role_alias}, IoT policy "
-            f"{result.iot_policy}) reaches only tenant=<T>/device=<thing name>/"
-        )
+        print(f"tenant {result.tenant_id}: {ok}")
     else:
-        print(f"tenant {result.tenant_id}: NOT SCOPED TO ONE DEVICE ({len(result.problems)} problems):")
+        print(f"tenant {result.tenant_id}: {not_ok} ({len(result.problems)} problems):")
         for problem in result.problems:
             print(f"  - {problem}")
     return 0 if result.ok else 1

@@ -36,9 +36,11 @@ def postgres_s3_ingest(
     *,
     lake_prefix: str,
     schema_prefix: str = "edgeplat_test",
+    objects_prefix: str = FLEET_PREFIX,
 ) -> Iterator[tuple[Lakehouse, IngestWorkerSpec]]:
     """A fresh lakehouse (a new PostgreSQL schema, data under ``s3://bucket/<lake_prefix>/``) and the
-    spec tenant workers ingest ``batches`` with; the schema is dropped afterwards."""
+    spec tenant workers ingest ``batches`` (under ``objects_prefix``) with; the schema is dropped
+    afterwards."""
     with fresh_schema(schema_prefix) as schema:
         lake_config = LakehouseConfig(
             catalog=f"postgres:{PG_DSN}",
@@ -52,7 +54,7 @@ def postgres_s3_ingest(
             lake,
             IngestWorkerSpec(
                 lake=lake_config,
-                objects_url=f"s3://{bucket}/{FLEET_PREFIX}",
+                objects_url=f"s3://{bucket}/{objects_prefix}",
                 keys_dir=str(batches.keys_dir),
                 registry_dir=str(batches.registry_dir),
                 s3_endpoint_url=endpoint,
