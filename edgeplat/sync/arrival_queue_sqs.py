@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Literal
 
 from edgeplat.sync.arrival_queue import (
@@ -105,7 +106,7 @@ class SqsArrivalQueue:
             problem = None
         except PoisonEvent as exc:
             keys, problem = (), str(exc)
-        return ArrivalMessage(m["MessageId"], m["ReceiptHandle"], keys, problem, excerpt(body), count)
+        return ArrivalMessage(m["MessageId"], (m["ReceiptHandle"],), keys, problem, excerpt(body), count)
 
     def _receive_once(self, limit: int, wait: int) -> list[dict]:
         resp = self._call(
@@ -122,9 +123,16 @@ class SqsArrivalQueue:
         out: dict[str, ArrivalMessage] = {}
 
         def take(got: list[dict]) -> int:
-            fresh = sum(m["MessageId"] not in out for m in got)
-            for m in got:  # a message seen again: keep its newest receipt handle, the one that deletes
-                out[m["MessageId"]] = self._message(m)
+            fresh = 0
+            for m in got:
+                seen = out.get(m["MessageId"])
+                msg = self._message(m)
+                if seen is None:
+                    fresh += 1
+                else:  # seen again: only the newest receipt deletes, and concurrent calls
+                    # cannot tell which that is, so the ack deletes with every receipt
+                    msg = replace(msg, receipt=seen.receipt + msg.receipt)
+                out[m["MessageId"]] = msg
             return fresh
 
         # wait once per tick for the first message; then rounds of concurrent receives take what is
@@ -140,17 +148,17 @@ class SqsArrivalQueue:
                     break  # empty, or (visibility 0) the same messages again
         return list(out.values())
 
-    def _delete(self, chunk: list[ArrivalMessage]) -> None:
-        # a failed entry (e.g. a receipt that expired) comes back and is acked on a later tick
+    def _delete(self, receipts: list[str]) -> None:
+        # a failed entry (an older receipt, one that expired) comes back and is acked on a later tick
         self._call(
             "delete_message_batch",
             QueueUrl=self.url,
-            Entries=[{"Id": str(n), "ReceiptHandle": m.receipt} for n, m in enumerate(chunk)],
+            Entries=[{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts)],
         )
 
     def ack(self, messages: Sequence[ArrivalMessage]) -> None:
-        msgs = list(messages)
-        chunks = [msgs[i : i + SQS_BATCH] for i in range(0, len(msgs), SQS_BATCH)]
+        receipts = [r for m in messages for r in m.receipt]
+        chunks = [receipts[i : i + SQS_BATCH] for i in range(0, len(receipts), SQS_BATCH)]
         if not chunks:
             return
         with ThreadPoolExecutor(min(self.receivers, len(chunks))) as pool:
