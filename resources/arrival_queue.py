@@ -17,7 +17,7 @@ from edge_sync.objectstore import LocalObjectStore, ObjectStore
 from edgeplat.sync.arrival_queue import DEFAULT_VISIBILITY_TIMEOUT_S, ArrivalQueue
 from edgeplat.sync.arrival_queue_azure import AzureQueueArrivalQueue
 from edgeplat.sync.arrival_queue_journal import JournalArrivalQueue
-from edgeplat.sync.arrival_queue_sqs import SqsArrivalQueue
+from edgeplat.sync.arrival_queue_sqs import DEFAULT_RECEIVERS, SqsArrivalQueue
 from edgeplat.sync.queue_arrivals import DEFAULT_MAX_MESSAGES
 
 KINDS = ("sqs", "azure_queue", "journal")
@@ -37,7 +37,8 @@ class ArrivalNotifications(dg.Config):
     max_attempts: int = 3
     visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
     wait_time_s: int = 1
-    max_messages: int = DEFAULT_MAX_MESSAGES  # per sensor tick
+    max_messages: int = DEFAULT_MAX_MESSAGES  # per sensor tick: what one tick can drain at most
+    receivers: int = DEFAULT_RECEIVERS  # sqs: concurrent receive/delete calls (10 messages each) per tick
     connection_string: str | None = None  # azure_queue: the storage account's (a secret: dg.EnvVar)
     queue_name: str = ""  # azure_queue: the storage queue Event Grid delivers to
     dead_letter_queue: str = ""  # azure_queue, optional: where poison goes, with its reason
@@ -91,4 +92,5 @@ class ArrivalNotifications(dg.Config):
             visibility_timeout_s=self.visibility_timeout_s,
             wait_time_s=self.wait_time_s,
             dead_letter_url=self.dead_letter_url or None,
+            receivers=self.receivers,
         )

@@ -112,6 +112,23 @@ class MessagePlan:
     settled: int
 
 
+class TickLedger:
+    """``settled(keys)`` asked at most once per key in a tick: the messages' keys and the backstop
+    listing's overlap (a batch both notified and listed), and the ledger lookup dominates a tick."""
+
+    def __init__(self, settled: Settled) -> None:
+        self._settled, self._known, self._asked = settled, set[str](), set[str]()
+        self.calls = 0
+
+    def __call__(self, keys: list[str]) -> set[str]:
+        ask = [k for k in keys if k not in self._asked]
+        if ask:
+            self.calls += 1
+            self._known |= self._settled(ask)
+            self._asked.update(ask)
+        return {k for k in keys if k in self._known}
+
+
 def plan_messages(messages: Sequence[ArrivalMessage], settled: Settled) -> MessagePlan:
     """Sort received messages into ack / dead-letter / pending by what the ledger holds."""
     poison = [m for m in messages if m.poison]
@@ -171,6 +188,7 @@ def plan_tick(
     """One sensor tick (see the module docstring). ``open_queue(journal_position)`` opens the
     queue (None: no queue configured, listing only); ``settled(keys)`` asks the ledger."""
     plan = TickPlan([], cursor)
+    settled = TickLedger(settled)
     fresh: set[str] = set()
     journal, due = cursor.journal, cursor.backstop_due
     if open_queue is not None:

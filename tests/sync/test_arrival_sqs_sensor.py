@@ -10,12 +10,13 @@ import dagster as dg
 import pytest
 
 from edge_sync.objectstore_s3 import S3ObjectStore
+from edgeplat.sync.arrival_queue_sqs import SqsArrivalQueue
 from pipelines.sensors import batch_arrival
 from resources.object_store import ObjectStoreResource
 from tests.support.arrivals import SensorDriver, notifying_bucket, run_keys, skipped, sqs_notifications
 from tests.support.fault_proxy import FaultProxy
 from tests.support.fleet import Fleet
-from tests.support.moto_server import MOTO_CREDENTIALS
+from tests.support.moto_server import MOTO_CREDENTIALS, moto_client
 
 pytestmark = pytest.mark.services
 
@@ -112,3 +113,59 @@ def other_bucket(body: str) -> dict:
     record = json.loads(body)["Records"][0]
     record["s3"]["bucket"]["name"] = "someone-elses-bucket"
     return record
+
+
+@pytest.mark.parametrize("receivers", [1, 4])
+def test_concurrent_receives_take_each_message_once_up_to_the_tick_bound(
+    moto_server: str, receivers: int
+) -> None:
+    bucket = notifying_bucket(moto_server)
+    keys = [
+        f"tenant=t-1/device=d-{n:03d}/stream=telemetry/00000000000000000001-00000000000000000010.batch"
+        for n in range(57)
+    ]
+    for key in keys:
+        bucket.send(
+            {
+                "Records": [
+                    {
+                        "eventName": "ObjectCreated:Put",
+                        "s3": {
+                            "bucket": {"name": bucket.bucket},
+                            "object": {"key": f"{bucket.prefix}/{key}"},
+                        },
+                    }
+                ]
+            }
+        )
+    queue = SqsArrivalQueue(
+        bucket.queue_url,
+        bucket=bucket.bucket,
+        prefix=bucket.prefix,
+        endpoint_url=moto_server,
+        access_key_id=MOTO_CREDENTIALS["aws_access_key_id"],
+        secret_access_key=MOTO_CREDENTIALS["aws_secret_access_key"],
+        visibility_timeout_s=60,  # what a receive took stays hidden: nothing is taken twice
+        wait_time_s=0,
+        receivers=receivers,
+    )
+    try:
+        first = queue.receive(35)  # the tick bound holds although more is queued
+        rest = queue.receive(1_000)
+        assert len(first) == 35 and len(rest) == 23  # 57 notifications and S3's test event
+        named = [k for m in first + rest for k in m.keys]
+        assert sorted(named) == sorted(keys)  # every notification once, none lost
+        queue.ack(first + rest)  # concurrent delete_message_batch calls, 10 receipts each
+    finally:
+        queue.close()
+    assert bucket.queued() == []
+    sqs = moto_client(moto_server, "sqs")
+    hidden = sqs.get_queue_attributes(
+        QueueUrl=bucket.queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]["ApproximateNumberOfMessagesNotVisible"]
+    sqs.close()
+    if receivers == 1:  # moto is not thread-safe: concurrent calls can leave a few in flight,
+        # which come back after the visibility timeout and are acked then (docs/operations.md)
+        assert hidden == "0"  # every message deleted, none left in flight with a stale receipt
+    with pytest.raises(ValueError, match="receivers must be 1..64"):
+        SqsArrivalQueue(bucket.queue_url, bucket=bucket.bucket, receivers=0)
