@@ -279,25 +279,9 @@ class GitOpsWatcher:
                     "commit": src.get("commit"),
                     "done": r.status in {str(s) for s in TERMINAL} or r.status == Status.FAILED,
                 }
-        target = self.workdir / self.status_file
         text = json.dumps(status, indent=2, sort_keys=True) + "\n"
-        if target.exists() and target.read_text() == text:
+        if not self._commit(self.status_file, text, "rollout status [edgeplat]", author):
             return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        name, _, email = author.partition(" <")
-        _git(self.workdir, "add", self.status_file)
-        _git(
-            self.workdir,
-            "-c",
-            f"user.name={name}",
-            "-c",
-            f"user.email={email.rstrip('>')}",
-            "commit",
-            "--quiet",
-            "-m",
-            "rollout status [edgeplat]",
-        )
         _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
         return _git(self.workdir, "rev-parse", "HEAD").strip()
 
@@ -320,27 +304,11 @@ class GitOpsWatcher:
                 f"report file {path!r} must be a .json path inside the repository, outside the spec "
                 f"directory {self.spec_dir!r} (e.g. status/drift.json)"
             )
-        name, _, email = author.partition(" <")
         for attempt in range(1, attempts + 1):
             self.fetch()
             _git(self.workdir, "checkout", "--quiet", "-B", self.branch, f"origin/{self.branch}")
-            target = self.workdir / rel
-            if target.exists() and target.read_text() == text:
+            if not self._commit(path, text, message, author):
                 return None
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-            _git(self.workdir, "add", path)
-            _git(
-                self.workdir,
-                "-c",
-                f"user.name={name}",
-                "-c",
-                f"user.email={email.rstrip('>')}",
-                "commit",
-                "--quiet",
-                "-m",
-                message,
-            )
             try:
                 _git(self.workdir, "push", "--quiet", "origin", f"HEAD:{self.branch}")
             except GitOpsError:
@@ -350,6 +318,29 @@ class GitOpsWatcher:
                 continue
             return _git(self.workdir, "rev-parse", "HEAD").strip()
         return None  # unreachable: the last attempt returns or raises
+
+    def _commit(self, path: str, text: str, message: str, author: str) -> bool:
+        """Write ``text`` as ``path`` in the clone and commit it as ``author`` ("Name <email>");
+        False, and nothing committed, when the file already holds ``text``."""
+        target = self.workdir / path
+        if target.exists() and target.read_text() == text:
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        name, _, email = author.partition(" <")
+        _git(self.workdir, "add", path)
+        _git(
+            self.workdir,
+            "-c",
+            f"user.name={name}",
+            "-c",
+            f"user.email={email.rstrip('>')}",
+            "commit",
+            "--quiet",
+            "-m",
+            message,
+        )
+        return True
 
 
 def _updatable(state: RolloutState) -> bool:
