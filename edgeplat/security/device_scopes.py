@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from edge_sync.ids import THING_NAME_PATTERN, validate_id
@@ -255,16 +256,20 @@ def device_scope_problems(
     return problems
 
 
+def _allow_statements(doc: dict[str, Any], name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each Allow statement of a loaded policy, with where it is ("<name> statement <Sid or index>")."""
+    statements = doc["Statement"] if isinstance(doc["Statement"], list) else [doc["Statement"]]
+    for i, st in enumerate(statements):
+        if isinstance(st, dict) and st.get("Effect") == "Allow":
+            yield f"{name} statement {st.get('Sid') or i}", st
+
+
 def trust_policy_problems(policy: dict[str, Any] | str, name: str = "trust policy") -> list[str]:
     """Why ``policy`` lets anyone but the IoT credentials provider assume the device role."""
     doc, problems = _load(policy, name)
     if doc is None:
         return problems
-    statements = doc["Statement"] if isinstance(doc["Statement"], list) else [doc["Statement"]]
-    for i, st in enumerate(statements):
-        if not isinstance(st, dict) or st.get("Effect") != "Allow":
-            continue
-        where = f"{name} statement {st.get('Sid') or i}"
+    for where, st in _allow_statements(doc, name):
         if st.get("Principal") != {"Service": TRUSTED_SERVICE}:
             problems.append(f"{where}: Principal must be exactly {{'Service': {TRUSTED_SERVICE!r}}}")
         if _strings(st.get("Action")) != ["sts:AssumeRole"] or "NotAction" in st:
@@ -277,11 +282,7 @@ def iot_policy_problems(policy: dict[str, Any] | str, alias_arn: str, name: str 
     doc, problems = _load(policy, name)
     if doc is None:
         return problems
-    statements = doc["Statement"] if isinstance(doc["Statement"], list) else [doc["Statement"]]
-    for i, st in enumerate(statements):
-        if not isinstance(st, dict) or st.get("Effect") != "Allow":
-            continue
-        where = f"{name} statement {st.get('Sid') or i}"
+    for where, st in _allow_statements(doc, name):
         if "NotAction" in st or "NotResource" in st:
             problems.append(f"{where}: Allow with NotAction/NotResource grants what it does not name")
         if [a.lower() for a in _strings(st.get("Action"))] != [ASSUME_ACTION.lower()]:
