@@ -113,8 +113,14 @@ def storage_admin(args: argparse.Namespace, vault: Any | None = None) -> Any:
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    iam = boto3.client("iam", endpoint_url=args.iam_endpoint_url, region_name=args.region)
+    iam = _aws_client("iam", args.iam_endpoint_url, args.region)
     return TenantStorageAdmin(iam, vault or vault_admin(), target)
+
+
+def _aws_client(service: str, endpoint_url: str | None, region: str | None) -> Any:
+    """A boto3 client of a session of its own: credentials are read from the environment now, never
+    from boto3's process-wide default session, which keeps the first ones it resolved."""
+    return boto3.session.Session().client(service, endpoint_url=endpoint_url, region_name=region)
 
 
 def _refused(exc: Exception) -> CliError:
@@ -174,8 +180,8 @@ def check_device_scopes(args: argparse.Namespace) -> int:
         raise CliError("give --store-url s3://bucket/prefix (or set EDGEPLAT_OBJECTS_URL)")
     try:
         target = StorageTarget.from_url(args.store_url, region=args.region)
-        iam = boto3.client("iam", endpoint_url=args.iam_endpoint_url, region_name=args.region)
-        iot = boto3.client("iot", endpoint_url=args.iot_endpoint_url, region_name=args.region)
+        iam = _aws_client("iam", args.iam_endpoint_url, args.region)
+        iot = _aws_client("iot", args.iot_endpoint_url, args.region)
         result = DeviceScopeAudit(iam, iot, target).check(args.tenant)
     except ValueError as exc:
         raise _refused(exc) from None
